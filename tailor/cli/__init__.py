@@ -1,0 +1,71 @@
+"""The ``tailor`` command line: ``methods``, ``train <method>``, ``generate``, ``world ...``, ``eval ...``.
+
+User errors (``tailor.errors.TailorError``) are printed as one line without a traceback and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+import typer
+from rich.console import Console
+
+from tailor.errors import TailorError
+
+err = Console(stderr=True)
+
+
+def build() -> click.Group:
+    """The full click group: typer commands plus the generated ``train`` group."""
+    from tailor.cli.eval import eval_app
+    from tailor.cli.generate import generate
+    from tailor.cli.train import train_group
+    from tailor.world.cli import world_app
+
+    app = typer.Typer(
+        help="tailor: personalize and control text-to-image diffusion models.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+    )
+
+    @app.command("methods")
+    def methods() -> None:
+        """List the registered methods, one line each."""
+        from tailor.core.method import registry
+
+        for spec in registry().values():
+            typer.echo(f"{spec.name:<20} {spec.summary}" + (f"  [{spec.paper}]" if spec.paper else ""))
+
+    app.command("generate", context_settings={"help_option_names": ["-h", "--help"]})(generate)
+    app.add_typer(world_app, name="world", help="The procedural world: render images, subjects, faces, scenes.")
+    app.add_typer(eval_app, name="eval", help="Scores: every command takes --json and then prints one JSON object.")
+    group = typer.main.get_command(app)
+    group.add_command(train_group(), "train")
+    return group
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    try:
+        group = build()
+        group.main(args=argv, prog_name="tailor", standalone_mode=False)
+    except TailorError as e:
+        err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        return e.exit_code
+    except click.exceptions.Abort:
+        err.print("aborted")
+        return 130
+    except click.ClickException as e:
+        e.show()
+        return 2
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""``tailor eval``: scores; every command takes ``--json`` and then prints one JSON object."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+
+from tailor.errors import InputError
+
+eval_app = typer.Typer(no_args_is_help=True)
+
+
+@eval_app.command("metrics")
+def metrics(as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False) -> None:
+    """List the available metrics."""
+    from tailor.eval import METRICS
+
+    if as_json:
+        typer.echo(json.dumps(METRICS))
+        return
+    for name, desc in METRICS.items():
+        typer.echo(f"{name:<10} {desc}")
+
+
+@eval_app.command("pair")
+def pair(
+    images: Annotated[Path, typer.Option(help="Folder of generated images.")],
+    reference: Annotated[Path, typer.Option(help="Folder of reference images with the same file names.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """SSIM, PSNR and edge F1 of each image against the same-named reference image (mean over pairs)."""
+    from tailor.core.images import list_images, load_image
+    from tailor.eval.image_metrics import canny, edge_f1, psnr, ssim
+
+    refs = {p.name: p for p in list_images(reference)}
+    pairs = [(p, refs[p.name]) for p in list_images(images) if p.name in refs]
+    if not pairs:
+        raise InputError(f"no file in {images} has a same-named reference in {reference}; match the file names.")
+    scores: dict[str, list[float]] = {"ssim": [], "psnr": [], "edge_f1": []}
+    for a, b in pairs:
+        x = np.asarray(load_image(a))
+        y = np.asarray(load_image(b).resize((x.shape[1], x.shape[0])))
+        scores["ssim"].append(ssim(x, y))
+        scores["psnr"].append(min(psnr(x, y), 100.0))
+        scores["edge_f1"].append(edge_f1(canny(x), canny(y)))
+    result = {k: float(np.mean(v)) for k, v in scores.items()} | {"pairs": len(pairs)}
+    if as_json:
+        typer.echo(json.dumps(result))
+    else:
+        for k, v in result.items():
+            typer.echo(f"{k:<8} {v:.4f}" if isinstance(v, float) else f"{k:<8} {v}")

@@ -1,0 +1,56 @@
+"""``tailor.load``: find the method a saved artifact names and load it.
+
+An artifact is a file written by ``Method.save`` (safetensors whose metadata names the method) or a training
+``--out`` folder (its ``tailor.json`` names the artifact file). Community formats are recognised by the method that
+owns them: a method class may define ``sniff(path, metadata) -> bool`` to claim a file without tailor metadata.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tailor.core.io import read_metadata
+from tailor.core.method import ARTIFACT_FORMAT, Method, get_spec, registry
+from tailor.errors import FormatError, InputError
+
+
+def resolve_artifact(path: str | Path) -> Path:
+    """The weight file a path names: the file itself, or the artifact recorded in a training folder."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path} does not exist; pass a training --out folder or a weight file inside it.")
+    if path.is_file():
+        return path
+    manifest = path / "tailor.json"
+    if manifest.is_file():
+        try:
+            info = json.loads(manifest.read_text())
+            return path / info["artifact"]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise FormatError(f"{manifest} is damaged ({e.__class__.__name__}); re-run the training's save.") from e
+    found = sorted(p for p in path.glob("*.safetensors") if _is_tailor_file(p))
+    if len(found) != 1:
+        raise InputError(f"{path} holds {len(found)} tailor weight files; pass the file you mean.")
+    return found[0]
+
+
+def _is_tailor_file(path: Path) -> bool:
+    try:
+        return read_metadata(path).get("format") == ARTIFACT_FORMAT
+    except FormatError:
+        return False
+
+
+def load(path: str | Path) -> Method:
+    """Load the method and weights a saved artifact names (weights apply when the method is attached)."""
+    file = resolve_artifact(path)
+    meta = read_metadata(file) if file.suffix == ".safetensors" else {}
+    if meta.get("format") == ARTIFACT_FORMAT and "method" in meta:
+        return get_spec(meta["method"]).method.from_file(file)
+    for spec in registry().values():
+        sniff = getattr(spec.method, "sniff", None)
+        if sniff is not None and sniff(file, meta):
+            return spec.method.from_file(file)
+    raise FormatError(f"{file} names no tailor method and matches no known community format; "
+                      f"pass a file written by `tailor train` or a supported format.")

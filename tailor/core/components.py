@@ -1,0 +1,281 @@
+"""Load a base model into :class:`Components`; build tiny random components for tests.
+
+A base is a diffusers folder (``model_index.json``), a single-file checkpoint (``.safetensors`` / ``.ckpt``, via
+diffusers' ``from_single_file`` with a local config folder), or a name: ``world`` (the shipped world model),
+``tiny`` / ``tiny-xl`` (seeded random components of the SD / SDXL architectures, used by tests and the first demo).
+Both SD1.x/SD2-style bases and SDXL-style bases (two text encoders, added time ids) are supported. Nothing is ever
+downloaded: every loader is called with ``local_files_only=True``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+from tailor.core.tokenizers import build_clip_tokenizer
+from tailor.errors import FormatError, IncompatibleError, InputError
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+SD_SCHEDULER = dict(
+    num_train_timesteps=1000,
+    beta_start=0.00085,
+    beta_end=0.012,
+    beta_schedule="scaled_linear",
+    clip_sample=False,
+    set_alpha_to_one=False,
+    steps_offset=1,
+)
+
+
+@dataclass
+class Components:
+    """The parts of a Stable Diffusion base; SDXL bases also have ``text_encoder_2`` / ``tokenizer_2``."""
+
+    unet: UNet2DConditionModel
+    vae: AutoencoderKL
+    text_encoder: CLIPTextModel
+    tokenizer: CLIPTokenizer
+    scheduler: Any
+    text_encoder_2: CLIPTextModelWithProjection | None = None
+    tokenizer_2: CLIPTokenizer | None = None
+    source: str = ""
+
+    @property
+    def is_sdxl(self) -> bool:
+        return self.text_encoder_2 is not None
+
+    @property
+    def device(self) -> torch.device:
+        return self.unet.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.unet.dtype
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def cross_attention_dim(self) -> int:
+        return int(self.unet.config.cross_attention_dim)
+
+    @property
+    def default_size(self) -> int:
+        return int(self.unet.config.sample_size) * self.vae_scale_factor
+
+    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> Components:
+        for m in self.models():
+            m.to(device=device, dtype=dtype)
+        return self
+
+    def models(self) -> list[torch.nn.Module]:
+        return [m for m in (self.unet, self.vae, self.text_encoder, self.text_encoder_2) if m is not None]
+
+    def freeze(self) -> Components:
+        for m in self.models():
+            m.requires_grad_(False)
+            m.eval()
+        return self
+
+    def diffusers_pipeline(self):
+        """The equivalent diffusers pipeline over the same module objects (no copies)."""
+        from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+
+        if self.is_sdxl:
+            return StableDiffusionXLPipeline(
+                vae=self.vae,
+                text_encoder=self.text_encoder,
+                text_encoder_2=self.text_encoder_2,
+                tokenizer=self.tokenizer,
+                tokenizer_2=self.tokenizer_2,
+                unet=self.unet,
+                scheduler=self.scheduler,
+            )
+        return StableDiffusionPipeline(
+            vae=self.vae,
+            text_encoder=self.text_encoder,
+            tokenizer=self.tokenizer,
+            unet=self.unet,
+            scheduler=self.scheduler,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
+
+    def save_pretrained(self, folder: str | Path) -> None:
+        """Write a diffusers pipeline folder that ``from_pretrained`` loads without tailor."""
+        from tailor.core.tokenizers import save_tokenizer
+
+        self.diffusers_pipeline().save_pretrained(str(folder))
+        save_tokenizer(self.tokenizer, Path(folder) / "tokenizer")
+        if self.tokenizer_2 is not None:
+            save_tokenizer(self.tokenizer_2, Path(folder) / "tokenizer_2")
+
+
+# --------------------------------------------------------------------- loading
+def load_components(
+    base: str | Path, device: str | torch.device = "cpu", config: str | Path | None = None
+) -> Components:
+    """Load ``base``: ``world``, ``tiny``, ``tiny-xl``, a diffusers folder or a single-file checkpoint.
+
+    ``config`` is the diffusers folder whose configs a single-file checkpoint is read with (no downloads).
+    """
+    name = str(base)
+    if name == "world":
+        from tailor.world.zoo import base_path
+
+        comps = _from_folder(base_path())
+        comps.source = "world"
+    elif name in ("tiny", "tiny-xl"):
+        comps = tiny_components(sdxl=name == "tiny-xl")
+    else:
+        path = Path(name)
+        if path.is_dir():
+            if not (path / "model_index.json").is_file():
+                raise InputError(f"{path} has no model_index.json; pass a diffusers model folder, a .safetensors "
+                                 f"checkpoint, or 'world'.")
+            comps = _from_folder(path)
+        elif path.is_file():
+            comps = _from_single_file(path, config)
+        else:
+            raise InputError(f"base model {name!r} not found; pass a diffusers folder, a checkpoint file, or 'world'.")
+        comps.source = str(path)
+    return comps.to(device).freeze()
+
+
+def _from_folder(path: Path) -> Components:
+    from diffusers import DiffusionPipeline
+
+    try:
+        pipe = DiffusionPipeline.from_pretrained(str(path), local_files_only=True, safety_checker=None)
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
+        raise InputError(f"cannot load the diffusers model in {path} ({e}); check the folder is complete.") from e
+    return _from_pipeline(pipe)
+
+
+def _from_single_file(path: Path, config: str | Path | None) -> Components:
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+    from diffusers.loaders.single_file_utils import SingleFileComponentError
+
+    if path.suffix not in (".safetensors", ".ckpt"):
+        raise InputError(f"{path} is not a .safetensors or .ckpt checkpoint; pass a model file or folder.")
+    if config is None:
+        raise InputError(f"{path} is a single-file checkpoint: pass --base-config with a diffusers folder of the same "
+                         f"architecture (tailor never downloads configs).")
+    if not (Path(config) / "model_index.json").is_file():
+        raise InputError(f"--base-config {config} is not a diffusers model folder (no model_index.json); pass the "
+                         f"folder of a model with the same architecture as {path.name}.")
+    xl = (Path(config) / "text_encoder_2").is_dir()
+    if path.suffix == ".safetensors" and _check_ldm_safetensors(path) != xl:
+        kinds = ("an SD", "an SDXL")
+        raise IncompatibleError(f"{path} is {kinds[not xl]} checkpoint but --base-config {config} is {kinds[xl]} "
+                                f"model; pass a config folder of the checkpoint's architecture.")
+    cls = StableDiffusionXLPipeline if xl else StableDiffusionPipeline
+    kw = {} if xl else {"safety_checker": None, "requires_safety_checker": False}
+    try:
+        pipe = cls.from_single_file(str(path), config=str(config), local_files_only=True, **kw)
+    except SingleFileComponentError as e:
+        # diffusers' message suggests code changes; say which file lacks what instead
+        part = str(e).split(".")[0].removeprefix("Failed to load ")
+        raise FormatError(f"{path} has no weights for {part}; it is not a full checkpoint of the architecture of "
+                          f"{config} (a LoRA, embedding or partial file?).") from e
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
+        raise FormatError(f"cannot read checkpoint {path} with the configs of {config} ({e}); check the file is a "
+                          f"complete checkpoint of the same architecture.") from e
+    return _from_pipeline(pipe)
+
+
+def _check_ldm_safetensors(path: Path) -> bool:
+    """Whether ``path`` is an SDXL checkpoint; fails early on a file without an original-layout UNet."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            keys = list(f.keys())
+    except (SafetensorError, OSError, ValueError) as e:
+        raise FormatError(f"{path} is not a readable .safetensors file ({e}); re-export or re-download it.") from e
+    if not any(k.startswith("model.diffusion_model.") for k in keys):
+        raise FormatError(f"{path} has no UNet weights (model.diffusion_model.*): it is not a full Stable Diffusion "
+                          f"checkpoint (a LoRA, embedding or VAE file?); pass a full model checkpoint.")
+    return any(k.startswith("conditioner.") for k in keys)
+
+
+def _from_pipeline(pipe) -> Components:
+    return Components(
+        unet=pipe.unet,
+        vae=pipe.vae,
+        text_encoder=pipe.text_encoder,
+        tokenizer=pipe.tokenizer,
+        scheduler=pipe.scheduler,
+        text_encoder_2=getattr(pipe, "text_encoder_2", None),
+        tokenizer_2=getattr(pipe, "tokenizer_2", None),
+    )
+
+
+# --------------------------------------------------------------------- tiny random components
+def tiny_components(seed: int = 0, sdxl: bool = False, sample_size: int = 16, cross_attention_dim: int = 64):
+    """Seeded tiny random components of the real classes (SD or SDXL layout) for tests and smoke runs."""
+    torch.manual_seed(seed)
+    # SDXL: two encoders of different widths (3:5, like CLIP-L 768 : OpenCLIP-bigG 1280) whose hidden states are
+    # concatenated; diffusers' from_single_file tells the two apart only by width, so equal widths cannot round-trip.
+    text_hidden = cross_attention_dim * 3 // 8 if sdxl else cross_attention_dim
+    text_hidden_2 = cross_attention_dim - text_hidden
+    unet_kw: dict[str, Any] = dict(
+        sample_size=sample_size,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=(32, 64),
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=cross_attention_dim,
+        attention_head_dim=8,
+        norm_num_groups=16,
+    )
+    if sdxl:
+        unet_kw.update(
+            addition_embed_type="text_time",
+            addition_time_embed_dim=8,
+            projection_class_embeddings_input_dim=text_hidden_2 + 6 * 8,
+            use_linear_projection=True,
+        )
+    unet = UNet2DConditionModel(**unet_kw)
+    torch.manual_seed(seed + 1)
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        block_out_channels=(16, 32),
+        latent_channels=4,
+        norm_num_groups=16,
+        sample_size=sample_size * 2,
+    )
+    tok_kw = dict(vocab_size=1000, bos_token_id=514, eos_token_id=515, pad_token_id=515, max_position_embeddings=77)
+    text_cfg = CLIPTextConfig(
+        hidden_size=text_hidden, intermediate_size=2 * text_hidden, num_attention_heads=4, num_hidden_layers=2,
+        projection_dim=text_hidden, **tok_kw,
+    )
+    torch.manual_seed(seed + 2)
+    text_encoder = CLIPTextModel(text_cfg)
+    tokenizer = build_clip_tokenizer()
+    te2 = tok2 = None
+    if sdxl:
+        torch.manual_seed(seed + 3)
+        te2 = CLIPTextModelWithProjection(CLIPTextConfig(
+            hidden_size=text_hidden_2, intermediate_size=2 * text_hidden_2, num_attention_heads=4, num_hidden_layers=2,
+            projection_dim=text_hidden_2, **tok_kw,
+        ))
+        tok2 = build_clip_tokenizer()
+    scheduler = DDIMScheduler(**SD_SCHEDULER)
+    name = "tiny-xl" if sdxl else "tiny"
+    return Components(unet, vae, text_encoder, tokenizer, scheduler, te2, tok2, source=name).freeze()

@@ -1,0 +1,95 @@
+"""Image input/output: robust loading with clear errors, tensors, grids and generation outputs."""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from tailor.errors import InputError
+
+log = logging.getLogger("tailor")
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+MAX_PIXELS = 64_000_000  # refuse decompression bombs well before they exhaust memory
+
+
+def load_image(path: str | Path) -> Image.Image:
+    """Open an image as 8-bit RGB; unusual but usable modes (CMYK, 16-bit, palette, alpha) are converted."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"image {path} does not exist; check the path.")
+    if path.stat().st_size == 0:
+        raise InputError(f"image {path} is empty (0 bytes); replace it with a real image.")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(path)
+            if img.width * img.height > MAX_PIXELS:
+                raise InputError(f"image {path} is {img.width}x{img.height}, too large to load; downscale it first.")
+            img.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError,
+            Image.DecompressionBombWarning) as e:
+        raise InputError(f"{path} is not a readable image ({e.__class__.__name__}); replace or re-save it.") from e
+    if img.mode != "RGB":
+        if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+            arr = np.asarray(img, dtype=np.float64)
+            arr = (arr / max(arr.max(), 1) * 255).astype(np.uint8)
+            img = Image.fromarray(arr).convert("RGB")
+        elif img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+            rgba = img.convert("RGBA")
+            bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            img = Image.alpha_composite(bg, rgba).convert("RGB")
+        else:
+            img = img.convert("RGB")
+        log.info("converted %s to RGB", path.name)
+    return img
+
+
+def to_tensor(img: Image.Image | np.ndarray, size: int | tuple[int, int] | None = None) -> torch.Tensor:
+    """An RGB image as a float tensor 3xHxW in [-1, 1], optionally resized (bicubic) to ``size``."""
+    if isinstance(img, np.ndarray):
+        img = Image.fromarray(img)
+    if size is not None:
+        wh = (size, size) if isinstance(size, int) else (size[1], size[0])
+        if img.size != wh:
+            img = img.resize(wh, Image.BICUBIC)
+    arr = np.asarray(img.convert("RGB"), dtype=np.float32) / 127.5 - 1.0
+    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+
+
+def to_pil(x: torch.Tensor | np.ndarray) -> list[Image.Image]:
+    """Images from a float batch in [0, 1] (NHWC numpy or NCHW tensor)."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().float().cpu().permute(0, 2, 3, 1).numpy()
+    return [Image.fromarray((np.clip(a, 0, 1) * 255).round().astype(np.uint8)) for a in x]
+
+
+def make_grid(images: list[Image.Image], cols: int | None = None, pad: int = 2) -> Image.Image:
+    """Tile images into one grid (row-major), ``cols`` defaulting to about sqrt(n)."""
+    if not images:
+        raise ValueError("make_grid needs at least one image")
+    images = [im if isinstance(im, Image.Image) else Image.fromarray(np.asarray(im)) for im in images]
+    cols = cols or math.ceil(math.sqrt(len(images)))
+    rows = math.ceil(len(images) / cols)
+    w = max(im.width for im in images)
+    h = max(im.height for im in images)
+    grid = Image.new("RGB", (cols * w + (cols + 1) * pad, rows * h + (rows + 1) * pad), (255, 255, 255))
+    for i, im in enumerate(images):
+        r, c = divmod(i, cols)
+        grid.paste(im.convert("RGB"), (pad + c * (w + pad), pad + r * (h + pad)))
+    return grid
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"image folder {folder} does not exist; check the path.")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+    if not files:
+        raise InputError(f"{folder} holds no images (.png/.jpg/.webp); add some or pick another folder.")
+    return files

@@ -1,0 +1,226 @@
+"""The method contract, ``MethodSpec`` and the registry.
+
+A method is a subclass of :class:`Method` with a :class:`~tailor.core.config.Config` dataclass. The pipeline and
+the trainer call its hooks; a method never forks the denoising loop or the training loop:
+
+``patch(components)``      build the method's modules (sized from the base) and attach them (LoRA layers,
+                           attention processors, hypernetworks); ``unpatch()`` undoes it.
+``encode(cond, inputs)``   add tokens / embeddings to the prompt conditioning (TI vectors, ID embeddings,
+                           image-prompt tokens); ``inputs`` is the attachment's inputs or the training batch.
+``step_kwargs(state)``     per-step extras (ControlNet / T2I residuals); the pipeline scales residuals by the
+                           attachment weight and honours start/end fractions.
+``set_scale(s)``           for methods that act inside the UNet (LoRA, IP-Adapter, hypernetworks): the pipeline
+                           calls it before every UNet call with the attachment weight, or 0 outside start/end.
+``trainable_parameters()``, ``sample_timesteps(...)``, ``loss(...)`` (default: weighted epsilon/v MSE),
+``state_dict()`` / ``load_state_dict()``, ``save(dir)`` / ``Method.from_file(path)``.
+
+Registration is declarative: ``tailor/methods/<name>/__init__.py`` exports ``SPEC = MethodSpec(...)`` and
+:func:`registry` discovers every folder.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+from torch import nn
+
+from tailor.core.conditioning import Conditioning, StepExtras, StepState
+from tailor.core.config import Config
+from tailor.core.io import meta_json, read_metadata, save_tensors
+from tailor.errors import ConfigError, FormatError, IncompatibleError
+
+if TYPE_CHECKING:
+    from tailor.core.components import Components
+
+ARTIFACT_FORMAT = "tailor"
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """What a method folder registers: its name, classes, one-line summary and paper."""
+
+    name: str
+    method: type[Method]
+    config: type[Config]
+    summary: str
+    paper: str = ""
+    builds_on: tuple[str, ...] = field(default_factory=tuple)  # other registered methods it composes
+
+
+class Method:
+    """Base class of every method. Subclasses set ``name`` and ``config_cls`` (the registry checks both)."""
+
+    name: ClassVar[str] = ""
+    config_cls: ClassVar[type[Config]] = Config
+    #: True when the method changes what the text encoder produces (so text embeddings cannot be cached)
+    trains_text_encoder: ClassVar[bool] = False
+
+    def __init__(self, config: Config | None = None, **overrides: Any):
+        if config is None:
+            config = self.config_cls.from_dict(overrides, source=f"{self.name} options")
+        elif overrides:
+            config = config.replace(**overrides)
+        if not isinstance(config, self.config_cls):
+            raise ConfigError(f"{self.name} needs a {self.config_cls.__name__}, got {type(config).__name__}.")
+        self.config = config
+        self.components: Components | None = None
+        self.scale = 1.0
+        self._pending_state: dict[str, torch.Tensor] | None = None
+        self._built = False
+
+    # ----------------------------------------------------------------- attach / detach
+    def patch(self, components: Components) -> None:
+        """Build (once) the method's modules for ``components``, load pending weights, attach them."""
+        if self.components is not None and self.components is not components:
+            raise RuntimeError(f"{self.name} is already attached to another base; call unpatch() first.")
+        self.components = components
+        if not self._built:
+            self.build(components)
+            self._built = True
+            for m in self.modules():
+                m.to(device=components.device)
+        if self._pending_state is not None:
+            state, self._pending_state = self._pending_state, None
+            self.load_state_dict(state)
+        self.attach(components)
+
+    def unpatch(self) -> None:
+        if self.components is not None:
+            self.detach(self.components)
+        self.components = None
+
+    def build(self, components: Components) -> None:
+        """Create the method's own modules, sized from the base (override)."""
+
+    def attach(self, components: Components) -> None:
+        """Insert the built modules into the base (processors, layers) (override)."""
+
+    def detach(self, components: Components) -> None:
+        """Undo :meth:`attach` (override)."""
+
+    def modules(self) -> list[nn.Module]:
+        """The method's own modules (moved to the base's device, put in train mode by the trainer)."""
+        return []
+
+    # ----------------------------------------------------------------- hooks
+    def encode(self, cond: Conditioning, inputs: dict[str, Any]) -> Conditioning:
+        return cond
+
+    def step_kwargs(self, state: StepState) -> StepExtras | None:
+        return None
+
+    def set_scale(self, scale: float) -> None:
+        self.scale = scale
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for m in self.modules() for p in m.parameters() if p.requires_grad]
+
+    def sample_timesteps(self, batch_size: int, num_train_timesteps: int, generator: torch.Generator) -> torch.Tensor:
+        """Training timesteps; uniform by default (T2I-Adapter overrides with cubic sampling)."""
+        return torch.randint(0, num_train_timesteps, (batch_size,), generator=generator)
+
+    def loss(self, pred: torch.Tensor, target: torch.Tensor, state: StepState, weights: torch.Tensor | None):
+        """Weighted MSE between prediction and target; returns ``(loss, logs)``. Override for extra terms."""
+        per_sample = (pred.float() - target.float()).pow(2).mean(dim=tuple(range(1, pred.ndim)))
+        if weights is not None:
+            per_sample = per_sample * weights
+        loss = per_sample.mean()
+        return loss, {"mse": float(loss.detach())}
+
+    # ----------------------------------------------------------------- weights and files
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Trainable/saved tensors, keys prefixed with the method name (DESIGN.md #8)."""
+        out = {}
+        for i, m in enumerate(self.modules()):
+            for k, v in m.state_dict().items():
+                out[f"{self.name}.{i}.{k}"] = v
+        return out
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        if not self._built:
+            self._pending_state = dict(state)
+            return
+        mods = self.modules()
+        for i, m in enumerate(mods):
+            prefix = f"{self.name}.{i}."
+            sub = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+            load_module_state(m, sub, self.name)
+
+    def metadata(self) -> dict[str, Any]:
+        base = getattr(self.components, "source", None) if self.components is not None else None
+        return {"format": ARTIFACT_FORMAT, "method": self.name, "config": self.config.to_dict(), "base": base or ""}
+
+    def save(self, out_dir: str | Path) -> Path:
+        """Write ``<out_dir>/<name>.safetensors`` with self-describing metadata; returns the file."""
+        path = Path(out_dir) / f"{self.name}.safetensors"
+        save_tensors(path, self.state_dict(), self.metadata())
+        return path
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> Method:
+        """Load a file written by :meth:`save` (weights are applied when the method is patched)."""
+        from tailor.core.io import load_tensors
+
+        meta = read_metadata(path)
+        config = cls.config_cls.from_dict(meta_json(meta, "config", {}), source=str(path))
+        method = cls(config)
+        method.load_state_dict(load_tensors(path))
+        return method
+
+
+def load_module_state(module: nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+    """``module.load_state_dict`` with one-sentence errors for missing keys and other base sizes."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    if missing:
+        raise FormatError(f"{what} weights lack {len(missing)} tensors (e.g. {missing[0]}); the file is incomplete.")
+    for k, v in state.items():
+        if k in own and own[k].shape != v.shape:
+            raise IncompatibleError(
+                f"{what} weight {k} has shape {tuple(v.shape)} but this base needs {tuple(own[k].shape)}; "
+                f"it was trained for another base model — use a file made for this one."
+            )
+    module.load_state_dict({k: v for k, v in state.items() if k in own})
+
+
+# --------------------------------------------------------------------- registry
+@cache
+def registry() -> dict[str, MethodSpec]:
+    """Discover every ``tailor/methods/<name>`` folder; each must export ``SPEC``."""
+    import tailor.methods as pkg
+
+    specs: dict[str, MethodSpec] = {}
+    for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda i: i.name):
+        if not info.ispkg or info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"tailor.methods.{info.name}")
+        spec = getattr(module, "SPEC", None)
+        if not isinstance(spec, MethodSpec):
+            raise RuntimeError(f"tailor/methods/{info.name}/__init__.py must export SPEC = MethodSpec(...)")
+        if spec.name != info.name or spec.method.name != info.name or spec.method.config_cls is not spec.config:
+            raise RuntimeError(f"tailor/methods/{info.name}: folder, SPEC.name, Method.name and config must agree")
+        specs[spec.name] = spec
+    for spec in specs.values():
+        for dep in spec.builds_on:
+            if dep not in specs:
+                raise RuntimeError(f"method {spec.name} builds on unknown method {dep}")
+    return specs
+
+
+def get_spec(name: str) -> MethodSpec:
+    specs = registry()
+    key = name.replace("-", "_")
+    if key not in specs:
+        raise ConfigError(f"unknown method {name!r}; available: {', '.join(specs)}.")
+    return specs[key]
+
+
+def iter_methods() -> Iterable[MethodSpec]:
+    return registry().values()

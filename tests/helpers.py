@@ -1,0 +1,58 @@
+"""Test-only methods that exercise the hooks (not registered: they live outside tailor/methods)."""
+
+from __future__ import annotations
+
+import torch
+
+from tailor.core.conditioning import StepExtras
+from tailor.core.config import Config
+from tailor.core.method import Method
+
+
+class Recorder(Method):
+    """Records every hook call and the scale it was given; optionally adds a constant to the prompt embeds."""
+
+    name = "recorder"
+    config_cls = Config
+
+    def __init__(self, log: list, tag: str, shift: float = 0.0):
+        super().__init__(Config())
+        self.log, self.tag, self.shift = log, tag, shift
+        self.scales: list[float] = []
+
+    def attach(self, components):
+        self.log.append((self.tag, "patch"))
+
+    def detach(self, components):
+        self.log.append((self.tag, "unpatch"))
+
+    def encode(self, cond, inputs):
+        self.log.append((self.tag, "encode"))
+        cond.encoder_hidden_states = cond.encoder_hidden_states + self.shift
+        return cond
+
+    def set_scale(self, scale):
+        self.scales.append(scale)
+
+    def step_kwargs(self, state):
+        self.log.append((self.tag, "step", state.step))
+        return None
+
+
+class ControlNetHook(Method):
+    """A ControlNetModel driven through ``step_kwargs``, to check residual plumbing against diffusers."""
+
+    name = "controlnet_hook"
+    config_cls = Config
+
+    def __init__(self, controlnet, image: torch.Tensor):
+        super().__init__(Config())
+        self.controlnet, self.image = controlnet, image  # image: (1, 3, H, W) in [0, 1]
+
+    def step_kwargs(self, state):
+        image = self.image.repeat(state.latents.shape[0], 1, 1, 1)
+        down, mid = self.controlnet(
+            state.latents, state.timestep, encoder_hidden_states=state.cond.encoder_hidden_states,
+            controlnet_cond=image, conditioning_scale=1.0, return_dict=False,
+        )
+        return StepExtras(down_block_additional_residuals=list(down), mid_block_additional_residual=mid)
