@@ -40,8 +40,14 @@ def _image(components) -> np.ndarray:
     pipe = components.diffusers_pipeline()
     pipe.set_progress_bar_config(disable=True)
     size = components.default_size
-    out = pipe("a red circle", num_inference_steps=2, height=size, width=size, output_type="np",
-               generator=torch.Generator().manual_seed(0))
+    out = pipe(
+        "a red circle",
+        num_inference_steps=2,
+        height=size,
+        width=size,
+        output_type="np",
+        generator=torch.Generator().manual_seed(0),
+    )
     return out.images[0]
 
 
@@ -107,16 +113,31 @@ def test_single_file_uses_original_names(saved):
         keys = set(f.keys())
         unet = "model.diffusion_model."
         # tiny UNet: down (attn, plain), up (plain, attn), one layer per block
-        for k in ("input_blocks.0.0.weight", "input_blocks.1.0.in_layers.2.weight", "input_blocks.1.1.proj_in.weight",
-                  "input_blocks.2.0.op.weight", "input_blocks.3.0.skip_connection.weight", "middle_block.1.norm.bias",
-                  "middle_block.2.emb_layers.1.weight", "output_blocks.1.1.conv.weight",
-                  "output_blocks.3.1.transformer_blocks.0.attn2.to_k.weight", "time_embed.2.bias", "out.2.weight"):
+        for k in (
+            "input_blocks.0.0.weight",
+            "input_blocks.1.0.in_layers.2.weight",
+            "input_blocks.1.1.proj_in.weight",
+            "input_blocks.2.0.op.weight",
+            "input_blocks.3.0.skip_connection.weight",
+            "middle_block.1.norm.bias",
+            "middle_block.2.emb_layers.1.weight",
+            "output_blocks.1.1.conv.weight",
+            "output_blocks.3.1.transformer_blocks.0.attn2.to_k.weight",
+            "time_embed.2.bias",
+            "out.2.weight",
+        ):
             assert unet + k in keys, k
         assert (f"{unet}label_emb.0.0.weight" in keys) == xl
         assert f.get_slice("first_stage_model.decoder.mid.attn_1.q.weight").get_shape() == [32, 32, 1, 1]
-        for k in ("encoder.down.1.block.0.nin_shortcut.weight", "encoder.down.0.downsample.conv.weight",
-                  "decoder.up.1.upsample.conv.weight", "decoder.up.0.block.0.nin_shortcut.weight",
-                  "encoder.mid.block_2.conv1.weight", "decoder.norm_out.weight", "post_quant_conv.weight"):
+        for k in (
+            "encoder.down.1.block.0.nin_shortcut.weight",
+            "encoder.down.0.downsample.conv.weight",
+            "decoder.up.1.upsample.conv.weight",
+            "decoder.up.0.block.0.nin_shortcut.weight",
+            "encoder.mid.block_2.conv1.weight",
+            "decoder.norm_out.weight",
+            "post_quant_conv.weight",
+        ):
             assert "first_stage_model." + k in keys, k
         if not xl:
             assert "cond_stage_model.transformer.text_model.embeddings.position_embedding.weight" in keys
@@ -128,17 +149,24 @@ def test_single_file_uses_original_names(saved):
         assert te1 + "encoder.layers.1.mlp.fc2.weight" in keys
         assert f.get_slice(te2 + "transformer.resblocks.1.attn.in_proj_weight").get_shape() == [3 * width, width]
         assert f.get_slice(te2 + "text_projection").get_shape() == [width, comps.text_encoder_2.config.projection_dim]
-        for k in ("positional_embedding", "token_embedding.weight", "ln_final.bias",
-                  "transformer.resblocks.0.ln_1.weight", "transformer.resblocks.0.mlp.c_fc.weight",
-                  "transformer.resblocks.0.mlp.c_proj.bias", "transformer.resblocks.0.attn.out_proj.weight"):
+        for k in (
+            "positional_embedding",
+            "token_embedding.weight",
+            "ln_final.bias",
+            "transformer.resblocks.0.ln_1.weight",
+            "transformer.resblocks.0.mlp.c_fc.weight",
+            "transformer.resblocks.0.mlp.c_proj.bias",
+            "transformer.resblocks.0.attn.out_proj.weight",
+        ):
             assert te2 + k in keys, k
         assert not any(k.startswith("cond_stage_model.") for k in keys)
 
 
 def _sd_unet(**kw) -> UNet2DConditionModel:
     torch.manual_seed(0)
-    return UNet2DConditionModel(sample_size=8, layers_per_block=2, norm_num_groups=8, attention_head_dim=4,
-                                cross_attention_dim=16, **kw)
+    return UNet2DConditionModel(
+        sample_size=8, layers_per_block=2, norm_num_groups=8, attention_head_dim=4, cross_attention_dim=16, **kw
+    )
 
 
 @pytest.mark.parametrize("layout", ["sd15", "sdxl"])
@@ -146,18 +174,34 @@ def test_unet_mapping_is_generic_over_blocks(layout):
     """SD-shaped UNets (4 blocks of 2 layers; SDXL's 3 blocks with deeper transformers) map to the real key names."""
     if layout == "sd15":
         unet = _sd_unet(block_out_channels=(8, 8, 16, 16))  # diffusers' defaults are SD1.5's block types
-        expected = ("output_blocks.11.0.skip_connection.weight", "input_blocks.3.0.op.weight",
-                    "input_blocks.11.0.in_layers.0.weight", "output_blocks.2.1.conv.weight",
-                    "output_blocks.5.2.conv.weight", "output_blocks.8.2.conv.weight", "middle_block.1.proj_in.weight")
+        expected = (
+            "output_blocks.11.0.skip_connection.weight",
+            "input_blocks.3.0.op.weight",
+            "input_blocks.11.0.in_layers.0.weight",
+            "output_blocks.2.1.conv.weight",
+            "output_blocks.5.2.conv.weight",
+            "output_blocks.8.2.conv.weight",
+            "middle_block.1.proj_in.weight",
+        )
     else:
-        unet = _sd_unet(block_out_channels=(8, 16, 16), transformer_layers_per_block=(1, 2, 3),
-                        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-                        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-                        addition_embed_type="text_time", addition_time_embed_dim=4,
-                        projection_class_embeddings_input_dim=16 + 6 * 4, use_linear_projection=True)
-        expected = ("input_blocks.7.1.transformer_blocks.2.attn1.to_q.weight", "input_blocks.6.0.op.weight",
-                    "output_blocks.2.2.conv.weight", "output_blocks.8.0.skip_connection.weight",
-                    "label_emb.0.2.weight", "middle_block.1.transformer_blocks.2.ff.net.2.weight")
+        unet = _sd_unet(
+            block_out_channels=(8, 16, 16),
+            transformer_layers_per_block=(1, 2, 3),
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+            addition_embed_type="text_time",
+            addition_time_embed_dim=4,
+            projection_class_embeddings_input_dim=16 + 6 * 4,
+            use_linear_projection=True,
+        )
+        expected = (
+            "input_blocks.7.1.transformer_blocks.2.attn1.to_q.weight",
+            "input_blocks.6.0.op.weight",
+            "output_blocks.2.2.conv.weight",
+            "output_blocks.8.0.skip_connection.weight",
+            "label_emb.0.2.weight",
+            "middle_block.1.transformer_blocks.2.ff.net.2.weight",
+        )
     ldm = unet_to_ldm(unet)
     for k in expected:
         assert k in ldm, k
@@ -169,10 +213,23 @@ def test_unet_mapping_is_generic_over_blocks(layout):
 
 def test_vae_mapping_is_generic_over_blocks():
     torch.manual_seed(0)
-    vae = AutoencoderKL(block_out_channels=(8, 8, 16, 16), layers_per_block=2, norm_num_groups=4, latent_channels=4,
-                        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
+    vae = AutoencoderKL(
+        block_out_channels=(8, 16, 32, 32),  # SD's VAE is (128, 256, 512, 512)
+        layers_per_block=2,
+        norm_num_groups=4,
+        latent_channels=4,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+    )
     ldm = vae_to_ldm(vae)
-    assert "decoder.up.3.block.2.conv2.weight" in ldm and "decoder.up.0.block.0.nin_shortcut.weight" in ldm
+    for k in (
+        "decoder.up.3.block.2.conv2.weight",
+        "decoder.up.0.block.0.nin_shortcut.weight",
+        "decoder.up.3.upsample.conv.weight",
+        "encoder.down.2.downsample.conv.weight",
+    ):
+        assert k in ldm, k
+    assert "decoder.up.0.upsample.conv.weight" not in ldm and "encoder.down.3.downsample.conv.weight" not in ldm
     back = convert_ldm_vae_checkpoint({"first_stage_model." + k: v for k, v in ldm.items()}, vae.config)
     state = vae.state_dict()
     assert back.keys() == state.keys()

@@ -53,3 +53,55 @@ def pair(
     else:
         for k, v in result.items():
             typer.echo(f"{k:<8} {v:.4f}" if isinstance(v, float) else f"{k:<8} {v}")
+
+
+def _emit(result: dict, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    for k, v in result.items():
+        if isinstance(v, dict):
+            parts = (f"{a}={b:.4f}" if isinstance(b, float) else f"{a}={b}" for a, b in v.items())
+            typer.echo(f"{k}: " + "  ".join(parts))
+        else:
+            typer.echo(f"{k:<12} {v:.4f}" if isinstance(v, float) else f"{k:<12} {v}")
+
+
+@eval_app.command("world")
+def world(
+    images: Annotated[Path, typer.Option(help="Folder of generated images (with tailor generate's generation.json).")],
+    prompts: Annotated[Path, typer.Option(help="File of prompts (one per image or per equal group).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Per-attribute accuracy of the world's attribute oracle against the attributes each prompt names."""
+    from tailor.eval.world import prompts_for, read_images, world_scores
+
+    files, imgs = read_images(images)
+    _emit(world_scores(imgs, prompts_for(images, files, prompts)), as_json)
+
+
+@eval_app.command("subject")
+def subject(
+    images: Annotated[Path, typer.Option(help="Folder of generated images.")],
+    reference: Annotated[Path, typer.Option(help="Folder of real images of the subject.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """DINO-like and CLIP-I-like similarity to the reference images, and subject-attribute accuracy."""
+    from tailor.eval.world import read_images, subject_scores
+
+    _, imgs = read_images(images)
+    _, refs = read_images(reference)
+    _emit(subject_scores(imgs, refs), as_json)
+
+
+@eval_app.command("prompt")
+def prompt(
+    images: Annotated[Path, typer.Option(help="Folder of generated images (with generation.json).")],
+    prompts: Annotated[Path, typer.Option(help="File of prompts (one per image or per equal group).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """CLIP-T-like image-prompt similarity in world-CLIP space."""
+    from tailor.eval.world import prompt_scores, prompts_for, read_images
+
+    files, imgs = read_images(images)
+    _emit(prompt_scores(imgs, prompts_for(images, files, prompts)), as_json)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -52,6 +52,10 @@ class MethodSpec:
     summary: str
     paper: str = ""
     builds_on: tuple[str, ...] = field(default_factory=tuple)  # other registered methods it composes
+    #: options that make the method quick on the tiny test base (conformance tests)
+    test_options: dict[str, Any] = field(default_factory=dict)
+    #: components -> attachment inputs a sampling run needs (e.g. a control image); None if none
+    example_inputs: Callable[[Any], dict[str, Any]] | None = None
 
 
 class Method:

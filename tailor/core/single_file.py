@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from tailor.errors import IncompatibleError
+from tailor.errors import IncompatibleError, InputError
 
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
@@ -207,8 +207,11 @@ def open_clip_to_ldm(text_encoder) -> Tensors:
     for (layer, kind), parts in sorted(qkv.items()):
         if set(parts) != {"q", "k", "v"}:
             raise IncompatibleError(f"text encoder layer {layer} lacks one of q/k/v {kind}; cannot fuse in_proj.")
-        _put(out, f"transformer.resblocks.{layer}.attn.in_proj_{kind}",
-             torch.cat([parts["q"], parts["k"], parts["v"]], dim=0))
+        _put(
+            out,
+            f"transformer.resblocks.{layer}.attn.in_proj_{kind}",
+            torch.cat([parts["q"], parts["k"], parts["v"]], dim=0),
+        )
     return out
 
 
@@ -233,8 +236,10 @@ def to_ldm_state_dict(components) -> Tensors:
     if components.is_sdxl:
         if components.text_encoder.config.hidden_size == components.text_encoder_2.config.hidden_size:
             # diffusers tells SDXL's two encoders apart by width only; equal widths would load encoder 1 twice
-            raise IncompatibleError("SDXL text encoders of equal width cannot be told apart in a single file; "
-                                    "save a diffusers folder instead.")
+            raise IncompatibleError(
+                "SDXL text encoders of equal width cannot be told apart in a single file; "
+                "save a diffusers folder instead."
+            )
         add(XL_CLIP_PREFIX, clip_to_ldm(components.text_encoder))
         add(XL_OPEN_CLIP_PREFIX, open_clip_to_ldm(components.text_encoder_2))
     elif _is_open_clip_style(components.text_encoder):
@@ -254,7 +259,7 @@ def save_single_file(components, path: str | Path, metadata: dict[str, Any] | No
 
     path = Path(path)
     if path.suffix != ".safetensors":
-        raise IncompatibleError(f"{path}: single-file checkpoints are written as .safetensors; change the suffix.")
+        raise InputError(f"{path}: single-file checkpoints are written as .safetensors; change the suffix.")
     meta: dict[str, Any] = {"format": "pt", "layout": "ldm", "architecture": "sdxl" if components.is_sdxl else "sd"}
     if components.source:
         meta["base"] = components.source

@@ -1,0 +1,264 @@
+"""Training data: world datasets, image folders with captions, the seeded sample order, batching and caches.
+
+Sources (``TrainConfig.data``): ``world`` / ``world:<kind>`` (procedural world items, :mod:`tailor.world`),
+``world-subject:<builtin name or spec string>`` (one subject in many renders), or a folder of images whose captions
+come from same-stem ``.txt`` files or a ``metadata.jsonl`` (``file_name`` + ``text``); ``caption`` overrides all.
+
+Order: sample ``p`` of the run (a global position) reads item ``perm_e[p mod N]`` of the epoch ``e = p // N``, where
+``perm_e`` is a permutation seeded by ``(seed, e)``; a resumed run therefore sees exactly the same items.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from torch.utils.data import Dataset, Subset
+
+from tailor.core.images import list_images, load_image, to_tensor
+from tailor.core.training.noise import STREAM_DATA, STREAM_SPLIT, generator
+from tailor.errors import InputError
+
+log = logging.getLogger("tailor")
+
+WORLD_KINDS = ("objects", "faces", "scenes", "mixed")
+WORLD_TRAIN_ITEMS = 100_000  # procedural: items are rendered on demand, so a long "epoch" costs nothing
+WORLD_VAL_ITEMS = 32  # held-out world items for validation loss (indices after the training range)
+
+
+# --------------------------------------------------------------------- folders
+def center_crop_resize(img: Image.Image, size: int) -> Image.Image:
+    """Resize the shorter side to ``size`` (bicubic) and crop the centre square."""
+    w, h = img.size
+    s = size / min(w, h)
+    nw, nh = max(size, round(w * s)), max(size, round(h * s))
+    if (nw, nh) != (w, h):
+        img = img.resize((nw, nh), Image.BICUBIC)
+    left, top = (nw - size) // 2, (nh - size) // 2
+    return img.crop((left, top, left + size, top + size))
+
+
+def read_captions(folder: Path, files: list[Path], fixed: str | None) -> list[str]:
+    """One caption per image: ``fixed``, else ``metadata.jsonl``, else the same-stem ``.txt`` file."""
+    if fixed is not None:
+        return [fixed] * len(files)
+    meta: dict[str, str] = {}
+    meta_path = folder / "metadata.jsonl"
+    if meta_path.is_file():
+        for n, line in enumerate(meta_path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                meta[str(row["file_name"])] = str(row["text"])
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise InputError(f"{meta_path} line {n} is not a JSON object with file_name and text.") from None
+    captions = []
+    for f in files:
+        if f.name in meta:
+            captions.append(meta[f.name])
+        elif f.with_suffix(".txt").is_file():
+            captions.append(f.with_suffix(".txt").read_text(encoding="utf-8").strip())
+        else:
+            raise InputError(
+                f"image {f} has no caption: add {f.with_suffix('.txt').name}, a metadata.jsonl, "
+                f"or pass a fixed --caption."
+            )
+    return captions
+
+
+def check_header(path: Path) -> None:
+    """Fail before training, not hours into it, on a file that is not an image (reads the header only)."""
+    try:
+        with Image.open(path) as img:
+            img.size  # noqa: B018
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise InputError(f"{path} is not a readable image ({e.__class__.__name__}); replace or remove it.") from e
+
+
+class FolderDataset(Dataset):
+    """Images of a folder (centre-cropped to ``size``) with their captions."""
+
+    def __init__(self, folder: str | Path, size: int, caption: str | None = None):
+        self.folder = Path(folder)
+        self.files = list_images(self.folder)
+        self.captions = read_captions(self.folder, self.files, caption)
+        for f in self.files:
+            check_header(f)
+        self.size = size
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        img = center_crop_resize(load_image(self.files[i]), self.size)
+        return {"pixel_values": to_tensor(img), "caption": self.captions[i]}
+
+
+class CaptionOverride(Dataset):
+    """Another dataset with every caption replaced by one fixed caption."""
+
+    def __init__(self, dataset: Dataset, caption: str):
+        self.dataset, self.caption = dataset, caption
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {**self.dataset[i], "caption": self.caption}
+
+
+# --------------------------------------------------------------------- world
+def _world():
+    try:
+        import tailor.world as world
+
+        world.WorldDataset  # noqa: B018 - fail here, not later, when the world package is incomplete
+    except (ImportError, AttributeError) as e:
+        raise InputError(
+            f"data 'world' needs tailor.world, which cannot be imported ({e}); pass a folder of images instead."
+        ) from e
+    return world
+
+
+def _subject(world, spec: str):
+    """A world subject from a builtin name or a spec string."""
+    builtin = getattr(world, "subjects", None)
+    if isinstance(builtin, Mapping) and spec in builtin:
+        return builtin[spec]
+    if callable(builtin):
+        try:
+            return builtin(spec)
+        except (KeyError, ValueError, TypeError):
+            pass
+    cls = world.SubjectSpec
+    for name in ("parse", "from_string"):
+        if hasattr(cls, name):
+            try:
+                return getattr(cls, name)(spec)
+            except (KeyError, ValueError, TypeError) as e:
+                raise InputError(f"world subject {spec!r} is neither a builtin subject nor a valid spec ({e}).") from e
+    raise InputError(f"world subject {spec!r} is not a builtin subject; pick one of tailor.world.subjects.")
+
+
+def world_datasets(source: str, size: int, seed: int, holdout: bool) -> tuple[Dataset, Dataset | None]:
+    world = _world()
+    head, _, arg = source.partition(":")
+    if head == "world-subject":
+        if not arg:
+            raise InputError("data 'world-subject:' needs a subject name or spec, e.g. world-subject:<name>.")
+        full = world.WorldDataset(kind="subject", size=size, seed=seed, subject=_subject(world, arg))
+        n = len(full)
+        if not holdout:
+            return full, None
+        n_val = min(WORLD_VAL_ITEMS, max(1, n // 5))
+        if n - n_val < 1:
+            raise InputError(f"world subject {arg!r} has {n} images, too few to hold any out; set val_fraction=0.")
+        return Subset(full, range(n - n_val)), Subset(full, range(n - n_val, n))
+    kind = arg or "mixed"
+    if kind not in WORLD_KINDS:
+        raise InputError(f"unknown world data kind {kind!r}; use one of {', '.join(WORLD_KINDS)}.")
+    n_val = WORLD_VAL_ITEMS if holdout else 0
+    full = world.WorldDataset(kind=kind, size=size, seed=seed, length=WORLD_TRAIN_ITEMS + n_val)
+    if not holdout:
+        return full, None
+    return Subset(full, range(WORLD_TRAIN_ITEMS)), Subset(full, range(WORLD_TRAIN_ITEMS, WORLD_TRAIN_ITEMS + n_val))
+
+
+# --------------------------------------------------------------------- entry point
+def build_datasets(
+    data: str, size: int, seed: int, caption: str | None = None, val_fraction: float = 0.0
+) -> tuple[Dataset, Dataset | None]:
+    """(training set, held-out set or None) for a ``TrainConfig.data`` source."""
+    source = str(data)
+    if source == "world" or source.startswith(("world:", "world-subject:")):
+        train, val = world_datasets(source, size, seed, val_fraction > 0)
+        if caption is not None:
+            train = CaptionOverride(train, caption)
+            val = None if val is None else CaptionOverride(val, caption)
+        return train, val
+    folder = Path(source)
+    if not folder.is_dir():
+        raise InputError(
+            f"training data {source!r} is neither 'world[:kind]' nor an existing image folder; check the path."
+        )
+    full = FolderDataset(folder, size, caption)
+    if val_fraction <= 0:
+        return full, None
+    n = len(full)
+    n_val = max(1, round(val_fraction * n))
+    if n - n_val < 1:
+        raise InputError(
+            f"{folder} has {n} images: too few to hold out {val_fraction:.0%}; add images or lower val_fraction."
+        )
+    order = torch.randperm(n, generator=generator(seed, STREAM_SPLIT)).tolist()
+    return Subset(full, sorted(order[n_val:])), Subset(full, sorted(order[:n_val]))
+
+
+# --------------------------------------------------------------------- order and batches
+class SampleOrder:
+    """Global sample position -> dataset index, through a seeded permutation per epoch."""
+
+    def __init__(self, size: int, seed: int):
+        if size < 1:
+            raise InputError("the training data holds no items; add images.")
+        self.size, self.seed = size, seed
+        self._perms: dict[int, list[int]] = {}
+
+    def index(self, position: int) -> int:
+        epoch, k = divmod(position, self.size)
+        perm = self._perms.get(epoch)
+        if perm is None:
+            perm = torch.randperm(self.size, generator=generator(self.seed, STREAM_DATA, epoch)).tolist()
+            self._perms = {epoch: perm}  # positions only move forward: keep one epoch
+        return perm[k]
+
+
+def micro_positions(micro: int, batch_size: int, rank: int, num_processes: int) -> list[int]:
+    """Global positions of this process's samples in global micro-step ``micro``."""
+    start = micro * batch_size * num_processes + rank * batch_size
+    return list(range(start, start + batch_size))
+
+
+def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack same-shaped tensors; keep everything else (captions, attrs) as lists."""
+    out: dict[str, Any] = {}
+    for key in items[0]:
+        values = [it[key] for it in items]
+        if all(isinstance(v, torch.Tensor) for v in values) and len({tuple(v.shape) for v in values}) == 1:
+            out[key] = torch.stack(values)
+        else:
+            out[key] = values
+    return out
+
+
+class _Batches(torch.utils.data.Sampler):
+    def __init__(self, index_lists: list[list[int]]):
+        self.index_lists = index_lists
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.index_lists)
+
+    def __len__(self) -> int:
+        return len(self.index_lists)
+
+
+def iterate_batches(dataset: Dataset, index_lists: list[list[int]], num_workers: int = 0) -> Iterator[dict]:
+    """Collated batches of the given index lists, in order (optionally through DataLoader workers)."""
+    if num_workers == 0:
+        for idx in index_lists:
+            yield collate([dataset[i] for i in idx])
+        return
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_sampler=_Batches(index_lists),
+        num_workers=num_workers,
+        collate_fn=collate,
+        persistent_workers=False,
+    )
+    yield from loader

@@ -1,0 +1,22 @@
+"""Options of plain text-to-image fine-tuning (Rombach et al. 2022, the LDM objective on new image/caption pairs)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from tailor.core.config import Config, option
+
+
+@dataclass
+class FinetuneConfig(Config):
+    """Which weights of the base are trained."""
+
+    paper: ClassVar[str] = "Rombach et al. 2022, High-Resolution Image Synthesis with Latent Diffusion Models"
+
+    train_text_encoder: bool = option(False, "also train the text encoder(s)")
+    unet_params: str = option(
+        "all",
+        "UNet weights to train: all, attention (every attention block) or cross_attention (attn2 only)",
+        choices=("all", "attention", "cross_attention"),
+    )

@@ -1,0 +1,70 @@
+"""``tailor world train-zoo`` and ``tailor world path`` (registered into the ``world`` sub-app)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tailor.errors import ConfigError
+
+
+def train_zoo(
+    only: Annotated[str | None, typer.Option(help="Run one stage: tokenizer, vae, vae-decoder, unet, clip, oracle, "
+                                                  "export (default: all, in order).")] = None,
+    runs: Annotated[Path, typer.Option(help="Run folder (checkpoints; every stage resumes from it).")] = Path(
+        "outputs/zoo"),
+    steps: Annotated[int | None, typer.Option(help="Steps of the selected stage (default: the recipe's).")] = None,
+    batch_size: Annotated[int, typer.Option(help="UNet batch size.")] = 32,
+    lr: Annotated[float, typer.Option(help="UNet learning rate.")] = 5e-4,
+    threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 1,
+    oracles: Annotated[str, typer.Option(help="Comma-separated oracles to train.")] = "attributes,segmenter,"
+                                                                                       "instance,face",
+    vae_stop_at: Annotated[int | None, typer.Option(help="Freeze the VAE at its newest checkpoint instead of "
+                                                         "finishing its schedule.")] = None,
+) -> None:
+    """Train the world zoo (base model, world CLIP, oracles) and export it into the package's weights folder."""
+    from tailor.world.zoo import recipe
+
+    stages = recipe.STAGES if only is None else (only,)
+    bad = [s for s in stages if s not in recipe.STAGES]
+    if bad:
+        raise ConfigError(f"unknown stage {bad[0]!r}; pick one of {', '.join(recipe.STAGES)}.")
+    recipe.set_threads(threads)
+    for stage in stages:
+        typer.echo(f"== {stage}")
+        if stage == "tokenizer":
+            recipe.stage_tokenizer(runs)
+        elif stage == "vae":
+            recipe.stage_vae(runs, steps, stop_at=vae_stop_at)
+        elif stage == "vae-decoder":
+            recipe.stage_vae_decoder(runs, steps)
+        elif stage == "unet":
+            recipe.stage_unet(runs, steps, batch_size=batch_size, lr=lr)
+        elif stage == "clip":
+            recipe.stage_clip(runs, steps)
+        elif stage == "oracle":
+            names = tuple(n.strip() for n in oracles.split(",") if n.strip())
+            recipe.stage_oracle(runs, names, {n: steps for n in names} if steps else None)
+        else:
+            typer.echo(json.dumps(recipe.stage_export(runs)))
+
+
+def path() -> None:
+    """Print the folder of the shipped world base model (a diffusers StableDiffusionPipeline folder)."""
+    from tailor.world.zoo import base_path
+
+    typer.echo(str(base_path()))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train-zoo")(train_zoo)
+    app.command("path")(path)
+
+
+if __name__ == "__main__":  # `python -m tailor.world.zoo.cli ...` works before the world CLI registers these
+    standalone = typer.Typer(add_completion=False)
+    register(standalone)
+    standalone()

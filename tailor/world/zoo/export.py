@@ -1,0 +1,59 @@
+"""Export the world base model: a trained UNet + text encoder checkpoint (EMA weights), the world VAE, tokenizer
+and scheduler config, as a diffusers ``StableDiffusionPipeline`` folder of safetensors that
+``StableDiffusionPipeline.from_pretrained(folder)`` loads offline with no tailor code.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tailor.core.io import atomic_dir, write_json
+
+
+def load_trained_components(run: str | Path, vae_dir: str | Path, tokenizer_dir: str | Path, use_ema: bool = True,
+                            checkpoint: str = "latest"):
+    """Components with the UNet/text encoder of ``run``'s checkpoint (its EMA shadow when present)."""
+    import tailor
+    from tailor.core.training.checkpoint import find_resume
+    from tailor.core.training.ema import EMA
+    from tailor.world.zoo.unet import build_components
+
+    ck = find_resume(run, checkpoint)
+    prediction_type = ck.info.get("resolved", {}).get("prediction_type", "v_prediction")
+    comps = build_components(vae_dir, tokenizer_dir, prediction_type=prediction_type)
+    method = tailor.get_spec("finetune").method(train_text_encoder=True)
+    method.patch(comps)
+    method.load_state_dict(ck.method_state)
+    if use_ema and ck.ema_state is not None:
+        ema = EMA(method.trainable_parameters(), 0.999)
+        ema.load_state_dict(ck.ema_state)
+        ema.copy_to_params()
+    comps.freeze()
+    return comps, ck
+
+
+def export_base(comps, folder: str | Path, info: dict | None = None) -> Path:
+    """Write ``comps`` as a diffusers folder (atomically) plus ``zoo.json`` describing how it was trained."""
+    folder = Path(folder)
+    with atomic_dir(folder) as tmp:
+        comps.save_pretrained(tmp)
+        for extra in tmp.rglob("*"):  # ship safetensors only (no pickled duplicates)
+            if extra.suffix in (".bin", ".pt", ".ckpt"):
+                extra.unlink()
+        write_json(tmp / "zoo.json", info or {})
+    return folder
+
+
+def export_checkpoint(run: str | Path, vae_dir: str | Path, tokenizer_dir: str | Path, folder: str | Path) -> Path:
+    comps, ck = load_trained_components(run, vae_dir, tokenizer_dir)
+    info = {"step": ck.step, "checkpoint": str(ck.path), "loss": ck.info.get("loss"),
+            "train": {k: ck.info.get("config", {}).get(k) for k in ("steps", "batch_size", "lr", "min_snr_gamma",
+                                                                    "prediction_type", "ema_decay", "data")}}
+    export_base(comps, folder, info)
+    return Path(folder)
+
+
+def describe(folder: str | Path) -> dict:
+    zoo = Path(folder) / "zoo.json"
+    return json.loads(zoo.read_text()) if zoo.is_file() else {}

@@ -1,0 +1,192 @@
+"""Recipes: train the oracle evaluators (:mod:`tailor.world.zoo.oracles`) on fresh world renders.
+
+Every batch is rendered from ``(seed, step)`` (resumable, never repeats), so the oracles never overfit a fixed set;
+their accuracy is then measured on renders from other seeds (:func:`tailor.world.zoo.oracle_recipes.evaluate`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from tailor.world.vocab import BACKGROUNDS, COLORS, PATTERNS, SHAPES, STYLES, derive_seed, make_rng
+from tailor.world.zoo.loop import LoopConfig, train_loop
+from tailor.world.zoo.oracles import ATTRIBUTES, AttributeClassifier, Embedder, Segmenter, save_oracle, to_unit
+
+CLASSES = {"shape": list(SHAPES), "color": list(COLORS), "pattern": list(PATTERNS), "background": list(BACKGROUNDS),
+           "style": list(STYLES)}
+SEG_CLASSES = ["background", *SHAPES]
+
+
+def object_batch(n: int, seed: int, step: int, styles=tuple(STYLES), **fixed):
+    from tailor.world.objects import render_object
+
+    rng = make_rng(seed, step)
+    st = rng.integers(len(styles), size=n)
+    return [render_object(derive_seed(seed, step, i), style=styles[st[i]], **fixed) for i in range(n)]
+
+
+def _labels(samples, key: str) -> torch.Tensor:
+    return torch.tensor([CLASSES[key].index(s.attrs[key]) for s in samples])
+
+
+# --------------------------------------------------------------------- attributes
+def train_attributes(out: str, steps: int = 1500, batch_size: int = 64, seed: int = 11) -> AttributeClassifier:
+    torch.manual_seed(seed)
+    model = AttributeClassifier(CLASSES)
+
+    def loss_fn(step: int):
+        samples = object_batch(batch_size, seed, step)
+        logits = model(to_unit([s.image for s in samples]))
+        losses = {k: F.cross_entropy(logits[k], _labels(samples, k)) for k in ATTRIBUTES}
+        acc = {f"acc_{k}": (logits[k].argmax(-1) == _labels(samples, k)).float().mean() for k in ATTRIBUTES}
+        return sum(losses.values()), acc
+
+    train_loop(model, loss_fn, LoopConfig(out=out, steps=steps, lr=2e-3, seed=seed), name="attributes")
+    return model
+
+
+@torch.no_grad()
+def evaluate_attributes(model: AttributeClassifier, n: int = 500, seed: int = 99_001,
+                        styles=tuple(STYLES)) -> dict[str, float]:
+    samples = [s for k in range(0, n, 100) for s in object_batch(min(100, n - k), seed, k, styles=styles)]
+    pred = [p for i in range(0, len(samples), 100) for p in model.predict(to_unit([s.image for s in
+                                                                                   samples[i:i + 100]]))]
+    return {k: float(np.mean([p[k] == s.attrs[k] for p, s in zip(pred, samples)])) for k in ATTRIBUTES}
+
+
+# --------------------------------------------------------------------- segmenter
+def train_segmenter(out: str, steps: int = 800, batch_size: int = 32, seed: int = 12) -> Segmenter:
+    torch.manual_seed(seed)
+    model = Segmenter(SEG_CLASSES)
+
+    def loss_fn(step: int):
+        samples = object_batch(batch_size, seed, step)
+        target = torch.stack([torch.from_numpy(s.mask.astype(np.int64) * (1 + SHAPES.index(s.attrs["shape"])))
+                              for s in samples])
+        logits = model(to_unit([s.image for s in samples]))
+        return F.cross_entropy(logits, target), {"pix_acc": (logits.argmax(1) == target).float().mean()}
+
+    train_loop(model, loss_fn, LoopConfig(out=out, steps=steps, lr=2e-3, seed=seed), name="segmenter")
+    return model
+
+
+@torch.no_grad()
+def evaluate_segmenter(model: Segmenter, n: int = 200, seed: int = 99_002) -> dict[str, float]:
+    samples = object_batch(n, seed, 0)
+    target = torch.stack([torch.from_numpy(s.mask.astype(np.int64) * (1 + SHAPES.index(s.attrs["shape"])))
+                          for s in samples])
+    pred = model(to_unit([s.image for s in samples])).argmax(1)
+    ious = []
+    for c in range(len(SEG_CLASSES)):
+        inter = ((pred == c) & (target == c)).sum().item()
+        union = ((pred == c) | (target == c)).sum().item()
+        if union:
+            ious.append(inter / union)
+    return {"pixel_accuracy": float((pred == target).float().mean()), "miou": float(np.mean(ious))}
+
+
+# --------------------------------------------------------------------- instance embedder
+def instance_pairs(n: int, seed: int, step: int):
+    """``n`` subjects (shape, colour, pattern), each rendered twice under other pose/background/style."""
+    rng = make_rng(seed, step, 1)
+    styles = list(STYLES)
+    views, labels = [], []
+    from tailor.world.objects import render_object
+
+    for i in range(n):
+        spec = {"shape": SHAPES[rng.integers(len(SHAPES))], "color": list(COLORS)[rng.integers(len(COLORS))],
+                "pattern": PATTERNS[rng.integers(len(PATTERNS))]}
+        for v in range(2):
+            st = styles[rng.integers(len(styles))] if rng.random() < 0.5 else "photo"
+            views.append(render_object(derive_seed(seed, step, i, v), style=st, **spec).image)
+            labels.append(i)
+    return views, torch.tensor(labels), rng
+
+
+def supcon(emb: torch.Tensor, labels: torch.Tensor, t: float = 0.1) -> torch.Tensor:
+    """Supervised contrastive loss (Khosla et al. 2020) over unit embeddings."""
+    sim = emb @ emb.t() / t
+    eye = torch.eye(len(labels), dtype=torch.bool)
+    sim = sim.masked_fill(eye, -1e9)
+    pos = (labels[:, None] == labels[None, :]) & ~eye
+    logp = sim - torch.logsumexp(sim, dim=1, keepdim=True)
+    return -(logp * pos).sum(1).div(pos.sum(1).clamp(min=1)).mean()
+
+
+def train_instance(out: str, steps: int = 1200, batch_subjects: int = 32, seed: int = 13) -> Embedder:
+    torch.manual_seed(seed)
+    model = Embedder(kind="instance")
+
+    def loss_fn(step: int):
+        views, labels, _ = instance_pairs(batch_subjects, seed, step)
+        return supcon(model(to_unit(views)), labels), {}
+
+    train_loop(model, loss_fn, LoopConfig(out=out, steps=steps, lr=2e-3, seed=seed), name="instance")
+    return model
+
+
+@torch.no_grad()
+def verification(model: Embedder, views: list, labels: torch.Tensor) -> dict[str, float]:
+    """Pair verification accuracy (best threshold over same/different pairs) and mean cosines."""
+    emb = model(to_unit(views))
+    sim = emb @ emb.t()
+    iu = torch.triu_indices(len(labels), len(labels), 1)
+    s, same = sim[iu[0], iu[1]], (labels[iu[0]] == labels[iu[1]])
+    best = max(float(((s > th) == same).float()[same].mean() * 0.5 + ((s > th) == same).float()[~same].mean() * 0.5)
+               for th in torch.linspace(-1, 1, 201))
+    return {"verification_accuracy": best, "cos_same": float(s[same].mean()), "cos_diff": float(s[~same].mean())}
+
+
+def evaluate_instance(model: Embedder, seed: int = 99_003) -> dict[str, float]:
+    views, labels, _ = instance_pairs(100, seed, 0)
+    return verification(model, views, labels)
+
+
+# --------------------------------------------------------------------- faces
+def face_batch(n_ids: int, per_id: int, seed: int, step: int, id_range: tuple[int, int]):
+    """Renders of ``n_ids`` identities from ``id_range`` (``per_id`` each, random pose/lighting/style)."""
+    import tailor.world as world
+
+    rng = make_rng(seed, step, 2)
+    ids = rng.choice(np.arange(*id_range), size=n_ids, replace=False)
+    styles = list(STYLES)
+    views, labels = [], []
+    for j, ident in enumerate(ids):
+        for v in range(per_id):
+            st = styles[rng.integers(len(styles))] if rng.random() < 0.3 else "photo"
+            views.append(world.render_face(derive_seed(seed, step, j, v), identity=int(ident), style=st).image)
+            labels.append(int(ident) - id_range[0])
+    return views, torch.tensor(labels)
+
+
+def train_face(out: str, steps: int = 1500, n_ids: int = 16, per_id: int = 4, train_ids: int = 800,
+               seed: int = 14) -> Embedder:
+    """ArcFace over identities ``0..train_ids-1``; identities from ``train_ids`` on are held out for evaluation."""
+    torch.manual_seed(seed)
+    model = Embedder(kind="face", num_classes=train_ids)
+
+    def loss_fn(step: int):
+        views, labels = face_batch(n_ids, per_id, seed, step, (0, train_ids))
+        emb = model(to_unit(views))
+        return model.arcface_loss(emb, labels) + supcon(emb, labels), {}
+
+    train_loop(model, loss_fn, LoopConfig(out=out, steps=steps, lr=2e-3, seed=seed), name="face")
+    return model
+
+
+def evaluate_face(model: Embedder, train_ids: int = 800, seed: int = 99_004) -> dict[str, float]:
+    views, labels = face_batch(50, 4, seed, 0, (train_ids, train_ids + 200))
+    return verification(model, views, labels)
+
+
+def export(model, name: str, folder: str | Path, metrics: dict | None = None) -> Path:
+    path = Path(folder) / f"{name}.safetensors"
+    if getattr(model, "centres", None) is not None:  # class centres are training-only; do not ship them
+        model.centres = None
+        model.config["num_classes"] = 0
+    save_oracle(model, path, {"metrics": metrics or {}})
+    return path

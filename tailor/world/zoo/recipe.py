@@ -1,0 +1,155 @@
+"""The zoo's stages in order, each resumable, with its run folder under ``runs`` (default ``outputs/zoo``):
+
+``tokenizer`` -> ``vae`` (full AutoencoderKL; its encoder is frozen from then on) -> ``unet`` (UNet + text encoder
+on the one trainer) and, in parallel, ``vae-decoder`` (decoder-only refinement: latents unchanged), ``clip`` and
+``oracle``; then ``export`` writes the shipped weights (:mod:`tailor.world.zoo.export`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL
+from transformers import CLIPTokenizer
+
+from tailor.core.io import write_json
+from tailor.world.zoo import WEIGHTS
+
+log = logging.getLogger("tailor")
+STAGES = ("tokenizer", "vae", "vae-decoder", "unet", "clip", "oracle", "export")
+DEFAULT_STEPS = {"vae": 1500, "vae-decoder": 2000, "unet": 8000, "clip": 1500, "attributes": 1500, "segmenter": 600,
+                 "instance": 1000, "face": 1200}
+
+
+def tokenizer_dir(runs: Path) -> Path:
+    return runs / "tokenizer"
+
+
+def vae_dir(runs: Path) -> Path:
+    """The VAE the diffusion model trains on (its encoder never changes after this stage)."""
+    return runs / "vae" / "final"
+
+
+def decoder_dir(runs: Path) -> Path:
+    """The refined-decoder VAE when that stage ran, else the base VAE."""
+    best = runs / "vae_decoder" / "final"
+    return best if (best / "config.json").is_file() else vae_dir(runs)
+
+
+def load_tokenizer(runs: Path) -> CLIPTokenizer:
+    return CLIPTokenizer.from_pretrained(str(tokenizer_dir(runs)), local_files_only=True)
+
+
+def stage_tokenizer(runs: Path) -> Path:
+    from tailor.core.tokenizers import save_tokenizer
+    from tailor.world.zoo.tokenizer import build_world_tokenizer
+
+    folder = tokenizer_dir(runs)
+    if not (folder / "tokenizer_config.json").is_file():  # built once: later stages depend on its ids
+        save_tokenizer(build_world_tokenizer(), folder)
+    return folder
+
+
+def stage_vae(runs: Path, steps: int | None = None, stop_at: int | None = None) -> Path:
+    """Train the VAE (``stop_at`` ends early at a step, keeping the schedule of ``steps``), then freeze it."""
+    from tailor.world.zoo.loop import latest_state
+    from tailor.world.zoo.vae import build_vae, evaluate_vae, latent_scaling, train_vae
+
+    out = vae_dir(runs)
+    if (out / "config.json").is_file():
+        return out
+    if stop_at is None:
+        vae = train_vae(str(runs / "vae"), steps=steps or DEFAULT_STEPS["vae"])
+    else:
+        vae = build_vae()
+        vae.load_state_dict(latest_state(runs / "vae"))
+        vae.register_to_config(scaling_factor=latent_scaling(vae))
+    vae.eval().save_pretrained(str(out))
+    write_json(runs / "vae" / "metrics.json", evaluate_vae(vae))
+    return out
+
+
+def stage_vae_decoder(runs: Path, steps: int | None = None) -> Path:
+    from tailor.world.zoo.vae import evaluate_vae, finetune_decoder
+
+    vae = AutoencoderKL.from_pretrained(str(vae_dir(runs)), local_files_only=True)
+    vae = finetune_decoder(str(runs / "vae_decoder"), vae, steps=steps or DEFAULT_STEPS["vae-decoder"])
+    out = runs / "vae_decoder" / "final"
+    vae.eval().save_pretrained(str(out))
+    write_json(runs / "vae_decoder" / "metrics.json", evaluate_vae(vae))
+    return out
+
+
+def stage_unet(runs: Path, steps: int | None = None, batch_size: int = 32, lr: float = 5e-4, n_images: int = 12000,
+               **kw):
+    from tailor.world.zoo.unet import render_folder, train_unet
+
+    data = render_folder(runs / "data" / "objects", n_images)
+    return train_unet(runs / "unet", vae_dir(runs), tokenizer_dir(runs), data, steps or DEFAULT_STEPS["unet"],
+                      batch_size=batch_size, lr=lr, **kw)
+
+
+def stage_clip(runs: Path, steps: int | None = None, batch_size: int = 64) -> Path:
+    from tailor.world.zoo.clip import evaluate_clip, save_clip, train_clip
+
+    tok = load_tokenizer(runs)
+    model = train_clip(str(runs / "clip"), tok, steps=steps or DEFAULT_STEPS["clip"], batch_size=batch_size)
+    metrics = evaluate_clip(model, tok)
+    save_clip(model, tok, runs / "clip" / "final", runs / "clip" / "final_vision")
+    write_json(runs / "clip" / "metrics.json", metrics)
+    return runs / "clip" / "final"
+
+
+def stage_oracle(runs: Path, which: tuple[str, ...] = ("attributes", "segmenter", "instance", "face"),
+                 steps: dict[str, int] | None = None) -> dict[str, dict]:
+    from tailor.world.zoo import oracle_recipes as R
+
+    steps = {**DEFAULT_STEPS, **(steps or {})}
+    results = {}
+    for name in which:
+        if name == "face":
+            import tailor.world as world
+
+            if not hasattr(world, "render_face"):
+                log.warning("skipping the face oracle: tailor.world has no render_face yet")
+                continue
+        train = getattr(R, f"train_{name}")
+        model = train(str(runs / "oracles" / name), steps=steps[name])
+        metrics = getattr(R, f"evaluate_{name}")(model)
+        if name == "attributes":
+            metrics = {"all_styles": metrics, "photo": R.evaluate_attributes(model, styles=("photo",))}
+        R.export(model, name, runs / "oracles" / "final", metrics)
+        write_json(runs / "oracles" / f"{name}.json", metrics)
+        results[name] = metrics
+        print(json.dumps({name: metrics}), flush=True)
+    return results
+
+
+def stage_export(runs: Path, weights: Path = WEIGHTS) -> dict[str, str]:
+    """Copy what is trained into ``weights`` (base diffusers folder from the newest UNet checkpoint, CLIP, oracles)."""
+    import shutil
+
+    from tailor.core.io import atomic_dir
+    from tailor.world.zoo.export import export_checkpoint
+
+    done = {}
+    if list((runs / "unet" / "checkpoints").glob("step-*")):
+        export_checkpoint(runs / "unet", decoder_dir(runs), tokenizer_dir(runs), weights / "base")
+        done["base"] = str(weights / "base")
+    for src, dst in ((runs / "clip" / "final", weights / "clip"), (runs / "clip" / "final_vision",
+                                                                    weights / "clip_vision"),
+                     (runs / "oracles" / "final", weights / "oracles")):
+        if src.is_dir():
+            with atomic_dir(dst) as tmp:
+                for f in src.iterdir():
+                    if f.is_file() and f.suffix not in (".bin", ".pt"):
+                        shutil.copy2(f, tmp / f.name)
+            done[dst.name] = str(dst)
+    return done
+
+
+def set_threads(n: int) -> None:
+    torch.set_num_threads(max(1, n))
