@@ -11,6 +11,7 @@ import logging
 import torch
 
 from tailor.core.conditioning import Conditioning
+from tailor.core.tokenizers import expand_placeholders
 
 log = logging.getLogger("tailor")
 
@@ -18,6 +19,7 @@ log = logging.getLogger("tailor")
 def tokenize(tokenizer, prompts: list[str], device: torch.device) -> torch.Tensor:
     """Token ids padded to the tokenizer's max length; warns once about truncated prompts."""
     max_len = tokenizer.model_max_length
+    prompts = [expand_placeholders(tokenizer, p) for p in prompts]  # multi-vector placeholder tokens
     ids = tokenizer(prompts, padding="max_length", max_length=max_len, truncation=True, return_tensors="pt").input_ids
     long = [p for p in prompts if len(tokenizer(p).input_ids) > max_len]
     if long:

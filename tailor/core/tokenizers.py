@@ -50,6 +50,25 @@ def build_clip_tokenizer(
     )
 
 
+def expand_placeholders(tokenizer, prompt: str) -> str:
+    """Multi-vector placeholder tokens, diffusers' convention (``TextualInversionLoaderMixin.maybe_convert_prompt``).
+
+    An added token ``T`` whose siblings ``T_1``, ``T_2``, ... are also added tokens stands for all of them: the
+    prompt's ``T`` becomes ``T T_1 T_2 ...`` before tokenizing, exactly as diffusers' pipelines do it.
+    """
+    added = tokenizer.added_tokens_encoder
+    if not any(f"{t}_1" in added for t in added):
+        return prompt
+    for token in set(tokenizer.tokenize(prompt)):
+        if token in added:
+            replacement, i = token, 1
+            while f"{token}_{i}" in added:
+                replacement += f" {token}_{i}"
+                i += 1
+            prompt = prompt.replace(token, replacement)
+    return prompt
+
+
 def save_tokenizer(tokenizer: CLIPTokenizer, folder: str | Path) -> None:
     """``save_pretrained`` plus the classic ``vocab.json`` / ``merges.txt`` pair older loaders expect."""
     folder = Path(folder)
