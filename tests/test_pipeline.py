@@ -70,7 +70,8 @@ def test_scales_and_start_end_window(tiny):
     m = Recorder(log, "m")
     Pipeline(tiny).attach(m, weight=0.7, start=0.25, end=0.75).generate("x", n=1, steps=4)
     # steps 0..3 of 4: active where not (i/4 < .25 or (i+1)/4 > .75) -> steps 1 and 2
-    assert m.scales[:4] == [0.0, 0.7, 0.7, 0.0]
+    # the first call sets the weight before the text encoder runs (text-encoder LoRA layers)
+    assert m.scales[:5] == [0.7, 0.0, 0.7, 0.7, 0.0]
     assert [e[2] for e in log if e[1] == "step"] == [1, 2]
     assert m.scales[-1] == 0.7  # restored after sampling
 

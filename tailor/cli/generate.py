@@ -54,15 +54,27 @@ def generate(
     seed: Annotated[int, typer.Option(help="Seed of the first image; image i uses seed + i.")] = 0,
     steps: Annotated[int, typer.Option(help="Sampler steps.")] = 30,
     guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale (1 = off).")] = 7.5,
-    sampler: Annotated[str, typer.Option(help="ddim, euler, euler_a, dpmpp_2m, dpmpp_2m_karras, pndm, ddpm.")] = "ddim",
+    sampler: Annotated[
+        str, typer.Option(help="ddim, euler, euler_a, dpmpp_2m, dpmpp_2m_karras, pndm, ddpm.")
+    ] = "ddim",
     width: Annotated[int, typer.Option(help="Width in pixels (default: the base's size).")] = None,
     height: Annotated[int, typer.Option(help="Height in pixels (default: the base's size).")] = None,
+    lora: Annotated[list[str], typer.Option("--lora", help="LoRA file PATH[:weight] (repeatable).")] = None,
+    embedding: Annotated[list[str], typer.Option("--embedding", help="Embedding file (repeatable).")] = None,
+    hypernetwork: Annotated[
+        list[str], typer.Option("--hypernetwork", help="Hypernetwork file PATH[:strength] (repeatable).")
+    ] = None,
+    lora_dir: Annotated[Path, typer.Option(help="Folder of LoRAs for <lora:name:weight> prompt tags.")] = None,
+    embedding_dir: Annotated[
+        Path, typer.Option(help="Folder of embeddings; a prompt word equal to a file name loads that file.")
+    ] = None,
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("outputs/generate"),
 ) -> None:
     """Generate images: PNGs, grid.png and generation.json (prompts, seeds, settings) in --out."""
     import tailor
     from tailor.core.images import make_grid
     from tailor.core.io import atomic_path, write_json
+    from tailor.core.prompt_tags import apply_embeddings, apply_prompt_tags, load_kind, parse_weighted
 
     texts = read_prompts(prompt, prompts)
     comps = tailor.load_components(base, config=base_config)
@@ -70,8 +82,24 @@ def generate(
     for spec in apply or []:
         path, weight, start, end = parse_apply(spec)
         pipe.attach(tailor.load(path), weight=weight, start=start, end=end)
-    result = pipe.generate(texts, negative_prompt=negative_prompt, n=n, seed=seed, steps=steps, guidance=guidance,
-                           sampler=sampler, width=width, height=height, progress=True)
+    for kind, specs in (("lora", lora), ("textual_inversion", embedding), ("hypernetwork", hypernetwork)):
+        for spec in specs or []:
+            path, weight = parse_weighted(spec) if kind != "textual_inversion" else (spec, 1.0)
+            pipe.attach(load_kind(path, kind), weight=weight)
+    texts = apply_prompt_tags(pipe, texts, lora_dir)
+    apply_embeddings(pipe, texts, embedding_dir)
+    result = pipe.generate(
+        texts,
+        negative_prompt=negative_prompt,
+        n=n,
+        seed=seed,
+        steps=steps,
+        guidance=guidance,
+        sampler=sampler,
+        width=width,
+        height=height,
+        progress=True,
+    )
     out.mkdir(parents=True, exist_ok=True)
     records = []
     for i, (img, p, s) in enumerate(zip(result.images, result.prompts, result.seeds)):

@@ -149,6 +149,8 @@ class Pipeline:
         batch = len(all_prompts)
         cfg = guidance > 1.0 and c.unet.config.time_cond_proj_dim is None
 
+        for a in self.attachments:  # adapters inside the text encoder (LoRA) must see their weight when it runs
+            a.method.set_scale(a.weight)
         cond = encode_prompts(c, all_prompts, negatives, cfg=cfg, height=height, width=width)
         cond = encode_with_methods(self.attachments, cond)
 

@@ -3,7 +3,8 @@
 Reads top to bottom: draw the sample's randoms -> VAE posterior (cached or not) -> latents -> noised latents and
 target -> prompt conditioning (cached or not, caption dropout) -> the method's ``encode`` hook -> ``step_kwargs``
 -> UNet -> min-SNR weights -> the method's ``loss``. The method sees ``state.inputs`` = the batch plus the clean
-``latents`` and the ``noise`` (reward and alignment losses need them).
+``latents`` and the ``noise`` (reward and alignment losses need them). A method may first expand each batch item
+into several rows with ``expand_batch(batch, keys, positions)`` (DreamBooth: the item's class image joins the batch).
 """
 
 from __future__ import annotations
@@ -112,6 +113,9 @@ class Objective:
         dropout: bool = True,
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """Loss of one micro-batch; ``keys`` name the items (for the latent cache), ``positions`` their randoms."""
+        expand = getattr(self.method, "expand_batch", None)
+        if expand is not None:  # a method may turn each item into several rows (DreamBooth: instance + class image)
+            batch, keys, positions = expand(batch, keys, positions)
         device = self.components.device
         sched = self.noise_scheduler
         num_t = int(sched.config.num_train_timesteps)
