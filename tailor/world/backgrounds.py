@@ -12,7 +12,7 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
-from tailor.world.draw import value_noise
+from tailor.world.draw import pixel_grid, value_noise
 
 Texture = Callable[[np.random.Generator, int, int], np.ndarray]
 
@@ -25,7 +25,7 @@ def _mix(a, b, t: np.ndarray) -> np.ndarray:
 
 
 def _grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
-    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    ys, xs = pixel_grid(h, w)
     return xs / w, ys / h
 
 
@@ -69,8 +69,8 @@ def water(rng, h, w):
 def brick(rng, h, w):
     rows = 8
     bh, bw = h / rows, w / 4
-    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
-    ys += rng.random() * bh
+    ys, xs = pixel_grid(h, w)
+    ys = ys + rng.random() * bh
     row = np.floor(ys / bh).astype(np.int32)
     xo = xs + (row % 2) * (bw / 2) + rng.random() * bw
     col = np.floor(xo / bw).astype(np.int32)

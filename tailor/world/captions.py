@@ -22,7 +22,13 @@ from tailor.world.vocab import STYLES, SYNONYMS, make_rng
 
 N_TEMPLATES = 5
 
-STYLE_WORD = {"photo": "photo", "sketch": "sketch", "pixel": "pixel art", "watercolor": "watercolor", "cartoon": "cartoon"}
+STYLE_WORD = {
+    "photo": "photo",
+    "sketch": "sketch",
+    "pixel": "pixel art",
+    "watercolor": "watercolor",
+    "cartoon": "cartoon",
+}
 PATTERN_WITH = {"striped": "with stripes", "checkered": "with a checkered pattern", "dotted": "with dots"}
 BG_ON = {
     "grass": "on grass",
@@ -127,7 +133,8 @@ def parse_prompt(prompt: str) -> dict[str, Any]:
                     out[key] = hit
             face |= word in _FACE_WORDS
             if shape := _lookup("shape", word):
-                current = {"shape": shape, "color": pending.pop("color", None), "pattern": pending.pop("pattern", None)}
+                current = {"shape": shape, "color": pending.pop("color", None)}
+                current["pattern"] = pending.pop("pattern", None)
                 objects.append(current)
                 continue
             for key in ("color", "pattern"):

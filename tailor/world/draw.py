@@ -45,9 +45,8 @@ def unit_polygon(shape: str) -> np.ndarray:
         pts = np.stack([np.cos(t), np.sin(t)], 1)
     elif shape == "cross":
         a, b = 0.32, 0.95
-        pts = np.array(
-            [[-a, -b], [a, -b], [a, -a], [b, -a], [b, a], [a, a], [a, b], [-a, b], [-a, a], [-b, a], [-b, -a], [-a, -a]]
-        )
+        arm = np.array([[-a, -b], [a, -b], [a, -a]])
+        pts = np.vstack([arm @ rotation(90 * k).T for k in range(4)])
     elif shape == "diamond":
         pts = np.array([[0, -1], [0.62, 0], [0, 1], [-0.62, 0]], float)
     else:
@@ -96,19 +95,35 @@ def stroke(img, labels, pts, color, thickness: int, label: int = 0, closed: bool
         cv2.polylines(labels, fp, closed, int(label), max(1, thickness), cv2.LINE_8, SHIFT)
 
 
+@functools.cache
+def _arc(n: int, a0: float, a1: float) -> np.ndarray:
+    t = np.linspace(a0, a1, n, endpoint=(a1 - a0) < 2 * np.pi - 1e-9)
+    arc = np.stack([np.cos(t), np.sin(t)], 1)
+    arc.setflags(write=False)
+    return arc
+
+
 def ellipse_pts(cx: float, cy: float, ax: float, ay: float, n: int = 28, a0: float = 0.0, a1: float = 2 * np.pi):
     """Points on an axis-aligned ellipse (unit or pixel frame), from angle ``a0`` to ``a1``."""
-    t = np.linspace(a0, a1, n, endpoint=(a1 - a0) < 2 * np.pi - 1e-9)
-    return np.stack([cx + ax * np.cos(t), cy + ay * np.sin(t)], 1)
+    return _arc(n, float(a0), float(a1)) * (ax, ay) + (cx, cy)
+
+
+@functools.lru_cache(maxsize=16)
+def pixel_grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Read-only float32 (ys, xs) pixel-centre coordinates, cached per size."""
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    ys.setflags(write=False)
+    xs.setflags(write=False)
+    return ys, xs
 
 
 def local_grid(h: int, w: int, cx: float, cy: float, scale: float, deg: float) -> tuple[np.ndarray, np.ndarray]:
     """Each pixel centre in an object's unit frame (inverse of :func:`place`), as two float32 HxW arrays."""
     a = math.radians(deg)
     c, s = math.cos(a) / scale, math.sin(a) / scale
-    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
-    xs -= cx
-    ys -= cy
+    ys, xs = pixel_grid(h, w)
+    xs = xs - np.float32(cx)
+    ys = ys - np.float32(cy)
     return xs * c + ys * s, ys * c - xs * s
 
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
-from tailor.world.draw import value_noise
+from tailor.world.draw import pixel_grid, value_noise
 from tailor.world.vocab import STYLES
 
 Style = Callable[[np.ndarray, np.random.Generator], np.ndarray]
@@ -24,7 +24,7 @@ def _u8(img: np.ndarray) -> np.ndarray:
 def _gradient(rng: np.random.Generator, h: int, w: int, strength: float) -> np.ndarray:
     """A linear brightness ramp in a random direction, 1 +- ``strength``, float32 HxW."""
     a = rng.random() * 2 * np.pi
-    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    ys, xs = pixel_grid(h, w)
     t = ((xs / w - 0.5) * np.cos(a) + (ys / h - 0.5) * np.sin(a)) * 2.0
     return 1.0 + strength * t
 
@@ -38,33 +38,33 @@ def photo(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def sketch(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Pencil drawing on white paper: colour-dodge of the grey image by its blurred negative, plus grain."""
+    """Pencil drawing on paper: colour-dodge of the grey image by its blurred negative, grain and a light tint."""
     h = img.shape[0]
     gray = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).astype(np.float32)
     k = max(3, (h // 16) | 1)
     blur = cv2.GaussianBlur(255.0 - gray, (k, k), 0)
     dodge = np.minimum(255.0, gray * 255.0 / np.maximum(255.0 - blur, 1.0))
-    lines = 255.0 - (255.0 - dodge) * 1.6  # darken strokes so they read at 64 px
-    lines *= 1.0 - 0.05 * rng.random(lines.shape, dtype=np.float32)
-    out = np.repeat(np.clip(lines, 0, 255)[..., None], 3, axis=2)
-    # a faint wash of the original colours keeps colour names weakly visible, as in coloured pencil
-    return _u8(out * 0.82 + (img.astype(np.float32) * 0.5 + 127.5) * 0.18 - 10.0)
+    lines = 255.0 - (255.0 - dodge) * 2.4  # darken strokes so they read at 64 px
+    lines *= 1.0 - 0.06 * rng.random(lines.shape, dtype=np.float32)
+    # a faint tint of the original colours keeps colour names weakly visible, as in coloured pencil
+    tint = 0.7 + 0.3 * img.astype(np.float32) * (1.0 / 255.0)
+    return _u8(np.clip(lines, 0, 255)[..., None] * tint)
 
 
 def pixel(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Pixel art: area-downsample to a 16-cell-wide grid, quantise to 4 levels per channel, upsample nearest."""
+    """Pixel art: area-downsample to ~3-pixel cells (at 64 px), quantise to 6 levels per channel, upsample nearest."""
     h, w = img.shape[:2]
-    cells = 16 if h <= 128 else 32
-    small = cv2.resize(img, (cells, cells), interpolation=cv2.INTER_AREA).astype(np.float32)
-    small = np.round(small / 85.0) * 85.0
-    return cv2.resize(_u8(small), (w, h), interpolation=cv2.INTER_NEAREST)
+    b = max(2, round(h / 21))
+    small = cv2.resize(img, (-(-w // b), -(-h // b)), interpolation=cv2.INTER_AREA).astype(np.float32)
+    small = _u8(np.round(small / 51.0) * 51.0)
+    return np.repeat(np.repeat(small, b, axis=0), b, axis=1)[:h, :w]
 
 
 def watercolor(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Watercolour: colours bleed (noise-displaced), soften and lighten, pool at edges, on textured paper."""
     h, w = img.shape[:2]
     amp = max(1.0, h / 40.0)
-    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    ys, xs = pixel_grid(h, w)
     dx = (value_noise(rng, h, w, 6) - 0.5) * 2 * amp
     dy = (value_noise(rng, h, w, 6) - 0.5) * 2 * amp
     bled = cv2.remap(img, xs + dx, ys + dy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
@@ -78,14 +78,16 @@ def watercolor(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def cartoon(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Cartoon: flattened colours (median filter + posterise) and thick dark outlines."""
+    """Cartoon: flattened colours (median filters + posterise) and thick dark outlines."""
     h = img.shape[0]
-    flat = cv2.medianBlur(img, 5 if h >= 48 else 3).astype(np.float32)
-    flat = np.round(flat / 48.0) * 48.0
-    gray = cv2.cvtColor(cv2.GaussianBlur(img, (3, 3), 0), cv2.COLOR_RGB2GRAY)
-    outline = cv2.Canny(gray, 60, 140)
-    outline = cv2.dilate(outline, np.ones((2, 2), np.uint8) if h <= 96 else np.ones((3, 3), np.uint8))
-    out = _u8(flat * 1.08 + 6.0)
+    flat = cv2.medianBlur(img, 3 if h <= 96 else 5)
+    gray = cv2.GaussianBlur(cv2.cvtColor(flat, cv2.COLOR_RGB2GRAY), (3, 3), 0)
+    outline = cv2.Canny(gray, 90, 200)
+    outline = cv2.dilate(outline, np.ones((2, 2) if h <= 96 else (3, 3), np.uint8))
+    f = flat.astype(np.float32)
+    v = np.maximum(f.max(axis=2, keepdims=True), 1.0)
+    # posterise brightness only (channel-wise rounding would shift dark hues, e.g. brown skin to olive)
+    out = _u8(f * (np.maximum(np.round(v / 40.0), 0.5) * 40.0 / v) * 1.05 + 8.0)
     out[outline > 0] = (20, 20, 20)
     return out
 
