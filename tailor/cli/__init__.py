@@ -55,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     except TailorError as e:
         err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
         return e.exit_code
+    except click.exceptions.Exit as e:  # --help / no arguments inside a sub-group
+        return e.exit_code
     except click.exceptions.Abort:
         err.print("aborted")
         return 130
