@@ -39,5 +39,18 @@ def __getattr__(name: str):
     raise AttributeError(name)
 
 
-__all__ = ["Components", "Method", "MethodSpec", "Pipeline", "get_spec", "load", "load_components", "registry",
-           "tiny_components", "train", "TrainConfig", "TrainResult", "__version__"]
+__all__ = [
+    "Components",
+    "Method",
+    "MethodSpec",
+    "Pipeline",
+    "get_spec",
+    "load",
+    "load_components",
+    "registry",
+    "tiny_components",
+    "train",
+    "TrainConfig",
+    "TrainResult",
+    "__version__",
+]

@@ -58,8 +58,18 @@ def main(argv: list[str] | None = None) -> int:
     except Exception:  # the zoo is not shipped yet: a tiny random base of the same architecture
         base, resolution = "tiny", 32
     prompts = ["a photo of a red star on grass", "a sketch of a blue striped circle on sand"]
-    cfg = TrainConfig(base=base, data="world:objects", resolution=resolution, steps=args.steps, batch_size=4,
-                      lr=1e-4, out=str(out / "train"), val_every=args.steps, val_prompts=prompts, val_steps=10)
+    cfg = TrainConfig(
+        base=base,
+        data="world:objects",
+        resolution=resolution,
+        steps=args.steps,
+        batch_size=4,
+        lr=1e-4,
+        out=str(out / "train"),
+        val_every=args.steps,
+        val_prompts=prompts,
+        val_steps=10,
+    )
     method = tailor.get_spec("finetune").method()
     print(f"[2/3] fine-tune base={base} for {args.steps} steps -> {cfg.out}")
     result = train(method, cfg)
@@ -78,8 +88,13 @@ def main(argv: list[str] | None = None) -> int:
             "ssim_to_real": float(np.mean([ssim(a, b) for a, b in zip(imgs, real)])),
             "edge_f1_to_real": float(np.mean([edge_f1(canny(a), canny(b)) for a, b in zip(imgs, real)])),
         }
-    summary = {"base": base, "steps": args.steps, "final_loss": result.loss, "scores": scores,
-               "seconds": round(time.time() - t0, 1)}
+    summary = {
+        "base": base,
+        "steps": args.steps,
+        "final_loss": result.loss,
+        "scores": scores,
+        "seconds": round(time.time() - t0, 1),
+    }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary, indent=2))
     print(f"done: see {out}/world_grid.png, {out}/before_after.png, {out}/train/loss.png, {out}/train/samples/")

@@ -52,7 +52,11 @@ class ControlNetHook(Method):
     def step_kwargs(self, state):
         image = self.image.repeat(state.latents.shape[0], 1, 1, 1)
         down, mid = self.controlnet(
-            state.latents, state.timestep, encoder_hidden_states=state.cond.encoder_hidden_states,
-            controlnet_cond=image, conditioning_scale=1.0, return_dict=False,
+            state.latents,
+            state.timestep,
+            encoder_hidden_states=state.cond.encoder_hidden_states,
+            controlnet_cond=image,
+            conditioning_scale=1.0,
+            return_dict=False,
         )
         return StepExtras(down_block_additional_residuals=list(down), mid_block_additional_residual=mid)

@@ -30,8 +30,24 @@ def test_help_and_methods(capsys):
 
 def test_generate_writes_pngs_grid_and_sidecar(capsys, tmp_path):
     out = tmp_path / "gen"
-    code, _, err = run(capsys, "generate", "--base", "tiny", "-p", "a red star", "-p", "a blue circle", "-n", "2",
-                       "--steps", "2", "--seed", "7", "--out", str(out))
+    code, _, err = run(
+        capsys,
+        "generate",
+        "--base",
+        "tiny",
+        "-p",
+        "a red star",
+        "-p",
+        "a blue circle",
+        "-n",
+        "2",
+        "--steps",
+        "2",
+        "--seed",
+        "7",
+        "--out",
+        str(out),
+    )
     assert code == 0, err
     side = json.loads((out / "generation.json").read_text())
     assert [r["seed"] for r in side["images"]] == [7, 8, 9, 10]
@@ -67,8 +83,21 @@ def test_corrupt_training_image_is_reported(capsys, tmp_path):
     data.mkdir()
     (data / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     (data / "broken.txt").write_text("a red star")
-    code, _, err = run(capsys, "train", "finetune", "--base", "tiny", "--data", str(data), "--steps", "1",
-                       "--out", str(tmp_path / "run"), "--resolution", "32")
+    code, _, err = run(
+        capsys,
+        "train",
+        "finetune",
+        "--base",
+        "tiny",
+        "--data",
+        str(data),
+        "--steps",
+        "1",
+        "--out",
+        str(tmp_path / "run"),
+        "--resolution",
+        "32",
+    )
     assert code == 2 and "broken.png" in err
     assert not (tmp_path / "run" / "finetune.safetensors").exists()
 
@@ -81,6 +110,10 @@ def test_yaml_config_unknown_key(capsys, tmp_path):
 
 
 def test_console_entry_point_exit_code(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "tailor", "generate", "--base", str(tmp_path / "nope"), "-p", "x"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tailor", "generate", "--base", str(tmp_path / "nope"), "-p", "x"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "error" in proc.stderr and "Traceback" not in proc.stderr

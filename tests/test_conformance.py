@@ -23,7 +23,8 @@ METHODS = sorted(registry())
 
 def test_every_method_folder_registers():
     folders = sorted(
-        p.name for p in (Path(tailor.__file__).parent / "methods").iterdir()
+        p.name
+        for p in (Path(tailor.__file__).parent / "methods").iterdir()
         if p.is_dir() and not p.name.startswith("_") and (p / "__init__.py").exists()
     )
     assert folders == METHODS and METHODS
@@ -61,8 +62,15 @@ def test_attach_sample_train_save_reload(name, tmp_path):
     before = _generate(spec.method(**spec.test_options), fresh, inputs)
     assert np.isfinite(before).all()
     plain = Pipeline(fresh).generate("a photo of a red star", n=1, seed=0, steps=2, guidance=3.0).array
-    assert np.abs(plain - Pipeline(tailor.tiny_components()).generate(
-        "a photo of a red star", n=1, seed=0, steps=2, guidance=3.0).array).max() == 0, "detach must restore the base"
+    assert (
+        np.abs(
+            plain
+            - Pipeline(tailor.tiny_components())
+            .generate("a photo of a red star", n=1, seed=0, steps=2, guidance=3.0)
+            .array
+        ).max()
+        == 0
+    ), "detach must restore the base"
 
     # one training step, save
     comps = tailor.tiny_components()

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import ControlNetHook, Recorder
 from tailor.core.pipeline import Attachment, Pipeline
 from tailor.core.samplers import make_scheduler
 from tailor.errors import ConfigError
+
+from helpers import ControlNetHook, Recorder
 
 
 def reference(components, sampler, prompts, n, seed, steps, guidance, **kw):
@@ -17,8 +18,15 @@ def reference(components, sampler, prompts, n, seed, steps, guidance, **kw):
     pipe.set_progress_bar_config(disable=True)
     pipe.scheduler = make_scheduler(sampler, components.scheduler)
     gens = [torch.Generator().manual_seed(seed + i) for i in range(len(prompts) * n)]
-    return pipe(prompts, num_images_per_prompt=n, generator=gens, num_inference_steps=steps, guidance_scale=guidance,
-                output_type="np", **kw).images
+    return pipe(
+        prompts,
+        num_images_per_prompt=n,
+        generator=gens,
+        num_inference_steps=steps,
+        guidance_scale=guidance,
+        output_type="np",
+        **kw,
+    ).images
 
 
 @pytest.mark.parametrize("sampler", ["ddim", "euler", "euler_a", "dpmpp_2m"])
@@ -113,15 +121,27 @@ def test_residual_hooks_equal_diffusers_controlnet(tiny):
     ours = pipe.generate("a star", n=1, seed=3, steps=4, guidance=5.0)
 
     ref_pipe = StableDiffusionControlNetPipeline(
-        vae=tiny.vae, text_encoder=tiny.text_encoder, tokenizer=tiny.tokenizer, unet=tiny.unet,
-        controlnet=[cn1, cn2], scheduler=make_scheduler("ddim", tiny.scheduler), safety_checker=None,
-        feature_extractor=None, requires_safety_checker=False,
+        vae=tiny.vae,
+        text_encoder=tiny.text_encoder,
+        tokenizer=tiny.tokenizer,
+        unet=tiny.unet,
+        controlnet=[cn1, cn2],
+        scheduler=make_scheduler("ddim", tiny.scheduler),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
     )
     ref_pipe.set_progress_bar_config(disable=True)
     ref = ref_pipe(
-        "a star", image=[img1, img2], controlnet_conditioning_scale=[0.8, 0.5], control_guidance_start=[0.0, 0.0],
-        control_guidance_end=[1.0, 0.5], num_inference_steps=4, guidance_scale=5.0,
-        generator=[torch.Generator().manual_seed(3)], output_type="np",
+        "a star",
+        image=[img1, img2],
+        controlnet_conditioning_scale=[0.8, 0.5],
+        control_guidance_start=[0.0, 0.0],
+        control_guidance_end=[1.0, 0.5],
+        num_inference_steps=4,
+        guidance_scale=5.0,
+        generator=[torch.Generator().manual_seed(3)],
+        output_type="np",
     ).images
     assert np.abs(ours.array - ref).max() <= 1e-5
     plain = Pipeline(tiny).generate("a star", n=1, seed=3, steps=4, guidance=5.0).array

@@ -52,8 +52,9 @@ def config_options(cls: type[Config]) -> list[click.Option]:
         if choices:
             ctype = click.Choice([str(c) for c in choices])
         opts.append(
-            click.Option([flag_name(f.name)], f.name, type=ctype, multiple=is_list, default=None,
-                         help=help_text + shown)
+            click.Option(
+                [flag_name(f.name)], f.name, type=ctype, multiple=is_list, default=None, help=help_text + shown
+            )
         )
     return opts
 

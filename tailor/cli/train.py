@@ -48,11 +48,13 @@ def make_train_command(spec: MethodSpec, name: str | None = None, hidden: bool =
         click.echo(f"trained {spec.name}: {result.artifact} (final loss {result.loss:.4f}, {result.seconds:.0f} s)")
 
     params = config_options(TrainConfig) + config_options(spec.config)
-    params.append(click.Option(["--config"], type=click.Path(), default=None,
-                               help="YAML file of options (flags override it)."))
+    params.append(
+        click.Option(["--config"], type=click.Path(), default=None, help="YAML file of options (flags override it).")
+    )
     doc = f"Train {spec.name}: {spec.summary}." + (f" Paper: {spec.paper}." if spec.paper else "")
-    return click.Command(name or spec.name, callback=callback, params=params, help=doc, short_help=spec.summary,
-                         hidden=hidden)
+    return click.Command(
+        name or spec.name, callback=callback, params=params, help=doc, short_help=spec.summary, hidden=hidden
+    )
 
 
 def train_group() -> click.Group:

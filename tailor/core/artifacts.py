@@ -30,6 +30,9 @@ def resolve_artifact(path: str | Path) -> Path:
         except (json.JSONDecodeError, KeyError, TypeError) as e:
             raise FormatError(f"{manifest} is damaged ({e.__class__.__name__}); re-run the training's save.") from e
     found = sorted(p for p in path.glob("*.safetensors") if _is_tailor_file(p))
+    diffusers_weights = path / "diffusion_pytorch_model.safetensors"  # a diffusers model folder (sniffed on load)
+    if not found and (path / "config.json").is_file() and diffusers_weights.is_file():
+        return diffusers_weights
     if len(found) != 1:
         raise InputError(f"{path} holds {len(found)} tailor weight files; pass the file you mean.")
     return found[0]
@@ -52,5 +55,7 @@ def load(path: str | Path) -> Method:
         sniff = getattr(spec.method, "sniff", None)
         if sniff is not None and sniff(file, meta):
             return spec.method.from_file(file)
-    raise FormatError(f"{file} names no tailor method and matches no known community format; "
-                      f"pass a file written by `tailor train` or a supported format.")
+    raise FormatError(
+        f"{file} names no tailor method and matches no known community format; "
+        f"pass a file written by `tailor train` or a supported format."
+    )

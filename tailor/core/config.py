@@ -40,7 +40,9 @@ class Config:
             choices = f.metadata.get("choices")
             value = getattr(self, f.name)
             if choices and value not in choices:
-                raise ConfigError(f"{f.name}={value!r} is not one of {', '.join(map(str, choices))}; pick one of those.")
+                raise ConfigError(
+                    f"{f.name}={value!r} is not one of {', '.join(map(str, choices))}; pick one of those."
+                )
         self.validate()
 
     def validate(self) -> None:

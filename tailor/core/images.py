@@ -32,8 +32,14 @@ def load_image(path: str | Path) -> Image.Image:
             if img.width * img.height > MAX_PIXELS:
                 raise InputError(f"image {path} is {img.width}x{img.height}, too large to load; downscale it first.")
             img.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError,
-            Image.DecompressionBombWarning) as e:
+    except (
+        UnidentifiedImageError,
+        OSError,
+        SyntaxError,
+        ValueError,
+        Image.DecompressionBombError,
+        Image.DecompressionBombWarning,
+    ) as e:
         raise InputError(f"{path} is not a readable image ({e.__class__.__name__}); replace or re-save it.") from e
     if img.mode != "RGB":
         if img.mode in ("I;16", "I;16B", "I;16L", "I"):

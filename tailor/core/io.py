@@ -78,7 +78,9 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, Any] | None = None):
     """Save ``tensors`` as safetensors; metadata values that are not strings are stored as JSON."""
-    meta = {k: v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str) for k, v in (metadata or {}).items()}
+    meta = {
+        k: v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str) for k, v in (metadata or {}).items()
+    }
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)

@@ -39,8 +39,9 @@ class Attachment:
 
     def __post_init__(self):
         if not 0.0 <= self.start < self.end <= 1.0:
-            raise ConfigError(f"{self.method.name}: start/end must satisfy 0 <= start < end <= 1; got "
-                              f"{self.start}/{self.end}.")
+            raise ConfigError(
+                f"{self.method.name}: start/end must satisfy 0 <= start < end <= 1; got {self.start}/{self.end}."
+            )
 
     def active(self, step: int, num_steps: int) -> bool:
         """diffusers' ControlNet convention: active unless step/n < start or (step+1)/n > end."""
@@ -60,7 +61,10 @@ def unet_kwargs(attachments: list[Attachment], state: StepState) -> dict[str, An
                 parts.append(extras.scaled(a.weight))
     kwargs = merge_extras(parts)
     if state.cond.cross_attention_kwargs:
-        kwargs["cross_attention_kwargs"] = {**state.cond.cross_attention_kwargs, **kwargs.get("cross_attention_kwargs", {})}
+        kwargs["cross_attention_kwargs"] = {
+            **state.cond.cross_attention_kwargs,
+            **kwargs.get("cross_attention_kwargs", {}),
+        }
     return kwargs
 
 
@@ -182,10 +186,17 @@ class Pipeline:
             a.method.set_scale(a.weight)
 
         array = decode(c, latents)
-        settings = dict(negative_prompt=negative_prompt, steps=steps, guidance=guidance, sampler=sampler,
-                        width=width, height=height, eta=eta, base=c.source,
-                        methods=[dict(method=a.method.name, weight=a.weight, start=a.start, end=a.end)
-                                 for a in self.attachments])
+        settings = dict(
+            negative_prompt=negative_prompt,
+            steps=steps,
+            guidance=guidance,
+            sampler=sampler,
+            width=width,
+            height=height,
+            eta=eta,
+            base=c.source,
+            methods=[dict(method=a.method.name, weight=a.weight, start=a.start, end=a.end) for a in self.attachments],
+        )
         return GenerationResult(to_pil(array), array, seeds, all_prompts, settings)
 
 

@@ -38,7 +38,10 @@ def encode_text(components, prompts: list[str]) -> tuple[torch.Tensor, torch.Ten
             mask = (ids != components.tokenizer.pad_token_id).long()
         return te(ids, attention_mask=mask)[0], None
     hidden, pooled = [], None
-    for tok, te in ((components.tokenizer, components.text_encoder), (components.tokenizer_2, components.text_encoder_2)):
+    for tok, te in (
+        (components.tokenizer, components.text_encoder),
+        (components.tokenizer_2, components.text_encoder_2),
+    ):
         out = te(tokenize(tok, prompts, device), output_hidden_states=True)
         pooled = out[0]  # the last encoder's projected pooled output, as diffusers' SDXL pipeline uses
         hidden.append(out.hidden_states[-2])
@@ -76,4 +79,6 @@ def encode_prompts(
         size = components.default_size
         time_ids = sdxl_time_ids(height or size, width or size, cond.shape[0], cond.device, cond.dtype)
         added = {"text_embeds": pooled, "time_ids": time_ids}
-    return Conditioning(encoder_hidden_states=cond, batch_size=batch, cfg=cfg, added_cond_kwargs=added, prompts=prompts)
+    return Conditioning(
+        encoder_hidden_states=cond, batch_size=batch, cfg=cfg, added_cond_kwargs=added, prompts=prompts
+    )

@@ -42,8 +42,10 @@ def prompts_for(folder: str | Path, files: list[Path], prompts_file: str | Path 
             raise InputError(f"prompts file {path} does not exist; check the path.")
         lines = [ln.strip() for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
         if not lines or len(files) % len(lines):
-            raise InputError(f"{path} has {len(lines)} prompts for {len(files)} images; give one per image or one "
-                             f"per equal group of images.")
+            raise InputError(
+                f"{path} has {len(lines)} prompts for {len(files)} images; give one per image or one "
+                f"per equal group of images."
+            )
         per = len(files) // len(lines)
         return [lines[i // per] for i in range(len(files))]
     side = Path(folder) / "generation.json"
@@ -71,7 +73,7 @@ def predict_attributes(images) -> list[dict[str, str]]:
 
     model = load_oracle("attributes")
     x = to_unit(images)
-    return [p for i in range(0, len(x), 128) for p in model.predict(x[i:i + 128])]
+    return [p for i in range(0, len(x), 128) for p in model.predict(x[i : i + 128])]
 
 
 def world_scores(images, prompts: list[str]) -> dict:
@@ -84,8 +86,12 @@ def world_scores(images, prompts: list[str]) -> dict:
         for k, v in want.items():
             hits[k].append(pred[k] == v)
         every.append(all(pred[k] == v for k, v in want.items()))
-    out = {"images": len(preds), "accuracy": {k: float(np.mean(v)) for k, v in hits.items() if v},
-           "counts": {k: len(v) for k, v in hits.items() if v}, "all_correct": float(np.mean(every))}
+    out = {
+        "images": len(preds),
+        "accuracy": {k: float(np.mean(v)) for k, v in hits.items() if v},
+        "counts": {k: len(v) for k, v in hits.items() if v},
+        "all_correct": float(np.mean(every)),
+    }
     return out
 
 
@@ -106,10 +112,15 @@ def subject_scores(images, references) -> dict:
     majority = {k: Counter(p[k] for p in ref_pred).most_common(1)[0][0] for k in SUBJECT_ATTRS}
     gen_pred = predict_attributes(images)
     acc = {k: float(np.mean([p[k] == majority[k] for p in gen_pred])) for k in SUBJECT_ATTRS}
-    return {"images": len(images), "references": len(references), "dino_like": _mean_pairwise(ga, ra),
-            "clip_i_like": _mean_pairwise(gc, rc), "subject_attribute_accuracy": acc,
-            "subject_all_correct": float(np.mean([all(p[k] == majority[k] for k in SUBJECT_ATTRS) for p in gen_pred])),
-            "reference_attributes": majority}
+    return {
+        "images": len(images),
+        "references": len(references),
+        "dino_like": _mean_pairwise(ga, ra),
+        "clip_i_like": _mean_pairwise(gc, rc),
+        "subject_attribute_accuracy": acc,
+        "subject_all_correct": float(np.mean([all(p[k] == majority[k] for k in SUBJECT_ATTRS) for p in gen_pred])),
+        "reference_attributes": majority,
+    }
 
 
 def prompt_scores(images, prompts: list[str]) -> dict:
