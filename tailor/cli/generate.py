@@ -64,6 +64,27 @@ def generate(
     hypernetwork: Annotated[
         list[str], typer.Option("--hypernetwork", help="Hypernetwork file PATH[:strength] (repeatable).")
     ] = None,
+    ip_adapter: Annotated[
+        list[str],
+        typer.Option(
+            "--ip-adapter",
+            help="IP-Adapter file PATH (pairs with the "
+            "--ip-image of the same index) or PATH=IMG[:scale] (repeatable).",
+        ),
+    ] = None,
+    ip_image: Annotated[list[str], typer.Option("--ip-image", help="Reference image IMG[:scale] (repeatable).")] = (
+        None
+    ),
+    control: Annotated[
+        list[str],
+        typer.Option(
+            "--control",
+            help="Control model + image MODEL:IMG[:scale[:start:end]] (ControlNet / T2I-Adapter; repeatable).",
+        ),
+    ] = None,
+    control_map: Annotated[bool, typer.Option("--control-map", help="--control images are ready condition maps.")] = (
+        False
+    ),
     lora_dir: Annotated[Path, typer.Option(help="Folder of LoRAs for <lora:name:weight> prompt tags.")] = None,
     embedding_dir: Annotated[
         Path, typer.Option(help="Folder of embeddings; a prompt word equal to a file name loads that file.")
@@ -86,6 +107,12 @@ def generate(
         for spec in specs or []:
             path, weight = parse_weighted(spec) if kind != "textual_inversion" else (spec, 1.0)
             pipe.attach(load_kind(path, kind), weight=weight)
+    from tailor.cli.ip_adapter import attach_ip_adapters
+
+    attach_ip_adapters(pipe, ip_adapter, ip_image)
+    from tailor.cli.control import attach_controls
+
+    attach_controls(pipe, control, control_map, width, height)
     texts = apply_prompt_tags(pipe, texts, lora_dir)
     apply_embeddings(pipe, texts, embedding_dir)
     result = pipe.generate(

@@ -141,8 +141,10 @@ def load_components(
         path = Path(name)
         if path.is_dir():
             if not (path / "model_index.json").is_file():
-                raise InputError(f"{path} has no model_index.json; pass a diffusers model folder, a .safetensors "
-                                 f"checkpoint, or 'world'.")
+                raise InputError(
+                    f"{path} has no model_index.json; pass a diffusers model folder, a .safetensors "
+                    f"checkpoint, or 'world'."
+                )
             comps = _from_folder(path)
         elif path.is_file():
             comps = _from_single_file(path, config)
@@ -169,16 +171,22 @@ def _from_single_file(path: Path, config: str | Path | None) -> Components:
     if path.suffix not in (".safetensors", ".ckpt"):
         raise InputError(f"{path} is not a .safetensors or .ckpt checkpoint; pass a model file or folder.")
     if config is None:
-        raise InputError(f"{path} is a single-file checkpoint: pass --base-config with a diffusers folder of the same "
-                         f"architecture (tailor never downloads configs).")
+        raise InputError(
+            f"{path} is a single-file checkpoint: pass --base-config with a diffusers folder of the same "
+            f"architecture (tailor never downloads configs)."
+        )
     if not (Path(config) / "model_index.json").is_file():
-        raise InputError(f"--base-config {config} is not a diffusers model folder (no model_index.json); pass the "
-                         f"folder of a model with the same architecture as {path.name}.")
+        raise InputError(
+            f"--base-config {config} is not a diffusers model folder (no model_index.json); pass the "
+            f"folder of a model with the same architecture as {path.name}."
+        )
     xl = (Path(config) / "text_encoder_2").is_dir()
     if path.suffix == ".safetensors" and _check_ldm_safetensors(path) != xl:
         kinds = ("an SD", "an SDXL")
-        raise IncompatibleError(f"{path} is {kinds[not xl]} checkpoint but --base-config {config} is {kinds[xl]} "
-                                f"model; pass a config folder of the checkpoint's architecture.")
+        raise IncompatibleError(
+            f"{path} is {kinds[not xl]} checkpoint but --base-config {config} is {kinds[xl]} "
+            f"model; pass a config folder of the checkpoint's architecture."
+        )
     cls = StableDiffusionXLPipeline if xl else StableDiffusionPipeline
     kw = {} if xl else {"safety_checker": None, "requires_safety_checker": False}
     try:
@@ -186,11 +194,15 @@ def _from_single_file(path: Path, config: str | Path | None) -> Components:
     except SingleFileComponentError as e:
         # diffusers' message suggests code changes; say which file lacks what instead
         part = str(e).split(".")[0].removeprefix("Failed to load ")
-        raise FormatError(f"{path} has no weights for {part}; it is not a full checkpoint of the architecture of "
-                          f"{config} (a LoRA, embedding or partial file?).") from e
+        raise FormatError(
+            f"{path} has no weights for {part}; it is not a full checkpoint of the architecture of "
+            f"{config} (a LoRA, embedding or partial file?)."
+        ) from e
     except (OSError, ValueError, KeyError, RuntimeError) as e:
-        raise FormatError(f"cannot read checkpoint {path} with the configs of {config} ({e}); check the file is a "
-                          f"complete checkpoint of the same architecture.") from e
+        raise FormatError(
+            f"cannot read checkpoint {path} with the configs of {config} ({e}); check the file is a "
+            f"complete checkpoint of the same architecture."
+        ) from e
     return _from_pipeline(pipe)
 
 
@@ -204,8 +216,10 @@ def _check_ldm_safetensors(path: Path) -> bool:
     except (SafetensorError, OSError, ValueError) as e:
         raise FormatError(f"{path} is not a readable .safetensors file ({e}); re-export or re-download it.") from e
     if not any(k.startswith("model.diffusion_model.") for k in keys):
-        raise FormatError(f"{path} has no UNet weights (model.diffusion_model.*): it is not a full Stable Diffusion "
-                          f"checkpoint (a LoRA, embedding or VAE file?); pass a full model checkpoint.")
+        raise FormatError(
+            f"{path} has no UNet weights (model.diffusion_model.*): it is not a full Stable Diffusion "
+            f"checkpoint (a LoRA, embedding or VAE file?); pass a full model checkpoint."
+        )
     return any(k.startswith("conditioner.") for k in keys)
 
 
@@ -262,8 +276,12 @@ def tiny_components(seed: int = 0, sdxl: bool = False, sample_size: int = 16, cr
     )
     tok_kw = dict(vocab_size=1000, bos_token_id=514, eos_token_id=515, pad_token_id=515, max_position_embeddings=77)
     text_cfg = CLIPTextConfig(
-        hidden_size=text_hidden, intermediate_size=2 * text_hidden, num_attention_heads=4, num_hidden_layers=2,
-        projection_dim=text_hidden, **tok_kw,
+        hidden_size=text_hidden,
+        intermediate_size=2 * text_hidden,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        projection_dim=text_hidden,
+        **tok_kw,
     )
     torch.manual_seed(seed + 2)
     text_encoder = CLIPTextModel(text_cfg)
@@ -271,11 +289,63 @@ def tiny_components(seed: int = 0, sdxl: bool = False, sample_size: int = 16, cr
     te2 = tok2 = None
     if sdxl:
         torch.manual_seed(seed + 3)
-        te2 = CLIPTextModelWithProjection(CLIPTextConfig(
-            hidden_size=text_hidden_2, intermediate_size=2 * text_hidden_2, num_attention_heads=4, num_hidden_layers=2,
-            projection_dim=text_hidden_2, **tok_kw,
-        ))
+        te2 = CLIPTextModelWithProjection(
+            CLIPTextConfig(
+                hidden_size=text_hidden_2,
+                intermediate_size=2 * text_hidden_2,
+                num_attention_heads=4,
+                num_hidden_layers=2,
+                projection_dim=text_hidden_2,
+                **tok_kw,
+            )
+        )
         tok2 = build_clip_tokenizer()
     scheduler = DDIMScheduler(**SD_SCHEDULER)
     name = "tiny-xl" if sdxl else "tiny"
     return Components(unet, vae, text_encoder, tokenizer, scheduler, te2, tok2, source=name).freeze()
+
+
+# --------------------------------------------------------------------- image encoders (IP-Adapter and kin)
+def tiny_image_encoder(seed: int = 0):
+    """A seeded tiny random ``CLIPVisionModelWithProjection`` (32x32 images, patch 8, width 64, projection 64)."""
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    cfg = CLIPVisionConfig(image_size=32, patch_size=8, hidden_size=64, intermediate_size=128, num_attention_heads=4,
+                           num_hidden_layers=2, projection_dim=64)  # fmt: skip
+    with torch.random.fork_rng(devices=[]):  # seeded without disturbing the caller's random state
+        torch.manual_seed(seed)
+        model = CLIPVisionModelWithProjection(cfg)
+    return model.eval().requires_grad_(False)
+
+
+def load_image_encoder(name: str | Path, device: str | torch.device = "cpu"):
+    """``(CLIPVisionModelWithProjection, CLIPImageProcessor)`` for ``world`` (the zoo's vision tower), ``tiny`` (seeded
+    random, tests) or a local folder; the processor is the folder's own or diffusers' default for the image size."""
+    from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
+
+    name = str(name)
+    folder = None
+    if name == "tiny":
+        model = tiny_image_encoder()
+    else:
+        if name == "world":
+            from tailor.world.zoo import clip_vision_path
+
+            folder = clip_vision_path()
+        else:
+            folder = Path(name)
+            if not (folder / "config.json").is_file():
+                raise InputError(
+                    f"image encoder {name!r} is not a CLIPVisionModelWithProjection folder (no "
+                    f"config.json); pass 'world' or a local image-encoder folder."
+                )
+        try:
+            model = CLIPVisionModelWithProjection.from_pretrained(str(folder), local_files_only=True)
+        except (OSError, ValueError, KeyError, RuntimeError) as e:
+            raise InputError(f"cannot load the image encoder in {folder} ({e}); check the folder is complete.") from e
+    size = int(model.config.image_size)
+    if folder is not None and (folder / "preprocessor_config.json").is_file():
+        processor = CLIPImageProcessor.from_pretrained(str(folder), local_files_only=True)
+    else:  # what diffusers' load_ip_adapter builds when a pipeline has no feature extractor
+        processor = CLIPImageProcessor(size=size, crop_size=size)
+    return model.to(device).eval().requires_grad_(False), processor

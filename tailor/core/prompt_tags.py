@@ -17,7 +17,12 @@ from tailor.errors import ConfigError, IncompatibleError, InputError
 
 LORA_TAG = re.compile(r"<lora:([^:<>]+)(?::([^:<>]*))?(?::[^<>]*)?>")
 #: the generate flag that takes each kind of file
-FLAGS = {"lora": "--lora", "textual_inversion": "--embedding", "hypernetwork": "--hypernetwork"}
+FLAGS = {
+    "lora": "--lora",
+    "textual_inversion": "--embedding",
+    "hypernetwork": "--hypernetwork",
+    "ip_adapter": "--ip-adapter",
+}
 WEIGHT_FILES = (".safetensors", ".pt", ".bin", ".ckpt")
 
 
