@@ -7,6 +7,8 @@ export TRANSFORMERS_OFFLINE := 1
 
 .PHONY: install demo test lint format bench clean
 
+LINT := tailor tests $(wildcard benchmarks)
+
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	# torch first, pinned to the local CPU build, so nothing pulls CUDA wheels
@@ -20,12 +22,12 @@ demo: install
 	$(BIN)/python -m tailor.demo --out outputs/demo
 
 lint: install
-	$(BIN)/ruff check tailor tests benchmarks
-	$(BIN)/ruff format --check tailor tests benchmarks
+	$(BIN)/ruff check $(LINT)
+	$(BIN)/ruff format --check $(LINT)
 
 format: install
-	$(BIN)/ruff format tailor tests benchmarks
-	$(BIN)/ruff check --fix tailor tests benchmarks
+	$(BIN)/ruff format $(LINT)
+	$(BIN)/ruff check --fix $(LINT)
 
 test: lint
 	$(BIN)/python -m pytest -q -n 2 --durations=10
