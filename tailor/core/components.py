@@ -17,7 +17,9 @@ from typing import Any
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+from transformers.utils import logging as hf_logging
 
+from tailor.core.io import atomic_dir
 from tailor.core.tokenizers import build_clip_tokenizer
 from tailor.errors import FormatError, IncompatibleError, InputError
 
@@ -119,6 +121,17 @@ class Components:
         save_tokenizer(self.tokenizer, Path(folder) / "tokenizer")
         if self.tokenizer_2 is not None:
             save_tokenizer(self.tokenizer_2, Path(folder) / "tokenizer_2")
+
+    def save_pipeline(self, folder: str | Path) -> None:
+        """:meth:`save_pretrained` written atomically (temp, then rename) and quietly (no progress bar per model)."""
+        bars = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # no "Writing model shards" bar per text encoder
+        try:
+            with atomic_dir(folder) as tmp:
+                self.save_pretrained(tmp)
+        finally:
+            if bars:
+                hf_logging.enable_progress_bar()
 
 
 # --------------------------------------------------------------------- loading

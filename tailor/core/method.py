@@ -179,6 +179,24 @@ class Method:
         return method
 
 
+class ComposedMethod(Method):
+    """A method built on another registered method, ``self.inner`` (made through the registry, DESIGN.md #4): its
+    modules are the inner method's and its file keys are the inner method's keys under this method's name."""
+
+    inner: Method
+
+    def modules(self) -> list[nn.Module]:
+        return self.inner.modules()
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {f"{self.name}.{k}": v for k, v in self.inner.state_dict().items()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """This method's keys, or the inner method's own."""
+        prefix = f"{self.name}."
+        self.inner.load_state_dict({k[len(prefix) :] if k.startswith(prefix) else k: v for k, v in state.items()})
+
+
 def load_module_state(module: nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
     """``module.load_state_dict`` with one-sentence errors for missing keys and other base sizes."""
     own = module.state_dict()

@@ -21,6 +21,7 @@ import torch
 
 from tailor.core.conditioning import Conditioning, StepState, merge_extras
 from tailor.core.images import to_pil
+from tailor.core.latents import vae_decode
 from tailor.core.method import Method
 from tailor.core.prompts import encode_prompts
 from tailor.core.samplers import make_scheduler
@@ -212,14 +213,5 @@ def _step_kwargs(scheduler, generators, eta: float) -> dict[str, Any]:
 
 def decode(components, latents: torch.Tensor) -> np.ndarray:
     """VAE-decode latents to float NHWC images in [0, 1] (diffusers' postprocessing)."""
-    vae = components.vae
-    cfg = vae.config
-    if getattr(cfg, "latents_mean", None) is not None and getattr(cfg, "latents_std", None) is not None:
-        mean = torch.tensor(cfg.latents_mean).view(1, -1, 1, 1).to(latents)
-        std = torch.tensor(cfg.latents_std).view(1, -1, 1, 1).to(latents)
-        latents = latents * std / cfg.scaling_factor + mean
-    else:
-        latents = latents / cfg.scaling_factor
-    image = vae.decode(latents.to(vae.dtype), return_dict=False)[0]
-    image = (image / 2 + 0.5).clamp(0, 1)
+    image = (vae_decode(components.vae, latents) / 2 + 0.5).clamp(0, 1)
     return image.float().cpu().permute(0, 2, 3, 1).numpy()

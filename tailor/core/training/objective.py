@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from tailor.core.conditioning import Conditioning, StepState
+from tailor.core.latents import scale_latents
 from tailor.core.method import Method
 from tailor.core.pipeline import Attachment, call_unet, encode_with_methods, unet_kwargs
 from tailor.core.prompts import encode_prompts
@@ -75,13 +76,7 @@ class Objective:
 
     def scale_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """VAE latents -> diffusion latents (the inverse of the pipeline's ``decode``)."""
-        cfg = self.components.vae.config
-        if getattr(cfg, "latents_mean", None) is not None and getattr(cfg, "latents_std", None) is not None:
-            mean = torch.tensor(cfg.latents_mean).view(1, -1, 1, 1).to(latents)
-            std = torch.tensor(cfg.latents_std).view(1, -1, 1, 1).to(latents)
-            return (latents - mean) * cfg.scaling_factor / std
-        shift = getattr(cfg, "shift_factor", None) or 0.0
-        return (latents - shift) * cfg.scaling_factor
+        return scale_latents(self.components.vae.config, latents)
 
     # ------------------------------------------------------------------ text
     def text(self, captions: list[str]) -> Conditioning:

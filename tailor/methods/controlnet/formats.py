@@ -13,9 +13,7 @@ it, so a file that does not fit the base (other depth, other hint encoder) fails
 
 from __future__ import annotations
 
-import json
 import re
-from pathlib import Path
 
 import torch
 
@@ -136,24 +134,3 @@ def diffusers_from_original(original: dict[str, torch.Tensor], diffusers_keys: l
             f"{extra[0]}); it was made for another base model."
         )
     return {new: original[old] for new, old in names.items()}
-
-
-def diffusers_folder(path: str | Path) -> Path | None:
-    """The folder of a diffusers ControlNet (given the folder or its weight file), else None."""
-    path = Path(path)
-    folder = path if path.is_dir() else path.parent
-    cfg = folder / "config.json"
-    if not cfg.is_file():
-        return None
-    try:
-        cls = json.loads(cfg.read_text()).get("_class_name", "")
-    except (json.JSONDecodeError, OSError, AttributeError):
-        return None
-    return folder if cls == "ControlNetModel" else None
-
-
-def read_config(folder: Path) -> dict:
-    try:
-        return json.loads((folder / "config.json").read_text())
-    except (json.JSONDecodeError, OSError) as e:
-        raise FormatError(f"{folder / 'config.json'} is not a readable ControlNet config ({e}).") from e

@@ -22,11 +22,11 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from tailor.conditions.data import ConditionDataset, batch_conditions
 from tailor.core.conditioning import StepExtras, StepState
-from tailor.core.control import condition_tensor, control_batch, drop_captions, hint_channels, pad_uncond
-from tailor.core.io import atomic_dir, load_tensors, meta_json, read_metadata
-from tailor.core.method import ARTIFACT_FORMAT, Method, load_module_state
+from tailor.core.control import control_batch, drop_captions, hint_channels, pad_uncond
+from tailor.core.io import load_tensors, meta_json, read_metadata
+from tailor.core.method import ARTIFACT_FORMAT
+from tailor.core.model_method import SingleModelMethod, diffusers_folder
 from tailor.errors import FormatError, IncompatibleError
 from tailor.methods.controlnet import formats
 from tailor.methods.controlnet.config import ControlNetConfig
@@ -35,21 +35,20 @@ from tailor.methods.controlnet.config import ControlNetConfig
 _MUST_MATCH = ("in_channels", "block_out_channels", "layers_per_block", "cross_attention_dim", "down_block_types")
 
 
-class ControlNetMethod(Method):
+class ControlNetMethod(SingleModelMethod):
     """One ControlNet; attach it with ``image=<condition image>`` (path, PIL, uint8 array or [0, 1] tensor)."""
 
     name = "controlnet"
     config_cls = ControlNetConfig
     default_lr: ClassVar[float] = 1e-5  # the paper's AdamW learning rate
+    model_attr = "controlnet"
+    label = "ControlNet"
+    diffusers_class = "ControlNetModel"
+    controlnet: nn.Module | None
 
     def __init__(self, config: ControlNetConfig | None = None, **overrides):
         super().__init__(config, **overrides)
-        self.controlnet: nn.Module | None = None
-        self.model_config: dict[str, Any] | None = None  # from a loaded file; None = derive from the base
-        self.source = ""  # the file this method was loaded from (for error messages)
         self._original: dict[str, torch.Tensor] | None = None  # original-layout weights waiting for the base
-        self._seed = 0
-        self._cache: tuple | None = None
 
     # ------------------------------------------------------------------ build
     def build(self, components) -> None:
@@ -89,36 +88,14 @@ class ControlNetMethod(Method):
                 f"base's VAE factor is {vae_factor}; use a ControlNet trained for this base model."
             )
 
-    def modules(self) -> list[nn.Module]:
-        return [] if self.controlnet is None else [self.controlnet]
-
     # ------------------------------------------------------------------ training data
-    def wrap_dataset(self, dataset, config):
-        """Add ``condition`` to every item (ground truth where the data has it); remember the seed for dropout."""
-        self._seed = int(config.seed)
-        return ConditionDataset(dataset, self.config.condition)
-
     def expand_batch(self, batch, keys, positions):
         """The paper's 50% empty prompts, drawn per sample position (resumable)."""
         return drop_captions(batch, positions, self._seed, self.config.empty_prompts), keys, positions
 
     # ------------------------------------------------------------------ the step
-    def _image(self, state: StepState) -> torch.Tensor | None:
-        if state.training:
-            cond = state.inputs.get("condition")
-            return batch_conditions(state.inputs, self.config.condition) if cond is None else cond
-        src = state.inputs.get("image", state.inputs.get("condition"))
-        if src is None:
-            return None
-        f = self.components.vae_scale_factor
-        h, w = state.latents.shape[-2] * f, state.latents.shape[-1] * f
-        key = (id(src), h, w)
-        if self._cache is None or self._cache[0] != key:
-            self._cache = (key, condition_tensor(src, h, w, f), src)  # keep src alive so its id stays unique
-        return self._cache[1]
-
     def step_kwargs(self, state: StepState) -> StepExtras | None:
-        image = self._image(state)
+        image = self.condition_image(state)
         if image is None:
             return None
         cn, cond = self.controlnet, state.cond
@@ -145,60 +122,26 @@ class ControlNetMethod(Method):
         return StepExtras(down_block_additional_residuals=down, mid_block_additional_residual=mid)
 
     # ------------------------------------------------------------------ weights and files
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        if self.controlnet is None:
-            return dict(self._pending_state or {})
-        return {f"{self.name}.{k}": v for k, v in self.controlnet.state_dict().items()}
-
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Also original ``control_model.*`` weights: converted once the base gives the diffusers layout."""
         if formats.is_original(state):
             self._original = formats.strip_original(state)
-            if self._built:  # rebuild around the original file's hint encoder
-                self._built = False
-                self.build(self.components)
-                self._built = True
-                self.controlnet.to(self.components.device)
-                state, self._pending_state = self._pending_state, None
-            else:
+            if not self._built:
                 return
-        prefix = f"{self.name}."
-        if not any(k.startswith(prefix) for k in state):  # plain diffusers keys
-            state = {prefix + k: v for k, v in state.items()}
-        if not self._built:
-            self._pending_state = dict(state)
-            return
-        sub = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-        load_module_state(self.controlnet, sub, f"ControlNet {self.source}".strip())
-
-    def metadata(self) -> dict[str, Any]:
-        meta = super().metadata()
-        meta["condition"] = self.config.condition
-        if self.controlnet is not None:
-            meta["model_config"] = {k: v for k, v in self.controlnet.config.items() if not k.startswith("_")}
-        return meta
-
-    def save(self, out_dir: str | Path) -> Path:
-        """``controlnet.safetensors`` (tailor metadata) and ``controlnet/`` (a diffusers folder)."""
-        path = super().save(out_dir)
-        if self.controlnet is not None:
-            with atomic_dir(Path(out_dir) / self.name) as tmp:
-                self.controlnet.save_pretrained(tmp)
-        return path
+            self._built = False  # rebuild around the original file's hint encoder
+            self.build(self.components)
+            self._built = True
+            self.controlnet.to(self.components.device)
+            state, self._pending_state = self._pending_state, None
+        super().load_state_dict(state)
 
     @classmethod
     def from_file(cls, path: str | Path) -> ControlNetMethod:
         """A tailor file, a diffusers ControlNet folder (or its weight file), or an original-layout file."""
         path = Path(path)
-        folder = formats.diffusers_folder(path)
-        if folder is not None and (path.is_dir() or path.suffix == ".safetensors"):
-            weights = folder / "diffusion_pytorch_model.safetensors"
-            meta = read_metadata(weights) if weights.is_file() else {}
-            if meta.get("format") != ARTIFACT_FORMAT:
-                if not weights.is_file():
-                    raise FormatError(f"{folder} has no diffusion_pytorch_model.safetensors; re-save the ControlNet.")
-                method = cls(cls._guess_config(folder))
-                method.model_config, method.source = formats.read_config(folder), str(folder)
-                method.load_state_dict(load_tensors(weights))
+        if path.is_dir() or path.suffix == ".safetensors":
+            method = cls.from_diffusers_folder(path)
+            if method is not None:
                 return method
         meta = read_metadata(path) if path.suffix == ".safetensors" else {}
         tensors = load_tensors(path)
@@ -217,7 +160,7 @@ class ControlNetMethod(Method):
         return method
 
     @classmethod
-    def _guess_config(cls, folder: Path) -> ControlNetConfig:
+    def folder_config(cls, folder: Path, model_config: dict[str, Any]) -> ControlNetConfig:
         """A diffusers folder does not say its condition: a ``tailor.json`` beside it may, else canny."""
         for cand in (folder / "tailor.json", folder.parent / "tailor.json"):
             try:
@@ -232,7 +175,7 @@ class ControlNetMethod(Method):
     def sniff(cls, path: str | Path, metadata: dict[str, str]) -> bool:
         """Claim diffusers ControlNet folders / weight files and original ``control_model`` files."""
         path = Path(path)
-        if formats.diffusers_folder(path) is not None:
+        if diffusers_folder(path, cls.diffusers_class) is not None:
             return True
         if path.suffix != ".safetensors":
             return False

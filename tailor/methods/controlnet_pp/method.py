@@ -19,13 +19,13 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from tailor.conditions import soft_extractor
 from tailor.core.artifacts import load
 from tailor.core.conditioning import StepExtras, StepState
 from tailor.core.io import atomic_dir, load_tensors, meta_json, read_metadata
-from tailor.core.method import Method, get_spec
+from tailor.core.latents import vae_decode
+from tailor.core.method import ComposedMethod, get_spec
 from tailor.errors import ConfigError, FormatError
 from tailor.methods.controlnet_pp.config import ControlNetPPConfig
 
@@ -43,7 +43,7 @@ def predicted_x0(noisy: torch.Tensor, pred: torch.Tensor, alphas_cumprod: torch.
     raise ConfigError(f"ControlNet++ does not know prediction type {kind!r}.")
 
 
-class ControlNetPPMethod(Method):
+class ControlNetPPMethod(ComposedMethod):
     """A ControlNet (the registered ``controlnet`` method) trained with an extra consistency reward."""
 
     name = "controlnet_pp"
@@ -81,9 +81,6 @@ class ControlNetPPMethod(Method):
     def detach(self, components) -> None:
         self.inner.unpatch()
 
-    def modules(self) -> list[nn.Module]:
-        return self.inner.modules()
-
     def wrap_dataset(self, dataset, config):
         return self.inner.wrap_dataset(dataset, config)
 
@@ -96,15 +93,7 @@ class ControlNetPPMethod(Method):
     # ------------------------------------------------------------------ the reward
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Diffusion latents -> images Bx3xHxW in [0, 1], differentiably (the inverse of the trainer's scaling)."""
-        vae = self.components.vae
-        cfg = vae.config
-        if getattr(cfg, "latents_mean", None) is not None and getattr(cfg, "latents_std", None) is not None:
-            mean = torch.tensor(cfg.latents_mean).view(1, -1, 1, 1).to(latents)
-            std = torch.tensor(cfg.latents_std).view(1, -1, 1, 1).to(latents)
-            latents = latents * std / cfg.scaling_factor + mean
-        else:
-            latents = latents / cfg.scaling_factor + (getattr(cfg, "shift_factor", None) or 0.0)
-        image = vae.decode(latents.to(vae.dtype), return_dict=False)[0]
+        image = vae_decode(self.components.vae, latents)
         return (image.float() / 2 + 0.5).clamp(0, 1)
 
     def reward(self, pred: torch.Tensor, state: StepState) -> tuple[torch.Tensor | None, torch.Tensor]:
@@ -130,13 +119,6 @@ class ControlNetPPMethod(Method):
         return loss, logs
 
     # ------------------------------------------------------------------ weights and files
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {f"{self.name}.{k}": v for k, v in self.inner.state_dict().items()}
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        prefix = f"{self.name}."
-        self.inner.load_state_dict({k[len(prefix) :] if k.startswith(prefix) else k: v for k, v in state.items()})
-
     def metadata(self) -> dict[str, Any]:
         meta = super().metadata()
         meta["condition"] = self.config.condition

@@ -18,13 +18,12 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from torch import nn
 
-from tailor.conditions.data import ConditionDataset, batch_conditions
 from tailor.core.conditioning import StepExtras, StepState
-from tailor.core.control import condition_tensor, control_batch, drop_captions
-from tailor.core.io import atomic_dir, load_tensors, meta_json, read_metadata
-from tailor.core.method import ARTIFACT_FORMAT, Method, load_module_state
+from tailor.core.control import control_batch, drop_captions
+from tailor.core.io import load_tensors, meta_json, read_metadata
+from tailor.core.method import ARTIFACT_FORMAT
+from tailor.core.model_method import SingleModelMethod
 from tailor.errors import FormatError, IncompatibleError
 from tailor.methods.controlnext.config import ControlNeXtConfig
 from tailor.methods.controlnext.modules import ControlNeXtModel, cross_normalize
@@ -32,22 +31,20 @@ from tailor.methods.controlnext.modules import ControlNeXtModel, cross_normalize
 _OFFICIAL_KEYS = ("embedding.0.weight", "mid_convs.1.weight")
 
 
-class ControlNeXtMethod(Method):
+class ControlNeXtMethod(SingleModelMethod):
     """One ControlNeXt module; attach it with ``image=<condition image>`` (path, PIL, uint8 array or tensor)."""
 
     name = "controlnext"
     config_cls = ControlNeXtConfig
     default_lr: ClassVar[float] = 1e-5
+    model_attr = "model"
+    label = "ControlNeXt"
+    model: ControlNeXtModel | None
 
     def __init__(self, config: ControlNeXtConfig | None = None, **overrides):
         super().__init__(config, **overrides)
-        self.model: ControlNeXtModel | None = None
-        self.model_config: dict[str, Any] | None = None
-        self.source = ""
         self._hook = None
         self._control: torch.Tensor | None = None
-        self._seed = 0
-        self._cache: tuple | None = None
 
     # ------------------------------------------------------------------ build / attach
     def build(self, components) -> None:
@@ -75,9 +72,6 @@ class ControlNeXtMethod(Method):
             self._hook = None
         self._control = None
 
-    def modules(self) -> list[nn.Module]:
-        return [] if self.model is None else [self.model]
-
     def set_scale(self, scale: float) -> None:
         self.scale = scale
         self._control = None  # computed afresh by step_kwargs when this call is inside the window
@@ -91,63 +85,21 @@ class ControlNeXtMethod(Method):
         return hidden + cross_normalize(control, hidden) * strength, skips
 
     # ------------------------------------------------------------------ training data
-    def wrap_dataset(self, dataset, config):
-        self._seed = int(config.seed)
-        return ConditionDataset(dataset, self.config.condition)
-
     def expand_batch(self, batch, keys, positions):
         return drop_captions(batch, positions, self._seed, self.config.empty_prompts), keys, positions
 
     # ------------------------------------------------------------------ the step
     def step_kwargs(self, state: StepState) -> StepExtras | None:
-        if state.training:
-            image = state.inputs.get("condition")
-            image = batch_conditions(state.inputs, self.config.condition) if image is None else image
-        else:
-            src = state.inputs.get("image", state.inputs.get("condition"))
-            if src is None:
-                return None
-            f = self.components.vae_scale_factor
-            h, w = state.latents.shape[-2] * f, state.latents.shape[-1] * f
-            key = (id(src), h, w)
-            if self._cache is None or self._cache[0] != key:
-                self._cache = (key, condition_tensor(src, h, w, f), src)
-            image = control_batch(self._cache[1], state)
+        image = self.condition_image(state)
+        if image is None:
+            return None
+        if not state.training:
+            image = control_batch(image, state)
         m = self.model
         self._control = m(image.to(device=m.device, dtype=m.dtype), state.timestep)
         return None
 
-    # ------------------------------------------------------------------ weights and files
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        if self.model is None:
-            return dict(self._pending_state or {})
-        return {f"{self.name}.{k}": v for k, v in self.model.state_dict().items()}
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        prefix = f"{self.name}."
-        if not any(k.startswith(prefix) for k in state):  # the official module's own keys
-            state = {prefix + k: v for k, v in state.items()}
-        if not self._built:
-            self._pending_state = dict(state)
-            return
-        sub = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-        load_module_state(self.model, sub, f"ControlNeXt {self.source}".strip())
-
-    def metadata(self) -> dict[str, Any]:
-        meta = super().metadata()
-        meta["condition"] = self.config.condition
-        if self.model is not None:
-            meta["model_config"] = {k: v for k, v in self.model.config.items() if not k.startswith("_")}
-        return meta
-
-    def save(self, out_dir: str | Path) -> Path:
-        """``controlnext.safetensors`` (tailor metadata) and ``controlnext/`` (``save_pretrained`` folder)."""
-        path = super().save(out_dir)
-        if self.model is not None:
-            with atomic_dir(Path(out_dir) / self.name) as tmp:
-                self.model.save_pretrained(tmp)
-        return path
-
+    # ------------------------------------------------------------------ files
     @classmethod
     def from_file(cls, path: str | Path) -> ControlNeXtMethod:
         meta = read_metadata(path)

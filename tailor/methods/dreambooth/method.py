@@ -21,8 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from tailor.core.io import atomic_dir
-from tailor.core.method import Method, get_spec
+from tailor.core.method import ComposedMethod, get_spec
 from tailor.methods.dreambooth.config import DreamBoothConfig
 from tailor.methods.dreambooth.data import (
     PriorDataset,
@@ -36,7 +35,7 @@ from tailor.methods.dreambooth.identifier import pick_identifier, prompt_words
 log = logging.getLogger("tailor")
 
 
-class DreamBoothMethod(Method):
+class DreamBoothMethod(ComposedMethod):
     """Subject-driven fine-tuning with prior preservation; full UNet (default) or LoRA."""
 
     name = "dreambooth"
@@ -104,9 +103,6 @@ class DreamBoothMethod(Method):
     def set_scale(self, scale: float) -> None:
         self.scale = scale
         self.inner.set_scale(scale)
-
-    def modules(self) -> list[nn.Module]:
-        return self.inner.modules()
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return self.inner.trainable_parameters()
@@ -177,13 +173,6 @@ class DreamBoothMethod(Method):
         return loss, {"mse": float(inst_loss.detach()), "prior_mse": float(prior_loss.detach())}
 
     # ------------------------------------------------------------------ weights and files
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {f"{self.name}.{k}": v for k, v in self.inner.state_dict().items()}
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        prefix = f"{self.name}."
-        self.inner.load_state_dict({k[len(prefix) :] if k.startswith(prefix) else k: v for k, v in state.items()})
-
     def metadata(self) -> dict[str, Any]:
         return {**super().metadata(), "instance_prompt": self.instance_prompt, "class_prompt": self.class_prompt}
 
@@ -195,14 +184,5 @@ class DreamBoothMethod(Method):
         if self.config.lora_rank > 0:
             self.inner.save(out_dir)
         else:
-            from transformers.utils import logging as hf_logging
-
-            bars = hf_logging.is_progress_bar_enabled()
-            hf_logging.disable_progress_bar()
-            try:
-                with atomic_dir(Path(out_dir) / "pipeline") as tmp:
-                    self.components.save_pretrained(tmp)
-            finally:
-                if bars:
-                    hf_logging.enable_progress_bar()
+            self.components.save_pipeline(Path(out_dir) / "pipeline")
         return path

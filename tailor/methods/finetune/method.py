@@ -14,7 +14,6 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from tailor.core.io import atomic_dir
 from tailor.core.method import Method, load_module_state
 from tailor.methods.finetune.config import FinetuneConfig
 
@@ -95,16 +94,7 @@ class FinetuneMethod(Method):
 
     def save(self, out_dir: str | Path) -> Path:
         """``finetune.safetensors`` plus a diffusers pipeline folder ``<out_dir>/pipeline``."""
-        from transformers.utils import logging as hf_logging
-
         path = super().save(out_dir)
         if self.components is not None:
-            bars = hf_logging.is_progress_bar_enabled()
-            hf_logging.disable_progress_bar()  # no "Writing model shards" bar per text encoder
-            try:
-                with atomic_dir(Path(out_dir) / "pipeline") as tmp:
-                    self.components.save_pretrained(tmp)
-            finally:
-                if bars:
-                    hf_logging.enable_progress_bar()
+            self.components.save_pipeline(Path(out_dir) / "pipeline")
         return path

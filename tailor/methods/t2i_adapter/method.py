@@ -14,18 +14,17 @@ and carries the adapter config) and ``t2i_adapter/`` (``save_pretrained``; ``T2I
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from tailor.conditions.data import ConditionDataset, batch_conditions
 from tailor.core.conditioning import StepExtras, StepState
 from tailor.core.control import condition_tensor, control_batch
-from tailor.core.io import atomic_dir, load_tensors, meta_json, read_metadata
-from tailor.core.method import ARTIFACT_FORMAT, Method, load_module_state
+from tailor.core.io import load_tensors, meta_json, read_metadata
+from tailor.core.method import ARTIFACT_FORMAT
+from tailor.core.model_method import SingleModelMethod, diffusers_folder
 from tailor.errors import FormatError, IncompatibleError
 from tailor.methods.t2i_adapter.config import T2IAdapterConfig
 
@@ -61,18 +60,19 @@ def adapter_config(unet_config, vae_factor: int, adapter_type: str, num_res_bloc
     )
 
 
-class T2IAdapterMethod(Method):
+class T2IAdapterMethod(SingleModelMethod):
     """One T2I-Adapter; attach it with ``image=<condition image>`` (path, PIL, uint8 array or [0, 1] tensor)."""
 
     name = "t2i_adapter"
     config_cls = T2IAdapterConfig
     default_lr: ClassVar[float] = 1e-5  # the paper's learning rate
+    model_attr = "adapter"
+    label = "T2I-Adapter"
+    diffusers_class = "T2IAdapter"
+    adapter: nn.Module | None
 
     def __init__(self, config: T2IAdapterConfig | None = None, **overrides):
         super().__init__(config, **overrides)
-        self.adapter: nn.Module | None = None
-        self.model_config: dict[str, Any] | None = None
-        self.source = ""
         self._cache: tuple | None = None
 
     def build(self, components) -> None:
@@ -104,13 +104,7 @@ class T2IAdapterMethod(Method):
                 f"base has {len(unet.config.block_out_channels)} down levels; use one made for it."
             )
 
-    def modules(self) -> list[nn.Module]:
-        return [] if self.adapter is None else [self.adapter]
-
     # ------------------------------------------------------------------ training
-    def wrap_dataset(self, dataset, config):
-        return ConditionDataset(dataset, self.config.condition)
-
     def sample_timesteps(self, batch_size: int, num_train_timesteps: int, generator: torch.Generator) -> torch.Tensor:
         """Cubic sampling ``t = (1 - u^3) * T`` (mean t/T = 3/4), or uniform when turned off."""
         if not self.config.cubic_timesteps:
@@ -125,9 +119,7 @@ class T2IAdapterMethod(Method):
 
     def step_kwargs(self, state: StepState) -> StepExtras | None:
         if state.training:
-            image = state.inputs.get("condition")
-            image = batch_conditions(state.inputs, self.config.condition) if image is None else image
-            return StepExtras(down_intrablock_additional_residuals=self._features(image))
+            return StepExtras(down_intrablock_additional_residuals=self._features(self.condition_image(state)))
         src = state.inputs.get("image", state.inputs.get("condition"))
         if src is None:
             return None
@@ -141,52 +133,12 @@ class T2IAdapterMethod(Method):
             self._cache = (key, feats, src)
         return StepExtras(down_intrablock_additional_residuals=list(self._cache[1]))
 
-    # ------------------------------------------------------------------ weights and files
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        if self.adapter is None:
-            return dict(self._pending_state or {})
-        return {f"{self.name}.{k}": v for k, v in self.adapter.state_dict().items()}
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        prefix = f"{self.name}."
-        if not any(k.startswith(prefix) for k in state):
-            state = {prefix + k: v for k, v in state.items()}
-        if not self._built:
-            self._pending_state = dict(state)
-            return
-        sub = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-        load_module_state(self.adapter, sub, f"T2I-Adapter {self.source}".strip())
-
-    def metadata(self) -> dict[str, Any]:
-        meta = super().metadata()
-        meta["condition"] = self.config.condition
-        if self.adapter is not None:
-            meta["model_config"] = {k: v for k, v in self.adapter.config.items() if not k.startswith("_")}
-        return meta
-
-    def save(self, out_dir: str | Path) -> Path:
-        """``t2i_adapter.safetensors`` (tailor metadata) and ``t2i_adapter/`` (a diffusers folder)."""
-        path = super().save(out_dir)
-        if self.adapter is not None:
-            with atomic_dir(Path(out_dir) / self.name) as tmp:
-                self.adapter.save_pretrained(tmp)
-        return path
-
+    # ------------------------------------------------------------------ files
     @classmethod
     def from_file(cls, path: str | Path) -> T2IAdapterMethod:
-        path = Path(path)
-        folder = _diffusers_folder(path)
-        if folder is not None:
-            weights = folder / "diffusion_pytorch_model.safetensors"
-            if not weights.is_file():
-                raise FormatError(f"{folder} has no diffusion_pytorch_model.safetensors; re-save the adapter.")
-            if read_metadata(weights).get("format") != ARTIFACT_FORMAT:
-                cfg = json.loads((folder / "config.json").read_text())
-                kind = "light" if cfg.get("adapter_type") == "light_adapter" else "full"
-                method = cls(adapter_type=kind, num_res_blocks=int(cfg.get("num_res_blocks", 2)))
-                method.model_config, method.source = cfg, str(folder)
-                method.load_state_dict(load_tensors(weights))
-                return method
+        method = cls.from_diffusers_folder(path)
+        if method is not None:
+            return method
         meta = read_metadata(path)
         if meta.get("format") != ARTIFACT_FORMAT:
             raise FormatError(f"{path} is neither a tailor T2I-Adapter nor a diffusers adapter folder; pass one.")
@@ -196,15 +148,12 @@ class T2IAdapterMethod(Method):
         return method
 
     @classmethod
+    def folder_config(cls, folder: Path, model_config: dict[str, Any]) -> T2IAdapterConfig:
+        kind = "light" if model_config.get("adapter_type") == "light_adapter" else "full"
+        opts = {"adapter_type": kind, "num_res_blocks": int(model_config.get("num_res_blocks", 2))}
+        return cls.config_cls.from_dict(opts, source=f"{cls.name} options")
+
+    @classmethod
     def sniff(cls, path: str | Path, metadata: dict[str, str]) -> bool:
         """Claim diffusers ``T2IAdapter`` folders (given the folder or its weight file)."""
-        return _diffusers_folder(Path(path)) is not None
-
-
-def _diffusers_folder(path: Path) -> Path | None:
-    folder = path if path.is_dir() else path.parent
-    try:
-        cls = json.loads((folder / "config.json").read_text()).get("_class_name", "")
-    except (OSError, json.JSONDecodeError, AttributeError):
-        return None
-    return folder if cls == "T2IAdapter" else None
+        return diffusers_folder(path, cls.diffusers_class) is not None
