@@ -27,16 +27,8 @@ def _method(tiny, seed, **kw):
 def _reference(tiny, controlnets, images, **kw):
     from diffusers import StableDiffusionControlNetPipeline
 
-    pipe = StableDiffusionControlNetPipeline(
-        vae=tiny.vae,
-        text_encoder=tiny.text_encoder,
-        tokenizer=tiny.tokenizer,
-        unet=tiny.unet,
-        controlnet=controlnets,
-        scheduler=make_scheduler("ddim", tiny.scheduler),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
+    pipe = tiny.diffusers_pipeline(
+        StableDiffusionControlNetPipeline, controlnet=controlnets, scheduler=make_scheduler("ddim", tiny.scheduler)
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe(
@@ -191,15 +183,8 @@ def test_sdxl_equals_diffusers(tiny_xl):
     m = _method(tiny_xl, 1)
     ours = Pipeline(tiny_xl).attach(m, weight=0.7, image=img).generate("a star", n=1, seed=3, steps=3, guidance=5.0)
     c = tiny_xl
-    pipe = StableDiffusionXLControlNetPipeline(
-        vae=c.vae,
-        text_encoder=c.text_encoder,
-        text_encoder_2=c.text_encoder_2,
-        tokenizer=c.tokenizer,
-        tokenizer_2=c.tokenizer_2,
-        unet=c.unet,
-        controlnet=m.controlnet,
-        scheduler=make_scheduler("ddim", c.scheduler),
+    pipe = c.diffusers_pipeline(
+        StableDiffusionXLControlNetPipeline, controlnet=m.controlnet, scheduler=make_scheduler("ddim", c.scheduler)
     )
     pipe.set_progress_bar_config(disable=True)
     ref = pipe(

@@ -120,16 +120,8 @@ def test_residual_hooks_equal_diffusers_controlnet(tiny):
     pipe.attach(ControlNetHook(cn2, img2), weight=0.5, start=0.0, end=0.5)
     ours = pipe.generate("a star", n=1, seed=3, steps=4, guidance=5.0)
 
-    ref_pipe = StableDiffusionControlNetPipeline(
-        vae=tiny.vae,
-        text_encoder=tiny.text_encoder,
-        tokenizer=tiny.tokenizer,
-        unet=tiny.unet,
-        controlnet=[cn1, cn2],
-        scheduler=make_scheduler("ddim", tiny.scheduler),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
+    ref_pipe = tiny.diffusers_pipeline(
+        StableDiffusionControlNetPipeline, controlnet=[cn1, cn2], scheduler=make_scheduler("ddim", tiny.scheduler)
     )
     ref_pipe.set_progress_bar_config(disable=True)
     ref = ref_pipe(

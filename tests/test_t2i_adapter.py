@@ -24,16 +24,8 @@ def _method(tiny, seed, **kw):
 def _reference(tiny, adapter, images, scale):
     from diffusers import StableDiffusionAdapterPipeline
 
-    pipe = StableDiffusionAdapterPipeline(
-        vae=tiny.vae,
-        text_encoder=tiny.text_encoder,
-        tokenizer=tiny.tokenizer,
-        unet=tiny.unet,
-        adapter=adapter,
-        scheduler=make_scheduler("ddim", tiny.scheduler),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
+    pipe = tiny.diffusers_pipeline(
+        StableDiffusionAdapterPipeline, adapter=adapter, scheduler=make_scheduler("ddim", tiny.scheduler)
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe(
@@ -147,15 +139,8 @@ def test_sdxl_layout_uses_the_xl_adapter_and_equals_diffusers():
     m = T2IAdapterMethod(num_res_blocks=1)
     ours = Pipeline(comps).attach(m, weight=0.6, image=img).generate("a star", n=1, seed=3, steps=3, guidance=5.0)
     assert m.adapter.config.adapter_type == "full_adapter_xl" and m.adapter.config.downscale_factor == 4
-    pipe = StableDiffusionXLAdapterPipeline(
-        vae=comps.vae,
-        text_encoder=comps.text_encoder,
-        text_encoder_2=comps.text_encoder_2,
-        tokenizer=comps.tokenizer,
-        tokenizer_2=comps.tokenizer_2,
-        unet=comps.unet,
-        adapter=m.adapter,
-        scheduler=make_scheduler("ddim", comps.scheduler),
+    pipe = comps.diffusers_pipeline(
+        StableDiffusionXLAdapterPipeline, adapter=m.adapter, scheduler=make_scheduler("ddim", comps.scheduler)
     )
     pipe.set_progress_bar_config(disable=True)
     ref = pipe(

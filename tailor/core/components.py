@@ -88,30 +88,28 @@ class Components:
             m.eval()
         return self
 
-    def diffusers_pipeline(self):
-        """The equivalent diffusers pipeline over the same module objects (no copies)."""
+    def diffusers_pipeline(self, pipeline_cls=None, **extra):
+        """The equivalent diffusers pipeline over the same module objects (no copies).
+
+        ``pipeline_cls`` picks another SD / SDXL pipeline class (e.g. ``StableDiffusionControlNetPipeline``) and
+        ``extra`` supplies its further modules (``controlnet=...``, ``adapter=...``).
+        """
         from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
-        if self.is_sdxl:
-            return StableDiffusionXLPipeline(
-                vae=self.vae,
-                text_encoder=self.text_encoder,
-                text_encoder_2=self.text_encoder_2,
-                tokenizer=self.tokenizer,
-                tokenizer_2=self.tokenizer_2,
-                unet=self.unet,
-                scheduler=self.scheduler,
-            )
-        return StableDiffusionPipeline(
+        modules = dict(
             vae=self.vae,
             text_encoder=self.text_encoder,
             tokenizer=self.tokenizer,
             unet=self.unet,
             scheduler=self.scheduler,
-            safety_checker=None,
-            feature_extractor=None,
-            requires_safety_checker=False,
         )
+        if self.is_sdxl:
+            cls = pipeline_cls or StableDiffusionXLPipeline
+            modules.update(text_encoder_2=self.text_encoder_2, tokenizer_2=self.tokenizer_2)
+        else:
+            cls = pipeline_cls or StableDiffusionPipeline
+            modules.update(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+        return cls(**{**modules, **extra})
 
     def save_pretrained(self, folder: str | Path) -> None:
         """Write a diffusers pipeline folder that ``from_pretrained`` loads without tailor."""
