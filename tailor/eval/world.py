@@ -25,9 +25,19 @@ SUBJECT_ATTRS = ("shape", "color", "pattern")
 
 
 def read_images(folder: str | Path):
+    """The folder's images; with a ``generation.json`` beside them, only the images it lists (not ``grid.png``)."""
     from tailor.core.images import list_images, load_image
 
     files = list_images(folder)
+    side = Path(folder) / "generation.json"
+    if side.is_file():
+        try:
+            listed = {r["file"] for r in json.loads(side.read_text())["images"]}
+            files = [f for f in files if f.name in listed]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            pass  # prompts_for names the problem when the prompts are needed
+    else:
+        files = [f for f in files if f.stem != "grid"]  # the contact sheet tailor's commands write beside images
     if not files:
         raise InputError(f"{folder} holds no images; pass a folder of PNG/JPEG files.")
     return files, [load_image(f) for f in files]

@@ -12,18 +12,28 @@ from tailor.errors import ConfigError
 
 
 def train_zoo(
-    only: Annotated[str | None, typer.Option(help="Run one stage: tokenizer, vae, vae-decoder, unet, clip, oracle, "
-                                                  "export (default: all, in order).")] = None,
+    only: Annotated[
+        str | None,
+        typer.Option(
+            help="Run one stage: tokenizer, vae, vae-decoder, unet, clip, oracle, export (default: all, in order)."
+        ),
+    ] = None,
     runs: Annotated[Path, typer.Option(help="Run folder (checkpoints; every stage resumes from it).")] = Path(
-        "outputs/zoo"),
+        "outputs/zoo"
+    ),
     steps: Annotated[int | None, typer.Option(help="Steps of the selected stage (default: the recipe's).")] = None,
     batch_size: Annotated[int, typer.Option(help="UNet batch size.")] = 32,
     lr: Annotated[float, typer.Option(help="UNet learning rate.")] = 5e-4,
     threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 1,
     oracles: Annotated[str, typer.Option(help="Comma-separated oracles to train.")] = "attributes,segmenter,"
-                                                                                       "instance,face",
-    vae_stop_at: Annotated[int | None, typer.Option(help="Freeze the VAE at its newest checkpoint instead of "
-                                                         "finishing its schedule.")] = None,
+    "instance,face",
+    vae_stop_at: Annotated[
+        int | None, typer.Option(help="Freeze the VAE at its newest checkpoint instead of finishing its schedule.")
+    ] = None,
+    vae_init: Annotated[str | None, typer.Option(help="Warm-start the VAE from this AutoencoderKL folder.")] = None,
+    unet_init: Annotated[
+        str | None, typer.Option(help="Warm-start UNet + text encoder from this UNet run folder.")
+    ] = None,
 ) -> None:
     """Train the world zoo (base model, world CLIP, oracles) and export it into the package's weights folder."""
     from tailor.world.zoo import recipe
@@ -38,11 +48,11 @@ def train_zoo(
         if stage == "tokenizer":
             recipe.stage_tokenizer(runs)
         elif stage == "vae":
-            recipe.stage_vae(runs, steps, stop_at=vae_stop_at)
+            recipe.stage_vae(runs, steps, stop_at=vae_stop_at, init=vae_init)
         elif stage == "vae-decoder":
             recipe.stage_vae_decoder(runs, steps)
         elif stage == "unet":
-            recipe.stage_unet(runs, steps, batch_size=batch_size, lr=lr)
+            recipe.stage_unet(runs, steps, batch_size=batch_size, lr=lr, init=unet_init)
         elif stage == "clip":
             recipe.stage_clip(runs, steps)
         elif stage == "oracle":

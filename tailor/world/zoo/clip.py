@@ -33,20 +33,34 @@ MAX_LEN = 32  # world captions are short; keeps the text tower cheap
 
 
 def build_clip(tokenizer: CLIPTokenizer, size: int = 64, width: int = 128, layers: int = 4) -> CLIPModel:
-    text = CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=width, intermediate_size=4 * width,
-                          num_attention_heads=2, num_hidden_layers=3, max_position_embeddings=77,
-                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                          pad_token_id=tokenizer.pad_token_id)
-    vision = CLIPVisionConfig(hidden_size=width, intermediate_size=4 * width, num_attention_heads=2,
-                              num_hidden_layers=layers, image_size=size, patch_size=8)
+    text = CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=width,
+        intermediate_size=4 * width,
+        num_attention_heads=2,
+        num_hidden_layers=3,
+        max_position_embeddings=77,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    vision = CLIPVisionConfig(
+        hidden_size=width,
+        intermediate_size=4 * width,
+        num_attention_heads=2,
+        num_hidden_layers=layers,
+        image_size=size,
+        patch_size=8,
+    )
     return CLIPModel(CLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=width))
 
 
 def pixel_values(images, size: int = 64) -> torch.Tensor:
     """HxWx3 uint8 arrays / PIL images / (N,3,H,W) tensors in [0,1] -> normalised CLIP input at ``size``."""
     if not isinstance(images, torch.Tensor):
-        images = torch.from_numpy(np.stack([np.asarray(im.convert("RGB") if hasattr(im, "convert") else im)
-                                            for im in images])).permute(0, 3, 1, 2).float() / 255.0
+        from tailor.world.zoo.oracles import to_unit
+
+        images = to_unit(images)
     x = images.float()
     if x.shape[-1] != size or x.shape[-2] != size:
         x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
@@ -57,15 +71,18 @@ def text_inputs(tokenizer: CLIPTokenizer, texts: list[str]) -> dict[str, torch.T
     return tokenizer(list(texts), padding="max_length", truncation=True, max_length=MAX_LEN, return_tensors="pt")
 
 
-def train_clip(out: str, tokenizer: CLIPTokenizer, steps: int = 2000, batch_size: int = 64, lr: float = 1e-3,
-               seed: int = 21) -> CLIPModel:
+def train_clip(
+    out: str, tokenizer: CLIPTokenizer, steps: int = 2000, batch_size: int = 64, lr: float = 1e-3, seed: int = 21
+) -> CLIPModel:
     torch.manual_seed(seed)
     model = build_clip(tokenizer)
 
     def loss_fn(step: int):
         samples = mixed_samples(batch_size, seed, step)
-        out_ = model(pixel_values=pixel_values([s.image for s in samples]),
-                     **text_inputs(tokenizer, [s.caption for s in samples]))
+        out_ = model(
+            pixel_values=pixel_values([s.image for s in samples]),
+            **text_inputs(tokenizer, [s.caption for s in samples]),
+        )
         logits = out_.logits_per_image
         labels = torch.arange(len(samples))
         # captions can repeat inside a batch (same attributes): treat identical captions as positives
@@ -76,8 +93,12 @@ def train_clip(out: str, tokenizer: CLIPTokenizer, steps: int = 2000, batch_size
         acc = (logits.argmax(1) == labels).float().mean()
         return loss, {"acc": acc, "scale": model.logit_scale.exp().detach()}
 
-    train_loop(model, loss_fn, LoopConfig(out=out, steps=steps, lr=lr, warmup_steps=100, weight_decay=0.05,
-                                          seed=seed), name="clip")
+    train_loop(
+        model,
+        loss_fn,
+        LoopConfig(out=out, steps=steps, lr=lr, warmup_steps=100, weight_decay=0.05, seed=seed),
+        name="clip",
+    )
     return model
 
 
@@ -86,10 +107,16 @@ def save_clip(model: CLIPModel, tokenizer: CLIPTokenizer, clip_dir: str | Path, 
     from tailor.core.tokenizers import save_tokenizer
 
     size = model.config.vision_config.image_size
-    proc = CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size},
-                              image_mean=list(MEAN), image_std=list(STD))
-    with atomic_dir(clip_dir) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
+    proc = CLIPImageProcessor(
+        size={"shortest_edge": size},
+        crop_size={"height": size, "width": size},
+        image_mean=list(MEAN),
+        image_std=list(STD),
+    )
+    import copy
+
+    with atomic_dir(clip_dir) as tmp:  # the full model in float16 (the shipped-weights budget); WorldClip upcasts
+        copy.deepcopy(model).half().save_pretrained(tmp, safe_serialization=True)
         save_tokenizer(tokenizer, tmp)
         proc.save_pretrained(tmp)
     vision = CLIPVisionModelWithProjection(model.config.vision_config)
@@ -109,7 +136,7 @@ class WorldClip:
         from tailor.world.zoo import clip_path
 
         folder = Path(folder) if folder is not None else clip_path()
-        self.model = CLIPModel.from_pretrained(str(folder), local_files_only=True).eval()
+        self.model = CLIPModel.from_pretrained(str(folder), local_files_only=True, dtype=torch.float32).eval()
         self.tokenizer = CLIPTokenizer.from_pretrained(str(folder), local_files_only=True)
         self.size = self.model.config.vision_config.image_size
 
@@ -117,7 +144,7 @@ class WorldClip:
     def image_embeds(self, images, batch: int = 128) -> torch.Tensor:
         outs = []
         for i in range(0, len(images), batch):
-            e = self.model.get_image_features(pixel_values=pixel_values(images[i:i + batch], self.size))
+            e = self.model.get_image_features(pixel_values=pixel_values(images[i : i + batch], self.size))
             outs.append(F.normalize(getattr(e, "pooler_output", e), dim=-1))
         return torch.cat(outs)
 

@@ -32,6 +32,7 @@ def _renderers() -> dict[str, Callable]:
         subs = world.subjects()
         names = list(subs) if isinstance(subs, dict) else list(range(len(subs)))
         if names:
+
             def subject(s, st, size):
                 spec = subs[names[s % len(names)]]
                 return world.render_subject(spec, s, style=st, size=size)
@@ -49,8 +50,14 @@ def render(kind: str, seed: int, style: str = "photo", size: int = 64):
     return _renderers()[kind](seed, style, size)
 
 
-def mixed_samples(n: int, seed: int, step: int, size: int = 64, kinds: dict[str, float] | None = None,
-                  styles: tuple[str, ...] = tuple(STYLES)) -> list:
+def mixed_samples(
+    n: int,
+    seed: int,
+    step: int,
+    size: int = 64,
+    kinds: dict[str, float] | None = None,
+    styles: tuple[str, ...] = tuple(STYLES),
+) -> list:
     """``n`` samples of random kinds (weighted by ``kinds``) and styles for ``step`` of a recipe."""
     fns = _renderers()
     weights = {k: w for k, w in (kinds or MIX).items() if k in fns}

@@ -11,8 +11,9 @@ from pathlib import Path
 from tailor.core.io import atomic_dir, write_json
 
 
-def load_trained_components(run: str | Path, vae_dir: str | Path, tokenizer_dir: str | Path, use_ema: bool = True,
-                            checkpoint: str = "latest"):
+def load_trained_components(
+    run: str | Path, vae_dir: str | Path, tokenizer_dir: str | Path, use_ema: bool = True, checkpoint: str = "latest"
+):
     """Components with the UNet/text encoder of ``run``'s checkpoint (its EMA shadow when present)."""
     import tailor
     from tailor.core.training.checkpoint import find_resume
@@ -42,14 +43,28 @@ def export_base(comps, folder: str | Path, info: dict | None = None) -> Path:
             if extra.suffix in (".bin", ".pt", ".ckpt"):
                 extra.unlink()
         write_json(tmp / "zoo.json", info or {})
+        readable(tmp)
     return folder
+
+
+def readable(folder: Path) -> None:
+    """Temporary folders/files are created private; shipped weights must be readable by everyone."""
+    folder.chmod(0o755)
+    for p in folder.rglob("*"):
+        p.chmod(0o755 if p.is_dir() else 0o644)
 
 
 def export_checkpoint(run: str | Path, vae_dir: str | Path, tokenizer_dir: str | Path, folder: str | Path) -> Path:
     comps, ck = load_trained_components(run, vae_dir, tokenizer_dir)
-    info = {"step": ck.step, "checkpoint": str(ck.path), "loss": ck.info.get("loss"),
-            "train": {k: ck.info.get("config", {}).get(k) for k in ("steps", "batch_size", "lr", "min_snr_gamma",
-                                                                    "prediction_type", "ema_decay", "data")}}
+    info = {
+        "step": ck.step,
+        "checkpoint": str(ck.path),
+        "loss": ck.info.get("loss"),
+        "train": {
+            k: ck.info.get("config", {}).get(k)
+            for k in ("steps", "batch_size", "lr", "min_snr_gamma", "prediction_type", "ema_decay", "data")
+        },
+    }
     export_base(comps, folder, info)
     return Path(folder)
 

@@ -51,8 +51,9 @@ def _state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().contiguous() for k, v in model.state_dict().items()}
 
 
-def train_loop(model: nn.Module, loss_fn: Callable[[int], tuple[torch.Tensor, dict]], cfg: LoopConfig,
-               name: str = "zoo") -> nn.Module:
+def train_loop(
+    model: nn.Module, loss_fn: Callable[[int], tuple[torch.Tensor, dict]], cfg: LoopConfig, name: str = "zoo"
+) -> nn.Module:
     """Optimise ``model`` for ``cfg.steps`` steps of ``loss_fn(step) -> (loss, logs)``; resumable."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -81,14 +82,23 @@ def train_loop(model: nn.Module, loss_fn: Callable[[int], tuple[torch.Tensor, di
         done = step + 1
         if done % cfg.log_every == 0 or done == cfg.steps:
             rate = (done - n0) / max(1e-9, time.time() - t0)
-            rec = {"step": done, "loss": float(loss.detach()), "lr": lr_at(step, cfg), "it_s": rate,
-                   **{k: float(v.detach() if torch.is_tensor(v) else v) for k, v in extra.items()}}
+            rec = {
+                "step": done,
+                "loss": float(loss.detach()),
+                "lr": lr_at(step, cfg),
+                "it_s": rate,
+                **{k: float(v.detach() if torch.is_tensor(v) else v) for k, v in extra.items()},
+            }
             logs.add(rec)
-            print(f"[{name}] " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                                          for k, v in rec.items()), flush=True)
+            print(
+                f"[{name}] "
+                + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in rec.items()),
+                flush=True,
+            )
         if (cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == cfg.steps:
-            save_checkpoint(out, done, {"recipe": name}, _state(model), {"optimizer": opt.state_dict()}, None,
-                            cfg.keep_checkpoints)
+            save_checkpoint(
+                out, done, {"recipe": name}, _state(model), {"optimizer": opt.state_dict()}, None, cfg.keep_checkpoints
+            )
     try:
         logs.plot()
     except Exception as e:  # a plot is a convenience; never lose a trained model over it

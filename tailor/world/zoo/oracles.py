@@ -29,8 +29,14 @@ ATTRIBUTES = ("shape", "color", "pattern", "background", "style")
 
 
 def _block(cin: int, cout: int, stride: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1), nn.GroupNorm(8, cout), nn.SiLU(),
-                         nn.Conv2d(cout, cout, 3, 1, 1), nn.GroupNorm(8, cout), nn.SiLU())
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride, 1),
+        nn.GroupNorm(8, cout),
+        nn.SiLU(),
+        nn.Conv2d(cout, cout, 3, 1, 1),
+        nn.GroupNorm(8, cout),
+        nn.SiLU(),
+    )
 
 
 class Backbone(nn.Module):
@@ -40,8 +46,9 @@ class Backbone(nn.Module):
         super().__init__()
         self.size = size
         w = width
-        self.stages = nn.ModuleList([_block(3, w, 2), _block(w, 2 * w, 2), _block(2 * w, 4 * w, 2),
-                                     _block(4 * w, 4 * w, 2)])
+        self.stages = nn.ModuleList(
+            [_block(3, w, 2), _block(w, 2 * w, 2), _block(2 * w, 4 * w, 2), _block(4 * w, 4 * w, 2)]
+        )
         self.dim = 4 * w
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
@@ -86,8 +93,9 @@ class Embedder(nn.Module):
         super().__init__()
         self.config = {"kind": kind, "dim": dim, "width": width, "size": size, "num_classes": num_classes}
         self.backbone = Backbone(width, size)
-        self.proj = nn.Sequential(nn.Linear(self.backbone.dim, self.backbone.dim), nn.SiLU(),
-                                  nn.Linear(self.backbone.dim, dim))
+        self.proj = nn.Sequential(
+            nn.Linear(self.backbone.dim, self.backbone.dim), nn.SiLU(), nn.Linear(self.backbone.dim, dim)
+        )
         self.centres = nn.Parameter(torch.randn(num_classes, dim) * 0.1) if num_classes else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -111,8 +119,9 @@ class Segmenter(nn.Module):
         self.classes = classes
         w = width
         self.size = size
-        self.enc = nn.ModuleList([_block(3, w, 1), _block(w, 2 * w, 2), _block(2 * w, 4 * w, 2),
-                                  _block(4 * w, 4 * w, 2)])
+        self.enc = nn.ModuleList(
+            [_block(3, w, 1), _block(w, 2 * w, 2), _block(2 * w, 4 * w, 2), _block(4 * w, 4 * w, 2)]
+        )
         self.dec = nn.ModuleList([_block(8 * w, 2 * w, 1), _block(4 * w, w, 1), _block(2 * w, w, 1)])
         self.out = nn.Conv2d(w, len(classes), 1)
 
@@ -136,9 +145,15 @@ class Segmenter(nn.Module):
 
 
 def save_oracle(model: nn.Module, path: str | Path, extra: dict[str, Any] | None = None) -> None:
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    meta = {"method": "world-oracle", "config": json.dumps(model.config), **{k: json.dumps(v) for k, v in
-                                                                           (extra or {}).items()}}
+    # float16 on disk (the shipped-weights budget); loading casts back to float32
+    state = {
+        k: (v.half() if v.is_floating_point() else v).detach().contiguous() for k, v in model.state_dict().items()
+    }
+    meta = {
+        "method": "world-oracle",
+        "config": json.dumps(model.config),
+        **{k: json.dumps(v) for k, v in (extra or {}).items()},
+    }
     save_tensors(path, state, meta)
 
 
@@ -162,7 +177,7 @@ def load_oracle(name_or_path: str | Path) -> nn.Module:
     if "config" not in meta:
         raise FormatError(f"{path} is not a world oracle file (no config metadata); re-run `tailor world train-zoo`.")
     model = build_oracle(json.loads(meta["config"]))
-    model.load_state_dict(load_tensors(path))
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in load_tensors(path).items()})
     return model.eval()
 
 
@@ -172,5 +187,9 @@ def to_unit(images) -> torch.Tensor:
 
     if isinstance(images, torch.Tensor):
         return images.float()
-    arr = np.stack([np.asarray(im.convert("RGB") if hasattr(im, "convert") else im) for im in images])
+    from PIL import Image
+
+    pil = [im.convert("RGB") if hasattr(im, "convert") else Image.fromarray(np.asarray(im, np.uint8)) for im in images]
+    size = pil[0].size
+    arr = np.stack([np.asarray(im if im.size == size else im.resize(size, Image.BICUBIC)) for im in pil])
     return torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 255.0

@@ -20,8 +20,16 @@ from tailor.world.zoo import WEIGHTS
 
 log = logging.getLogger("tailor")
 STAGES = ("tokenizer", "vae", "vae-decoder", "unet", "clip", "oracle", "export")
-DEFAULT_STEPS = {"vae": 1500, "vae-decoder": 2000, "unet": 8000, "clip": 1500, "attributes": 1500, "segmenter": 600,
-                 "instance": 1000, "face": 1200}
+DEFAULT_STEPS = {
+    "vae": 1500,
+    "vae-decoder": 2000,
+    "unet": 8000,
+    "clip": 1500,
+    "attributes": 2500,
+    "segmenter": 600,
+    "instance": 1000,
+    "face": 1200,
+}
 
 
 def tokenizer_dir(runs: Path) -> Path:
@@ -53,7 +61,7 @@ def stage_tokenizer(runs: Path) -> Path:
     return folder
 
 
-def stage_vae(runs: Path, steps: int | None = None, stop_at: int | None = None) -> Path:
+def stage_vae(runs: Path, steps: int | None = None, stop_at: int | None = None, init: str | None = None) -> Path:
     """Train the VAE (``stop_at`` ends early at a step, keeping the schedule of ``steps``), then freeze it."""
     from tailor.world.zoo.loop import latest_state
     from tailor.world.zoo.vae import build_vae, evaluate_vae, latent_scaling, train_vae
@@ -62,7 +70,7 @@ def stage_vae(runs: Path, steps: int | None = None, stop_at: int | None = None) 
     if (out / "config.json").is_file():
         return out
     if stop_at is None:
-        vae = train_vae(str(runs / "vae"), steps=steps or DEFAULT_STEPS["vae"])
+        vae = train_vae(str(runs / "vae"), steps=steps or DEFAULT_STEPS["vae"], init=init)
     else:
         vae = build_vae()
         vae.load_state_dict(latest_state(runs / "vae"))
@@ -83,16 +91,25 @@ def stage_vae_decoder(runs: Path, steps: int | None = None) -> Path:
     return out
 
 
-def stage_unet(runs: Path, steps: int | None = None, batch_size: int = 32, lr: float = 5e-4, n_images: int = 12000,
-               **kw):
+def stage_unet(
+    runs: Path, steps: int | None = None, batch_size: int = 32, lr: float = 5e-4, n_images: int = 12000, **kw
+):
     from tailor.world.zoo.unet import render_folder, train_unet
 
     data = render_folder(runs / "data" / "objects", n_images)
-    return train_unet(runs / "unet", vae_dir(runs), tokenizer_dir(runs), data, steps or DEFAULT_STEPS["unet"],
-                      batch_size=batch_size, lr=lr, **kw)
+    return train_unet(
+        runs / "unet",
+        vae_dir(runs),
+        tokenizer_dir(runs),
+        data,
+        steps or DEFAULT_STEPS["unet"],
+        batch_size=batch_size,
+        lr=lr,
+        **kw,
+    )
 
 
-def stage_clip(runs: Path, steps: int | None = None, batch_size: int = 64) -> Path:
+def stage_clip(runs: Path, steps: int | None = None, batch_size: int = 32) -> Path:
     from tailor.world.zoo.clip import evaluate_clip, save_clip, train_clip
 
     tok = load_tokenizer(runs)
@@ -103,8 +120,11 @@ def stage_clip(runs: Path, steps: int | None = None, batch_size: int = 64) -> Pa
     return runs / "clip" / "final"
 
 
-def stage_oracle(runs: Path, which: tuple[str, ...] = ("attributes", "segmenter", "instance", "face"),
-                 steps: dict[str, int] | None = None) -> dict[str, dict]:
+def stage_oracle(
+    runs: Path,
+    which: tuple[str, ...] = ("attributes", "segmenter", "instance", "face"),
+    steps: dict[str, int] | None = None,
+) -> dict[str, dict]:
     from tailor.world.zoo import oracle_recipes as R
 
     steps = {**DEFAULT_STEPS, **(steps or {})}
@@ -132,21 +152,32 @@ def stage_export(runs: Path, weights: Path = WEIGHTS) -> dict[str, str]:
     """Copy what is trained into ``weights`` (base diffusers folder from the newest UNet checkpoint, CLIP, oracles)."""
     import shutil
 
-    from tailor.core.io import atomic_dir
-    from tailor.world.zoo.export import export_checkpoint
+    from tailor.core.io import atomic_dir, read_metadata
+    from tailor.world.zoo.export import export_checkpoint, readable
+    from tailor.world.zoo.oracles import load_oracle, save_oracle
 
     done = {}
     if list((runs / "unet" / "checkpoints").glob("step-*")):
         export_checkpoint(runs / "unet", decoder_dir(runs), tokenizer_dir(runs), weights / "base")
         done["base"] = str(weights / "base")
-    for src, dst in ((runs / "clip" / "final", weights / "clip"), (runs / "clip" / "final_vision",
-                                                                    weights / "clip_vision"),
-                     (runs / "oracles" / "final", weights / "oracles")):
+    oracles = runs / "oracles" / "final"
+    if oracles.is_dir():  # re-saved (float16, metadata kept) rather than copied
+        with atomic_dir(weights / "oracles") as tmp:
+            for f in sorted(oracles.glob("*.safetensors")):
+                meta = read_metadata(f)
+                save_oracle(load_oracle(f), tmp / f.name, {"metrics": json.loads(meta.get("metrics", "{}"))})
+            readable(tmp)
+        done["oracles"] = str(weights / "oracles")
+    for src, dst in (
+        (runs / "clip" / "final", weights / "clip"),
+        (runs / "clip" / "final_vision", weights / "clip_vision"),
+    ):
         if src.is_dir():
             with atomic_dir(dst) as tmp:
                 for f in src.iterdir():
                     if f.is_file() and f.suffix not in (".bin", ".pt"):
                         shutil.copy2(f, tmp / f.name)
+                readable(tmp)
             done[dst.name] = str(dst)
     return done
 

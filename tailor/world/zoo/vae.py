@@ -1,10 +1,10 @@
 """Recipe: the world VAE (diffusers ``AutoencoderKL``), trained on the whole world (objects in every style, faces,
 scenes, subjects) so later methods never retrain it.
 
-Downsampling factor 4 (three encoder blocks): 64x64x3 images <-> 16x16x4 latents. Loss: L1 + MSE reconstruction
-plus a small KL term (Rombach et al. 2022 keep the KL tiny so latents stay informative; we add no GAN/LPIPS term on
-these flat-shaded renders). After training, ``scaling_factor`` is set to 1 / std of the latents of fresh renders, as
-SD does, so the diffusion model sees unit-variance latents.
+Downsampling factor 4 (three encoder blocks): 64x64x3 images <-> 16x16x4 latents. Loss: L1 + MSE reconstruction,
+a patch-colour L1 term and a small KL term (Rombach et al. 2022 keep the KL tiny so latents stay informative; we
+add no GAN/LPIPS term on these flat-shaded renders). After training, ``scaling_factor`` is set to 1 / std of the
+latents of fresh renders, as SD does, so the diffusion model sees unit-variance latents.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from tailor.world.zoo.data import mixed_samples, to_batch
 from tailor.world.zoo.loop import LoopConfig, train_loop
 
 KL_WEIGHT = 1e-6
+COLOUR_WEIGHT = 2.0
 
 
 def build_vae(channels: tuple[int, ...] = (16, 32, 64), size: int = 64) -> AutoencoderKL:
@@ -31,7 +32,9 @@ def build_vae(channels: tuple[int, ...] = (16, 32, 64), size: int = 64) -> Autoe
         block_out_channels=channels,
         layers_per_block=1,
         latent_channels=4,
-        norm_num_groups=16,
+        # groups of >= 4 channels: with one channel per group GroupNorm is an instance norm, which removes each
+        # image's per-channel mean at the first layer and with it absolute colour (the first VAE mixed up colours)
+        norm_num_groups=4,
         sample_size=size,
     )
 
@@ -40,27 +43,58 @@ def vae_loss(vae: AutoencoderKL, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
     post = vae.encode(x).latent_dist
     rec = vae.decode(post.sample()).sample
     l1, mse = F.l1_loss(rec, x), F.mse_loss(rec, x)
+    # mean colour of each 4x4 patch (one latent pixel): pushes the latents to carry hue, which plain L1/MSE on
+    # textured renders learns slowly (short runs mixed up red/orange/yellow and purple/blue objects)
+    colour = F.l1_loss(F.avg_pool2d(rec, 4), F.avg_pool2d(x, 4))
     kl = post.kl().mean() / x[0].numel()
-    return l1 + mse + KL_WEIGHT * x[0].numel() * kl, {"l1": l1, "mse": mse, "kl": kl}
+    loss = l1 + mse + COLOUR_WEIGHT * colour + KL_WEIGHT * x[0].numel() * kl
+    return loss, {"l1": l1, "mse": mse, "colour": colour, "kl": kl}
 
 
-def train_vae(out: str, steps: int = 1500, batch_size: int = 16, lr: float = 1e-3, size: int = 64,
-              channels: tuple[int, ...] = (16, 32, 64), seed: int = 0, resume: bool = True) -> AutoencoderKL:
+def train_vae(
+    out: str,
+    steps: int = 1500,
+    batch_size: int = 16,
+    lr: float = 1e-3,
+    size: int = 64,
+    channels: tuple[int, ...] = (16, 32, 64),
+    seed: int = 0,
+    resume: bool = True,
+    init: str | None = None,
+) -> AutoencoderKL:
+    """Train the VAE; ``init`` (a diffusers AutoencoderKL folder of the same channels) warm-starts it."""
     torch.manual_seed(seed)
     vae = build_vae(channels, size)
+    if init is not None:  # GroupNorm's parameters do not depend on the number of groups: any grouping loads
+        vae.load_state_dict(AutoencoderKL.from_pretrained(init, local_files_only=True).state_dict())
 
     def loss_fn(step: int):
         return vae_loss(vae, to_batch(mixed_samples(batch_size, seed, step, size)))
 
-    cfg = LoopConfig(out=out, steps=steps, lr=lr, warmup_steps=min(100, steps // 10 + 1), seed=seed, resume=resume,
-                     checkpoint_every=100)
+    cfg = LoopConfig(
+        out=out,
+        steps=steps,
+        lr=lr,
+        warmup_steps=min(100, steps // 10 + 1),
+        seed=seed,
+        resume=resume,
+        checkpoint_every=100,
+    )
     train_loop(vae, loss_fn, cfg, name="vae")
     vae.register_to_config(scaling_factor=latent_scaling(vae, size=size))
     return vae
 
 
-def finetune_decoder(out: str, init: AutoencoderKL, steps: int = 2000, batch_size: int = 16, lr: float = 5e-4,
-                     size: int = 64, seed: int = 1, resume: bool = True) -> AutoencoderKL:
+def finetune_decoder(
+    out: str,
+    init: AutoencoderKL,
+    steps: int = 2000,
+    batch_size: int = 16,
+    lr: float = 5e-4,
+    size: int = 64,
+    seed: int = 1,
+    resume: bool = True,
+) -> AutoencoderKL:
     """Train only the decoder of ``init`` (encoder, quant conv and hence the latents stay fixed).
 
     This improves reconstructions after the diffusion model started training on the encoder's latents.
@@ -76,7 +110,8 @@ def finetune_decoder(out: str, init: AutoencoderKL, steps: int = 2000, batch_siz
             z = vae.encode(x).latent_dist.sample()
         rec = vae.decode(z).sample
         l1, mse = F.l1_loss(rec, x), F.mse_loss(rec, x)
-        return l1 + mse, {"l1": l1, "mse": mse}
+        colour = F.l1_loss(F.avg_pool2d(rec, 4), F.avg_pool2d(x, 4))
+        return l1 + mse + COLOUR_WEIGHT * colour, {"l1": l1, "mse": mse, "colour": colour}
 
     cfg = LoopConfig(out=out, steps=steps, lr=lr, warmup_steps=50, seed=seed, resume=resume, checkpoint_every=100)
     train_loop(vae, loss_fn, cfg, name="vae-decoder")
@@ -87,7 +122,7 @@ def finetune_decoder(out: str, init: AutoencoderKL, steps: int = 2000, batch_siz
 def latent_scaling(vae: AutoencoderKL, n: int = 256, size: int = 64, seed: int = 1234) -> float:
     """1 / std of the (mean) latents of ``n`` fresh renders."""
     x = to_batch(mixed_samples(n, seed, 0, size))
-    z = torch.cat([vae.encode(x[i:i + 64]).latent_dist.mean for i in range(0, n, 64)])
+    z = torch.cat([vae.encode(x[i : i + 64]).latent_dist.mean for i in range(0, n, 64)])
     return float(1.0 / z.std())
 
 

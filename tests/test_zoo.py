@@ -1,0 +1,237 @@
+"""The world zoo: recipes run a couple of steps at tiny sizes and resume; exports load with plain diffusers /
+transformers; shipped weights (when trained) load offline and meet the quality bars (slow)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tailor.errors import InputError
+
+
+@pytest.fixture(scope="module")
+def world_tokenizer():
+    from tailor.world.zoo.tokenizer import build_world_tokenizer
+
+    return build_world_tokenizer(n_captions=40)
+
+
+def test_tokenizer_words_are_single_tokens(world_tokenizer):
+    from tailor.world.zoo.tokenizer import SPARE_TOKENS, caption_words
+
+    tok = world_tokenizer
+    for word in ("red", "striped", "star", "grass", "watercolor", "checkered", "hexagon", "photo"):
+        assert len(tok.tokenize(word)) == 1, word
+    assert len(tok.tokenize("zqxj")) > 1  # byte fallback, never unknown
+    assert tok.convert_tokens_to_ids("<spare_0></w>") != tok.unk_token_id
+    assert sum(t.startswith("<spare_") for t in tok.get_vocab()) == SPARE_TOKENS
+    assert "a" in caption_words(10)
+
+
+def test_word_merges_keep_earlier_words():
+    from tailor.world.zoo.tokenizer import _bpe, word_merges
+
+    words = ["ear", "bear", "beard", "be"]
+    merges = word_merges(words)
+    ranks = {m: i for i, m in enumerate(merges)}
+    for w in words:
+        assert _bpe([*w[:-1], w[-1] + "</w>"], ranks) == [w + "</w>"]
+
+
+def test_vae_recipe_trains_and_resumes(tmp_path):
+    from tailor.world.zoo.loop import list_checkpoints
+    from tailor.world.zoo.vae import evaluate_vae, train_vae
+
+    out = str(tmp_path / "vae")
+    train_vae(out, steps=2, batch_size=2, size=32, channels=(16, 16))
+    assert [s for s, _ in list_checkpoints(out)] == [2]
+    vae = train_vae(out, steps=3, batch_size=2, size=32, channels=(16, 16))  # resumes at step 2
+    assert [s for s, _ in list_checkpoints(out)] == [2, 3]
+    assert vae.config.scaling_factor > 0
+    m = evaluate_vae(vae, n=8, size=32)
+    assert np.isfinite(m["psnr"])
+
+
+def _tiny_runs(tmp_path: Path, tokenizer) -> Path:
+    from tailor.core.tokenizers import save_tokenizer
+    from tailor.world.zoo.vae import build_vae
+
+    runs = tmp_path / "runs"
+    save_tokenizer(tokenizer, runs / "tokenizer")
+    torch.manual_seed(0)
+    build_vae(channels=(16, 16), size=32).save_pretrained(str(runs / "vae" / "final"))
+    return runs
+
+
+def test_unet_recipe_on_the_trainer_exports_a_diffusers_folder(tmp_path, world_tokenizer):
+    from diffusers import StableDiffusionPipeline
+
+    from tailor.world.zoo import recipe
+
+    runs = _tiny_runs(tmp_path, world_tokenizer)
+    recipe.stage_unet(runs, steps=2, batch_size=2, n_images=6, checkpoint_every=1, log_every=1)
+    assert (runs / "unet" / "checkpoints" / "step-000002" / "ema.safetensors").is_file()
+    weights = tmp_path / "weights"
+    done = recipe.stage_export(runs, weights)
+    assert "base" in done
+    pipe = StableDiffusionPipeline.from_pretrained(str(weights / "base"), local_files_only=True)
+    assert pipe.unet.config.cross_attention_dim % 64 == 0
+    assert pipe.scheduler.config.prediction_type == "v_prediction"
+    img = pipe(
+        "a photo of a red star on grass",
+        num_inference_steps=2,
+        height=32,
+        width=32,
+        output_type="np",
+        generator=torch.Generator().manual_seed(0),
+    ).images
+    assert img.shape == (1, 32, 32, 3) and np.isfinite(img).all()
+    assert not list((weights / "base").rglob("*.bin"))
+
+
+def test_oracles_train_save_and_load(tmp_path):
+    from tailor.world.zoo import oracle_recipes as R
+    from tailor.world.zoo.oracles import load_oracle, to_unit
+
+    model = R.train_attributes(str(tmp_path / "attr"), steps=2, batch_size=4)
+    path = R.export(model, "attributes", tmp_path / "final", {"shape": 0.1})
+    loaded = load_oracle(path)
+    x = to_unit([s.image for s in R.object_batch(3, 0, 0)])
+    with torch.no_grad():
+        assert torch.allclose(model(x)["shape"], loaded(x)["shape"], atol=2e-2)  # float16 on disk
+    assert set(loaded.predict(x)[0]) == set(R.CLASSES)
+    inst = R.train_instance(str(tmp_path / "inst"), steps=2, batch_subjects=3)
+    assert 0 <= R.evaluate_instance(inst)["verification_accuracy"] <= 1
+    seg = R.train_segmenter(str(tmp_path / "seg"), steps=1, batch_size=2)
+    assert seg(x).shape == (3, len(R.SEG_CLASSES), 64, 64)
+
+
+def test_arcface_loss_prefers_the_true_class():
+    from tailor.world.zoo.oracles import Embedder
+
+    m = Embedder(dim=8, num_classes=3)
+    with torch.no_grad():
+        m.centres.copy_(torch.eye(3, 8))
+    emb = torch.nn.functional.normalize(torch.eye(3, 8) + 0.01, dim=-1)
+    good = m.arcface_loss(emb, torch.tensor([0, 1, 2]))
+    bad = m.arcface_loss(emb, torch.tensor([1, 2, 0]))
+    assert good < bad
+
+
+def test_world_clip_recipe_and_vision_export(tmp_path, world_tokenizer):
+    from transformers import CLIPVisionModelWithProjection
+
+    from tailor.world.zoo.clip import WorldClip, save_clip, train_clip
+
+    model = train_clip(str(tmp_path / "clip"), world_tokenizer, steps=2, batch_size=4)
+    save_clip(model, world_tokenizer, tmp_path / "c", tmp_path / "v")
+    vision = CLIPVisionModelWithProjection.from_pretrained(str(tmp_path / "v"), local_files_only=True)
+    scorer = WorldClip(tmp_path / "c")
+    x = torch.rand(2, 3, 64, 64)
+    from tailor.world.zoo.clip import pixel_values
+
+    with torch.no_grad():
+        a = torch.nn.functional.normalize(vision(pixel_values=pixel_values(x)).image_embeds, dim=-1)
+    assert torch.allclose(a, scorer.image_embeds(x), atol=2e-2)  # the full CLIP is float16 on disk
+    assert scorer.text_embeds(["a red star"]).shape == (1, model.config.projection_dim)
+
+
+def test_base_path_names_the_fix(monkeypatch, tmp_path):
+    import tailor.world.zoo as zoo
+
+    monkeypatch.setattr(zoo, "WEIGHTS", tmp_path)
+    with pytest.raises(InputError, match="train-zoo"):
+        zoo.base_path()
+
+
+def test_frechet_distance_is_zero_for_the_same_set():
+    from tailor.eval.world import frechet_distance
+
+    a = torch.randn(200, 8)
+    assert abs(frechet_distance(a, a)) < 1e-6
+    assert frechet_distance(a, a + 1) > 7.9
+
+
+def test_prompts_for_reads_generation_json(tmp_path):
+    from tailor.eval.world import expected_attributes, prompts_for
+
+    files = [tmp_path / "000.png", tmp_path / "001.png"]
+    (tmp_path / "generation.json").write_text(
+        json.dumps(
+            {
+                "images": [
+                    {"file": "000.png", "prompt": "a photo of a red striped star on grass", "seed": 0},
+                    {"file": "001.png", "prompt": "a sketch of a blue circle", "seed": 1},
+                ]
+            }
+        )
+    )
+    prompts = prompts_for(tmp_path, files)
+    assert expected_attributes(prompts[0]) == {
+        "shape": "star",
+        "color": "red",
+        "pattern": "striped",
+        "background": "grass",
+        "style": "photo",
+    }
+    with pytest.raises(InputError):
+        prompts_for(tmp_path / "nowhere", files)
+
+
+# --------------------------------------------------------------------- shipped weights
+def _shipped(*names: str) -> bool:
+    from tailor.world.zoo import WEIGHTS
+
+    return all((WEIGHTS / n).exists() for n in names)
+
+
+@pytest.mark.skipif(not _shipped("base/model_index.json"), reason="world base not trained yet")
+def test_shipped_base_loads_with_plain_diffusers():
+    from diffusers import StableDiffusionPipeline
+
+    from tailor.world.zoo import base_path
+
+    pipe = StableDiffusionPipeline.from_pretrained(str(base_path()), local_files_only=True)
+    assert pipe.unet.config.cross_attention_dim % 64 == 0
+    assert pipe.text_encoder.config.hidden_size == pipe.unet.config.cross_attention_dim
+
+
+def test_shipped_weights_fit_the_budget():
+    from tailor.world.zoo import WEIGHTS
+
+    total = sum(f.stat().st_size for f in WEIGHTS.rglob("*") if f.is_file())
+    assert total <= 40 * 2**20
+    assert not [f for f in WEIGHTS.rglob("*") if f.suffix in (".bin", ".pt", ".ckpt", ".pth")]
+
+
+@pytest.mark.skipif(not _shipped("oracles/attributes.safetensors"), reason="oracles not trained yet")
+def test_shipped_oracles_load():
+    from tailor.world.zoo.oracles import load_oracle
+
+    for name in ("attributes", "instance", "segmenter"):
+        if _shipped(f"oracles/{name}.safetensors"):
+            assert not load_oracle(name).training
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _shipped("oracles/attributes.safetensors"), reason="oracles not trained yet")
+def test_attribute_oracle_accuracy_on_fresh_photo_renders():
+    from tailor.world.zoo.oracle_recipes import evaluate_attributes
+    from tailor.world.zoo.oracles import load_oracle
+
+    acc = evaluate_attributes(load_oracle("attributes"), n=300, seed=123_457, styles=("photo",))
+    assert min(acc.values()) >= 0.98, acc
+
+
+def test_world_path_command(capsys):
+    from tailor.cli import main
+
+    rc = main(["world", "path"])
+    if _shipped("base/model_index.json"):
+        assert rc == 0 and capsys.readouterr().out.strip().endswith("base")
+    else:
+        assert rc == 2
