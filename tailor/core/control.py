@@ -103,3 +103,9 @@ def to_uint8_image(pixel_values: torch.Tensor) -> np.ndarray:
     """A training tensor 3xHxW in [-1, 1] back to uint8 HxWx3."""
     x = (pixel_values.detach().float().cpu().clamp(-1, 1) + 1) * 127.5
     return x.round().byte().permute(1, 2, 0).numpy()
+
+
+def example_control_inputs(components) -> dict[str, Any]:
+    """A seeded random control image of the base's size: the conformance tests' inputs for control methods."""
+    size = components.default_size
+    return {"image": torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))}

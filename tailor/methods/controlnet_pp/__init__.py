@@ -1,16 +1,9 @@
 """controlnet_pp: ControlNet++ — a ControlNet fine-tuned with a pixel-space consistency reward (Li et al. 2024)."""
 
-import torch
-
+from tailor.core.control import example_control_inputs
 from tailor.core.method import MethodSpec
 from tailor.methods.controlnet_pp.config import ControlNetPPConfig
 from tailor.methods.controlnet_pp.method import ControlNetPPMethod
-
-
-def _example_inputs(components) -> dict:
-    size = components.default_size
-    return {"image": torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))}
-
 
 SPEC = MethodSpec(
     name="controlnet_pp",
@@ -20,7 +13,7 @@ SPEC = MethodSpec(
     paper="Li et al. 2024 (ControlNet++)",
     builds_on=("controlnet",),
     test_options={"condition": "hf", "reward_max_t": 1000},
-    example_inputs=_example_inputs,
+    example_inputs=example_control_inputs,
 )
 
 __all__ = ["SPEC", "ControlNetPPConfig", "ControlNetPPMethod"]

@@ -1,18 +1,10 @@
 """t2i_adapter: a small encoder of the condition image whose features are added inside the UNet encoder (Mou et al.
 2023)."""
 
-import torch
-
+from tailor.core.control import example_control_inputs
 from tailor.core.method import MethodSpec
 from tailor.methods.t2i_adapter.config import T2IAdapterConfig
 from tailor.methods.t2i_adapter.method import T2IAdapterMethod
-
-
-def _example_inputs(components) -> dict:
-    size = components.default_size
-    g = torch.Generator().manual_seed(0)
-    return {"image": torch.rand(1, 3, size, size, generator=g)}
-
 
 SPEC = MethodSpec(
     name="t2i_adapter",
@@ -21,7 +13,7 @@ SPEC = MethodSpec(
     summary="light condition encoder whose features are added to the UNet encoder levels (down_intrablock residuals)",
     paper="Mou et al. 2023 (T2I-Adapter)",
     test_options={"condition": "canny", "num_res_blocks": 1},
-    example_inputs=_example_inputs,
+    example_inputs=example_control_inputs,
 )
 
 __all__ = ["SPEC", "T2IAdapterConfig", "T2IAdapterMethod"]
