@@ -19,6 +19,7 @@ err = Console(stderr=True)
 
 def build() -> click.Group:
     """The full click group: typer commands plus the generated ``train`` group."""
+    from tailor.cli.convert import convert_app, lora_app
     from tailor.cli.eval import eval_app
     from tailor.cli.generate import generate
     from tailor.cli.train import train_group
@@ -42,6 +43,8 @@ def build() -> click.Group:
     app.command("generate", context_settings={"help_option_names": ["-h", "--help"]})(generate)
     app.add_typer(world_app, name="world", help="The procedural world: render images, subjects, faces, scenes.")
     app.add_typer(eval_app, name="eval", help="Scores: every command takes --json and then prints one JSON object.")
+    app.add_typer(convert_app, name="convert", help="Write community files: LoRA kohya <-> diffusers, embeddings.")
+    app.add_typer(lora_app, name="lora", help="LoRA files: merge several into one, fuse into the base.")
     group = typer.main.get_command(app)
     group.add_command(train_group(), "train")
     return group

@@ -287,6 +287,23 @@ class LoRA:
 
 
 @torch.no_grad()
+def bake(loras: list[LoRA], weights: list[float]) -> None:
+    """Fuse each attached LoRA with its weight into the base for good: the adapters are removed, the fused weights
+    stay (what ``tailor lora fuse`` saves as a plain diffusers folder)."""
+    for lora, w in zip(loras, weights):
+        lora.fuse(w)
+    fused = {}
+    for lora in loras:
+        for key, layer in lora.layers.items():
+            fused[(split_key(key)[0], lora._paths[key])] = layer.get_base_layer().weight.detach().clone()
+    comps = loras[0].components if loras else None
+    for lora in loras:
+        lora.detach()  # restores the unfused weights and the original module objects ...
+    for (part, path), weight in fused.items():
+        part_model(comps, part).get_submodule(path).weight.copy_(weight)  # ... which then get the fused ones
+
+
+@torch.no_grad()
 def _refuse(layer) -> None:
     """Base weight = unfused weight + the fused adapters' ``scale * B A`` (in fuse order); unfused when none."""
     state = layer._tailor_fuse
