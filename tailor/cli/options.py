@@ -46,14 +46,14 @@ def config_options(cls: type[Config]) -> list[click.Option]:
             choices = get_args(hint)
         if hint is bool and not is_list:
             decl = [f"{flag_name(f.name)}/--no-{f.name.replace('_', '-')}"]
-            opts.append(click.Option(decl, f.name, default=None, help=help_text + shown))
+            opts.append(click.Option([*decl, f.name], default=None, help=help_text + shown))
             continue
         ctype: Any = {int: click.INT, float: click.FLOAT}.get(hint, click.STRING)
         if choices:
             ctype = click.Choice([str(c) for c in choices])
         opts.append(
             click.Option(
-                [flag_name(f.name)], f.name, type=ctype, multiple=is_list, default=None, help=help_text + shown
+                [flag_name(f.name), f.name], type=ctype, multiple=is_list, default=None, help=help_text + shown
             )
         )
     return opts

@@ -3,6 +3,11 @@
 Common flags come from :class:`~tailor.core.training.TrainConfig` (``--base``, ``--out``, ``--steps``,
 ``--batch-size``, ``--lr``, ``--seed``, ``--checkpoint-every``, ``--resume latest`` ...), method flags from the
 method's config dataclass. ``--config FILE`` reads a flat YAML mapping of the same names; flags override it.
+
+Every method also takes the subject flags ``--images DIR --token WORD --class NOUN`` (the same on all of them):
+``--images`` is the training data; ``--token`` / ``--class`` set the method's own fields named in its
+``MethodSpec.subject_fields`` (DreamBooth's identifier and class word, TI's token and init word) and make the
+fallback caption ``a {token} {class}`` of images without a ``.txt`` caption (kohya-style captions win).
 """
 
 from __future__ import annotations
@@ -34,12 +39,49 @@ def split_config(data: dict, train_cls, method_cls, source: str) -> tuple[dict, 
     return t, m
 
 
+SUBJECT_HELP = {
+    "images": "folder of the subject's images (same as --data; .txt captions beside them are used when present)",
+    "token": "the subject's identifier / placeholder word [V] (e.g. sks)",
+    "class": "the subject's class noun (e.g. star, dog); TI's init word defaults to it",
+}
+
+
+def subject_options(spec: MethodSpec) -> list[click.Option]:
+    """``--images``, ``--token``, ``--class`` unless the method's config already has a flag of that name."""
+    own = {f.name for f in dataclasses.fields(spec.config)}
+    return [
+        click.Option([f"--{name}", f"subject_{name}"], default=None, help=help_text)
+        for name, help_text in SUBJECT_HELP.items()
+        if name not in own
+    ]
+
+
+def subject_values(spec: MethodSpec, values: dict) -> None:
+    """Fold the subject flags into the training / method values (in place); explicit own flags win."""
+    images = values.pop("subject_images", None)
+    if images is not None:
+        if values.get("data") is not None:
+            raise ConfigError("give the training images once: --images or --data, not both.")
+        values["data"] = images
+    words = {"token": values.pop("subject_token", None), "class": values.pop("subject_class", None)}
+    if "token" in values and words["token"] is None:  # the method's own --token flag (TI)
+        words["token"] = values["token"]
+    for name, word in words.items():
+        field_name = spec.subject_fields.get(name)
+        if word is not None and field_name and values.get(field_name) is None:
+            values[field_name] = word
+    given_words = [w for w in (words["token"], words["class"]) if w]
+    if given_words and values.get("default_caption") is None:
+        values["default_caption"] = " ".join(["a", *given_words])
+
+
 def make_train_command(spec: MethodSpec, name: str | None = None, hidden: bool = False) -> click.Command:
     from tailor.core.training import TrainConfig
 
     def callback(**values):
         from tailor.core.training import train
 
+        subject_values(spec, values)
         file_values = load_yaml(values.pop("config")) if values.get("config") else {}
         ft, fm = split_config(file_values, TrainConfig, spec.config, str(values.get("config", "")))
         train_cfg = TrainConfig.from_dict({**ft, **given(values, TrainConfig)}, source="training options")
@@ -51,6 +93,7 @@ def make_train_command(spec: MethodSpec, name: str | None = None, hidden: bool =
     params.append(
         click.Option(["--config"], type=click.Path(), default=None, help="YAML file of options (flags override it).")
     )
+    params += subject_options(spec)
     doc = f"Train {spec.name}: {spec.summary}." + (f" Paper: {spec.paper}." if spec.paper else "")
     return click.Command(
         name or spec.name, callback=callback, params=params, help=doc, short_help=spec.summary, hidden=hidden

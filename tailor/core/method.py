@@ -56,6 +56,9 @@ class MethodSpec:
     test_options: dict[str, Any] = field(default_factory=dict)
     #: components -> attachment inputs a sampling run needs (e.g. a control image); None if none
     example_inputs: Callable[[Any], dict[str, Any]] | None = None
+    #: config fields that ``tailor train --token/--class`` set ({"token": "identifier", "class": "class_word"});
+    #: a word with no field here goes into the fallback caption ``a {token} {class}`` instead
+    subject_fields: dict[str, str] = field(default_factory=dict)
 
 
 class Method:

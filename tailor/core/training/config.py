@@ -37,6 +37,7 @@ class TrainConfig(Config):
         "of images with captions in same-stem .txt files or a metadata.jsonl (file_name, text)",
     )
     caption: str | None = option(None, "one caption for every image (overrides the data's captions)")
+    default_caption: str | None = option(None, "caption of folder images that have no .txt / metadata.jsonl caption")
     resolution: int | None = option(None, "training image size in pixels (default: the base's default size)")
     steps: int = option(500, "number of optimizer steps")
     batch_size: int = option(4, "images per micro-step and process")

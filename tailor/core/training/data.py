@@ -43,8 +43,9 @@ def center_crop_resize(img: Image.Image, size: int) -> Image.Image:
     return img.crop((left, top, left + size, top + size))
 
 
-def read_captions(folder: Path, files: list[Path], fixed: str | None) -> list[str]:
-    """One caption per image: ``fixed``, else ``metadata.jsonl``, else the same-stem ``.txt`` file."""
+def read_captions(folder: Path, files: list[Path], fixed: str | None, fallback: str | None = None) -> list[str]:
+    """One caption per image: ``fixed``, else ``metadata.jsonl``, else the same-stem ``.txt`` file (kohya-style),
+    else ``fallback``."""
     if fixed is not None:
         return [fixed] * len(files)
     meta: dict[str, str] = {}
@@ -64,6 +65,8 @@ def read_captions(folder: Path, files: list[Path], fixed: str | None) -> list[st
             captions.append(meta[f.name])
         elif f.with_suffix(".txt").is_file():
             captions.append(f.with_suffix(".txt").read_text(encoding="utf-8").strip())
+        elif fallback is not None:
+            captions.append(fallback)
         else:
             raise InputError(
                 f"image {f} has no caption: add {f.with_suffix('.txt').name}, a metadata.jsonl, "
@@ -84,10 +87,10 @@ def check_header(path: Path) -> None:
 class FolderDataset(Dataset):
     """Images of a folder (centre-cropped to ``size``) with their captions."""
 
-    def __init__(self, folder: str | Path, size: int, caption: str | None = None):
+    def __init__(self, folder: str | Path, size: int, caption: str | None = None, default_caption: str | None = None):
         self.folder = Path(folder)
         self.files = list_images(self.folder)
-        self.captions = read_captions(self.folder, self.files, caption)
+        self.captions = read_captions(self.folder, self.files, caption, default_caption)
         for f in self.files:
             check_header(f)
         self.size = size
@@ -172,7 +175,12 @@ def world_datasets(source: str, size: int, seed: int, holdout: bool) -> tuple[Da
 
 # --------------------------------------------------------------------- entry point
 def build_datasets(
-    data: str, size: int, seed: int, caption: str | None = None, val_fraction: float = 0.0
+    data: str,
+    size: int,
+    seed: int,
+    caption: str | None = None,
+    val_fraction: float = 0.0,
+    default_caption: str | None = None,
 ) -> tuple[Dataset, Dataset | None]:
     """(training set, held-out set or None) for a ``TrainConfig.data`` source."""
     source = str(data)
@@ -187,7 +195,7 @@ def build_datasets(
         raise InputError(
             f"training data {source!r} is neither 'world[:kind]' nor an existing image folder; check the path."
         )
-    full = FolderDataset(folder, size, caption)
+    full = FolderDataset(folder, size, caption, default_caption)
     if val_fraction <= 0:
         return full, None
     n = len(full)

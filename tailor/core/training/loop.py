@@ -81,7 +81,9 @@ def train(method: Method, config: TrainConfig, components: Components | None = N
         _gradient_checkpointing(components, method, True)
 
     # ---- data: every micro-step's samples are known in advance
-    train_set, val_set = build_datasets(config.data, res, config.seed, config.caption, config.val_fraction)
+    train_set, val_set = build_datasets(
+        config.data, res, config.seed, config.caption, config.val_fraction, config.default_caption
+    )
     prompts = list(config.val_prompts) or (default_prompts(train_set) if config.val_every and main else [])
     if callable(getattr(method, "wrap_dataset", None)):
         train_set = method.wrap_dataset(train_set, config)

@@ -14,6 +14,7 @@ SPEC = MethodSpec(
     summary="subject-driven fine-tuning: 'a [V] [class]' + prior-preservation loss; full UNet or LoRA",
     paper="Ruiz et al. 2022 (DreamBooth)",
     builds_on=("finetune", "lora"),
+    subject_fields={"token": "identifier", "class": "class_word"},
     test_options={
         "num_class_images": 2,
         "class_steps": 1,

@@ -10,6 +10,7 @@ SPEC = MethodSpec(
     config=TextualInversionConfig,
     summary="learn a new placeholder token S* (one or several embedding vectors) for a subject or style",
     paper="Gal et al. 2022 (An Image is Worth One Word)",
+    subject_fields={"token": "token", "class": "init_word"},
     # the conformance prompt "a photo of a red star" must use the token for a training step to show
     test_options={"token": "star", "init_word": "shape"},
 )
