@@ -58,6 +58,9 @@ def test_subject_flags_are_the_same_on_every_method(images, tmp_path, method, ex
     config = json.loads(read_metadata(artifact)["config"])
     for name, want in fields.items():
         assert config[name] == want
+    if method in ("lora", "dreambooth"):  # the training --out folder itself goes to --lora (DreamBooth-LoRA too)
+        gen = ["generate", "--base", "tiny", "--lora", f"{out}:0.8", "-p", "a sks star", "-n", "1", "--steps", "1"]
+        assert main([*gen, "--out", str(tmp_path / "gen")]) == 0
 
 
 def test_images_and_data_together_is_an_error(images, tmp_path, capsys):

@@ -42,6 +42,9 @@ def load_kind(path: str | Path, kind: str):
     from tailor.core.artifacts import load
 
     method = load(path)
+    own_file = Path(path) / f"{kind}.safetensors"
+    if method.name != kind and own_file.is_file():  # e.g. DreamBooth-LoRA's out folder also holds lora.safetensors
+        method = load(own_file)
     if method.name != kind:
         hint = f"pass it with {FLAGS[method.name]}" if method.name in FLAGS else "pass it with --apply"
         raise IncompatibleError(f"{path} is a {method.name} file, not a {kind} file; {hint}.")
