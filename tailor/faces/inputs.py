@@ -90,3 +90,52 @@ class FaceDataset(Dataset):
         if self.keypoints:
             item["face_keypoints"] = torch.as_tensor(item["keypoints"], dtype=torch.float32)
         return item
+
+
+def clip_pixels(images: list[Any], processor) -> torch.Tensor:
+    """Reference images (paths, PIL images, uint8 HxWx3 arrays, 3xHxW tensors in [-1, 1]) -> CLIP pixel values."""
+    from PIL import Image
+
+    from tailor.core.images import load_image
+
+    pil = []
+    for item in images:
+        if isinstance(item, (str, Path)):
+            pil.append(load_image(item))
+        elif isinstance(item, Image.Image):
+            pil.append(item.convert("RGB"))
+        elif isinstance(item, torch.Tensor) and item.ndim == 3 and item.shape[0] == 3:
+            arr = ((item.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+            pil.append(Image.fromarray(arr))
+        elif isinstance(item, np.ndarray) and item.ndim == 3:
+            pil.append(Image.fromarray(item.astype(np.uint8)).convert("RGB"))
+        else:
+            raise InputError(
+                f"a reference image must be an image file, a PIL image, an HxWx3 array or a 3xHxW tensor; got "
+                f"{type(item).__name__}."
+            )
+    return processor(pil, return_tensors="pt").pixel_values
+
+
+class SameIdentityDataset(Dataset):
+    """Adds ``id_pixel_values`` to world-face items: another render (other pose, light, background) of the same
+    identity and class, as PhotoMaker trains on several images of one person; other items pass through."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item = dict(self.dataset[i])
+        attrs = item.get("attrs") or {}
+        if isinstance(attrs, dict) and attrs.get("kind") == "face" and "identity" in attrs:
+            import tailor.world as world
+            from tailor.world.vocab import derive_seed
+
+            size = int(item["pixel_values"].shape[-1])
+            other = world.render_face(derive_seed(int(attrs.get("seed", i)), 1), identity=int(attrs["identity"]),
+                                      cls=attrs.get("cls"), size=size)  # fmt: skip
+            item["id_pixel_values"] = torch.from_numpy(other.image).permute(2, 0, 1).float() / 127.5 - 1
+        return item
