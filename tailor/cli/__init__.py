@@ -20,6 +20,7 @@ err = Console(stderr=True)
 def build() -> click.Group:
     """The full click group: typer commands plus the generated ``train`` group."""
     from tailor.cli.eval import eval_app
+    from tailor.cli.faces import faces_app
     from tailor.cli.generate import generate
     from tailor.cli.train import train_group
     from tailor.world.cli import world_app
@@ -41,6 +42,7 @@ def build() -> click.Group:
 
     app.command("generate", context_settings={"help_option_names": ["-h", "--help"]})(generate)
     app.add_typer(world_app, name="world", help="The procedural world: render images, subjects, faces, scenes.")
+    app.add_typer(faces_app, name="faces", help="Face analysis: boxes, 5 keypoints, identity embeddings.")
     app.add_typer(eval_app, name="eval", help="Scores: every command takes --json and then prints one JSON object.")
     group = typer.main.get_command(app)
     group.add_command(train_group(), "train")
