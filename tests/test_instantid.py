@@ -149,3 +149,25 @@ def test_bad_inputs(tmp_path):
     img, kps = face()
     with pytest.raises(InputError, match="keypoints_size"):
         run(tailor.tiny_components(), method(comps), face=img, keypoints=kps)
+
+
+def test_official_bin_folder_loads(tmp_path):
+    """The release's form: a pickled ``ip-adapter.bin`` dict (read with weights_only) beside ``ControlNetModel/``."""
+    comps = tailor.tiny_components()
+    m = method(comps)
+    img, _ = face()
+    want = run(comps, m, face=img)
+    m.patch(comps)
+    m.save(tmp_path / "tailor")
+    m.unpatch()
+    state = m.state_dict()
+    official = tmp_path / "release"
+    (tmp_path / "tailor" / "ControlNetModel").rename(
+        official / "ControlNetModel"
+    ) if official.mkdir() is None else None
+    nested = {part: {k[len(part) + 1 :]: v for k, v in state.items() if k.startswith(part + ".")}
+              for part in ("image_proj", "ip_adapter")}  # fmt: skip
+    torch.save(nested, official / "ip-adapter.bin")
+    again = InstantIDMethod.from_file(official)
+    assert again.config.embed_dim == m.embed_width and again.config.num_tokens == 4
+    assert np.abs(run(tailor.tiny_components(), again, face=img) - want).max() == 0
