@@ -81,7 +81,7 @@ def test_identitynet_is_a_controlnet_on_the_id_tokens():
     latents = torch.randn(2, 4, 32 // f, 32 // f, generator=torch.Generator().manual_seed(0))
     state = StepState(latents, torch.tensor(500), cond, step=0, num_steps=10, inputs=inputs)
     got = m.step_kwargs(state)
-    kp_img = keypoint_condition(m._face[3] * (32 / 64), (32, 32))
+    kp_img = keypoint_condition(m._face[2] * (32 / 64), (32, 32))
     with torch.no_grad():
         down, mid = m.identitynet.controlnet(latents, torch.tensor(500), encoder_hidden_states=m.branch.tokens,
                                             controlnet_cond=kp_img.repeat(2, 1, 1, 1), return_dict=False)  # fmt: skip
@@ -90,7 +90,7 @@ def test_identitynet_is_a_controlnet_on_the_id_tokens():
     assert torch.allclose(got.mid_block_additional_residual, 0.6 * mid, atol=1e-6)
     assert m.branch.tokens.shape == (2, 4, comps.cross_attention_dim)
     # detected keypoints land near the renderer's exact ones (world keypoint detector, 64 px image)
-    assert np.abs(m._face[3] - kps).max() < 6
+    assert np.abs(m._face[2] - kps).max() < 6
     m.unpatch()
 
 
@@ -186,3 +186,17 @@ def test_real_photo_path_with_dlib_embeddings():
     assert np.isfinite(out).all() and m.embed_width == 128
     with pytest.raises(IncompatibleError, match="width 128 .* width 64"):
         run(comps, method(comps, face_backend="dlib"), face=photo)
+
+
+def test_tokens_follow_the_weights_within_one_attachment():
+    """The face analysis is cached per attachment; the ID tokens are recomputed from the current weights."""
+    comps = tailor.tiny_components()
+    m = method(comps)
+    img, _ = face()
+    pipe = Pipeline(comps).attach(m, face=img)
+    first = pipe.generate(PROMPT, **KW).array
+    assert np.abs(pipe.generate(PROMPT, **KW).array - first).max() == 0
+    with torch.no_grad():
+        m.proj.proj_out.weight.mul_(1.5)
+    assert np.abs(pipe.generate(PROMPT, **KW).array - first).max() > 1e-4
+    pipe.detach()

@@ -25,6 +25,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -52,7 +53,7 @@ class InstantIDMethod(Method):
         self.branch: ImageBranch | None = None
         self.identitynet = get_spec("controlnet").method(condition="keypoints", conditioning_scale=1.0)
         self.embed_width = 0
-        self._face: tuple | None = None  # (inputs id, tokens (1, T, D), uncond tokens, keypoints, size)
+        self._face: tuple | None = None  # (attachment inputs, embedding (1, D), keypoints, size)
         self._condition: tuple | None = None  # (key, keypoint image at the output size)
         self._fallback: tuple | None = None  # a training item's (embedding, keypoints, size) for sample grids
 
@@ -95,34 +96,37 @@ class InstantIDMethod(Method):
             emb = check_width(inputs["face_embedding"], self.embed_width, "the training batch")
             self.branch.tokens = self._tokens(emb)
             return cond
-        face = self._reference(inputs)
-        _, tok, utok, _, _ = face
+        _, tok, utok, _, _ = self._reference(inputs)
         b = cond.batch_size
         rows = [utok.expand(b, -1, -1), tok.expand(b, -1, -1)] if cond.cfg else [tok.expand(b, -1, -1)]
         self.branch.tokens = torch.cat(rows)
         return cond
 
     def _reference(self, inputs: dict[str, Any]) -> tuple:
-        key = id(inputs)
-        if self._face is not None and self._face[0] == key:
-            return self._face
-        source = inputs.get("face", inputs.get("face_embedding"))
-        if source is None and self._fallback is not None:
-            emb, kps, size = self._fallback
-        elif source is None:
-            raise InputError("instantid needs a reference face; attach it with face=IMG (tailor generate --face IMG).")
+        """(inputs, tokens, uncond tokens, keypoints, size); the face analysis is cached per attachment inputs (held,
+        so the cache never matches a new dict at a recycled address), the tokens follow the current weights."""
+        if self._face is not None and self._face[0] is inputs:
+            _, emb, kps, size = self._face
         else:
-            c = self.config
-            emb, kps, size = reference_faces(source, c.face_backend, c.face_embedder, self.embed_width)
-            emb = emb.mean(0, keepdim=True)  # several references: the mean embedding (the paper)
-        if inputs.get("keypoints") is not None:
-            kps, size = inputs["keypoints"], inputs.get("keypoints_size")
-            if size is None:
-                raise InputError("keypoints need keypoints_size=(width, height) of the image they were found on.")
+            source = inputs.get("face", inputs.get("face_embedding"))
+            if source is None and self._fallback is not None:
+                emb, kps, size = self._fallback
+            elif source is None:
+                raise InputError(
+                    "instantid needs a reference face; attach it with face=IMG (tailor generate --face IMG)."
+                )
+            else:
+                c = self.config
+                emb, kps, size = reference_faces(source, c.face_backend, c.face_embedder, self.embed_width)
+                emb = emb.mean(0, keepdim=True)  # several references: the mean embedding (the paper)
+            if inputs.get("keypoints") is not None:
+                kps, size = inputs["keypoints"], inputs.get("keypoints_size")
+                if size is None:
+                    raise InputError("keypoints need keypoints_size=(width, height) of the image they were found on.")
+            self._face = (inputs, emb, kps, size)
         with torch.no_grad():
             tok, utok = self._tokens(emb), self._tokens(torch.zeros_like(emb))
-        self._face = (key, tok, utok, kps, size)
-        return self._face
+        return inputs, tok, utok, kps, size
 
     # ------------------------------------------------------------------ the step
     def step_kwargs(self, state: StepState) -> StepExtras | None:
@@ -138,10 +142,10 @@ class InstantIDMethod(Method):
                 or (state.step + 1) / state.num_steps > c.controlnet_end
             ):
                 return None
-            _, _, _, kps, size = self._face
+            _, _, kps, size = self._face
             if kps is None:
                 return None  # embeddings without keypoints: the ID adapter alone
-            key = (id(self._face), h, w)
+            key = (np.asarray(kps, np.float32).tobytes(), tuple(size), h, w)
             if self._condition is None or self._condition[0] != key:
                 pts = torch.as_tensor(kps, dtype=torch.float32) * torch.tensor([w / size[0], h / size[1]])
                 self._condition = (key, keypoint_condition(pts.numpy(), (w, h)).to(state.latents.device))

@@ -47,7 +47,7 @@ class PuLIDMethod(Method):
         self.branch: ImageBranch | None = None
         self.embed_width = 0
         self.recorder: Recorder | None = None
-        self._face: tuple | None = None  # (inputs id, tokens, uncond tokens)
+        self._face: tuple | None = None  # (attachment inputs, mean face embedding (1, D))
         self._reference: torch.Tensor | None = None  # the training batch's face embeddings
         self._fallback: torch.Tensor | None = None
         self._seed = 0
@@ -100,7 +100,7 @@ class PuLIDMethod(Method):
                     self.recorder = Recorder(self.components.unet, self.branch.layer_names)
                 self.recorder.start()
             return cond
-        if self._face is None or self._face[0] != id(inputs):
+        if self._face is None or self._face[0] is not inputs:  # the face analysis, cached per attachment inputs
             source = inputs.get("face", inputs.get("face_embedding"))
             if source is None and self._fallback is None:
                 raise InputError("pulid needs a reference face; attach it with face=IMG (tailor generate --face IMG).")
@@ -109,10 +109,10 @@ class PuLIDMethod(Method):
             else:
                 c = self.config
                 emb = reference_faces(source, c.face_backend, self._embedder_name(), self.embed_width)[0]
-            emb = emb.mean(0, keepdim=True)
-            with torch.no_grad():
-                self._face = (id(inputs), self._tokens(emb), self._tokens(torch.zeros_like(emb)))
-        _, tok, utok = self._face
+            self._face = (inputs, emb.mean(0, keepdim=True))
+        emb = self._face[1]
+        with torch.no_grad():  # the tokens follow the current weights
+            tok, utok = self._tokens(emb), self._tokens(torch.zeros_like(emb))
         b = cond.batch_size
         rows = [utok.expand(b, -1, -1), tok.expand(b, -1, -1)] if cond.cfg else [tok.expand(b, -1, -1)]
         self.branch.tokens = torch.cat(rows)
