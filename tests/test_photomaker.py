@@ -129,3 +129,39 @@ def test_bad_inputs():
         Pipeline(tailor.tiny_components()).attach(PhotoMakerMethod(**OPTS), id_images=refs(1)).generate(
             "a photo of a man", **kw
         )
+
+
+def test_sdxl_layout_switches_states_and_pooled_embeds_at_the_merge_step():
+    comps = tailor.tiny_components(sdxl=True)
+    # the tiny config's eos id (515) is not the tokenizer's, so its pooled output would be the BOS state for every
+    # prompt; pool at the real EOS so the text-only and ID prompts differ
+    comps.text_encoder_2.text_model.eos_token_id = comps.tokenizer_2.eos_token_id
+    m = PhotoMakerMethod(merge_start=0.5, **OPTS)
+    pipe = Pipeline(comps).attach(m, id_images=refs(2))
+    seen = []
+    handle = comps.unet.register_forward_pre_hook(
+        lambda mod, args, kw: seen.append((kw["encoder_hidden_states"], kw["added_cond_kwargs"]["text_embeds"])),
+        with_kwargs=True,
+    )
+    pipe.generate("a photo of a man img", n=1, seed=0, steps=4, guidance=3.0)
+    handle.remove()
+    pipe.detach()
+    rows = []
+    for tok, te in ((comps.tokenizer, comps.text_encoder), (comps.tokenizer_2, comps.text_encoder_2)):
+        ids, pos, plain = id_prompt(tok, "a photo of a man img", "img", 2)
+        with torch.no_grad():
+            rows.append(te(torch.tensor([ids, plain]), output_hidden_states=True))
+    states = torch.cat([r.hidden_states[-2] for r in rows], dim=-1)  # (2, L, 24 + 40)
+    pooled = rows[1][0]
+    assert m.id_encoder.layer_norm.normalized_shape == (states.shape[-1],)
+    keep = [i for i in range(states.shape[1]) if i not in pos]
+    for step, (ctx, text_embeds) in enumerate(seen):
+        if step < 2:
+            assert torch.allclose(ctx[1], states[1], atol=1e-6) and torch.allclose(
+                text_embeds[1], pooled[1], atol=1e-6
+            )
+        else:
+            assert torch.allclose(ctx[1][keep], states[0][keep], atol=1e-6)
+            assert (ctx[1][pos] - states[0][pos]).abs().amax() > 1e-2
+            assert torch.allclose(text_embeds[1], pooled[0], atol=1e-6)
+    assert (pooled[0] - pooled[1]).abs().amax() > 1e-4  # the switch is visible in the pooled embedding too

@@ -11,7 +11,7 @@ the ID encoder's projection + fuse MLPs and the LoRA; the CLIP image encoder and
 
 Files: ``photomaker.safetensors`` with the release's two parts as key prefixes, ``id_encoder.*`` (projection + fuse;
 the vision tower is the named ``image_encoder``) and ``lora_weights.*`` (canonical ``unet.<path>.lora_A/B`` keys).
-SD-layout bases only for now (SDXL's two text encoders are not wired).
+SD and SDXL layouts (SDXL: both encoders' penultimate states concatenated, the pooled embedding of the ID prompt).
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ class PhotoMakerMethod(Method):
         self.lora: LoRA | None = None
         self.encoder = self.processor = None
         self._text_only: torch.Tensor | None = None  # the UNet batch's text-only embeddings (start-merge steps)
+        self._added_text_only: dict | None = None  # SDXL: their added_cond_kwargs (pooled text-only embedding)
         self._fallback: Any = None  # a training item's ID image, for the trainer's sample grids
 
     def modules(self) -> list[nn.Module]:
@@ -59,11 +60,11 @@ class PhotoMakerMethod(Method):
 
     # ------------------------------------------------------------------ attach / detach
     def build(self, components) -> None:
-        if components.is_sdxl:
-            raise ConfigError("photomaker supports SD-layout bases here (SDXL's two text encoders are not wired yet).")
         c = self.config
         self.encoder, self.processor = load_image_encoder(c.image_encoder, components.device)
         dim = int(components.text_encoder.config.hidden_size)
+        if components.is_sdxl:  # the fused embedding lives in the concatenation of both encoders' states
+            dim += int(components.text_encoder_2.config.hidden_size)
         self.id_encoder = IDEncoder(int(self.encoder.config.projection_dim), dim).eval()
         specs = {k: (c.rank, c.lora_alpha) for k in find_targets(components, ["attention"])}
         self.lora = LoRA(f"tailor_photomaker_{next(_ids)}", specs)
@@ -97,7 +98,6 @@ class PhotoMakerMethod(Method):
 
     # ------------------------------------------------------------------ encode
     def encode(self, cond, inputs: dict[str, Any]):
-        te, tok = self.components.text_encoder, self.components.tokenizer
         training = "pixel_values" in inputs
         if training:
             prompts, embeds, counts = self._training_prompts(cond, inputs)
@@ -110,33 +110,65 @@ class PhotoMakerMethod(Method):
             emb = self._embed(images)
             prompts = [self._with_class_word(p, inputs.get("class_word")) for p in cond.prompts]
             embeds, counts = [emb] * len(prompts), [len(images)] * len(prompts)
-        hidden, text_only = [], []
+        hidden, text_only, pooled, pooled_text = [], [], [], []
         device = cond.encoder_hidden_states.device
         for prompt, emb, n in zip(prompts, embeds, counts):
             if emb is None:  # training item without a class word: its caption as is
-                with torch.no_grad():
-                    ids = tok(prompt, padding="max_length", max_length=tok.model_max_length, truncation=True).input_ids
-                    h = te(torch.tensor([ids], device=device))[0][0]
-                hidden.append(h)
-                text_only.append(h)
+                h, p, _ = self._text_rows(prompt, None, device)
+                hidden.append(h[0])
+                text_only.append(h[0])
+                pooled.append(p)
+                pooled_text.append(p)
                 continue
-            ids, pos, plain = id_prompt(tok, prompt, self.config.trigger_word, n)
-            with torch.no_grad():
-                h, t = te(torch.tensor([ids, plain], device=device))[0]
+            (h, t), (p, pt), pos = self._text_rows(prompt, n, device)
             fused = self.id_encoder(emb.to(h), h[pos])
             mask = torch.zeros(h.shape[0], 1, dtype=torch.bool, device=device)
             mask[pos] = True
             full = torch.zeros_like(h).index_copy(0, torch.tensor(pos, device=device), fused.to(h.dtype))
             hidden.append(torch.where(mask, full, h))
             text_only.append(t)
+            pooled.append(p)
+            pooled_text.append(pt)
         h = torch.stack(hidden).to(cond.encoder_hidden_states.dtype)
         t = torch.stack(text_only).to(h.dtype)
+        b = cond.batch_size
         if cond.cfg:
-            uncond = cond.encoder_hidden_states[: cond.batch_size]
+            uncond = cond.encoder_hidden_states[:b]
             h, t = torch.cat([uncond, h]), torch.cat([uncond, t])
-        self._text_only = t
+        self._text_only, self._added_text_only = t, None
         cond.encoder_hidden_states = h
+        if self.components.is_sdxl:  # SDXL: the pooled embedding of the ID prompt (text-only before the merge step)
+            added = cond.added_cond_kwargs
+            te_ = added["text_embeds"]
+            p, pt = torch.stack(pooled).to(te_), torch.stack(pooled_text).to(te_)
+            if cond.cfg:
+                p, pt = torch.cat([te_[:b], p]), torch.cat([te_[:b], pt])
+            cond.added_cond_kwargs = {**added, "text_embeds": p}
+            self._added_text_only = {**added, "text_embeds": pt}
         return cond
+
+    def _text_rows(self, prompt: str, n: int | None, device):
+        """Run the (frozen) text encoder(s) on the ID prompt and its text-only twin; SDXL concatenates both
+        encoders' penultimate states and takes the second's pooled output. ``n`` None: the prompt as it is."""
+        c = self.components
+        parts = [(c.tokenizer, c.text_encoder)] + ([(c.tokenizer_2, c.text_encoder_2)] if c.is_sdxl else [])
+        states, pooled, pos = [], None, None
+        for tok, te in parts:
+            if n is None:
+                rows = [tok(prompt, padding="max_length", max_length=tok.model_max_length, truncation=True).input_ids]
+            else:
+                ids, p, plain = id_prompt(tok, prompt, self.config.trigger_word, n)
+                if pos is not None and p != pos:
+                    raise ConfigError("the two SDXL tokenizers split the prompt differently; reword the class word.")
+                pos, rows = p, [ids, plain]
+            with torch.no_grad():
+                out = te(torch.tensor(rows, device=device), output_hidden_states=c.is_sdxl)
+            states.append(out.hidden_states[-2] if c.is_sdxl else out[0])
+            pooled = out[0] if c.is_sdxl else None
+        h = torch.cat(states, dim=-1)
+        if n is None:
+            return h, None if pooled is None else pooled[0], None
+        return (h[0], h[1]), (None, None) if pooled is None else (pooled[0], pooled[1]), pos
 
     def _with_class_word(self, prompt: str, class_word: str | None) -> str:
         """A prompt without the trigger word gets it after ``class_word`` (the attachment's), when given."""
@@ -166,7 +198,7 @@ class PhotoMakerMethod(Method):
     def step_kwargs(self, state: StepState) -> StepExtras | None:
         if state.training or self._text_only is None or state.fraction >= self.config.merge_start:
             return None
-        return StepExtras(encoder_hidden_states=self._text_only)
+        return StepExtras(encoder_hidden_states=self._text_only, added_cond_kwargs=self._added_text_only)
 
     # ------------------------------------------------------------------ training
     def wrap_dataset(self, dataset, config):
