@@ -46,8 +46,9 @@ def run(comps, m, weight=1.0, **inputs):
     return out
 
 
-def test_id_adapter_matches_diffusers_ip_adapter_plus(tmp_path):
-    comps = tailor.tiny_components()
+@pytest.mark.parametrize("sdxl", [False, True])
+def test_id_adapter_matches_diffusers_ip_adapter_plus(sdxl, tmp_path):
+    comps = tailor.tiny_components(sdxl=sdxl)
     m = method(comps, controlnet_scale=0.0, ip_scale=1.0)
     emb = torch.randn(1, m.embed_width, generator=torch.Generator().manual_seed(1))
     mine = run(comps, m, weight=0.7, face=emb)
