@@ -21,6 +21,7 @@ def build() -> click.Group:
     """The full click group: typer commands plus the generated ``train`` group."""
     from tailor.cli.convert import convert_app, lora_app
     from tailor.cli.eval import eval_app
+    from tailor.cli.faces import faces_app
     from tailor.cli.generate import generate
     from tailor.cli.train import train_group
     from tailor.world.cli import world_app
@@ -42,6 +43,7 @@ def build() -> click.Group:
 
     app.command("generate", context_settings={"help_option_names": ["-h", "--help"]})(generate)
     app.add_typer(world_app, name="world", help="The procedural world: render images, subjects, faces, scenes.")
+    app.add_typer(faces_app, name="faces", help="Face analysis: boxes, 5 keypoints, identity embeddings.")
     app.add_typer(eval_app, name="eval", help="Scores: every command takes --json and then prints one JSON object.")
     app.add_typer(convert_app, name="convert", help="Write community files: LoRA kohya <-> diffusers, embeddings.")
     app.add_typer(lora_app, name="lora", help="LoRA files: merge several into one, fuse into the base.")

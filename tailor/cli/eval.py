@@ -105,3 +105,19 @@ def prompt(
 
     files, imgs = read_images(images)
     _emit(prompt_scores(imgs, prompts_for(images, files, prompts)), as_json)
+
+
+@eval_app.command("identity")
+def identity(
+    images: Annotated[Path, typer.Option(help="Folder of generated images.")],
+    reference: Annotated[Path, typer.Option(help="Reference face image, or a folder of them.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """FaceSim by the world face oracle: mean cosine to the reference face(s), share judged the same identity."""
+    from tailor.core.images import load_image
+    from tailor.eval.identity import identity_scores
+    from tailor.eval.world import read_images
+
+    _, imgs = read_images(images)
+    refs = read_images(reference)[1] if reference.is_dir() else [load_image(reference)]
+    _emit(identity_scores(imgs, refs), as_json)

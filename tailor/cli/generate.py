@@ -85,6 +85,17 @@ def generate(
     control_map: Annotated[bool, typer.Option("--control-map", help="--control images are ready condition maps.")] = (
         False
     ),
+    instantid: Annotated[
+        list[str], typer.Option("--instantid", help="InstantID PATH[=FACE][:scale] (faces from --face otherwise).")
+    ] = None,
+    photomaker: Annotated[
+        list[str], typer.Option("--photomaker", help="PhotoMaker PATH[=DIR][:scale] (images from --id-images).")
+    ] = None,
+    pulid: Annotated[list[str], typer.Option("--pulid", help="PuLID PATH[=FACE][:scale] (faces from --face).")] = None,
+    face: Annotated[list[str], typer.Option("--face", help="Reference face image for --instantid / --pulid.")] = None,
+    id_images: Annotated[
+        list[str], typer.Option("--id-images", help="Reference images (a folder or files) for --photomaker.")
+    ] = None,
     lora_dir: Annotated[Path, typer.Option(help="Folder of LoRAs for <lora:name:weight> prompt tags.")] = None,
     embedding_dir: Annotated[
         Path, typer.Option(help="Folder of embeddings; a prompt word equal to a file name loads that file.")
@@ -113,6 +124,9 @@ def generate(
     from tailor.cli.control import attach_controls
 
     attach_controls(pipe, control, control_map, width, height)
+    from tailor.cli.identity import attach_identity
+
+    attach_identity(pipe, instantid, photomaker, pulid, face, id_images)
     texts = apply_prompt_tags(pipe, texts, lora_dir)
     apply_embeddings(pipe, texts, embedding_dir)
     result = pipe.generate(

@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from tailor.errors import ConfigError
+
 
 @dataclass
 class Conditioning:
@@ -65,6 +67,11 @@ class StepExtras:
     mid_block_additional_residual: torch.Tensor | None = None  # ControlNet
     down_intrablock_additional_residuals: list[torch.Tensor] | None = None  # T2I-Adapter
     cross_attention_kwargs: dict[str, Any] = field(default_factory=dict)
+    #: replaces the prompt embeddings for this UNet call only (PhotoMaker's text-only steps before its merge step);
+    #: the whole UNet batch, same shape as ``cond.encoder_hidden_states``; not scaled by the weight
+    encoder_hidden_states: torch.Tensor | None = None
+    #: with it, SDXL's ``added_cond_kwargs`` (pooled text embeds, time ids) for this UNet call only
+    added_cond_kwargs: dict[str, torch.Tensor] | None = None
 
     def scaled(self, weight: float) -> StepExtras:
         """The residuals multiplied by ``weight`` (attention kwargs are the method's own business)."""
@@ -80,6 +87,8 @@ class StepExtras:
             None if mid is None else mid * weight,
             mul(self.down_intrablock_additional_residuals),
             dict(self.cross_attention_kwargs),
+            self.encoder_hidden_states,
+            self.added_cond_kwargs,
         )
 
 
@@ -95,9 +104,16 @@ def merge_extras(parts: list[StepExtras]) -> dict[str, Any]:
             raise ValueError(f"cannot sum residual lists of lengths {len(a)} and {len(b)}")
         return [x + y for x, y in zip(a, b)]
 
-    down = mid = intra = None
+    down = mid = intra = hidden = added = None
     attn: dict[str, Any] = {}
     for p in parts:
+        if p.encoder_hidden_states is not None:
+            if hidden is not None:
+                raise ConfigError(
+                    "two attached methods replace the prompt embeddings of the same step (e.g. two PhotoMakers); "
+                    "attach only one of them."
+                )
+            hidden, added = p.encoder_hidden_states, p.added_cond_kwargs
         down = add(down, p.down_block_additional_residuals)
         intra = add(intra, p.down_intrablock_additional_residuals)
         if p.mid_block_additional_residual is not None:
@@ -113,4 +129,8 @@ def merge_extras(parts: list[StepExtras]) -> dict[str, Any]:
         kwargs["down_intrablock_additional_residuals"] = list(intra)
     if attn:
         kwargs["cross_attention_kwargs"] = attn
+    if hidden is not None:
+        kwargs["encoder_hidden_states"] = hidden
+        if added is not None:
+            kwargs["added_cond_kwargs"] = added
     return kwargs

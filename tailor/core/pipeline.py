@@ -70,11 +70,16 @@ def unet_kwargs(attachments: list[Attachment], state: StepState) -> dict[str, An
 
 
 def call_unet(unet, latents: torch.Tensor, t, cond: Conditioning, extra: dict[str, Any]) -> torch.Tensor:
+    """One UNet call; a method's per-step ``encoder_hidden_states`` / ``added_cond_kwargs`` (in ``extra``) replace
+    the prompt's."""
+    extra = dict(extra)
+    hidden = extra.pop("encoder_hidden_states", cond.encoder_hidden_states)
+    added = extra.pop("added_cond_kwargs", cond.added_cond_kwargs)
     return unet(
         latents,
         t,
-        encoder_hidden_states=cond.encoder_hidden_states,
-        added_cond_kwargs=cond.added_cond_kwargs,
+        encoder_hidden_states=hidden,
+        added_cond_kwargs=added,
         return_dict=False,
         **extra,
     )[0]

@@ -22,6 +22,9 @@ FLAGS = {
     "textual_inversion": "--embedding",
     "hypernetwork": "--hypernetwork",
     "ip_adapter": "--ip-adapter",
+    "instantid": "--instantid",
+    "photomaker": "--photomaker",
+    "pulid": "--pulid",
 }
 WEIGHT_FILES = (".safetensors", ".pt", ".bin", ".ckpt")
 

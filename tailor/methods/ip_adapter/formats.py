@@ -13,63 +13,13 @@ original ones (plain: ``proj.*``, ``norm.*``; Plus: ``latents``, ``proj_in``, ``
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import torch
 
 from tailor.core.io import PICKLE_SUFFIXES, safe_torch_load
+from tailor.core.resampler import PLUS_ATTN, proj_from_official, proj_to_official  # noqa: F401 - moved to core
 from tailor.errors import FormatError
-
-PLUS_ATTN = {"ln0": "0.norm1", "ln1": "0.norm2", "attn.to_q": "0.to_q", "attn.to_out.0": "0.to_out",
-             "ff.0": "1.0", "ff.1.net.0.proj": "1.1", "ff.1.net.2": "1.3"}  # fmt: skip
-
-
-def proj_to_official(state: dict[str, torch.Tensor], plus: bool) -> dict[str, torch.Tensor]:
-    """diffusers module names -> the original repository's names."""
-    out: dict[str, torch.Tensor] = {}
-    if not plus:
-        for k, v in state.items():
-            out[k.replace("image_embeds.", "proj.")] = v
-        return out
-    for k, v in state.items():
-        m = re.match(r"layers\.(\d+)\.(.+)\.(weight|bias)$", k)
-        if m is None:
-            out[k] = v
-            continue
-        i, mod, kind = m.groups()
-        if mod in ("attn.to_k", "attn.to_v"):
-            if mod == "attn.to_k":
-                out[f"layers.{i}.0.to_kv.{kind}"] = torch.cat([v, state[f"layers.{i}.attn.to_v.{kind}"]], dim=0)
-            continue
-        if mod not in PLUS_ATTN:
-            raise FormatError(f"unexpected resampler weight {k}")
-        out[f"layers.{i}.{PLUS_ATTN[mod]}.{kind}"] = v
-    return out
-
-
-def proj_from_official(state: dict[str, torch.Tensor], plus: bool) -> dict[str, torch.Tensor]:
-    """The original names -> diffusers module names (inverse of :func:`proj_to_official`)."""
-    out: dict[str, torch.Tensor] = {}
-    if not plus:
-        for k, v in state.items():
-            out[k.replace("proj.", "image_embeds.", 1) if k.startswith("proj.") else k] = v
-        return out
-    inverse = {v: k for k, v in PLUS_ATTN.items()}
-    for k, v in state.items():
-        m = re.match(r"layers\.(\d+)\.(\d\.(?:norm1|norm2|to_q|to_kv|to_out|\d))\.(weight|bias)$", k)
-        if m is None:
-            out[k] = v
-            continue
-        i, mod, kind = m.groups()
-        if mod == "0.to_kv":
-            key, value = v.chunk(2, dim=0)
-            out[f"layers.{i}.attn.to_k.{kind}"], out[f"layers.{i}.attn.to_v.{kind}"] = key, value
-        elif mod in inverse:
-            out[f"layers.{i}.{inverse[mod]}.{kind}"] = v
-        else:
-            raise FormatError(f"unexpected IP-Adapter-Plus resampler weight {k}")
-    return out
 
 
 def is_plus(image_proj: dict[str, torch.Tensor]) -> bool:

@@ -20,22 +20,11 @@ import torch.nn.functional as F
 from PIL import Image
 
 from tailor.core.images import load_image
+from tailor.core.resampler import make_projection  # noqa: F401 - re-exported (moved to core)
 from tailor.errors import InputError
 
 STREAM_IP_DROP = 7  # random stream of the text / image drop draws (distinct from the trainer's streams)
 NO_DROP, DROP_IMAGE, DROP_TEXT, DROP_BOTH = 0, 1, 2, 3
-
-
-def make_projection(plus: bool, embed_dim: int, cross_attention_dim: int, num_tokens: int) -> torch.nn.Module:
-    from diffusers.models.embeddings import ImageProjection, IPAdapterPlusImageProjection
-
-    if not plus:
-        return ImageProjection(image_embed_dim=embed_dim, cross_attention_dim=cross_attention_dim,
-                               num_image_text_embeds=num_tokens)  # fmt: skip
-    return IPAdapterPlusImageProjection(embed_dims=embed_dim, output_dims=cross_attention_dim,
-                                        hidden_dims=cross_attention_dim, depth=4, dim_head=64,
-                                        heads=max(1, cross_attention_dim // 64), num_queries=num_tokens,
-                                        ffn_ratio=4)  # fmt: skip
 
 
 def encoder_width(encoder, plus: bool) -> int:

@@ -183,18 +183,31 @@ def face_batch(n_ids: int, per_id: int, seed: int, step: int, id_range: tuple[in
 
 
 def train_face(
-    out: str, steps: int = 1500, n_ids: int = 16, per_id: int = 4, train_ids: int = 800, seed: int = 14
+    out: str,
+    steps: int = 1500,
+    n_ids: int = 16,
+    per_id: int = 4,
+    train_ids: int = 800,
+    seed: int = 14,
+    *,
+    dim: int = 128,
+    width: int = 32,
+    kind: str = "face",
+    lr: float = 1e-3,
 ) -> Embedder:
-    """ArcFace over identities ``0..train_ids-1``; identities from ``train_ids`` on are held out for evaluation."""
+    """ArcFace over identities ``0..train_ids-1``; identities from ``train_ids`` on are held out for evaluation.
+
+    ``dim`` / ``width`` / ``kind`` / ``seed`` give other face embedders from the same recipe (the conditioning face
+    embedder of the identity methods is one: another width and seed than the oracle, so it never grades itself)."""
     torch.manual_seed(seed)
-    model = Embedder(kind="face", num_classes=train_ids)
+    model = Embedder(dim=dim, width=width, kind=kind, num_classes=train_ids)
 
     def loss_fn(step: int):
         views, labels = face_batch(n_ids, per_id, seed, step, (0, train_ids))
         emb = model(to_unit(views))
         return model.arcface_loss(emb, labels) + supcon(emb, labels), {}
 
-    train_loop(model, loss_fn, LoopConfig(out=out, steps=steps, lr=1e-3, seed=seed), name="face")
+    train_loop(model, loss_fn, LoopConfig(out=out, steps=steps, lr=lr, seed=seed), name=kind)
     return model
 
 

@@ -1,0 +1,10 @@
+"""Faces for the identity methods (InstantID, Wang et al. 2024; PhotoMaker, Li et al. 2023; PuLID, Guo et al.
+2024): analysis (boxes, InstantID's 5 keypoints, identity embeddings; world and real-photo paths), the world's
+conditioning face embedder and keypoint detector, and their training recipe (``python -m tailor.faces.recipe``).
+
+Keypoint images in InstantID's style are :func:`tailor.conditions.keypoints_image`.
+"""
+
+from tailor.faces.analysis import BACKENDS, Face, analyze, one_face
+
+__all__ = ["BACKENDS", "Face", "analyze", "one_face"]

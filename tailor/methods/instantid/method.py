@@ -1,0 +1,206 @@
+"""InstantID (Wang et al. 2024): a face-recognition embedding -> Perceiver Resampler -> 16 ID tokens in decoupled
+cross-attention (the IP-Adapter machinery of :mod:`tailor.core.attention`), plus IdentityNet: a ControlNet whose
+condition is the 5 face keypoints drawn in InstantID's style and whose cross-attention context is the ID tokens
+instead of the text. Trained: Resampler, ``to_k_ip`` / ``to_v_ip`` and IdentityNet, eps-MSE, UNet frozen.
+
+IdentityNet is the registered ``controlnet`` method, composed (DESIGN.md #4): this method hands it a step state whose
+``encoder_hidden_states`` are the ID tokens and whose condition is the keypoint image. Scales: the ID adapter runs at
+``weight * ip_scale``, IdentityNet's residuals at ``weight * controlnet_scale`` inside ``controlnet_start/end``.
+
+``encode(cond, inputs)``: at sampling ``inputs["face"]`` (image, path, folder or list; several faces average their
+embeddings, as the paper does; or ready embeddings) gives the ID; the uncond half gets the Resampler's output for a
+zero embedding (the official pipeline's). Keypoints come from ``inputs["keypoints"]`` ((5, 2) pixels on an image of
+``inputs["keypoints_size"]`` = (w, h)), else from the first face image, scaled to the output size. In training the
+data wrapper adds ``face_embedding`` and ``face_keypoints`` to every item (:class:`tailor.faces.inputs.FaceDataset`).
+
+Files: ``instantid.safetensors`` (tailor metadata; keys ``image_proj.*``, ``ip_adapter.*`` in the official
+IP-Adapter layout + ``identitynet.<diffusers ControlNet key>``) and, as the official release ships them,
+``ip-adapter.safetensors`` (diffusers' ``load_ip_adapter`` reads it as an IP-Adapter-Plus) and ``ControlNetModel/``
+(a diffusers ControlNet).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from tailor.core.attention import ImageBranch, attach_branch, detach_branch, is_attached
+from tailor.core.conditioning import StepExtras, StepState
+from tailor.core.method import Method, get_spec, load_module_state
+from tailor.core.resampler import make_projection, proj_from_official, proj_to_official
+from tailor.errors import ConfigError, InputError
+from tailor.faces.inputs import FaceDataset, check_width, reference_faces
+from tailor.methods.instantid import formats
+from tailor.methods.instantid.config import MAX_SCALE, InstantIDConfig
+from tailor.methods.instantid.modules import batch_condition, embedder_width, keypoint_condition
+
+
+class InstantIDMethod(Method):
+    """Attach with ``pipe.attach(method, weight=1.0, face=IMG)`` (optionally ``keypoints=..., keypoints_size=...``)."""
+
+    name = "instantid"
+    config_cls = InstantIDConfig
+    default_lr: ClassVar[float] = 1e-4
+
+    def __init__(self, config: InstantIDConfig | None = None, **overrides):
+        super().__init__(config, **overrides)
+        self.proj: nn.Module | None = None
+        self.branch: ImageBranch | None = None
+        self.identitynet = get_spec("controlnet").method(condition="keypoints", conditioning_scale=1.0)
+        self.embed_width = 0
+        self._face: tuple | None = None  # (attachment inputs, embedding (1, D), keypoints, size)
+        self._condition: tuple | None = None  # (key, keypoint image at the output size)
+        self._fallback: tuple | None = None  # a training item's (embedding, keypoints, size) for sample grids
+
+    def modules(self) -> list[nn.Module]:
+        return [self.proj, self.branch, *self.identitynet.modules()] if self._built else []
+
+    # ------------------------------------------------------------------ attach / detach
+    def build(self, components) -> None:
+        c = self.config
+        self.embed_width = embedder_width(c)
+        self.proj = make_projection(True, self.embed_width, components.cross_attention_dim, c.num_tokens).eval()
+        self.branch = ImageBranch(components.unet).eval()
+        self.identitynet.patch(components)
+
+    def attach(self, components) -> None:
+        if self.identitynet.components is None:
+            self.identitynet.patch(components)
+        if not is_attached(components.unet, self.branch):
+            attach_branch(components.unet, self.branch)
+
+    def detach(self, components) -> None:
+        detach_branch(components.unet, self.branch)
+        self.identitynet.unpatch()
+        self._face = self._condition = None
+
+    def set_scale(self, scale: float) -> None:
+        if not 0.0 <= float(scale) <= MAX_SCALE:
+            raise ConfigError(f"instantid weight must lie in [0, {MAX_SCALE:g}]; got {scale}.")
+        self.scale = float(scale)
+        if self.branch is not None:  # training runs at scale 1
+            self.branch.scale = 1.0 if self.branch.training else self.scale * float(self.config.ip_scale)
+
+    # ------------------------------------------------------------------ encode
+    def _tokens(self, emb: torch.Tensor) -> torch.Tensor:
+        p = next(self.proj.parameters())
+        return self.proj(emb.to(device=p.device, dtype=p.dtype)[:, None])  # a sequence of one face embedding
+
+    def encode(self, cond, inputs: dict[str, Any]):
+        if "pixel_values" in inputs:  # training / validation batch
+            emb = check_width(inputs["face_embedding"], self.embed_width, "the training batch")
+            self.branch.tokens = self._tokens(emb)
+            return cond
+        _, tok, utok, _, _ = self._reference(inputs)
+        b = cond.batch_size
+        rows = [utok.expand(b, -1, -1), tok.expand(b, -1, -1)] if cond.cfg else [tok.expand(b, -1, -1)]
+        self.branch.tokens = torch.cat(rows)
+        return cond
+
+    def _reference(self, inputs: dict[str, Any]) -> tuple:
+        """(inputs, tokens, uncond tokens, keypoints, size); the face analysis is cached per attachment inputs (held,
+        so the cache never matches a new dict at a recycled address), the tokens follow the current weights."""
+        if self._face is not None and self._face[0] is inputs:
+            _, emb, kps, size = self._face
+        else:
+            source = inputs.get("face", inputs.get("face_embedding"))
+            if source is None and self._fallback is not None:
+                emb, kps, size = self._fallback
+            elif source is None:
+                raise InputError(
+                    "instantid needs a reference face; attach it with face=IMG (tailor generate --face IMG)."
+                )
+            else:
+                c = self.config
+                emb, kps, size = reference_faces(source, c.face_backend, c.face_embedder, self.embed_width)
+                emb = emb.mean(0, keepdim=True)  # several references: the mean embedding (the paper)
+            if inputs.get("keypoints") is not None:
+                kps, size = inputs["keypoints"], inputs.get("keypoints_size")
+                if size is None:
+                    raise InputError("keypoints need keypoints_size=(width, height) of the image they were found on.")
+            self._face = (inputs, emb, kps, size)
+        with torch.no_grad():
+            tok, utok = self._tokens(emb), self._tokens(torch.zeros_like(emb))
+        return inputs, tok, utok, kps, size
+
+    # ------------------------------------------------------------------ the step
+    def step_kwargs(self, state: StepState) -> StepExtras | None:
+        if self.branch.tokens is None:
+            return None
+        c, f = self.config, self.components.vae_scale_factor
+        h, w = state.latents.shape[-2] * f, state.latents.shape[-1] * f
+        if state.training:
+            image = batch_condition(state.inputs["face_keypoints"], h, w).to(state.latents.device)
+        else:
+            if (
+                state.step / state.num_steps < c.controlnet_start
+                or (state.step + 1) / state.num_steps > c.controlnet_end
+            ):
+                return None
+            _, _, kps, size = self._face
+            if kps is None:
+                return None  # embeddings without keypoints: the ID adapter alone
+            key = (np.asarray(kps, np.float32).tobytes(), tuple(size), h, w)
+            if self._condition is None or self._condition[0] != key:
+                pts = torch.as_tensor(kps, dtype=torch.float32) * torch.tensor([w / size[0], h / size[1]])
+                self._condition = (key, keypoint_condition(pts.numpy(), (w, h)).to(state.latents.device))
+            image = self._condition[1]
+        ctx = dataclasses.replace(state.cond, encoder_hidden_states=self.branch.tokens)
+        extras = self.identitynet.step_kwargs(
+            dataclasses.replace(state, cond=ctx, inputs={"condition": image}, training=True)
+        )
+        return extras if state.training else extras.scaled(float(c.controlnet_scale))
+
+    # ------------------------------------------------------------------ training
+    def wrap_dataset(self, dataset, config):
+        data = FaceDataset(dataset, None if self.config.face_embedder == "world" else self.config.face_embedder)
+        if len(data):
+            item = data[0]
+            size = (item["pixel_values"].shape[-1], item["pixel_values"].shape[-2])
+            self._fallback = (item["face_embedding"][None], item["face_keypoints"].numpy(), size)
+        return data
+
+    # ------------------------------------------------------------------ weights
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        if not self._built:
+            return dict(self._pending_state or {})
+        out = {f"image_proj.{k}": v for k, v in proj_to_official(self.proj.state_dict(), plus=True).items()}
+        out.update(formats.branch_to_official(self.branch))
+        out.update({f"identitynet.{k}": v for k, v in self.identitynet.wrapped_model.state_dict().items()})
+        return out
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        if not self._built:
+            self._pending_state = dict(state)
+            return
+        proj, ip, net = formats.split(state)
+        what = "instantid"
+        load_module_state(self.proj, proj_from_official(proj, plus=True), what)
+        load_module_state(self.branch, formats.branch_from_official(ip, len(self.branch.layer_names)), what)
+        if net:  # an official folder's IdentityNet arrives with its own (diffusers) weights
+            self.identitynet.load_state_dict(net)
+
+    def metadata(self) -> dict:
+        meta = super().metadata()
+        meta["embed_dim"] = str(self.embed_width or self.config.embed_dim)
+        return meta
+
+    def save(self, out_dir: str | Path) -> Path:
+        """``instantid.safetensors`` plus the official pair: ``ip-adapter.safetensors`` and ``ControlNetModel/``."""
+        path = super().save(out_dir)
+        if self._built:
+            formats.write_official(Path(out_dir), self.state_dict(), self.identitynet.wrapped_model)
+        return path
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> InstantIDMethod:
+        return formats.load(cls, Path(path))
+
+    @classmethod
+    def sniff(cls, path: str | Path, metadata: dict[str, str]) -> bool:
+        return formats.sniff(Path(path))

@@ -1,0 +1,40 @@
+"""Options of PuLID (Guo et al. 2024, *PuLID: Pure and Lightning ID Customization via Contrastive Alignment*): the
+face embedder, the ID tokens and scale, and the weights of the alignment and ID losses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from tailor.core.config import Config, option
+from tailor.faces.analysis import BACKENDS
+
+MAX_SCALE = 5.0
+
+
+@dataclass
+class PuLIDConfig(Config):
+    """Paper weights: semantic alignment 0.6, layout alignment 0.1, ID loss 1.0 on an image generated in a few fast
+    steps (the paper: 4 Lightning steps). ID tokens: 32 [? the release's IDFormer; here a Resampler over the face
+    embedding]."""
+
+    paper: ClassVar[str] = "Guo et al. 2024, PuLID (arXiv:2404.16022)"
+
+    face_embedder: str = option("world", "conditioning face embedder: 'world' (shipped) or a face-model file")
+    face_backend: str = option("auto", "face analysis of reference images", choices=BACKENDS)
+    embed_dim: int = option(0, "face-embedding width the adapter reads (0 = the face embedder's)")
+    num_tokens: int = option(32, "ID tokens (the Resampler's learned queries)")
+    id_scale: float = option(1.0, "ID scale (times the attachment weight)")
+    align_semantic: float = option(0.6, "weight of the semantic alignment loss")
+    align_layout: float = option(0.1, "weight of the layout alignment loss")
+    id_loss: float = option(1.0, "weight of the ID loss (1 - cos of face embeddings) on the fast-sampled image")
+    id_steps: int = option(4, "sampling steps of the fast generation the ID loss scores (from pure noise)")
+
+    def validate(self) -> None:
+        c = self.check
+        c(self.embed_dim >= 0, f"embed_dim must be 0 (the embedder's) or positive; got {self.embed_dim}.")
+        c(self.num_tokens >= 1, f"num_tokens must be at least 1; got {self.num_tokens}.")
+        c(0.0 <= self.id_scale <= MAX_SCALE, f"id_scale must lie in [0, {MAX_SCALE:g}]; got {self.id_scale}.")
+        for name in ("align_semantic", "align_layout", "id_loss"):
+            c(getattr(self, name) >= 0, f"{name} must be 0 or more; got {getattr(self, name)}.")
+        c(1 <= self.id_steps <= 50, f"id_steps must lie in [1, 50]; got {self.id_steps}.")

@@ -1,0 +1,198 @@
+"""PuLID (Guo et al. 2024): ID tokens (a Perceiver Resampler over the face embedding) in decoupled cross-attention
+(:mod:`tailor.core.attention`), trained with the diffusion loss plus
+
+(a) contrastive alignment: after the trainer's UNet call with the ID, the same noisy latents and prompt go through the
+    UNet with the ID switched off; the ID path's cross-attention queries are pulled to the text-only path's
+    (semantic ``softmax(K Q^T) Q`` and layout ``Q`` terms, :mod:`tailor.methods.pulid.modules`), so the ID does not
+    disturb what the text controls;
+(b) an ID loss: an image generated from pure noise in ``id_steps`` DDIM steps with the ID, decoded and scored by the
+    conditioning face embedder, ``1 - cos`` to the reference's embedding, gradients through the chain.
+
+Weights: semantic 0.6, layout 0.1, ID 1.0 (the paper). Only :meth:`loss` is overridden; the training loop is the
+one trainer's. Sampling: ``pipe.attach(method, face=IMG)`` (image, path, folder, list -> mean embedding, or ready
+embeddings); the uncond half gets the Resampler's output for a zero embedding.
+
+File: ``pulid.safetensors`` with ``image_proj.*`` / ``ip_adapter.*`` in the IP-Adapter layout (tailor metadata).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from tailor.core.attention import ImageBranch, attach_branch, detach_branch, is_attached
+from tailor.core.latents import vae_decode
+from tailor.core.method import Method, load_module_state
+from tailor.core.pipeline import call_unet
+from tailor.core.resampler import make_projection, proj_from_official, proj_to_official
+from tailor.core.samplers import make_scheduler
+from tailor.errors import ConfigError, FormatError, InputError
+from tailor.faces.inputs import FaceDataset, check_width, reference_faces
+from tailor.methods.pulid.config import MAX_SCALE, PuLIDConfig
+from tailor.methods.pulid.modules import Recorder, id_cosine_loss, semantic_and_layout
+
+
+class PuLIDMethod(Method):
+    """Attach with ``pipe.attach(method, weight=1.0, face=IMG)``."""
+
+    name = "pulid"
+    config_cls = PuLIDConfig
+    default_lr: ClassVar[float] = 1e-4
+
+    def __init__(self, config: PuLIDConfig | None = None, **overrides):
+        super().__init__(config, **overrides)
+        self.proj: nn.Module | None = None
+        self.branch: ImageBranch | None = None
+        self.embed_width = 0
+        self.recorder: Recorder | None = None
+        self._face: tuple | None = None  # (attachment inputs, mean face embedding (1, D))
+        self._reference: torch.Tensor | None = None  # the training batch's face embeddings
+        self._fallback: torch.Tensor | None = None
+        self._seed = 0
+
+    def modules(self) -> list[nn.Module]:
+        return [self.proj, self.branch] if self._built else []
+
+    def _embedder_name(self) -> str | None:
+        return None if self.config.face_embedder == "world" else self.config.face_embedder
+
+    # ------------------------------------------------------------------ attach / detach
+    def build(self, components) -> None:
+        from tailor.faces.models import conditioning_embedder, embed_dim
+
+        c = self.config
+        self.embed_width = c.embed_dim or embed_dim(conditioning_embedder(self._embedder_name()))
+        self.proj = make_projection(True, self.embed_width, components.cross_attention_dim, c.num_tokens).eval()
+        self.branch = ImageBranch(components.unet).eval()
+
+    def attach(self, components) -> None:
+        if not is_attached(components.unet, self.branch):
+            attach_branch(components.unet, self.branch)
+
+    def detach(self, components) -> None:
+        detach_branch(components.unet, self.branch)
+        if self.recorder is not None:
+            self.recorder.remove()
+            self.recorder = None
+        self._face = None
+
+    def set_scale(self, scale: float) -> None:
+        if not 0.0 <= float(scale) <= MAX_SCALE:
+            raise ConfigError(f"pulid weight must lie in [0, {MAX_SCALE:g}]; got {scale}.")
+        self.scale = float(scale)
+        if self.branch is not None:
+            self.branch.scale = 1.0 if self.branch.training else self.scale * float(self.config.id_scale)
+
+    # ------------------------------------------------------------------ encode
+    def _tokens(self, emb: torch.Tensor) -> torch.Tensor:
+        p = next(self.proj.parameters())
+        return self.proj(emb.to(device=p.device, dtype=p.dtype)[:, None])
+
+    def encode(self, cond, inputs: dict[str, Any]):
+        if "pixel_values" in inputs:
+            emb = check_width(inputs["face_embedding"], self.embed_width, "the training batch")
+            self.branch.tokens = self._tokens(emb)
+            self._reference = emb
+            if torch.is_grad_enabled():  # a training step (not validation): record the ID path's features
+                if self.recorder is None:
+                    self.recorder = Recorder(self.components.unet, self.branch.layer_names)
+                self.recorder.start()
+            return cond
+        if self._face is None or self._face[0] is not inputs:  # the face analysis, cached per attachment inputs
+            source = inputs.get("face", inputs.get("face_embedding"))
+            if source is None and self._fallback is None:
+                raise InputError("pulid needs a reference face; attach it with face=IMG (tailor generate --face IMG).")
+            if source is None:
+                emb = self._fallback
+            else:
+                c = self.config
+                emb = reference_faces(source, c.face_backend, self._embedder_name(), self.embed_width)[0]
+            self._face = (inputs, emb.mean(0, keepdim=True))
+        emb = self._face[1]
+        with torch.no_grad():  # the tokens follow the current weights
+            tok, utok = self._tokens(emb), self._tokens(torch.zeros_like(emb))
+        b = cond.batch_size
+        rows = [utok.expand(b, -1, -1), tok.expand(b, -1, -1)] if cond.cfg else [tok.expand(b, -1, -1)]
+        self.branch.tokens = torch.cat(rows)
+        return cond
+
+    # ------------------------------------------------------------------ training
+    def wrap_dataset(self, dataset, config):
+        self._seed = int(config.seed)
+        data = FaceDataset(dataset, self._embedder_name(), keypoints=False)
+        if len(data):
+            self._fallback = data[0]["face_embedding"][None]
+        return data
+
+    def loss(self, pred, target, state, weights):
+        """Diffusion MSE + ``align_semantic`` * semantic + ``align_layout`` * layout + ``id_loss`` * ID loss."""
+        total, logs = super().loss(pred, target, state, weights)
+        rec, c = self.recorder, self.config
+        if not state.training or rec is None or not rec.on:
+            return total, logs
+        q_id, k_id = rec.take()
+        unet = self.components.unet
+        if c.align_semantic > 0 or c.align_layout > 0:
+            scale, self.branch.scale = self.branch.scale, 0.0  # the same call without the ID
+            rec.start()
+            with torch.no_grad():
+                call_unet(unet, state.latents, state.timestep, state.cond, {})
+            q_t, k_t = rec.take()
+            self.branch.scale = scale
+            heads = [unet.get_submodule(n.removesuffix(".processor")).heads for n in self.branch.layer_names]
+            sem, lay = semantic_and_layout(q_id, k_id, q_t, k_t, heads)
+            total = total + c.align_semantic * sem + c.align_layout * lay
+            logs.update(align_semantic=float(sem.detach()), align_layout=float(lay.detach()))
+        if c.id_loss > 0:
+            idl = id_cosine_loss(self._face_of(self._fast_sample(state)), self._reference)
+            total = total + c.id_loss * idl
+            logs["id_loss"] = float(idl.detach())
+        return total, logs
+
+    def _fast_sample(self, state) -> torch.Tensor:
+        """``id_steps`` DDIM steps from pure noise (seeded by run seed and step) with the ID; images in [0, 1]."""
+        comps = self.components
+        sched = make_scheduler("ddim", comps.scheduler)
+        sched.set_timesteps(self.config.id_steps, device=state.latents.device)
+        g = torch.Generator().manual_seed(self._seed * 1_000_003 + int(state.step))
+        x = torch.randn(state.latents.shape, generator=g).to(state.latents) * sched.init_noise_sigma
+        for t in sched.timesteps:
+            eps = call_unet(comps.unet, sched.scale_model_input(x, t), t, state.cond, {})
+            x = sched.step(eps, t, x, return_dict=False)[0]
+        return (vae_decode(comps.vae, x) / 2 + 0.5).clamp(0, 1)
+
+    def _face_of(self, images: torch.Tensor) -> torch.Tensor:
+        from tailor.faces.models import conditioning_embedder
+
+        return conditioning_embedder(self._embedder_name())(images.float())
+
+    # ------------------------------------------------------------------ weights
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        if not self._built:
+            return dict(self._pending_state or {})
+        out = {f"image_proj.{k}": v for k, v in proj_to_official(self.proj.state_dict(), plus=True).items()}
+        for n in range(len(self.branch.layer_names)):
+            out[f"ip_adapter.{2 * n + 1}.to_k_ip.weight"] = self.branch.to_k_ip[n].weight.detach()
+            out[f"ip_adapter.{2 * n + 1}.to_v_ip.weight"] = self.branch.to_v_ip[n].weight.detach()
+        return out
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        if not self._built:
+            self._pending_state = dict(state)
+            return
+        proj = {k[len("image_proj.") :]: v for k, v in state.items() if k.startswith("image_proj.")}
+        ip = {k[len("ip_adapter.") :]: v for k, v in state.items() if k.startswith("ip_adapter.")}
+        n = len(self.branch.layer_names)
+        if sum(k.endswith(".to_k_ip.weight") for k in ip) != n:
+            raise FormatError(f"the PuLID file does not have this base's {n} cross-attention layers; use one trained "
+                              f"for this base.")  # fmt: skip
+        load_module_state(self.proj, proj_from_official(proj, plus=True), "pulid")
+        branch = {
+            f"{kind}.{i}.weight": ip[f"{2 * i + 1}.{kind}.weight"] for i in range(n) for kind in ("to_k_ip", "to_v_ip")
+        }
+        load_module_state(self.branch, branch, "pulid")
+
+    def metadata(self) -> dict:
+        return {**super().metadata(), "embed_dim": str(self.embed_width or self.config.embed_dim)}
