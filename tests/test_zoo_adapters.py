@@ -1,0 +1,148 @@
+"""Adapters shipped with the world zoo: bare names resolve (a user path wins), unknown names list the shipped ones,
+each shipped adapter loads and changes a couple of sampler steps on the world base, the files are float16 and small,
+and the ecosystem's loaders read them (diffusers ``ControlNetModel.from_pretrained``, ``load_ip_adapter``).
+Tests that need the trained weights skip when they are missing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import tailor
+from tailor.errors import InputError
+from tailor.world.zoo import ADAPTERS, WEIGHTS, adapter_path, shipped_adapters
+
+PROMPT = "a photo of a red plain star on grass"
+SHIPPED = set(shipped_adapters())
+
+
+def needs(name: str):
+    return pytest.mark.skipif(name not in SHIPPED, reason=f"shipped adapter {name!r} not trained yet")
+
+
+@pytest.fixture(scope="module")
+def world():
+    if not (WEIGHTS / "base" / "model_index.json").is_file():
+        pytest.skip("the world base is not shipped")
+    return tailor.load_components("world")
+
+
+@pytest.fixture(scope="module")
+def render():
+    from tailor.world.objects import render_object
+
+    return render_object(12345, style="photo", size=64)
+
+
+def test_unknown_name_lists_the_shipped_names():
+    with pytest.raises(InputError) as e:
+        tailor.load("no-such-adapter")
+    assert all(name in str(e.value) for name in ADAPTERS)
+    with pytest.raises(InputError, match="does not exist"):  # a path with folders is never a shipped name
+        tailor.load("missing/canny")
+    with pytest.raises(InputError, match="does not exist"):
+        tailor.load("canny.safetensors")
+    with pytest.raises(InputError):
+        adapter_path("no-such-adapter")
+
+
+def test_user_path_of_the_same_name_wins(tmp_path, monkeypatch):
+    from tailor.methods.t2i_adapter import T2IAdapterMethod
+
+    m = T2IAdapterMethod(condition="hf")
+    m.patch(tailor.tiny_components())
+    m.save(tmp_path / "canny")
+    monkeypatch.chdir(tmp_path)
+    loaded = tailor.load("canny")
+    assert isinstance(loaded, T2IAdapterMethod) and loaded.config.condition == "hf"
+
+
+@pytest.mark.parametrize("name", list(ADAPTERS))
+def test_shipped_name_resolves_to_its_method(name):
+    if name not in SHIPPED:
+        pytest.skip(f"shipped adapter {name!r} not trained yet")
+    method_name, condition = ADAPTERS[name]
+    method = tailor.load(name)
+    assert method.name == method_name and adapter_path(name) == WEIGHTS / "adapters" / name
+    if condition is not None:
+        assert method.config.condition == condition
+    files = [p for p in adapter_path(name).rglob("*.safetensors")]
+    assert files
+    for f in files:  # float16 on disk
+        from tailor.core.io import load_tensors
+
+        assert {v.dtype for v in load_tensors(f).values() if v.is_floating_point()} == {torch.float16}
+
+
+def test_shipped_sizes():
+    if not SHIPPED:
+        pytest.skip("no shipped adapters yet")
+    size = {n: sum(p.stat().st_size for p in adapter_path(n).rglob("*") if p.is_file()) for n in SHIPPED}
+    assert sum(size.values()) <= 15 * 2**20
+    assert size.get("world", 0) + size.get("world-plus", 0) <= 10 * 2**20
+
+
+@pytest.mark.parametrize("name", list(ADAPTERS))
+def test_shipped_adapter_runs_on_the_world_base(name, world, render):
+    if name not in SHIPPED:
+        pytest.skip(f"shipped adapter {name!r} not trained yet")
+    from tailor.conditions import from_truth
+
+    method = tailor.load(name)
+    pipe = tailor.Pipeline(world)
+    base = pipe.generate(PROMPT, n=1, seed=0, steps=2, guidance=5.0).array
+    if ADAPTERS[name][1] is None:
+        pipe.attach(method, weight=1.0, ip_image=render.pil())
+    else:
+        cond = Image.fromarray(from_truth(ADAPTERS[name][1], render))
+        pipe.attach(method, weight=1.0, image=cond)
+    out = pipe.generate(PROMPT, n=1, seed=0, steps=2, guidance=5.0).array
+    pipe.detach()
+    assert next(iter(method.modules())).parameters().__next__().dtype == torch.float32  # upcast to the base's
+    assert np.isfinite(out).all() and np.abs(out - base).max() > 1e-3
+
+
+@pytest.mark.parametrize("name", ["canny", "seg"])
+def test_shipped_controlnet_loads_in_diffusers(name, world):
+    if name not in SHIPPED:
+        pytest.skip(f"shipped adapter {name!r} not trained yet")
+    from diffusers import ControlNetModel
+
+    ref = ControlNetModel.from_pretrained(str(adapter_path(name) / "controlnet"), torch_dtype=torch.float32)
+    method = tailor.load(name)
+    method.patch(world)
+    ours = method.controlnet.state_dict()
+    assert set(ref.state_dict()) == set(ours)
+    assert all(torch.equal(v.float(), ours[k]) for k, v in ref.state_dict().items())
+    assert ref.config.block_out_channels == world.unet.config.block_out_channels
+    method.unpatch()
+
+
+@needs("world")
+def test_shipped_ip_adapter_loads_in_diffusers_load_ip_adapter(world, render):
+    from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
+
+    from tailor.core.samplers import make_scheduler
+    from tailor.world.zoo import clip_vision_path
+
+    ours = tailor.Pipeline(world).attach(tailor.load("world"), weight=0.7, ip_image=render.pil())
+    mine = ours.generate(PROMPT, n=1, seed=3, steps=2, guidance=5.0).array
+    ours.detach()
+    pipe = world.diffusers_pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    pipe.scheduler = make_scheduler("ddim", world.scheduler)
+    folder = str(clip_vision_path())
+    pipe.register_modules(
+        image_encoder=CLIPVisionModelWithProjection.from_pretrained(folder, local_files_only=True),
+        feature_extractor=CLIPImageProcessor.from_pretrained(folder, local_files_only=True),
+    )
+    pipe.load_ip_adapter(
+        str(adapter_path("world")), subfolder="", weight_name="ip_adapter.safetensors", image_encoder_folder=None
+    )
+    pipe.set_ip_adapter_scale(0.7)
+    theirs = pipe(PROMPT, generator=[torch.Generator().manual_seed(3)], num_inference_steps=2, guidance_scale=5.0,
+                  ip_adapter_image=render.pil(), output_type="np").images  # fmt: skip
+    pipe.unload_ip_adapter()
+    assert np.abs(mine - theirs).max() <= 1e-3
