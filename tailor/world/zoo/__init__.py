@@ -13,8 +13,7 @@ Shipped under ``weights/`` (safetensors only):
   ``world`` and ``world-plus``.
 
 The recipes live beside this file (``tokenizer``, ``vae``, ``unet``, ``clip``, ``oracles``, ``adapters``,
-``export``) and run
-through ``tailor world train-zoo``.
+``export``) and run through ``tailor world train-zoo``.
 """
 
 from __future__ import annotations
