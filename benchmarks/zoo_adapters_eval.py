@@ -12,7 +12,10 @@ on the shipped world base, with and without each adapter (same prompts, seeds an
 Each row also gives the same metric on the real held-out renders (the oracle's ceiling).
 
     python benchmarks/zoo_adapters_eval.py --out outputs/zoo_adapters_eval [-n 64] [--steps 20] [--guidance 5]
-        [--only canny,seg,t2i-canny,controlnext-canny,world,world-plus]
+        [--only canny,seg,t2i-canny,controlnext-canny,world,world-plus] [--cli-canny]
+
+``--cli-canny`` feeds the canny models what ``tailor generate --control canny:RENDER.png`` does (OpenCV Canny of the
+render, with background texture edges) instead of the world's exact outline edges they were trained on.
 
 Writes ``<out>/scores.json`` and one grid PNG per variant.
 """
@@ -111,14 +114,21 @@ def eval_control(name, comps, samples, base_images, args) -> dict:
     from tailor.world.zoo import ADAPTERS
 
     kind = ADAPTERS[name][1]
-    conds = [from_truth(kind, s) for s in samples]
+    if args.cli_canny and kind != "canny":
+        raise SystemExit(f"--cli-canny measures canny models only, not {name}")
+    if args.cli_canny:  # what `tailor generate --control canny:RENDER.png` feeds: OpenCV Canny of the image
+        from tailor.conditions import extract
+
+        conds = [extract("canny", s.image) for s in samples]
+    else:
+        conds = [from_truth(kind, s) for s in samples]
     cond = torch.from_numpy(np.stack(conds)).permute(0, 3, 1, 2).float() / 255.0
     pipe = tailor.Pipeline(comps).attach(tailor.load(name), weight=1.0, image=cond[:1])
     t = time.perf_counter()
     images = generate(pipe, [s.caption for s in samples], 0, args.steps, args.guidance, cond=cond)
     secs = time.perf_counter() - t
     pipe.detach()
-    save_grid(images, Path(args.out) / f"{name}.png")
+    save_grid(images, Path(args.out) / f"{name}{'_cli' if args.cli_canny else ''}.png")
     real = np.stack([s.image for s in samples])
     if kind == "seg":
         labels = [truth_of_sample(s)["labels_map"] for s in samples]
@@ -175,6 +185,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--guidance", type=float, default=5.0)
     ap.add_argument("--only", default=",".join(CONTROL + IP))
+    ap.add_argument("--cli-canny", action="store_true", help="condition = OpenCV Canny of the render (the CLI's)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     import tailor
@@ -197,11 +208,12 @@ def main() -> None:
     if any(n in IP for n in names):
         base["empty"] = cached(out, "base_empty", setting, empty)
     for name in names:
+        key = f"{name} (cli canny)" if args.cli_canny else name
         if name in CONTROL:
-            scores[name] = {**eval_control(name, comps, samples, base["caption"], args), "setting": setting}
+            scores[key] = {**eval_control(name, comps, samples, base["caption"], args), "setting": setting}
         else:
-            scores[name] = {**eval_ip(name, comps, samples, base, args), "setting": setting}
-        print(json.dumps({name: scores[name]}), flush=True)
+            scores[key] = {**eval_ip(name, comps, samples, base, args), "setting": setting}
+        print(json.dumps({key: scores[key]}), flush=True)
         out.mkdir(parents=True, exist_ok=True)
         scores_path.write_text(json.dumps(scores, indent=2) + "\n")
 
