@@ -208,6 +208,8 @@ def main() -> None:
     if any(n in IP for n in names):
         base["empty"] = cached(out, "base_empty", setting, empty)
     for name in names:
+        if args.cli_canny and name not in CONTROL:
+            continue
         key = f"{name} (cli canny)" if args.cli_canny else name
         if name in CONTROL:
             scores[key] = {**eval_control(name, comps, samples, base["caption"], args), "setting": setting}
