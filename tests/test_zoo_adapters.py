@@ -209,3 +209,12 @@ def test_cli_ip_adapter_with_shipped_names(tmp_path, ref_png):
     outs = _cli_images(tmp_path, {"ip": ["--ip-adapter", "world", "--ip-image", str(ref_png)],
                                   "plus": ["--ip-adapter", f"world-plus={ref_png}:0.5"]})  # fmt: skip
     assert all(np.abs(outs[k] - outs["plain"]).max() > 0 for k in ("ip", "plus"))
+
+
+def test_train_zoo_adapters_stage_refuses_unknown_names(capsys, tmp_path):
+    from tailor.cli import main
+
+    code = main(["world", "train-zoo", "--only", "adapters", "--adapters", "canny,nope", "--runs", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and "nope" in err and all(name in err for name in ADAPTERS)
+    assert not (tmp_path / "adapters").exists()  # refused before any training
