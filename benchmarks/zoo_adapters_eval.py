@@ -192,8 +192,7 @@ def main() -> None:
 
     names = [n.strip() for n in args.only.split(",") if n.strip()]
     out = Path(args.out)
-    scores_path = out / "scores.json"
-    scores = json.loads(scores_path.read_text()) if scores_path.is_file() else {}
+    scores_path, scores = out / "scores.json", {}
     comps = tailor.load_components("world")
     samples = held_out(args.n)
     save_grid(np.stack([s.image for s in samples]), out / "references.png")
@@ -217,7 +216,8 @@ def main() -> None:
             scores[key] = {**eval_ip(name, comps, samples, base, args), "setting": setting}
         print(json.dumps({key: scores[key]}), flush=True)
         out.mkdir(parents=True, exist_ok=True)
-        scores_path.write_text(json.dumps(scores, indent=2) + "\n")
+        done = json.loads(scores_path.read_text()) if scores_path.is_file() else {}  # another run may have written
+        scores_path.write_text(json.dumps({**done, key: scores[key]}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
