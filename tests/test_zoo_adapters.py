@@ -218,3 +218,19 @@ def test_train_zoo_adapters_stage_refuses_unknown_names(capsys, tmp_path):
     err = capsys.readouterr().err
     assert code == 2 and "nope" in err and all(name in err for name in ADAPTERS)
     assert not (tmp_path / "adapters").exists()  # refused before any training
+
+
+def test_world_data_source_with_styles():
+    from tailor.core.training.data import build_datasets
+    from tailor.errors import ConfigError
+    from tailor.world.vocab import STYLES
+
+    every, _ = build_datasets("world:objects:all", 32, 0)
+    assert every.styles == tuple(STYLES)
+    two, _ = build_datasets("world:objects:photo+sketch", 32, 0)
+    assert two.styles == ("photo", "sketch")
+    assert {two.sample(i).attrs["style"] for i in range(12)} == {"photo", "sketch"}
+    plain, _ = build_datasets("world:objects", 32, 0)
+    assert plain.styles == ("photo",)
+    with pytest.raises(ConfigError, match="oil"):
+        build_datasets("world:objects:oil", 32, 0)
