@@ -36,6 +36,12 @@ def render():
     return render_object(12345, style="photo", size=64)
 
 
+def test_shipped_names_have_recipes():
+    from tailor.world.zoo.adapters import RECIPES
+
+    assert {n: (r.method, r.options.get("condition")) for n, r in RECIPES.items()} == ADAPTERS
+
+
 def test_unknown_name_lists_the_shipped_names():
     with pytest.raises(InputError) as e:
         tailor.load("no-such-adapter")

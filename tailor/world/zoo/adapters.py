@@ -25,8 +25,8 @@ import torch
 
 log = logging.getLogger("tailor")
 
-DATA = "world:objects:all"
-DIFFUSERS_WEIGHTS = "diffusion_pytorch_model.safetensors"  # single objects in the 5 styles, as the base was trained
+DATA = "world:objects:all"  # single objects in the 5 styles, as the base was trained
+DIFFUSERS_WEIGHTS = "diffusion_pytorch_model.safetensors"
 
 
 @dataclass(frozen=True)
@@ -42,10 +42,11 @@ class AdapterRecipe:
     warmup_steps: int = 50
 
 
-# Steps / batch sized so each trains in ~8-10 min on one CPU thread shared with other jobs (measured s/step at batch 8
-# on an idle core: ControlNet canny 0.36, seg 0.49, T2I 0.33, IP 0.36, Plus 0.47; ControlNeXt 1.27; 2-3x that under
-# the load these ran in). Control lr 1e-4 instead of the papers' 1e-5: a few hundred steps, not tens of thousands
-# (1e-5 barely moves the zero-initialised outputs in that budget). IP-Adapter: the paper's AdamW 1e-4, wd 0.01.
+# Steps / batch sized so each trains in ~8-10 min on one CPU thread shared with other jobs (s/step at batch 8 measured
+# at load ~1.4: ControlNet canny 0.36, seg 0.49, T2I 0.33, IP 0.36, Plus 0.47, ControlNeXt 1.27; the shipped runs
+# went 1.7-3.4x slower at load 6-10, 3,105 s of training for all six; docs/zoo.md). Control lr 1e-4 instead of the
+# papers' 1e-5: a few hundred steps, not tens of thousands (1e-5 barely moves the zero-initialised outputs in that
+# budget). IP-Adapter: the paper's AdamW 1e-4, weight decay 0.01.
 RECIPES: dict[str, AdapterRecipe] = {
     "canny": AdapterRecipe("controlnet", {"condition": "canny"}, steps=550),
     "world": AdapterRecipe("ip_adapter", {"image_encoder": "world"}, steps=550),
