@@ -15,7 +15,7 @@ def train_zoo(
     only: Annotated[
         str | None,
         typer.Option(
-            help="Run one stage: tokenizer, vae, vae-decoder, unet, clip, oracle, adapters, export (default: all, "
+            help="Run one stage: tokenizer, vae, vae-decoder, unet, clip, oracle, export, adapters (default: all, "
             "in order)."
         ),
     ] = None,

@@ -2,8 +2,9 @@
 
 ``tokenizer`` -> ``vae`` (full AutoencoderKL; its encoder is frozen from then on) -> ``unet`` (UNet + text encoder
 on the one trainer) and, in parallel, ``vae-decoder`` (decoder-only refinement: latents unchanged), ``clip`` and
-``oracle``; ``adapters`` (ControlNets, T2I-Adapter, ControlNeXt, IP-Adapters on the exported base,
-:mod:`tailor.world.zoo.adapters`); then ``export`` writes the shipped weights (:mod:`tailor.world.zoo.export`).
+``oracle``; then ``export`` writes the shipped weights (:mod:`tailor.world.zoo.export`); last ``adapters``
+(ControlNets, T2I-Adapter, ControlNeXt, IP-Adapters trained on that exported base, each exported when it finishes,
+:mod:`tailor.world.zoo.adapters`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from tailor.core.io import write_json
 from tailor.world.zoo import WEIGHTS
 
 log = logging.getLogger("tailor")
-STAGES = ("tokenizer", "vae", "vae-decoder", "unet", "clip", "oracle", "adapters", "export")
+STAGES = ("tokenizer", "vae", "vae-decoder", "unet", "clip", "oracle", "export", "adapters")
 DEFAULT_STEPS = {
     "vae": 1500,
     "vae-decoder": 2000,
