@@ -2,9 +2,10 @@
 T2I-Adapter, Mou et al. 2023) from the command line.
 
 MODEL is a trained control model (a training ``--out`` folder, its ``.safetensors``, a diffusers ControlNet/adapter
-weight file); its metadata names the method and the condition kind. IMG is an image the condition is extracted
-from (resized to the output size first), or with ``--control-map`` a ready condition map used as it is. The flag
-repeats: several control models attach at once, each with its own scale and start/end window.
+weight file) or the name of one shipped with the world zoo (``canny``, ``seg``, ``t2i-canny``, ``controlnext-canny``;
+a path of that name wins); its metadata names the method and the condition kind. IMG is an image the condition is
+extracted from (resized to the output size first), or with ``--control-map`` a ready condition map used as it is.
+The flag repeats: several control models attach at once, each with its own scale and start/end window.
 """
 
 from __future__ import annotations

@@ -68,7 +68,7 @@ def generate(
         list[str],
         typer.Option(
             "--ip-adapter",
-            help="IP-Adapter file PATH (pairs with the "
+            help="IP-Adapter file PATH or shipped name (world, world-plus; pairs with the "
             "--ip-image of the same index) or PATH=IMG[:scale] (repeatable).",
         ),
     ] = None,
@@ -79,7 +79,8 @@ def generate(
         list[str],
         typer.Option(
             "--control",
-            help="Control model + image MODEL:IMG[:scale[:start:end]] (ControlNet / T2I-Adapter; repeatable).",
+            help="Control model + image MODEL:IMG[:scale[:start:end]] (ControlNet / T2I-Adapter / ControlNeXt path, "
+            "or a shipped world name: canny, seg, t2i-canny, controlnext-canny; repeatable).",
         ),
     ] = None,
     control_map: Annotated[bool, typer.Option("--control-map", help="--control images are ready condition maps.")] = (

@@ -1,7 +1,9 @@
 """``tailor.load``: find the method a saved artifact names and load it.
 
 An artifact is a file written by ``Method.save`` (safetensors whose metadata names the method) or a training
-``--out`` folder (its ``tailor.json`` names the artifact file). Community formats are recognised by the method that
+``--out`` folder (its ``tailor.json`` names the artifact file), or the bare name of an adapter shipped with the world
+zoo (``canny``, ``world``, ...: :func:`tailor.world.zoo.adapter_path`) when no file or folder of that name exists.
+Community formats are recognised by the method that
 owns them: a method class may define ``sniff(path, metadata) -> bool`` to claim a file without tailor metadata.
 """
 
@@ -19,7 +21,7 @@ def resolve_artifact(path: str | Path) -> Path:
     """The weight file a path names: the file itself, or the artifact recorded in a training folder."""
     path = Path(path)
     if not path.exists():
-        raise InputError(f"{path} does not exist; pass a training --out folder or a weight file inside it.")
+        path = shipped_name(path)
     if path.is_file():
         return path
     manifest = path / "tailor.json"
@@ -36,6 +38,15 @@ def resolve_artifact(path: str | Path) -> Path:
     if len(found) != 1:
         raise InputError(f"{path} holds {len(found)} tailor weight files; pass the file you mean.")
     return found[0]
+
+
+def shipped_name(path: Path) -> Path:
+    """The folder of a shipped world adapter a bare name (no folder, no suffix) names; a user path always wins."""
+    if len(path.parts) != 1 or path.suffix:
+        raise InputError(f"{path} does not exist; pass a training --out folder or a weight file inside it.")
+    from tailor.world.zoo import adapter_path  # lazily: core does not depend on the world at import time
+
+    return adapter_path(str(path))
 
 
 def _is_tailor_file(path: Path) -> bool:

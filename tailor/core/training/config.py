@@ -33,7 +33,8 @@ class TrainConfig(Config):
     out: str = option("outputs/train", "output folder (artifact, checkpoints, logs, samples)")
     data: str = option(
         "world",
-        "training data: 'world', 'world:objects|faces|scenes|mixed', 'world-subject:<name or spec>', or a folder "
+        "training data: 'world', 'world:objects|faces|scenes|mixed[:all|photo+sketch+...]' (styles; default photo), "
+        "'world-subject:<name or spec>', or a folder "
         "of images with captions in same-stem .txt files or a metadata.jsonl (file_name, text)",
     )
     caption: str | None = option(None, "one caption for every image (overrides the data's captions)")

@@ -1,6 +1,7 @@
 """Training data: world datasets, image folders with captions, the seeded sample order, batching and caches.
 
-Sources (``TrainConfig.data``): ``world`` / ``world:<kind>`` (procedural world items, :mod:`tailor.world`),
+Sources (``TrainConfig.data``): ``world`` / ``world:<kind>`` / ``world:<kind>:<styles>`` (procedural world items,
+:mod:`tailor.world`; styles ``all`` or ``photo+sketch+...``, default photo),
 ``world-subject:<builtin name or spec string>`` (one subject in many renders), or a folder of images whose captions
 come from same-stem ``.txt`` files or a ``metadata.jsonl`` (``file_name`` + ``text``); ``caption`` overrides all.
 
@@ -163,11 +164,13 @@ def world_datasets(source: str, size: int, seed: int, holdout: bool) -> tuple[Da
         if n - n_val < 1:
             raise InputError(f"world subject {arg!r} has {n} images, too few to hold any out; set val_fraction=0.")
         return Subset(full, range(n - n_val)), Subset(full, range(n - n_val, n))
-    kind = arg or "mixed"
+    kind, _, styles = arg.partition(":")
+    kind = kind or "mixed"
     if kind not in WORLD_KINDS:
         raise InputError(f"unknown world data kind {kind!r}; use one of {', '.join(WORLD_KINDS)}.")
     n_val = WORLD_VAL_ITEMS if holdout else 0
-    full = world.WorldDataset(kind=kind, size=size, seed=seed, length=WORLD_TRAIN_ITEMS + n_val)
+    style_opt = {} if not styles else {"styles": "all" if styles == "all" else styles.split("+")}
+    full = world.WorldDataset(kind=kind, size=size, seed=seed, length=WORLD_TRAIN_ITEMS + n_val, **style_opt)
     if not holdout:
         return full, None
     return Subset(full, range(WORLD_TRAIN_ITEMS)), Subset(full, range(WORLD_TRAIN_ITEMS, WORLD_TRAIN_ITEMS + n_val))

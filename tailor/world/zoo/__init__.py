@@ -6,10 +6,14 @@ Shipped under ``weights/`` (safetensors only):
   CLIPTokenizer, DDIM scheduler config), so everything that works on it works on SD1.5 unchanged;
 - ``clip/``: the world CLIP (transformers ``CLIPModel``) with its tokenizer; ``clip_vision/``: its vision tower as
   ``CLIPVisionModelWithProjection`` (the image encoder diffusers' ``load_ip_adapter`` expects);
-- ``oracles/``: the evaluators (attribute classifier, face-identity embedder, instance embedder, segmenter).
+- ``oracles/``: the evaluators (attribute classifier, face-identity embedder, instance embedder, segmenter);
+- ``adapters/<name>/``: trained adapters for the base (float16 on disk), loadable by name anywhere a path is taken
+  (``tailor.load("canny")``, ``--control canny:IMG``, ``--ip-adapter world``; a file or folder of that name wins):
+  ControlNets ``canny`` and ``seg``, T2I-Adapter ``t2i-canny``, ControlNeXt ``controlnext-canny``, IP-Adapters
+  ``world`` and ``world-plus``.
 
-The recipes live beside this file (``tokenizer``, ``vae``, ``unet``, ``clip``, ``oracles``, ``export``) and run
-through ``tailor world train-zoo``.
+The recipes live beside this file (``tokenizer``, ``vae``, ``unet``, ``clip``, ``oracles``, ``adapters``,
+``export``) and run through ``tailor world train-zoo``.
 """
 
 from __future__ import annotations
@@ -46,3 +50,29 @@ def clip_vision_path() -> Path:
 def oracle_path(name: str) -> Path:
     """``weights/oracles/<name>.safetensors`` (``attributes``, ``face``, ``instance``, ``segmenter``)."""
     return _require(WEIGHTS / "oracles" / f"{name}.safetensors", f"oracle {name!r}")
+
+
+#: shipped adapter name -> (method, condition kind or None); the recipes are in :mod:`tailor.world.zoo.adapters`
+ADAPTERS = {
+    "canny": ("controlnet", "canny"),
+    "seg": ("controlnet", "seg"),
+    "t2i-canny": ("t2i_adapter", "canny"),
+    "controlnext-canny": ("controlnext", "canny"),
+    "world": ("ip_adapter", None),
+    "world-plus": ("ip_adapter", None),
+}
+
+
+def adapter_path(name: str) -> Path:
+    """``weights/adapters/<name>/``, the folder of a shipped adapter (``tailor.load`` reads it)."""
+    if name not in ADAPTERS:
+        raise InputError(
+            f"{name!r} is neither an existing file or folder nor a shipped world adapter; pass a path or one of "
+            f"{', '.join(ADAPTERS)}."
+        )
+    return _require(WEIGHTS / "adapters" / name / "tailor.json", f"adapter {name!r}").parent
+
+
+def shipped_adapters() -> list[str]:
+    """The adapter names whose weights are present."""
+    return [n for n in ADAPTERS if (WEIGHTS / "adapters" / n / "tailor.json").is_file()]

@@ -15,7 +15,8 @@ def train_zoo(
     only: Annotated[
         str | None,
         typer.Option(
-            help="Run one stage: tokenizer, vae, vae-decoder, unet, clip, oracle, export (default: all, in order)."
+            help="Run one stage: tokenizer, vae, vae-decoder, unet, clip, oracle, export, adapters (default: all, "
+            "in order)."
         ),
     ] = None,
     runs: Annotated[Path, typer.Option(help="Run folder (checkpoints; every stage resumes from it).")] = Path(
@@ -27,6 +28,13 @@ def train_zoo(
     threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 1,
     oracles: Annotated[str, typer.Option(help="Comma-separated oracles to train.")] = "attributes,segmenter,"
     "instance,face",
+    adapters: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated adapters to train (canny, seg, t2i-canny, controlnext-canny, world, "
+            "world-plus; default: all)."
+        ),  # fmt: skip
+    ] = None,
     vae_stop_at: Annotated[
         int | None, typer.Option(help="Freeze the VAE at its newest checkpoint instead of finishing its schedule.")
     ] = None,
@@ -35,7 +43,7 @@ def train_zoo(
         str | None, typer.Option(help="Warm-start UNet + text encoder from this UNet run folder.")
     ] = None,
 ) -> None:
-    """Train the world zoo (base model, world CLIP, oracles) and export it into the package's weights folder."""
+    """Train the world zoo (base model, world CLIP, oracles, adapters) and export it into the package's weights."""
     from tailor.world.zoo import recipe
 
     stages = recipe.STAGES if only is None else (only,)
@@ -58,6 +66,14 @@ def train_zoo(
         elif stage == "oracle":
             names = tuple(n.strip() for n in oracles.split(",") if n.strip())
             recipe.stage_oracle(runs, names, {n: steps for n in names} if steps else None)
+        elif stage == "adapters":
+            names = None if adapters is None else tuple(n.strip() for n in adapters.split(",") if n.strip())
+            from tailor.world.zoo.adapters import NAMES
+
+            unknown = [n for n in names or () if n not in NAMES]
+            if unknown:
+                raise ConfigError(f"unknown adapter {unknown[0]!r} in --adapters; pick some of {', '.join(NAMES)}.")
+            recipe.stage_adapters(runs, names, steps)
         else:
             typer.echo(json.dumps(recipe.stage_export(runs)))
 

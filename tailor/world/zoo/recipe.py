@@ -2,7 +2,9 @@
 
 ``tokenizer`` -> ``vae`` (full AutoencoderKL; its encoder is frozen from then on) -> ``unet`` (UNet + text encoder
 on the one trainer) and, in parallel, ``vae-decoder`` (decoder-only refinement: latents unchanged), ``clip`` and
-``oracle``; then ``export`` writes the shipped weights (:mod:`tailor.world.zoo.export`).
+``oracle``; then ``export`` writes the shipped weights (:mod:`tailor.world.zoo.export`); last ``adapters``
+(ControlNets, T2I-Adapter, ControlNeXt, IP-Adapters trained on that exported base, each exported when it finishes,
+:mod:`tailor.world.zoo.adapters`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from tailor.core.io import write_json
 from tailor.world.zoo import WEIGHTS
 
 log = logging.getLogger("tailor")
-STAGES = ("tokenizer", "vae", "vae-decoder", "unet", "clip", "oracle", "export")
+STAGES = ("tokenizer", "vae", "vae-decoder", "unet", "clip", "oracle", "export", "adapters")
 DEFAULT_STEPS = {
     "vae": 1500,
     "vae-decoder": 2000,
@@ -148,6 +150,20 @@ def stage_oracle(
     return results
 
 
+def stage_adapters(
+    runs: Path, names: tuple[str, ...] | None = None, steps: int | None = None, weights: Path = WEIGHTS
+) -> dict[str, str]:
+    """Train (resuming) each named adapter on the shipped base, then export it into ``weights/adapters/<name>``."""
+    from tailor.world.zoo import adapters
+
+    done = {}
+    for name in names or adapters.NAMES:
+        adapters.train_adapter(runs, name, steps=steps)
+        done[name] = str(adapters.export_adapter(runs, name, weights))
+        print(json.dumps({name: done[name]}), flush=True)
+    return done
+
+
 def stage_export(runs: Path, weights: Path = WEIGHTS) -> dict[str, str]:
     """Copy what is trained into ``weights`` (base diffusers folder from the newest UNet checkpoint, CLIP, oracles)."""
     import shutil
@@ -168,6 +184,11 @@ def stage_export(runs: Path, weights: Path = WEIGHTS) -> dict[str, str]:
                 save_oracle(load_oracle(f), tmp / f.name, {"metrics": json.loads(meta.get("metrics", "{}"))})
             readable(tmp)
         done["oracles"] = str(weights / "oracles")
+    from tailor.world.zoo.adapters import NAMES, export_adapter, run_dir
+
+    for name in NAMES:  # finished adapter runs (their tailor.json is written last)
+        if (run_dir(runs, name) / "tailor.json").is_file():
+            done[f"adapters/{name}"] = str(export_adapter(runs, name, weights))
     for src, dst in (
         (runs / "clip" / "final", weights / "clip"),
         (runs / "clip" / "final_vision", weights / "clip_vision"),

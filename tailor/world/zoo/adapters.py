@@ -1,0 +1,171 @@
+"""The zoo's shipped adapters: ControlNet (canny, seg), T2I-Adapter (canny), ControlNeXt (canny), IP-Adapter and
+IP-Adapter-Plus, trained on the shipped world base (``base="world"``) through the one trainer, so that
+``--control canny:IMG`` and ``--ip-adapter world`` work out of the box (issues #5, #6).
+
+Each recipe trains on fresh single-object world renders in all 5 styles (``world:objects:all``; what the base was
+trained on). Control methods get their condition from the render's exact ground truth (``ConditionDataset``: world
+edges for canny, the shape-class mask for seg); the IP-Adapters use each target image as its own reference
+(Ye et al. 2023). Every run checkpoints every 100 steps into ``runs/adapters/<name>`` and resumes from the newest
+complete checkpoint, so an interrupted stage continues with the same batches.
+
+:func:`export_adapter` writes the final artifact to ``weights/adapters/<name>/`` in float16 (the loaders upcast to
+the base's dtype), keeping the file ``tailor.load`` reads: its metadata names the method and condition kind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+log = logging.getLogger("tailor")
+
+DATA = "world:objects:all"  # single objects in the 5 styles, as the base was trained
+DIFFUSERS_WEIGHTS = "diffusion_pytorch_model.safetensors"
+
+
+@dataclass(frozen=True)
+class AdapterRecipe:
+    """One shipped adapter: the method, its options and the training schedule (single-threaded CPU sized)."""
+
+    method: str
+    options: dict[str, Any] = field(default_factory=dict)
+    steps: int = 500
+    batch_size: int = 8
+    lr: float = 1e-4
+    weight_decay: float = 1e-2
+    warmup_steps: int = 50
+
+
+# Steps / batch sized so each trains in ~8-10 min on one CPU thread shared with other jobs (s/step at batch 8 measured
+# at load ~1.4: ControlNet canny 0.36, seg 0.49, T2I 0.33, IP 0.36, Plus 0.47, ControlNeXt 1.27; the shipped runs
+# went 1.7-3.4x slower at load 6-10, 3,105 s of training for all six; docs/zoo.md). Control lr 1e-4 instead of the
+# papers' 1e-5: a few hundred steps, not tens of thousands (1e-5 barely moves the zero-initialised outputs in that
+# budget). IP-Adapter: the paper's AdamW 1e-4, weight decay 0.01.
+RECIPES: dict[str, AdapterRecipe] = {
+    "canny": AdapterRecipe("controlnet", {"condition": "canny"}, steps=550),
+    "world": AdapterRecipe("ip_adapter", {"image_encoder": "world"}, steps=550),
+    # full, not light: a light adapter repeats the last UNet width, the world UNet's (32, 64, 128) has no pair
+    "t2i-canny": AdapterRecipe("t2i_adapter", {"condition": "canny", "adapter_type": "full"}, steps=600),
+    "seg": AdapterRecipe("controlnet", {"condition": "seg"}, steps=420),
+    "world-plus": AdapterRecipe("ip_adapter", {"image_encoder": "world", "plus": True}, steps=420),
+    # its control module convolves at the image's resolution (3->64 channels, stride 2): ~3.5x the step cost
+    "controlnext-canny": AdapterRecipe("controlnext", {"condition": "canny"}, steps=320, batch_size=4),
+}
+NAMES = tuple(RECIPES)
+
+
+def run_dir(runs: str | Path, name: str) -> Path:
+    return Path(runs) / "adapters" / name
+
+
+def train_config(name: str, out: str | Path, steps: int | None = None, batch_size: int | None = None, **kw):
+    from tailor.core.training import TrainConfig
+
+    r = RECIPES[name]
+    opts = dict(
+        base="world",
+        out=str(out),
+        data=DATA,
+        steps=steps or r.steps,
+        batch_size=batch_size or r.batch_size,
+        lr=r.lr,
+        weight_decay=r.weight_decay,
+        lr_scheduler="constant",
+        warmup_steps=r.warmup_steps,
+        seed=0,
+        checkpoint_every=100,
+        keep_checkpoints=2,
+        resume="latest" if _has_checkpoint(out) else None,
+        log_every=10,
+    )
+    opts.update(kw)
+    return TrainConfig(**opts)
+
+
+def _has_checkpoint(out: str | Path) -> bool:
+    from tailor.core.training.checkpoint import list_checkpoints
+
+    return bool(list_checkpoints(out))
+
+
+def build_method(name: str):
+    import tailor
+
+    r = RECIPES[name]
+    return tailor.get_spec(r.method).method(**r.options)
+
+
+def train_adapter(runs: str | Path, name: str, steps: int | None = None, batch_size: int | None = None, **kw):
+    """Train (or resume) adapter ``name`` in ``runs/adapters/<name>``; returns the trainer's ``TrainResult``."""
+    import tailor
+
+    if name not in RECIPES:
+        from tailor.errors import ConfigError
+
+        raise ConfigError(f"unknown zoo adapter {name!r}; pick some of {', '.join(NAMES)}.")
+    config = train_config(name, run_dir(runs, name), steps, batch_size, **kw)
+    result = tailor.train(build_method(name), config)
+    log.info("adapter %s: %d steps, loss %.4f, %.0f s", name, result.steps, result.loss, result.seconds)
+    return result
+
+
+def export_adapter(runs: str | Path, name: str, weights: str | Path | None = None) -> Path:
+    """Re-save the trained artifact of ``runs/adapters/<name>`` as float16 into ``weights/adapters/<name>/``.
+
+    One copy of the weights each: where the method also writes a diffusers model folder (ControlNet, T2I-Adapter)
+    that folder is shipped, its weight file carrying the tailor metadata (``ControlNetModel.from_pretrained`` reads
+    it as diffusers' own, ``tailor.load`` by its metadata); otherwise the tailor file (ControlNeXt, IP-Adapter: the
+    official layout ``load_ip_adapter`` reads). ``tailor.json`` names the file, as in a training ``--out`` folder.
+    """
+    from tailor.core.artifacts import resolve_artifact
+    from tailor.core.io import atomic_dir, load_tensors, read_metadata, write_json
+    from tailor.world.zoo import WEIGHTS
+    from tailor.world.zoo.export import readable
+
+    src = run_dir(runs, name)
+    artifact = resolve_artifact(src)
+    meta = read_metadata(artifact)
+    method = RECIPES[name].method
+    folder = src / method
+    dst = Path(weights or WEIGHTS) / "adapters" / name
+    with atomic_dir(dst) as tmp:
+        if (folder / "config.json").is_file() and method in ("controlnet", "t2i_adapter"):
+            (tmp / method).mkdir()
+            shutil.copy2(folder / "config.json", tmp / method / "config.json")
+            rel = f"{method}/{DIFFUSERS_WEIGHTS}"
+            _save_half(load_tensors(folder / DIFFUSERS_WEIGHTS), meta, tmp / rel)
+        else:
+            rel = artifact.name
+            _save_half(load_tensors(artifact), meta, tmp / rel)
+        write_json(tmp / "tailor.json", {"artifact": rel, "zoo": _train_info(src, name)})
+        readable(tmp)
+    return dst
+
+
+def _save_half(tensors: dict[str, torch.Tensor], meta: dict[str, str], path: Path) -> None:
+    from tailor.core.io import save_tensors
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_tensors(path, {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}, meta)
+
+
+def _train_info(src: Path, name: str) -> dict[str, Any]:
+    info = {"recipe": {**RECIPES[name].__dict__, "data": DATA}}
+    rows = [json.loads(line) for line in (src / "log.jsonl").read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if r.get("it_s")]
+    if rows:  # seconds of training = logged steps / rate, summed over the windows (restarts not counted)
+        steps = [int(r["step"]) for r in rows]
+        spans = [b - a for a, b in zip([0, *steps[:-1]], steps)]
+        secs = sum(n / float(r["it_s"]) for n, r in zip(spans, rows))
+        info["trained"] = {"steps": steps[-1], "loss_last_window": rows[-1].get("loss"), "train_seconds": round(secs)}
+    return info
+
+
+def set_threads(n: int = 1) -> None:
+    torch.set_num_threads(max(1, n))
