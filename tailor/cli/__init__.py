@@ -1,4 +1,5 @@
-"""The ``tailor`` command line: ``methods``, ``train <method>``, ``generate``, ``world ...``, ``eval ...``.
+"""The ``tailor`` command line: ``methods``, ``train <method>``, ``generate``, ``world ...``, ``eval ...``,
+``bench ...``.
 
 User errors (``tailor.errors.TailorError``) are printed as one line without a traceback and exit with status 2.
 """
@@ -19,6 +20,7 @@ err = Console(stderr=True)
 
 def build() -> click.Group:
     """The full click group: typer commands plus the generated ``train`` group."""
+    from tailor.cli.bench import bench_app
     from tailor.cli.eval import eval_app
     from tailor.cli.generate import generate
     from tailor.cli.train import train_group
@@ -42,6 +44,7 @@ def build() -> click.Group:
     app.command("generate", context_settings={"help_option_names": ["-h", "--help"]})(generate)
     app.add_typer(world_app, name="world", help="The procedural world: render images, subjects, faces, scenes.")
     app.add_typer(eval_app, name="eval", help="Scores: every command takes --json and then prints one JSON object.")
+    app.add_typer(bench_app, name="bench", help="World benches: personalize, control, image_prompt (--json, --out).")
     group = typer.main.get_command(app)
     group.add_command(train_group(), "train")
     return group
