@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -84,12 +85,19 @@ def generate(pipe, prompts: list[str], n: int, steps: int, guidance: float, seed
     return out
 
 
+@cache
+def instance_oracle():
+    from tailor.world.zoo.oracles import load_oracle
+
+    return load_oracle("instance")
+
+
 @torch.no_grad()
 def instance_embeds(images) -> torch.Tensor:
     """The world's instance embedder (the DINO-like oracle): unit vectors, one per image."""
-    from tailor.world.zoo.oracles import load_oracle, to_unit
+    from tailor.world.zoo.oracles import to_unit
 
-    model = load_oracle("instance")
+    model = instance_oracle()
     return torch.cat([model(to_unit(images[i : i + 128])) for i in range(0, len(images), 128)])
 
 
@@ -102,29 +110,27 @@ def similarity_to(images, references) -> np.ndarray:
 def calibrate_threshold(same: Sequence[float], different: Sequence[float]) -> tuple[float, float]:
     """The threshold with the best balanced same/different accuracy (mean of both hit rates) and that accuracy.
 
-    Candidates are the midpoints between neighbouring sorted scores; ``score >= threshold`` means "same subject".
+    Candidates are the midpoints between neighbouring sorted scores; ``score >= threshold`` means "same subject";
+    among equally good candidates the middle one is taken.
     """
     same, diff = np.asarray(same, float), np.asarray(different, float)
     if not len(same) or not len(diff):
         raise ConfigError("threshold calibration needs at least one same-subject and one different-subject score.")
     values = np.unique(np.concatenate([same, diff]))
     candidates = np.concatenate([[values[0] - 1e-6], (values[:-1] + values[1:]) / 2, [values[-1] + 1e-6]])
-    best_t, best_acc = float(candidates[0]), -1.0
-    for t in candidates:
-        acc = 0.5 * (float(np.mean(same >= t)) + float(np.mean(diff < t)))
-        if acc > best_acc:
-            best_t, best_acc = float(t), acc
-    return best_t, best_acc
+    accs = np.array([0.5 * (np.mean(same >= t) + np.mean(diff < t)) for t in candidates])
+    tied = candidates[np.isclose(accs, accs.max())]
+    return float(tied[len(tied) // 2]), float(accs.max())  # the middle of the best thresholds
 
 
 def drift_calibration(names: Sequence[str], n_ref: int, n_probe: int, size: int) -> dict[str, Any]:
     """Same-subject threshold on real renders: probes (other seeds) vs the references of their own / other subjects."""
-    refs = {s: reference_images(s, n_ref, size) for s in names}
-    probes = {s: reference_images(s, n_probe, size, seed=PROBE_SEED) for s in names}
+    refs = {s: instance_embeds(reference_images(s, n_ref, size)) for s in names}
+    probes = {s: instance_embeds(reference_images(s, n_probe, size, seed=PROBE_SEED)) for s in names}
     same, diff = [], []
     for s in names:
         for t in names:
-            sims = similarity_to(probes[s], refs[t])
+            sims = (probes[s] @ refs[t].t()).mean(dim=1)  # the statistic of similarity_to
             (same if s == t else diff).extend(sims.tolist())
     threshold, acc = calibrate_threshold(same, diff)
     return {

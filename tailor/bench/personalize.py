@@ -98,11 +98,13 @@ class Settings:
     n_ref: int = 6
     lora_rank: int = 4
     steps: int | None = None  # None = each recipe's steps
+    lrs: dict[str, float] = field(default_factory=dict)  # method -> learning rate overriding its recipe's
     sample_steps: int = 20
     guidance: float = 5.0
     drift_n: int = 8
     probes: int = 4  # calibration renders per subject
     class_images: int | None = None  # DreamBooth prior images (None = the recipe's)
+    class_steps: int | None = None  # sampler steps of those images (None = the recipe's)
     fresh: bool = False
 
     def check(self) -> None:
@@ -155,12 +157,15 @@ def train_subject(key: str, subject: str, s: Settings, root: Path) -> dict[str, 
     cls = C.class_word(subject)
     word = identifier_for(comps, cls)
     r = RECIPES[key]
+    r = Recipe(r.method, r.steps, s.lrs.get(key, r.lr), r.options, r.batch_size, r.note)
     steps = s.steps or r.steps
     opts = method_options(key, s, cls, word)
     if r.method == "dreambooth":
         opts["class_dir"] = str(root / "class_images")
         if s.class_images:
             opts["num_class_images"] = s.class_images
+        if s.class_steps:
+            opts["class_steps"] = s.class_steps
     size = comps.default_size
     caption = f"a {subject_words(key, word, cls)}"
     settings = dict(base=s.base, method=r.method, opts=opts, steps=steps, lr=r.lr, bs=r.batch_size, n_ref=s.n_ref,
@@ -237,6 +242,17 @@ SCORES = ("dino_like", "clip_i_like", "subject_attr_acc", "subject_all_correct",
           "drift", "drift_similarity")  # fmt: skip
 
 
+def summary_row(key: str, results: list[dict], recs: list[dict | None]) -> dict[str, Any]:
+    """One table row: scores averaged over subjects, plus the recipe and mean training seconds."""
+    row = {"method": key} | {k: C.mean_of(results, k) for k in SCORES}
+    if key == "base":
+        return row
+    r = RECIPES[key]
+    first = recs[0]
+    return row | {"steps": first["steps"], "lr": first["lr"], "params": first["params"], "batch_size": r.batch_size,
+                  "train_s": C.mean_of(recs, "seconds"), "recipe": r.note}  # fmt: skip
+
+
 def run(s: Settings) -> dict[str, Any]:
     """The whole bench: calibration, then per method and subject train (or reuse) and evaluate; rows averaged."""
     import tailor
@@ -250,33 +266,27 @@ def run(s: Settings) -> dict[str, Any]:
     t0 = time.perf_counter()
     size = tailor.load_components(s.base).default_size
     calib = C.drift_calibration(sorted(subjects()), s.n_ref, s.probes, size)
-    rows, per_subject, sheet = [], {}, [("references", [])]
     keys = ("base", *s.methods)
+    rows, per_subject = [], {}
+    sheet = [("references", [im for subject in s.subjects for im in C.reference_images(subject, 2, size)])]
     with make_progress() as progress:
         task = progress.add_task("personalize", total=len(keys) * len(s.subjects), info="")
         for key in keys:
-            results, recs = [], []
+            results, recs, tiles = [], [], []
             for subject in s.subjects:
                 progress.update(task, info=f"{key} / {subject}")
                 rec = None if key == "base" else train_subject(key, subject, s, root)
                 res = evaluate(key, subject, rec, s, calib["threshold"], root)
                 images = res.pop("images")
-                if key == "base":
-                    sheet[0][1].extend(C.reference_images(subject, 2, size))
-                extra = {k: rec[k] for k in ("seconds", "steps", "params", "loss")} if rec else {}
+                # per subject: the "on snow" prompt and the bare-subject prompt, first seed
+                tiles += [images[min(2, s.prompts - 1) * s.seeds], images[-s.seeds]]
+                extra = {k: rec[k] for k in ("seconds", "steps", "lr", "params", "loss")} if rec else {}
                 per_subject[f"{key}/{subject}"] = res | extra
                 results.append(res)
                 recs.append(rec)
-                if len(sheet) <= keys.index(key) + 1:
-                    sheet.append((key, []))
-                sheet[keys.index(key) + 1][1].extend(images[: min(2, len(images))])
                 progress.advance(task)
-            row = {"method": key} | {k: C.mean_of(results, k) for k in SCORES}
-            if key != "base":
-                r = RECIPES[key]
-                row |= {"steps": recs[0]["steps"], "lr": r.lr, "params": recs[0]["params"], "batch_size": r.batch_size,
-                        "train_s": C.mean_of(recs, "seconds"), "recipe": r.note}  # fmt: skip
-            rows.append(row)
+            sheet.append((key, tiles))
+            rows.append(summary_row(key, results, recs))
     C.contact_sheet(sheet, root / "grid.png")
     table = C.Table(COLUMNS, rows)
     result = {
