@@ -23,12 +23,12 @@ Fresh = Annotated[bool, typer.Option("--fresh", help="Retrain instead of reusing
 Subjects = Annotated[list[str] | None, typer.Option("--subject", help="World subject (repeatable).")]
 
 
-def pairs(values: list[str] | None, flag: str) -> dict[str, str]:
+def pairs(values: list[str] | None, flag: str, example: str = "mine=outputs/controlnet") -> dict[str, str]:
     out = {}
     for v in values or []:
         name, sep, path = v.partition("=")
         if not sep or not name.strip() or not path.strip():
-            raise InputError(f"{flag} {v!r} is not NAME=PATH; write e.g. {flag} mine=outputs/controlnet.")
+            raise InputError(f"{flag} {v!r} is not NAME=PATH; write e.g. {flag} {example}.")
         out[name.strip()] = path.strip()
     return out
 
@@ -62,6 +62,7 @@ def personalize(
     references: Annotated[int, typer.Option(help="Reference renders per subject (training images).")] = 6,
     lora_rank: Annotated[int, typer.Option(help="Rank of DreamBooth-LoRA and LoRA.")] = 4,
     steps: Annotated[int | None, typer.Option(help="Training steps of every method (default: its recipe's).")] = None,
+    lr: Annotated[list[str] | None, typer.Option("--lr", help="METHOD=LR overriding a recipe's rate.")] = None,
     sample_steps: Annotated[int, typer.Option(help="DDIM steps per image.")] = 20,
     guidance: Annotated[float, typer.Option(help="Guidance scale.")] = 5.0,
     drift_samples: Annotated[int, typer.Option(help="Class-prompt samples per subject for language drift.")] = 8,
@@ -76,6 +77,10 @@ def personalize(
     s = P.Settings(base=base, out=out, prompts=prompts, seeds=seeds, n_ref=references, lora_rank=lora_rank,
                    steps=steps, sample_steps=sample_steps, guidance=guidance, drift_n=drift_samples,
                    fresh=fresh)  # fmt: skip
+    try:
+        s.lrs = {k: float(v) for k, v in pairs(lr, "--lr", "lora=1e-3").items()}
+    except ValueError as e:
+        raise InputError(f"--lr takes METHOD=NUMBER, e.g. --lr lora=1e-3 ({e}).") from e
     if method:
         s.methods = tuple(method)
     if subject:
@@ -137,7 +142,9 @@ def image_prompt(
     """IP-Adapter / IP-Adapter-Plus with one reference image vs Textual Inversion and LoRA trained per subject."""
     from tailor.bench import image_prompt as B
 
-    adapters = (dict(B.DEFAULT_ADAPTERS) if default_adapters else {}) | pairs(adapter, "--adapter")
+    adapters = (dict(B.DEFAULT_ADAPTERS) if default_adapters else {}) | pairs(
+        adapter, "--adapter", "mine=outputs/ip_adapter"
+    )
     s = B.Settings(base=base, out=out, adapters=adapters, artifacts=artifacts, seeds=seeds, n_ref=references,
                    ip_scale_text=ip_scale, sample_steps=sample_steps, fresh=fresh)  # fmt: skip
     if trained is not None:
