@@ -50,7 +50,7 @@ RECIPES: dict[str, Recipe] = {
     "dreambooth_lora": Recipe(
         "dreambooth",
         120,
-        1e-3,
+        5e-3,
         {"num_class_images": 16, "class_steps": 20, "class_guidance": 5.0},
         batch_size=2,
         note="paper LoRA lr 1e-4 x ~1000 steps on SD; prior weight 1, 16 class images, batch 2 instance + 2 class",
@@ -71,7 +71,7 @@ RECIPES: dict[str, Recipe] = {
         {"token": "<s*>", "templates": "caption"},
         note="one vector initialised from the class word; paper lr 5e-3 x 5000 steps",
     ),
-    "hypernetwork": Recipe("hypernetwork", 120, 2e-4, note="layer structure 1,2,1, linear; A1111 lr 1e-5"),
+    "hypernetwork": Recipe("hypernetwork", 120, 2e-3, note="layer structure 1,2,1, linear; A1111 lr 1e-5"),
 }
 DEFAULT_METHODS = ("dreambooth_lora", "lora", "textual_inversion", "hypernetwork")
 QUICK = dict(
