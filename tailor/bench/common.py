@@ -35,8 +35,14 @@ GEN_SEED = 0  # generated image j of a prompt uses seed GEN_SEED + j (tailor's c
 
 
 def single_thread() -> None:
-    """The benches are timed on one CPU thread (the development machine is shared)."""
+    """The benches are timed on one CPU thread (the development machine is shared); the loaders' per-call progress
+    bars are silenced (a bench loads the base once per method and subject; it shows its own progress)."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
     torch.set_num_threads(1)
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
 
 
 # --------------------------------------------------------------------- subjects and prompts
