@@ -78,6 +78,7 @@ def test_control_quick(tmp_path, tiny_controlnet):
     assert none["model"] == "no control" and none["edge_f1"] is not None and none["miou"] is not None
     assert mine["condition"] == "canny" and mine["miou"] is None and 0 <= mine["edge_f1"] <= 1
     assert mine["params"] > 0 and mine["train_s_per_step"] > 0 and mine["sample_s_per_step"] > 0
+    assert isinstance(mine["train_cpu_s_per_step"], float) and mine["sample_cpu_s_per_step"] > 0
     assert (tmp_path / "grid.png").is_file() and (tmp_path / "timing.json").is_file()
 
 

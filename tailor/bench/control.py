@@ -114,30 +114,38 @@ def edge_f1_scores(images, samples: list) -> float:
     return float(np.mean(out))
 
 
-def train_seconds_per_step(method_name: str, config, s: Settings, folder: Path) -> float | None:
-    """Median seconds per optimizer step of a short run (``train_steps`` after 2 warm-up steps) on world objects."""
+def train_seconds_per_step(method_name: str, config, s: Settings, folder: Path) -> dict[str, float]:
+    """Seconds per optimizer step on world objects: the median wall time of ``train_steps`` steps after 2 warm-up
+    steps, and the process CPU time of a (1 + ``train_steps``)-step run minus that of a 1-step run (setup cancels)."""
+    import json
+
     import tailor
 
-    method = (
-        tailor.get_spec(method_name).method(config) if config is not None else tailor.get_spec(method_name).method()
-    )
-    cfg = tailor.TrainConfig(base=s.base, data="world:objects", steps=s.train_steps + 2, batch_size=s.batch_size,
-                             out=str(folder), log_every=1, seed=0)  # fmt: skip
+    spec = tailor.get_spec(method_name)
+    cpu = {}
     try:
-        tailor.train(method, cfg, components=tailor.load_components(s.base))
-        import json
-
-        recs = [json.loads(x) for x in (folder / "log.jsonl").read_text().splitlines() if x.strip()]
-        return statistics.median(1.0 / r["it_s"] for r in recs[2:] or recs)
+        for steps in (1, 1, 1 + s.train_steps):  # the first run takes the one-off costs (lazy imports, caches)
+            method = spec.method(config) if config is not None else spec.method()
+            cfg = tailor.TrainConfig(base=s.base, data="world:objects", steps=steps + 1, batch_size=s.batch_size,
+                                     out=str(folder / str(steps)), log_every=1, seed=0)  # fmt: skip
+            comps = tailor.load_components(s.base)
+            with C.timer() as t:
+                tailor.train(method, cfg, components=comps)
+            cpu[steps] = t["cpu_seconds"]
+        log = (folder / str(1 + s.train_steps) / "log.jsonl").read_text().splitlines()
+        recs = [json.loads(x) for x in log if x.strip()]
+        wall = statistics.median(1.0 / r["it_s"] for r in recs[2:] or recs)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+    return {"train_s_per_step": wall, "train_cpu_s_per_step": (cpu[1 + s.train_steps] - cpu[1]) / s.train_steps}
 
 
-def generate_row(pipe, samples, n: int, s: Settings) -> tuple[list, float]:
+def generate_row(pipe, samples, n: int, s: Settings) -> tuple[list, dict[str, float]]:
     prompts = [x.caption for x in samples]
-    t0 = time.perf_counter()
-    images = pipe.generate(prompts, n=n, seed=C.GEN_SEED, steps=s.sample_steps, guidance=s.guidance).images
-    return images, (time.perf_counter() - t0) / s.sample_steps
+    with C.timer() as t:
+        images = pipe.generate(prompts, n=n, seed=C.GEN_SEED, steps=s.sample_steps, guidance=s.guidance).images
+    return images, {"sample_s_per_step": t["seconds"] / s.sample_steps,
+                    "sample_cpu_s_per_step": t["cpu_seconds"] / s.sample_steps}  # fmt: skip
 
 
 def scores(images, samples: list, kind: str | None) -> dict[str, Any]:
@@ -167,9 +175,10 @@ def timed_training(name: str, method_name: str, config, s: Settings, root: Path)
     cache = json.loads(cache_file.read_text()) if cache_file.is_file() and not s.fresh else {}
     if key not in cache:
         try:
-            cache[key] = {"train_s_per_step": train_seconds_per_step(method_name, config, s, root / "timing" / name)}
+            cache[key] = train_seconds_per_step(method_name, config, s, root / "timing" / name)
         except Exception as e:  # report, do not lose the other rows: e.g. a method whose training needs extra inputs
             cache[key] = {"train_s_per_step": None, "train_error": f"{type(e).__name__}: {e}"}
+        shutil.rmtree(root / "timing", ignore_errors=True)
         from tailor.core.io import write_text
 
         write_text(cache_file, json.dumps(cache, indent=2))
@@ -186,7 +195,9 @@ COLUMNS = [
     ("clip_t_like", "CLIP-T-like", ".3f"),
     ("params", "trainable params", ","),
     ("train_s_per_step", "train s/step", ".3f"),
+    ("train_cpu_s_per_step", "train CPU s/step", ".3f"),
     ("sample_s_per_step", "sample s/step", ".3f"),
+    ("sample_cpu_s_per_step", "sample CPU s/step", ".3f"),
 ]
 
 
@@ -210,7 +221,7 @@ def run(s: Settings) -> dict[str, Any]:
         pipe = tailor.Pipeline(tailor.load_components(s.base))
         images, sps = generate_row(pipe, samples, s.seeds, s)
         C.save_images(images, root / "images" / "no_control", "img")
-        row = {"model": "no control", "method": "-", "condition": "-", "params": 0, "sample_s_per_step": sps}
+        row = {"model": "no control", "method": "-", "condition": "-", "params": 0} | sps
         rows.append(row | scores(images, per_image, None) | timed_training("no_control", "finetune", None, s, root))
         sheet.append(("no control", images[:: s.seeds][:8]))
         progress.advance(task)
@@ -223,7 +234,7 @@ def run(s: Settings) -> dict[str, Any]:
             pipe.detach()
             C.save_images(images, root / "images" / name, "img")
             row = {"model": name, "path": s.models[name], "method": method.name, "condition": kind, "params": params}
-            row |= {"sample_s_per_step": sps} | scores(images, per_image, kind)
+            row |= sps | scores(images, per_image, kind)
             rows.append(row | timed_training(name, method.name, method.config, s, root))
             from tailor.core.images import to_pil
 
