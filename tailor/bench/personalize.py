@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -119,11 +120,21 @@ class Settings:
             raise ConfigError("--seeds, --references, --drift-samples, --lora-rank and --sample-steps must be >= 1.")
 
 
+@cache
+def world_words() -> frozenset[str]:
+    """Words of the world's captions (its synonyms plus 300 rendered captions: every kind and style)."""
+    from tailor.world.zoo.tokenizer import caption_words
+
+    return frozenset(caption_words(n_captions=300))
+
+
 def identifier_for(components, cls: str) -> str:
-    """DreamBooth's rare-token rule on this tokenizer, avoiding every word of the bench's prompts."""
+    """DreamBooth's rare-token rule on this tokenizer, avoiding the bench's prompt words and every world caption
+    word: the world tokenizer holds each caption word as one token, so without this the rule picks a caption word
+    with a strong prior (``two``: "a photo of a two star")."""
     from tailor.methods.dreambooth.identifier import pick_identifier, prompt_words
 
-    avoid = prompt_words(*C.subject_prompts(cls), "a of an the")
+    avoid = prompt_words(*C.subject_prompts(cls), "a of an the") | world_words()
     return pick_identifier(components.tokenizer, avoid)
 
 
