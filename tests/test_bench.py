@@ -119,3 +119,11 @@ def test_cli_json_parses(tmp_path, capsys):
     assert result["bench"] == "personalize" and [r["method"] for r in result["rows"]] == ["base", "lora"]
     assert main(["bench", "control", "--base", "tiny", "--model", "broken", "--no-default-models"]) == 2
     assert "NAME=PATH" in capsys.readouterr().err
+
+
+def test_identifier_is_no_world_caption_word():
+    from tailor.bench.personalize import identifier_for, world_words
+
+    word = identifier_for(tailor.load_components("world"), "star")
+    assert word not in world_words() and word not in {"two", "star", "photo", "on"}
+    assert "two" in world_words()  # the word the plain rare-token rule picks on the world tokenizer

@@ -134,8 +134,11 @@ def identifier_for(components, cls: str) -> str:
     with a strong prior (``two``: "a photo of a two star")."""
     from tailor.methods.dreambooth.identifier import pick_identifier, prompt_words
 
-    avoid = prompt_words(*C.subject_prompts(cls), "a of an the") | world_words()
-    return pick_identifier(components.tokenizer, avoid)
+    avoid = prompt_words(*C.subject_prompts(cls), "a of an the")
+    word = pick_identifier(components.tokenizer, avoid)
+    if len(word) > 1:  # a vocabulary word: make sure it is not one of the world's (a single letter never is)
+        word = pick_identifier(components.tokenizer, avoid | world_words())
+    return word
 
 
 def method_options(key: str, s: Settings, cls: str, word: str) -> dict[str, Any]:
