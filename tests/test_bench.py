@@ -58,6 +58,8 @@ def test_unknown_method_is_a_config_error(tmp_path):
 
     with pytest.raises(ConfigError, match="unknown method"):
         P.run(P.Settings(base="tiny", out=tmp_path, methods=("dreambooth_xl",)))
+    with pytest.raises(ConfigError, match="unknown method 'lora_xl'"):
+        P.run(P.Settings(base="tiny", out=tmp_path, lrs={"lora_xl": 1e-3}))
 
 
 @pytest.fixture(scope="module")

@@ -109,7 +109,7 @@ class Settings:
     fresh: bool = False
 
     def check(self) -> None:
-        unknown = [m for m in self.methods if m not in RECIPES]
+        unknown = [m for m in (*self.methods, *self.lrs) if m not in RECIPES]
         if unknown:
             raise ConfigError(f"unknown method {unknown[0]!r}; pick from {', '.join(RECIPES)}.")
         if not 1 <= self.prompts <= 8:
