@@ -4,7 +4,11 @@
 2. fine-tune a base for a few steps on world images (the shipped world model when it exists, else a tiny random
    SD-architecture base) and write its loss curve and validation grid;
 3. generate before/after grids for the same prompts and seeds, and score them against real renders (SSIM /
-   edge F1 — controllability metrics that need no trained evaluator).
+   edge F1 — controllability metrics that need no trained evaluator);
+4. personalize (issue #4): DreamBooth-LoRA (Ruiz et al. 2022 with LoRA, prior preservation) learns one built-in
+   world subject from 6 reference renders in a short run (the recipe of ``tailor bench personalize``), then writes
+   before/after grids of ``a photo of a [V] [class] on snow`` and the before/after subject scores (DINO-like,
+   CLIP-I-like, subject-attribute accuracy from the world oracles) into ``summary.json``.
 
 Everything lands under ``--out`` (default ``outputs/demo``).
 """
@@ -33,6 +37,42 @@ def world_grid(out: Path) -> Path:
     return path
 
 
+def personalize(base: str, subject: str, steps: int | None, out: Path) -> dict:
+    """DreamBooth-LoRA on one subject (the personalize bench's recipe and cache), before/after grids and scores."""
+    import tailor
+    from tailor.bench import common as C
+    from tailor.bench import personalize as P
+    from tailor.core.images import make_grid
+    from tailor.eval.world import subject_scores, world_scores
+
+    key = "dreambooth_lora"
+    s = P.Settings(base=base, subjects=(subject,), steps=steps, class_images=8)
+    print(f"[4/4] personalize: {key} on subject {subject} ({steps or P.RECIPES[key].steps} steps)")
+    rec = P.train_subject(key, subject, s, out / "personalize")
+    cls = C.class_word(subject)
+    prompt = f"a photo of a {P.subject_words(key, rec['word'], cls)} on snow"
+    refs = C.reference_images(subject, s.n_ref, tailor.load_components(base).default_size)
+    pipe = tailor.Pipeline(tailor.load_components(base))
+    gen = dict(n=4, steps=20, guidance=5.0)
+    before = C.generate(pipe, [prompt], **gen)
+    pipe.attach(tailor.load(rec["artifact"]))
+    after = C.generate(pipe, [prompt], **gen)
+    report = {"method": key, "subject": subject, "prompt": prompt, "train_steps": rec["steps"],
+              "train_seconds": rec["seconds"]}  # fmt: skip
+    for name, images in (("before", before), ("after", after)):
+        make_grid(refs[:4] + images, cols=4).resize((4 * 128, 2 * 128), 0).save(out / f"personalize_{name}.png")
+        sub = subject_scores(images, refs)
+        report[name] = {
+            "dino_like": round(sub["dino_like"], 4),
+            "clip_i_like": round(sub["clip_i_like"], 4),
+            "subject_attribute_accuracy": sub["subject_attribute_accuracy"],
+            "background_snow": world_scores(images, [f"a photo of a {cls} on snow"] * len(images))["accuracy"][
+                "background"
+            ],
+        }
+    return report
+
+
 def main(argv: list[str] | None = None) -> int:
     import tailor
     from tailor.core.images import make_grid
@@ -43,20 +83,27 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="outputs/demo")
     ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--base", default=None, help="base model (default: the shipped world base, else tiny)")
+    ap.add_argument("--subject", default="checker_star", help="built-in world subject to personalize")
+    ap.add_argument("--personalize-steps", type=int, default=None, help="DreamBooth-LoRA steps (default: recipe)")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
 
-    print(f"[1/3] world sample grid -> {world_grid(out)}")
+    print(f"[1/4] world sample grid -> {world_grid(out)}")
 
-    try:
-        from tailor.world.zoo import base_path
+    base, resolution = args.base, None
+    if base is None:
+        try:
+            from tailor.world.zoo import base_path
 
-        base_path()
-        base, resolution = "world", None
-    except Exception:  # the zoo is not shipped yet: a tiny random base of the same architecture
-        base, resolution = "tiny", 32
+            base_path()
+            base = "world"
+        except Exception:  # the zoo is not shipped yet: a tiny random base of the same architecture
+            base = "tiny"
+    if base == "tiny":
+        resolution = 32
     prompts = ["a photo of a red star on grass", "a sketch of a blue striped circle on sand"]
     cfg = TrainConfig(
         base=base,
@@ -71,10 +118,10 @@ def main(argv: list[str] | None = None) -> int:
         val_steps=10,
     )
     method = tailor.get_spec("finetune").method()
-    print(f"[2/3] fine-tune base={base} for {args.steps} steps -> {cfg.out}")
+    print(f"[2/4] fine-tune base={base} for {args.steps} steps -> {cfg.out}")
     result = train(method, cfg)
 
-    print("[3/3] before/after grids")
+    print("[3/4] before/after grids")
     gen = dict(n=4, seed=0, steps=20, guidance=5.0)
     before = tailor.Pipeline(tailor.load_components(base)).generate(prompts, **gen)
     pipe = tailor.Pipeline(tailor.load_components(base)).attach(tailor.load(result.out))
@@ -88,16 +135,19 @@ def main(argv: list[str] | None = None) -> int:
             "ssim_to_real": float(np.mean([ssim(a, b) for a, b in zip(imgs, real)])),
             "edge_f1_to_real": float(np.mean([edge_f1(canny(a), canny(b)) for a, b in zip(imgs, real)])),
         }
+    personalized = personalize(base, args.subject, args.personalize_steps, out)
     summary = {
         "base": base,
         "steps": args.steps,
         "final_loss": result.loss,
         "scores": scores,
+        "personalize": personalized,
         "seconds": round(time.time() - t0, 1),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary, indent=2))
-    print(f"done: see {out}/world_grid.png, {out}/before_after.png, {out}/train/loss.png, {out}/train/samples/")
+    print(f"done: see {out}/world_grid.png, {out}/before_after.png, {out}/train/loss.png, {out}/train/samples/,")
+    print(f"      {out}/personalize_before.png, {out}/personalize_after.png")
     return 0
 
 

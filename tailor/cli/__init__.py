@@ -1,4 +1,5 @@
-"""The ``tailor`` command line: ``methods``, ``train <method>``, ``generate``, ``world ...``, ``eval ...``.
+"""The ``tailor`` command line: ``methods``, ``train <method>``, ``generate``, ``world ...``, ``eval ...``,
+``bench ...``.
 
 User errors (``tailor.errors.TailorError``) are printed as one line without a traceback and exit with status 2.
 """
@@ -19,6 +20,7 @@ err = Console(stderr=True)
 
 def build() -> click.Group:
     """The full click group: typer commands plus the generated ``train`` group."""
+    from tailor.cli.bench import bench_app
     from tailor.cli.convert import convert_app, lora_app
     from tailor.cli.eval import eval_app
     from tailor.cli.faces import faces_app
@@ -47,6 +49,7 @@ def build() -> click.Group:
     app.add_typer(eval_app, name="eval", help="Scores: every command takes --json and then prints one JSON object.")
     app.add_typer(convert_app, name="convert", help="Write community files: LoRA kohya <-> diffusers, embeddings.")
     app.add_typer(lora_app, name="lora", help="LoRA files: merge several into one, fuse into the base.")
+    app.add_typer(bench_app, name="bench", help="World benches: personalize, control, image_prompt (--json, --out).")
     group = typer.main.get_command(app)
     group.add_command(train_group(), "train")
     return group

@@ -1,0 +1,176 @@
+"""``tailor bench image_prompt``: image prompts versus per-subject fine-tuning on novel subjects (issue #6).
+
+IP-Adapter and IP-Adapter-Plus (Ye et al. 2023) take one reference render of a novel world subject and need no
+training per subject; Textual Inversion (Gal et al. 2022) and LoRA (Hu et al. 2021) are trained on the same
+subjects with the personalize bench's recipes and cache (:func:`tailor.bench.personalize.train_subject`), as
+IP-Adapter's and PhotoMaker's comparisons do. Scores:
+
+- image only (IP: empty prompt at scale 1.0; TI / LoRA: ``a photo of a [V] [class]``): CLIP-I-like and DINO-like
+  mean cosine to the references, subject-attribute accuracy;
+- with text (IP: ``a photo of a [class] on <background>`` at scale 0.5, the paper's text+image setting; TI / LoRA:
+  ``a photo of a [V] [class] on <background>``): CLIP-T-like (prompt written without [V]) and background accuracy,
+  plus CLIP-I-like to show what of the subject survives the text;
+- seconds per new subject: training time (IP-Adapter: none).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tailor.bench import common as C
+from tailor.bench import personalize as P
+from tailor.errors import InputError
+
+DEFAULT_ADAPTERS = {"ip-adapter": "world", "ip-adapter-plus": "world-plus"}
+TEXT_BACKGROUNDS = ("snow", "grass", "water", "brick")
+QUICK = dict(subjects=("checker_star",), seeds=1, n_ref=2, backgrounds=("snow",), sample_steps=2, steps=2)
+
+
+@dataclass
+class Settings:
+    base: str = "world"
+    out: Path = Path("outputs/bench/image_prompt")
+    adapters: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_ADAPTERS))
+    trained: tuple[str, ...] = ("textual_inversion", "lora")
+    artifacts: Path = Path("outputs/bench/personalize")  # the personalize bench's cache, reused when settings match
+    subjects: tuple[str, ...] = C.DEFAULT_SUBJECTS
+    seeds: int = 4
+    n_ref: int = 6
+    backgrounds: tuple[str, ...] = TEXT_BACKGROUNDS
+    ip_scale_text: float = 0.5
+    lora_rank: int = 4
+    steps: int | None = None  # training steps of TI / LoRA (None = the personalize recipes')
+    sample_steps: int = 20
+    guidance: float = 5.0
+    fresh: bool = False
+
+    def check(self) -> None:
+        for m in self.trained:
+            if m not in P.RECIPES:
+                raise InputError(f"--trained {m!r} is not a personalize method; pick from {', '.join(P.RECIPES)}.")
+        for s in self.subjects:
+            C.subject_spec(s)
+        if min(self.seeds, self.n_ref, self.sample_steps) < 1 or not self.backgrounds:
+            raise InputError("--seeds, --references and --sample-steps must be >= 1 and --background given.")
+
+
+def load_adapter(name: str, path: str):
+    import tailor
+
+    try:
+        method = tailor.load(path)
+    except Exception as e:
+        raise InputError(
+            f"image-prompt adapter {name}={path} cannot be loaded ({e}); pass --adapter {name}=PATH with a "
+            f"`tailor train ip_adapter` output folder."
+        ) from e
+    if method.name != "ip_adapter":
+        raise InputError(f"{name}={path} is a {method.name} artifact, not an IP-Adapter; pass an IP-Adapter.")
+    return method
+
+
+def score(images, refs, prompts: list[str] | None) -> dict[str, Any]:
+    from tailor.eval.world import prompt_scores, subject_scores, world_scores
+
+    subj = subject_scores(images, refs)
+    out = {"clip_i_like": subj["clip_i_like"], "dino_like": subj["dino_like"]}
+    if prompts is None:
+        return out | {"subject_attr_acc": float(np.mean(list(subj["subject_attribute_accuracy"].values())))}
+    return out | {
+        "clip_t_like": prompt_scores(images, prompts)["clip_t_like"],
+        "background_acc": world_scores(images, prompts)["accuracy"].get("background"),
+    }
+
+
+def run_subject(pipe, words: str, s: Settings, attach=None) -> tuple[list, list]:
+    """Image-only and text-prompted images of one subject; ``attach(scale)`` (re)attaches an IP-Adapter."""
+    if attach:
+        attach(1.0)
+    only = C.generate(pipe, ["" if attach else f"a photo of a {words}"], s.seeds, s.sample_steps, s.guidance)
+    if attach:
+        pipe.detach()
+        attach(s.ip_scale_text)
+    text = C.generate(pipe, [f"a photo of a {words} on {bg}" for bg in s.backgrounds], s.seeds, s.sample_steps,
+                      s.guidance)  # fmt: skip
+    pipe.detach()
+    return only, text
+
+
+COLUMNS = [
+    ("method", "method", ""),
+    ("clip_i_like", "CLIP-I-like (image only)", ".3f"),
+    ("dino_like", "DINO-like (image only)", ".3f"),
+    ("subject_attr_acc", "subject attr acc", ".3f"),
+    ("text_clip_t_like", "CLIP-T-like (+text)", ".3f"),
+    ("text_background_acc", "background acc (+text)", ".3f"),
+    ("text_clip_i_like", "CLIP-I-like (+text)", ".3f"),
+    ("seconds_per_subject", "s per new subject", ".1f"),
+]
+
+
+def run(s: Settings) -> dict[str, Any]:
+    import tailor
+    from tailor.core.progress import make_progress
+
+    C.single_thread()
+    s.check()
+    root = Path(s.out)
+    root.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    adapters = {name: load_adapter(name, path) for name, path in s.adapters.items()}
+    size = tailor.load_components(s.base).default_size
+    ps = P.Settings(base=s.base, out=Path(s.artifacts), n_ref=s.n_ref, lora_rank=s.lora_rank, steps=s.steps,
+                    fresh=s.fresh)  # fmt: skip
+    keys = [*adapters, *s.trained]
+    rows, sheet = [], []
+    with make_progress() as progress:
+        task = progress.add_task("image_prompt", total=len(keys) * len(s.subjects), info="")
+        for key in keys:
+            only_scores, text_scores, seconds, tiles = [], [], [], []
+            for subject in s.subjects:
+                progress.update(task, info=f"{key} / {subject}")
+                cls = C.class_word(subject)
+                refs = C.reference_images(subject, s.n_ref, size)
+                pipe = tailor.Pipeline(tailor.load_components(s.base))
+                if key in adapters:
+                    method = adapters[key]
+                    only, text = run_subject(
+                        pipe, cls, s, attach=lambda w, p=pipe, m=method, r=refs[0]: p.attach(m, weight=w, ip_image=r)
+                    )
+                    seconds.append(0.0)
+                else:
+                    rec = P.train_subject(key, subject, ps, Path(s.artifacts))
+                    pipe.attach(tailor.load(rec["artifact"]))
+                    only, text = run_subject(pipe, P.subject_words(key, rec["word"], cls), s)
+                    seconds.append(rec["seconds"])
+                C.save_images(only + text, root / "images" / key / subject, "img")
+                clean = [f"a photo of a {cls} on {bg}" for bg in s.backgrounds for _ in range(s.seeds)]
+                only_scores.append(score(only, refs, None))
+                text_scores.append(score(text, refs, clean))
+                tiles += [refs[0], only[0], text[0]]
+                progress.advance(task)
+            row = {"method": key} | {k: C.mean_of(only_scores, k) for k in only_scores[0]}
+            row |= {f"text_{k}": C.mean_of(text_scores, k) for k in text_scores[0]}
+            rows.append(row | {"seconds_per_subject": float(np.mean(seconds))})
+            sheet.append((key, tiles))
+    C.contact_sheet(sheet, root / "grid.png")
+    table = C.Table(COLUMNS, rows)
+    settings = {
+        k: (list(v) if isinstance(v, tuple) else str(v) if isinstance(v, Path) else v) for k, v in vars(s).items()
+    }
+    result = {
+        "bench": "image_prompt",
+        "base": s.base,
+        "settings": settings,
+        "grid_columns": "per subject: reference, image-only, first text prompt",
+        "rows": rows,
+        "seconds": round(time.perf_counter() - t0, 1),
+        "table": table.render(),
+    }
+    C.write_results(root, result)
+    return result

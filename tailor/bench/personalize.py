@@ -1,0 +1,326 @@
+"""``tailor bench personalize``: DreamBench at world scale (issue #4) — fine-tuning methods on novel subjects.
+
+Protocol of DreamBooth (Ruiz et al. 2022): each method learns a subject from a few reference images, bound to
+``a [V] [class]``; it then generates the subject under 8 prompts x 4 seeds. Scores:
+
+- subject fidelity: DINO-like (instance embedder) and CLIP-I-like (world CLIP) mean cosine to the references,
+  subject-attribute accuracy (shape, both colours' body colour, pattern as the attribute oracle reads them);
+- prompt fidelity: background accuracy of ``... on <background>`` prompts and CLIP-T-like (world CLIP), both
+  measured with the prompt written without [V];
+- language drift (DreamBooth section 4.3): the class prompt ``a photo of a [class]`` after training; the fraction
+  of samples that the instance embedder calls the subject (mean cosine to the references above a same-subject
+  threshold calibrated on real renders, :func:`~tailor.bench.common.drift_calibration`);
+- steps, trainable parameters and training seconds per subject.
+
+Methods (each through ``tailor.train`` with its registry config): ``dreambooth_lora`` (DreamBooth-LoRA with prior
+preservation), ``dreambooth`` (full UNet), ``lora`` (Hu et al. 2021), ``textual_inversion`` (Gal et al. 2022),
+``hypernetwork`` (NovelAI / A1111). Paper learning rates are for SD1.5 with ~1000-5000 steps; the world base is
+100x smaller and a subject should train in well under a minute, so the steps are short and the rates scaled up
+(:data:`RECIPES`; every value is stated in ``results.json``). The untrained base is the reference row.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tailor.bench import common as C
+from tailor.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How the bench trains one method: registry name, options, steps, learning rate, batch size."""
+
+    method: str
+    steps: int
+    lr: float
+    options: dict[str, Any] = field(default_factory=dict)
+    batch_size: int = 4
+    note: str = ""
+
+
+#: world-scale recipes (steps x lr chosen so one subject trains in ~10-40 s on one CPU thread)
+RECIPES: dict[str, Recipe] = {
+    "dreambooth_lora": Recipe(
+        "dreambooth",
+        120,
+        5e-3,
+        {"num_class_images": 16, "class_steps": 20, "class_guidance": 5.0},
+        batch_size=2,
+        note="paper LoRA lr 1e-4 x ~1000 steps on SD; prior weight 1, 16 class images, batch 2 instance + 2 class",
+    ),
+    "dreambooth": Recipe(
+        "dreambooth",
+        120,
+        1e-4,
+        {"lora_rank": 0, "num_class_images": 16, "class_steps": 20, "class_guidance": 5.0},
+        batch_size=2,
+        note="full UNet; paper lr 5e-6 x ~1000 steps on SD; prior loss weight 1, 16 class images",
+    ),
+    "lora": Recipe("lora", 120, 1e-3, note="attention LoRA; SD DreamBooth-LoRA lr 1e-4 x 500-1500 steps"),
+    "textual_inversion": Recipe(
+        "textual_inversion",
+        120,
+        2e-2,
+        {"token": "<s*>", "templates": "caption"},
+        note="one vector initialised from the class word; paper lr 5e-3 x 5000 steps",
+    ),
+    "hypernetwork": Recipe("hypernetwork", 120, 2e-3, note="layer structure 1,2,1, linear; A1111 lr 1e-5"),
+}
+DEFAULT_METHODS = ("dreambooth_lora", "lora", "textual_inversion", "hypernetwork")
+QUICK = dict(
+    subjects=("checker_star",),
+    prompts=2,
+    seeds=1,
+    n_ref=2,
+    steps=2,
+    sample_steps=2,
+    drift_n=2,
+    probes=1,
+    class_images=2,
+)
+
+
+@dataclass
+class Settings:
+    base: str = "world"
+    out: Path = Path("outputs/bench/personalize")
+    methods: tuple[str, ...] = DEFAULT_METHODS
+    subjects: tuple[str, ...] = C.DEFAULT_SUBJECTS
+    prompts: int = 8  # of subject_prompts (7 backgrounds + bare)
+    seeds: int = 4
+    n_ref: int = 6
+    lora_rank: int = 4
+    steps: int | None = None  # None = each recipe's steps
+    lrs: dict[str, float] = field(default_factory=dict)  # method -> learning rate overriding its recipe's
+    sample_steps: int = 20
+    guidance: float = 5.0
+    drift_n: int = 8
+    probes: int = 4  # calibration renders per subject
+    class_images: int | None = None  # DreamBooth prior images (None = the recipe's)
+    class_steps: int | None = None  # sampler steps of those images (None = the recipe's)
+    fresh: bool = False
+
+    def check(self) -> None:
+        unknown = [m for m in (*self.methods, *self.lrs) if m not in RECIPES]
+        if unknown:
+            raise ConfigError(f"unknown method {unknown[0]!r}; pick from {', '.join(RECIPES)}.")
+        if not 1 <= self.prompts <= 8:
+            raise ConfigError(f"--prompts must lie in 1..8 (the world prompt set has 8); got {self.prompts}.")
+        for s in self.subjects:
+            C.subject_spec(s)
+        if min(self.seeds, self.n_ref, self.drift_n, self.probes, self.lora_rank, self.sample_steps) < 1:
+            raise ConfigError("--seeds, --references, --drift-samples, --lora-rank and --sample-steps must be >= 1.")
+
+
+@cache
+def world_words() -> frozenset[str]:
+    """Words of the world's captions (its synonyms plus 300 rendered captions: every kind and style)."""
+    from tailor.world.zoo.tokenizer import caption_words
+
+    return frozenset(caption_words(n_captions=300))
+
+
+def identifier_for(components, cls: str) -> str:
+    """DreamBooth's rare-token rule on this tokenizer, avoiding the bench's prompt words and every world caption
+    word: the world tokenizer holds each caption word as one token, so without this the rule picks a caption word
+    with a strong prior (``two``: "a photo of a two star")."""
+    from tailor.methods.dreambooth.identifier import pick_identifier, prompt_words
+
+    avoid = prompt_words(*C.subject_prompts(cls), "a of an the")
+    word = pick_identifier(components.tokenizer, avoid)
+    if len(word) > 1:  # a vocabulary word: make sure it is not one of the world's (a single letter never is)
+        word = pick_identifier(components.tokenizer, avoid | world_words())
+    return word
+
+
+def method_options(key: str, s: Settings, cls: str, word: str) -> dict[str, Any]:
+    r = RECIPES[key]
+    opts = dict(r.options)
+    if r.method == "dreambooth":
+        opts |= {"class_word": cls, "identifier": word}
+        opts.setdefault("lora_rank", s.lora_rank)
+    elif key == "lora":
+        opts["rank"] = s.lora_rank
+    elif key == "textual_inversion":
+        opts["init_word"] = cls
+    return opts
+
+
+def subject_words(key: str, word: str, cls: str) -> str:
+    """What stands for the subject in prompts: ``[V] [class]`` (TI: the placeholder) or the class (base)."""
+    if key == "base":
+        return cls
+    if key == "textual_inversion":
+        return f"{RECIPES[key].options['token']} {cls}"
+    return f"{word} {cls}"
+
+
+def train_subject(key: str, subject: str, s: Settings, root: Path) -> dict[str, Any]:
+    """Train ``key`` on the subject's references (cached under ``root/artifacts``); the training record."""
+    import tailor
+
+    comps = tailor.load_components(s.base)
+    cls = C.class_word(subject)
+    word = identifier_for(comps, cls)
+    r = RECIPES[key]
+    r = Recipe(r.method, r.steps, s.lrs.get(key, r.lr), r.options, r.batch_size, r.note)
+    steps = s.steps or r.steps
+    opts = method_options(key, s, cls, word)
+    if r.method == "dreambooth":
+        opts["class_dir"] = str(root / "class_images")
+        if s.class_images:
+            opts["num_class_images"] = s.class_images
+        if s.class_steps:
+            opts["class_steps"] = s.class_steps
+    size = comps.default_size
+    caption = f"a {subject_words(key, word, cls)}"
+    settings = dict(base=s.base, method=r.method, opts=opts, steps=steps, lr=r.lr, bs=r.batch_size, n_ref=s.n_ref,
+                    subject=subject, caption=caption, size=size)  # fmt: skip
+    folder = root / "artifacts" / key / subject
+    if not s.fresh and (rec := C.cached(folder, settings)) is not None:
+        return rec
+    C.fresh_dir(folder)
+    refs = C.write_reference_folder(folder / "refs", C.reference_images(subject, s.n_ref, size), caption)
+    method = tailor.get_spec(r.method).method(**opts)
+    cfg = tailor.TrainConfig(base=s.base, data=str(refs), resolution=size, steps=steps, batch_size=r.batch_size,
+                             lr=r.lr, out=str(folder / "train"), log_every=steps, seed=0)  # fmt: skip
+    with C.timer() as t:
+        res = tailor.train(method, cfg, components=comps)
+    params = sum(p.numel() for p in method.trainable_parameters())
+    rec = dict(stamp=C.stamp(settings), artifact=str(res.out), seconds=round(t["seconds"], 2),
+               cpu_seconds=round(t["cpu_seconds"], 2), steps=steps,
+               lr=r.lr, batch_size=r.batch_size, params=params, loss=res.loss, caption=caption, word=word)  # fmt: skip
+    from tailor.core.io import write_text
+
+    write_text(folder / "bench.json", json.dumps(rec, indent=2))
+    return rec
+
+
+def evaluate(key: str, subject: str, rec: dict[str, Any] | None, s: Settings, threshold: float, root: Path) -> dict:
+    """Generate the prompt set and the drift prompt with the trained artifact (None: the base) and score them."""
+    import tailor
+    from tailor.eval.world import prompt_scores, subject_scores, world_scores
+
+    comps = tailor.load_components(s.base)
+    cls = C.class_word(subject)
+    pipe = tailor.Pipeline(comps)
+    if rec is not None:
+        pipe.attach(tailor.load(rec["artifact"]))
+    word = rec["word"] if rec else ""
+    refs = C.reference_images(subject, s.n_ref, comps.default_size)
+    prompts = C.subject_prompts(subject_words(key, word, cls))[: s.prompts]
+    clean = C.subject_prompts(cls)[: s.prompts]  # without [V]: what the oracles and world CLIP can read
+    images = C.generate(pipe, prompts, s.seeds, s.sample_steps, s.guidance)
+    drift_images = C.generate(pipe, [f"a photo of a {cls}"], s.drift_n, s.sample_steps, s.guidance, seed=1000)
+    pipe.detach()
+    C.save_images(images, root / "images" / key / subject, "img")
+    C.save_images(drift_images, root / "images" / key / subject, "drift")
+    subj = subject_scores(images, refs)
+    per_image = [p for p in clean for _ in range(s.seeds)]
+    bg = world_scores(images, per_image)  # background counts only the images whose prompt names one
+    drift = C.similarity_to(drift_images, refs)
+    return {
+        "dino_like": subj["dino_like"],
+        "clip_i_like": subj["clip_i_like"],
+        "subject_attr_acc": float(np.mean(list(subj["subject_attribute_accuracy"].values()))),
+        "subject_all_correct": subj["subject_all_correct"],
+        "background_acc": bg["accuracy"].get("background"),
+        "clip_t_like": prompt_scores(images, per_image)["clip_t_like"],
+        "drift": float(np.mean(drift >= threshold)),
+        "drift_similarity": float(drift.mean()),
+        "images": images,
+    }
+
+
+COLUMNS = [
+    ("method", "method", ""),
+    ("dino_like", "DINO-like", ".3f"),
+    ("clip_i_like", "CLIP-I-like", ".3f"),
+    ("subject_attr_acc", "subject attr acc", ".3f"),
+    ("background_acc", "background acc", ".3f"),
+    ("clip_t_like", "CLIP-T-like", ".3f"),
+    ("drift", "drift", ".3f"),
+    ("steps", "steps", "d"),
+    ("lr", "lr", "g"),
+    ("params", "params", ","),
+    ("train_s", "train s/subject", ".1f"),
+    ("train_cpu_s", "train CPU s/subject", ".1f"),
+]
+RECORD_KEYS = ("seconds", "cpu_seconds", "steps", "lr", "params", "loss")
+SCORES = ("dino_like", "clip_i_like", "subject_attr_acc", "subject_all_correct", "background_acc", "clip_t_like",
+          "drift", "drift_similarity")  # fmt: skip
+
+
+def summary_row(key: str, results: list[dict], recs: list[dict | None]) -> dict[str, Any]:
+    """One table row: scores averaged over subjects, plus the recipe and mean training seconds."""
+    row = {"method": key} | {k: C.mean_of(results, k) for k in SCORES}
+    if key == "base":
+        return row
+    r = RECIPES[key]
+    first = recs[0]
+    return row | {"steps": first["steps"], "lr": first["lr"], "params": first["params"], "batch_size": r.batch_size,
+                  "train_s": C.mean_of(recs, "seconds"), "train_cpu_s": C.mean_of(recs, "cpu_seconds"),
+                  "recipe": r.note}  # fmt: skip
+
+
+def run(s: Settings) -> dict[str, Any]:
+    """The whole bench: calibration, then per method and subject train (or reuse) and evaluate; rows averaged."""
+    import tailor
+    from tailor.core.progress import make_progress
+    from tailor.world import subjects
+
+    C.single_thread()
+    s.check()
+    root = Path(s.out)
+    root.mkdir(parents=True, exist_ok=True)
+    t0, c0 = time.perf_counter(), time.process_time()
+    size = tailor.load_components(s.base).default_size
+    calib = C.drift_calibration(sorted(subjects()), s.n_ref, s.probes, size)
+    keys = ("base", *s.methods)
+    rows, per_subject = [], {}
+    sheet = [("references", [im for subject in s.subjects for im in C.reference_images(subject, 2, size)])]
+    with make_progress() as progress:
+        task = progress.add_task("personalize", total=len(keys) * len(s.subjects), info="")
+        for key in keys:
+            results, recs, tiles = [], [], []
+            for subject in s.subjects:
+                progress.update(task, info=f"{key} / {subject}")
+                rec = None if key == "base" else train_subject(key, subject, s, root)
+                res = evaluate(key, subject, rec, s, calib["threshold"], root)
+                images = res.pop("images")
+                # per subject: the "on snow" prompt and the bare-subject prompt, first seed
+                tiles += [images[min(2, s.prompts - 1) * s.seeds], images[-s.seeds]]
+                extra = (
+                    {k: rec.get(k) for k in ("seconds", "cpu_seconds", "steps", "lr", "params", "loss")} if rec else {}
+                )
+                per_subject[f"{key}/{subject}"] = res | extra
+                results.append(res)
+                recs.append(rec)
+                progress.advance(task)
+            sheet.append((key, tiles))
+            rows.append(summary_row(key, results, recs))
+    C.contact_sheet(sheet, root / "grid.png")
+    table = C.Table(COLUMNS, rows)
+    result = {
+        "bench": "personalize",
+        "base": s.base,
+        "settings": {
+            k: (list(v) if isinstance(v, tuple) else str(v) if isinstance(v, Path) else v) for k, v in vars(s).items()
+        },  # fmt: skip
+        "drift_calibration": calib,
+        "rows": rows,
+        "per_subject": per_subject,
+        "seconds": round(time.perf_counter() - t0, 1),
+        "cpu_seconds": round(time.process_time() - c0, 1),
+        "table": table.render(),
+    }
+    C.write_results(root, result)
+    return result

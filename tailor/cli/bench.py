@@ -1,0 +1,156 @@
+"""``tailor bench <name>``: the world benches (:mod:`tailor.bench`). Each prints a table (``--json``: one JSON object
+on stdout, progress on stderr) and writes its images, ``results.json`` and ``grid.png`` to ``--out``; trained
+artifacts are cached there (``--fresh`` retrains); ``--quick`` is a seconds-long smoke setting (tests use it)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tailor.errors import InputError
+
+bench_app = typer.Typer(no_args_is_help=True)
+
+Base = Annotated[str, typer.Option(help="Base model: world, tiny, a diffusers folder or a checkpoint.")]
+Json = Annotated[bool, typer.Option("--json", help="Print one JSON object (progress goes to stderr).")]
+Quick = Annotated[bool, typer.Option("--quick", help="Tiny smoke setting (seconds; what the tests run).")]
+Fresh = Annotated[bool, typer.Option("--fresh", help="Retrain instead of reusing cached artifacts in --out.")]
+Subjects = Annotated[list[str] | None, typer.Option("--subject", help="World subject (repeatable).")]
+
+
+def pairs(values: list[str] | None, flag: str, example: str = "mine=outputs/controlnet") -> dict[str, str]:
+    out = {}
+    for v in values or []:
+        name, sep, path = v.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise InputError(f"{flag} {v!r} is not NAME=PATH; write e.g. {flag} {example}.")
+        out[name.strip()] = path.strip()
+    return out
+
+
+def emit(run, settings, as_json: bool) -> None:
+    if not as_json:
+        result = run(settings)
+        typer.echo(result["table"])
+        typer.echo(f"{result['seconds']:.0f} s; images, results.json and grid.png in {settings.out}")
+        return
+    with contextlib.redirect_stdout(sys.stderr):  # progress bars and training logs must not corrupt the JSON
+        result = run(settings)
+    typer.echo(json.dumps(result))
+
+
+def apply_quick(settings, quick: dict, enabled: bool):
+    if enabled:
+        for k, v in quick.items():
+            setattr(settings, k, v)
+    return settings
+
+
+@bench_app.command("personalize")
+def personalize(
+    base: Base = "world",
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("outputs/bench/personalize"),
+    method: Annotated[list[str] | None, typer.Option("--method", help="Method row (repeatable).")] = None,
+    subject: Subjects = None,
+    prompts: Annotated[int, typer.Option(help="Prompts per subject (1-8).")] = 8,
+    seeds: Annotated[int, typer.Option(help="Images per prompt.")] = 4,
+    references: Annotated[int, typer.Option(help="Reference renders per subject (training images).")] = 6,
+    lora_rank: Annotated[int, typer.Option(help="Rank of DreamBooth-LoRA and LoRA.")] = 4,
+    steps: Annotated[int | None, typer.Option(help="Training steps of every method (default: its recipe's).")] = None,
+    lr: Annotated[list[str] | None, typer.Option("--lr", help="METHOD=LR overriding a recipe's rate.")] = None,
+    sample_steps: Annotated[int, typer.Option(help="DDIM steps per image.")] = 20,
+    guidance: Annotated[float, typer.Option(help="Guidance scale.")] = 5.0,
+    drift_samples: Annotated[int, typer.Option(help="Class-prompt samples per subject for language drift.")] = 8,
+    quick: Quick = False,
+    fresh: Fresh = False,
+    as_json: Json = False,
+) -> None:
+    """DreamBench on the world: dreambooth_lora, lora, textual_inversion, hypernetwork (+ dreambooth with --method)
+    on 4 novel subjects x 8 prompts x 4 seeds; subject fidelity, prompt fidelity, language drift, steps, seconds."""
+    from tailor.bench import personalize as P
+
+    s = P.Settings(base=base, out=out, prompts=prompts, seeds=seeds, n_ref=references, lora_rank=lora_rank,
+                   steps=steps, sample_steps=sample_steps, guidance=guidance, drift_n=drift_samples,
+                   fresh=fresh)  # fmt: skip
+    try:
+        s.lrs = {k: float(v) for k, v in pairs(lr, "--lr", "lora=1e-3").items()}
+    except ValueError as e:
+        raise InputError(f"--lr takes METHOD=NUMBER, e.g. --lr lora=1e-3 ({e}).") from e
+    if method:
+        s.methods = tuple(method)
+    if subject:
+        s.subjects = tuple(subject)
+    emit(P.run, apply_quick(s, P.QUICK, quick), as_json)
+
+
+@bench_app.command("control")
+def control(
+    base: Base = "world",
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("outputs/bench/control"),
+    model: Annotated[
+        list[str] | None, typer.Option("--model", help="NAME=PATH of a control model (repeatable).")
+    ] = None,
+    default_models: Annotated[
+        bool, typer.Option(help="Include the shipped canny, seg, t2i-canny, controlnext-canny.")
+    ] = True,
+    conditions: Annotated[int, typer.Option(help="Held-out world conditions.")] = 16,
+    seeds: Annotated[int, typer.Option(help="Images per condition.")] = 2,
+    sample_steps: Annotated[int, typer.Option(help="DDIM steps per image.")] = 20,
+    guidance: Annotated[float, typer.Option(help="Guidance scale.")] = 5.0,
+    train_steps: Annotated[int, typer.Option(help="Timed training steps per method (batch 4).")] = 10,
+    quick: Quick = False,
+    fresh: Fresh = False,
+    as_json: Json = False,
+) -> None:
+    """Controllability (edge F1 / segmenter mIoU), prompt fidelity and cost of control models on held-out
+    world conditions, with a no-control reference row."""
+    from tailor.bench import control as B
+
+    models = (dict(B.DEFAULT_MODELS) if default_models else {}) | pairs(model, "--model")
+    if not models:
+        raise InputError("no control model to bench; pass --model NAME=PATH or keep --default-models.")
+    s = B.Settings(base=base, out=out, models=models, conditions=conditions, seeds=seeds, sample_steps=sample_steps,
+                   guidance=guidance, train_steps=train_steps, fresh=fresh)  # fmt: skip
+    emit(B.run, apply_quick(s, B.QUICK, quick), as_json)
+
+
+@bench_app.command("image_prompt")
+def image_prompt(
+    base: Base = "world",
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("outputs/bench/image_prompt"),
+    adapter: Annotated[list[str] | None, typer.Option("--adapter", help="NAME=PATH of an IP-Adapter.")] = None,
+    default_adapters: Annotated[bool, typer.Option(help="Include the shipped world and world-plus.")] = True,
+    trained: Annotated[list[str] | None, typer.Option("--trained", help="Fine-tuned comparison method.")] = None,
+    artifacts: Annotated[Path, typer.Option(help="Cache of trained subjects (the personalize bench's --out).")] = Path(
+        "outputs/bench/personalize"
+    ),
+    subject: Subjects = None,
+    seeds: Annotated[int, typer.Option(help="Images per prompt.")] = 4,
+    references: Annotated[int, typer.Option(help="Reference renders per subject.")] = 6,
+    background: Annotated[list[str] | None, typer.Option("--background", help="Text-prompt background.")] = None,
+    ip_scale: Annotated[float, typer.Option(help="IP-Adapter scale with a text prompt.")] = 0.5,
+    sample_steps: Annotated[int, typer.Option(help="DDIM steps per image.")] = 20,
+    quick: Quick = False,
+    fresh: Fresh = False,
+    as_json: Json = False,
+) -> None:
+    """IP-Adapter / IP-Adapter-Plus with one reference image vs Textual Inversion and LoRA trained per subject."""
+    from tailor.bench import image_prompt as B
+
+    adapters = (dict(B.DEFAULT_ADAPTERS) if default_adapters else {}) | pairs(
+        adapter, "--adapter", "mine=outputs/ip_adapter"
+    )
+    s = B.Settings(base=base, out=out, adapters=adapters, artifacts=artifacts, seeds=seeds, n_ref=references,
+                   ip_scale_text=ip_scale, sample_steps=sample_steps, fresh=fresh)  # fmt: skip
+    if trained is not None:
+        s.trained = tuple(trained)
+    if subject:
+        s.subjects = tuple(subject)
+    if background:
+        s.backgrounds = tuple(background)
+    emit(B.run, apply_quick(s, B.QUICK, quick), as_json)
