@@ -124,6 +124,24 @@ def safe_torch_load(path: str | os.PathLike) -> Any:
         raise FormatError(f"{path} is not a readable PyTorch file ({type(e).__name__}); re-export it.") from e
 
 
+def check_pickle(path: str | os.PathLike) -> None:
+    """Refuse a pickle that would need code execution, without loading its tensors (for loaders outside tailor,
+    such as diffusers' single-file loader, whose ``torch.load`` settings tailor does not control)."""
+    from torch.serialization import get_unsafe_globals_in_checkpoint
+
+    path = _existing(path)
+    try:
+        unsafe = get_unsafe_globals_in_checkpoint(str(path))
+    except Exception:  # not torch's zip container (a legacy pickle, or not a pickle at all): load it safely
+        safe_torch_load(path)
+        return
+    if unsafe:
+        raise UnsafeFileError(
+            f"{path} is a pickle that needs code execution to load ({', '.join(unsafe[:3])}); tailor refuses it — "
+            f"convert it to .safetensors in a trusted environment."
+        )
+
+
 def meta_json(meta: dict[str, str], key: str, default: Any = None) -> Any:
     """Decode one JSON-encoded metadata value."""
     if key not in meta:
