@@ -82,7 +82,7 @@ def _read_caption(path: Path) -> str:
         raise InputError(f"caption file {path} is not UTF-8 text (byte {e.start}); re-save it as UTF-8.") from None
 
 
-def check_header(path: Path) -> None:
+def check_header(path: Path) -> tuple[int, int]:
     """Fail before training, not hours into it, on a file that is not an image (reads the header only)."""
     if path.stat().st_size == 0:
         raise InputError(f"image {path} is empty (0 bytes); replace or remove it.")
@@ -93,9 +93,11 @@ def check_header(path: Path) -> None:
                     f"image {path} is {img.width}x{img.height}, too large to load (a decompression bomb?); downscale "
                     f"it below {MAX_PIXELS // 1_000_000} megapixels or remove it."
                 )
+            size = img.size
             img.verify()  # chunk checksums and structure, without decoding the pixels
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise InputError(f"{path} is not a readable image ({e.__class__.__name__}); replace or remove it.") from e
+    return size
 
 
 class FolderDataset(Dataset):
@@ -105,8 +107,9 @@ class FolderDataset(Dataset):
         self.folder = Path(folder)
         self.files = list_images(self.folder)
         self.captions = read_captions(self.folder, self.files, caption, default_caption)
-        for f in self.files:
-            check_header(f)
+        small = [f.name for f in self.files if min(check_header(f)) < size]
+        if small:
+            log.warning("%d image(s) smaller than %d px are upscaled (e.g. %s); expect blur", len(small), size, small[0])
         self.size = size
 
     def __len__(self) -> int:
