@@ -47,6 +47,9 @@ def _is_tailor_file(path: Path) -> bool:
 
 def _named(method: Method, file: Path) -> Method:
     method.source_file = str(file)  # named in errors raised when the weights meet a base (Pipeline.attach)
+    inner = getattr(method, "inner", None)  # a composed method builds its inner one from the same file
+    if isinstance(inner, Method):
+        _named(inner, file)
     return method
 
 

@@ -34,7 +34,7 @@ from torch import nn
 from tailor.core.conditioning import Conditioning, StepExtras, StepState
 from tailor.core.config import Config
 from tailor.core.io import meta_json, read_metadata, save_tensors
-from tailor.errors import ConfigError, FormatError, IncompatibleError
+from tailor.errors import ConfigError, FormatError, IncompatibleError, TailorError
 
 if TYPE_CHECKING:
     from tailor.core.components import Components
@@ -88,14 +88,24 @@ class Method:
         if self.components is not None and self.components is not components:
             raise RuntimeError(f"{self.name} is already attached to another base; call unpatch() first.")
         self.components = components
-        if not self._built:
-            self.build(components)
-            self._built = True
-            for m in self.modules():
-                m.to(device=components.device)
-        if self._pending_state is not None:
-            state, self._pending_state = self._pending_state, None
-            self.load_state_dict(state)
+        try:
+            if not self._built:
+                self.build(components)
+                self._built = True
+                for m in self.modules():
+                    m.to(device=components.device)
+            if self._pending_state is not None:
+                state, self._pending_state = self._pending_state, None
+                self.load_state_dict(state)
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError, RuntimeError) as e:
+            source = getattr(self, "source_file", None)
+            if source is None or isinstance(e, TailorError):
+                raise
+            self.components = None
+            raise FormatError(
+                f"{source} describes a {self.name} model this base cannot build or load ({type(e).__name__}: "
+                f"{str(e)[:200]}); the file is damaged or made for another base — use one made for this base."
+            ) from e
         self.attach(components)
 
     def unpatch(self) -> None:

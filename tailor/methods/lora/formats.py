@@ -43,7 +43,8 @@ def read_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]
             tensors = tensors["state_dict"]
     else:
         meta = read_metadata(path)
-    if not isinstance(tensors, dict) or detect_layout(tensors) is None:
+    flat = isinstance(tensors, dict) and all(isinstance(k, str) and torch.is_tensor(v) for k, v in tensors.items())
+    if not flat or detect_layout(tensors) is None:
         raise FormatError(
             f"{path} is not a LoRA file (no kohya lora_unet_/lora_te_ or diffusers lora_A/lora_B keys); "
             f"pass a LoRA .safetensors."

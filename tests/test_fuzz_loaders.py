@@ -1,0 +1,215 @@
+"""Property-based fuzzing of every weight-file loader: only ``TailorError`` (or success), never another exception.
+
+Targets: the files each registered method saves (tailor safetensors plus its community files: kohya / diffusers
+LoRA, A1111 / diffusers embeddings, A1111 hypernetwork ``.pt``, ControlNet / T2I / ControlNeXt / IP-Adapter
+weights), read by ``tailor.load`` and attached to a tiny base, and by the format readers. Inputs: arbitrary bytes,
+byte-mutated valid files, and valid safetensors / torch containers whose tensors have wrong shapes and dtypes.
+
+Profiles (``TAILOR_FUZZ``): ``ci`` (default; a few examples per target, the fast suite) and ``long`` (``make fuzz``:
+1,000 per target and strategy). ``TAILOR_FUZZ_COUNTS=FILE`` appends per-target example counts as JSON lines.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from safetensors.torch import load_file, save_file
+
+import tailor
+from tailor.core.io import read_metadata
+from tailor.core.method import registry
+from tailor.errors import TailorError
+from tailor.methods.hypernetwork import formats as hn
+from tailor.methods.ip_adapter import formats as ip
+from tailor.methods.lora import formats as lora
+from tailor.methods.textual_inversion import formats as ti
+
+PROFILE = os.environ.get("TAILOR_FUZZ", "ci")
+EXAMPLES = {"ci": 4, "long": 1000}[PROFILE]
+settings.register_profile(
+    "tailor", max_examples=EXAMPLES, deadline=None, derandomize=PROFILE == "ci",
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large],
+)  # fmt: skip
+FUZZ = settings.get_profile("tailor")
+DTYPES = [torch.float16, torch.bfloat16, torch.float64, torch.int8, torch.int32, torch.int64, torch.bool, torch.uint8]
+SUFFIXES = [".safetensors", ".pt", ".bin", ".ckpt"]
+READERS = (ti.read, hn.read, ip.read, lora.read_file)
+ROOT = Path(tempfile.mkdtemp(prefix="tailor-fuzz-"))
+
+
+def _seed_files() -> dict[str, Path]:
+    """Every file each registered method writes when saved from a tiny base: ``{"<method>/<file>": path}``."""
+    files = {}
+    for name, spec in sorted(registry().items()):
+        options = {k: v for k, v in spec.test_options.items() if not k.endswith("_dir")}
+        method = spec.method(**options)
+        method.patch(tailor.tiny_components())
+        method.save(ROOT / name)
+        for p in sorted((ROOT / name).iterdir()):
+            if p.suffix in SUFFIXES and p.is_file():
+                files[f"{name}/{p.name}"] = p
+    return files
+
+
+SEEDS = _seed_files()
+COMPS = tailor.tiny_components()
+COUNTS: dict[str, int] = {}
+
+
+def check(target: str, path: Path) -> None:
+    """Every loader on ``path``: success or a TailorError; attaching what loads must not crash either."""
+    COUNTS[target] = COUNTS.get(target, 0) + 1
+    for read in READERS:
+        try:
+            read(path)
+        except TailorError:
+            pass
+    try:
+        method = tailor.load(path)
+    except TailorError:
+        return
+    pipe = tailor.Pipeline(COMPS)
+    try:
+        pipe.attach(method)
+    except TailorError:
+        return
+    finally:
+        pipe.detach()
+
+
+def _write(data: bytes, suffix: str) -> Path:
+    fd, name = tempfile.mkstemp(suffix=suffix, dir=ROOT)
+    os.write(fd, data)
+    os.close(fd)
+    return Path(name)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _counts():
+    yield
+    if os.environ.get("TAILOR_FUZZ_COUNTS"):
+        with open(os.environ["TAILOR_FUZZ_COUNTS"], "a") as f:
+            f.write(json.dumps({"profile": PROFILE, "counts": COUNTS}) + "\n")
+
+
+# --------------------------------------------------------------------- arbitrary bytes
+@FUZZ
+@given(data=st.binary(max_size=4096), suffix=st.sampled_from(SUFFIXES))
+def test_arbitrary_bytes(data, suffix):
+    path = _write(data, suffix)
+    try:
+        check("arbitrary-bytes", path)
+    finally:
+        path.unlink()
+
+
+# --------------------------------------------------------------------- mutated valid files
+mutation = st.one_of(
+    st.tuples(st.just("flip"), st.lists(st.tuples(st.integers(0, 1 << 30), st.integers(0, 255)), min_size=1, max_size=8)),
+    st.tuples(st.just("cut"), st.integers(0, 1 << 30)),
+    st.tuples(st.just("insert"), st.tuples(st.integers(0, 1 << 30), st.binary(min_size=1, max_size=64))),
+)
+
+
+def mutate(raw: bytes, how) -> bytes:
+    kind, arg = how
+    buf = bytearray(raw)
+    if kind == "flip":
+        head = min(len(buf), 4096)  # the header and first tensors, where structure lives
+        for pos, val in arg:
+            buf[pos % head] = val
+    elif kind == "cut":
+        del buf[arg % max(len(buf), 1) :]
+    else:
+        pos, extra = arg
+        buf[pos % max(len(buf), 1) : pos % max(len(buf), 1)] = extra
+    return bytes(buf)
+
+
+@pytest.mark.parametrize("seed", sorted(SEEDS))
+def test_mutated_files(seed):
+    raw = SEEDS[seed].read_bytes()
+
+    @FUZZ
+    @given(how=mutation)
+    def run(how):
+        path = _write(mutate(raw, how), SEEDS[seed].suffix)
+        try:
+            check(f"mutated {seed}", path)
+        finally:
+            path.unlink()
+
+    run()
+
+
+# --------------------------------------------------------------------- valid containers, wrong shapes and dtypes
+def reshape(t: torch.Tensor, dims: list[int], dtype: torch.dtype) -> torch.Tensor:
+    return torch.zeros(dims, dtype=torch.float32).to(dtype) if dims else torch.zeros((), dtype=dtype)
+
+
+@pytest.mark.parametrize("seed", sorted(SEEDS))
+def test_wrong_shapes_and_dtypes(seed):
+    path0 = SEEDS[seed]
+    pickled = path0.suffix != ".safetensors"
+    tensors = load_file(str(path0)) if not pickled else None
+    meta = read_metadata(path0) if not pickled else None
+    obj = torch.load(path0, weights_only=True) if pickled else None
+
+    change = st.tuples(st.integers(0, 1 << 30), st.lists(st.integers(0, 9), max_size=4), st.sampled_from(DTYPES))
+
+    @FUZZ
+    @given(changes=st.lists(change, min_size=1, max_size=4), drop=st.booleans())
+    def run(changes, drop):
+        if pickled:
+            data = _mutate_container(obj, changes, drop)
+            path = ROOT / f"c{len(COUNTS)}{path0.suffix}"
+            torch.save(data, path)
+        else:
+            new = dict(tensors)
+            keys = sorted(new)
+            for pos, dims, dtype in changes:
+                k = keys[pos % len(keys)]
+                new[k] = reshape(new[k], dims, dtype)
+            if drop and len(keys) > 1:
+                del new[keys[changes[0][0] % len(keys)]]
+            path = ROOT / f"c{len(COUNTS)}.safetensors"
+            save_file(new, str(path), metadata=meta)
+        try:
+            check(f"shapes/dtypes {seed}", path)
+        finally:
+            path.unlink()
+
+    run()
+
+
+def _mutate_container(obj, changes, drop):
+    """The pickled structure with some tensors reshaped / retyped and, maybe, one entry replaced by a string."""
+    leaves = []
+
+    def walk(x, setter):
+        if isinstance(x, torch.Tensor):
+            leaves.append(setter)
+        elif isinstance(x, dict):
+            for k in list(x):
+                walk(x[k], lambda v, d=x, k=k: d.__setitem__(k, v))
+        elif isinstance(x, list):
+            for i in range(len(x)):
+                walk(x[i], lambda v, lst=x, i=i: lst.__setitem__(i, v))
+
+    import copy
+
+    data = copy.deepcopy(obj)
+    walk(data, None)
+    for pos, dims, dtype in changes:
+        if leaves:
+            leaves[pos % len(leaves)](reshape(None, dims, dtype))
+    if drop and leaves:
+        leaves[changes[0][0] % len(leaves)]("not a tensor")
+    return data
