@@ -5,8 +5,8 @@ LoRA, A1111 / diffusers embeddings, A1111 hypernetwork ``.pt``, ControlNet / T2I
 weights), read by ``tailor.load`` and attached to a tiny base, and by the format readers. Inputs: arbitrary bytes,
 byte-mutated valid files, and valid safetensors / torch containers whose tensors have wrong shapes and dtypes.
 
-Profiles (``TAILOR_FUZZ``): ``ci`` (default; a few examples per target, the fast suite) and ``long`` (``make fuzz``:
-1,000 per target and strategy). ``TAILOR_FUZZ_COUNTS=FILE`` appends per-target example counts as JSON lines.
+Targets: arbitrary bytes, and one per registered method (its saved files, mutated). Profiles (``TAILOR_FUZZ``):
+``ci`` (default: 25 examples per target, the fast suite) and ``long`` (``make fuzz``: 1,000 per target). ``TAILOR_FUZZ_COUNTS=FILE`` appends per-target example counts as JSON lines.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from tailor.methods.lora import formats as lora
 from tailor.methods.textual_inversion import formats as ti
 
 PROFILE = os.environ.get("TAILOR_FUZZ", "ci")
-EXAMPLES = {"ci": 4, "long": 1000}[PROFILE]
+EXAMPLES = {"ci": 25, "long": 1000}[PROFILE]
 settings.register_profile(
     "tailor", max_examples=EXAMPLES, deadline=None, derandomize=PROFILE == "ci",
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large],
@@ -133,56 +133,49 @@ def mutate(raw: bytes, how) -> bytes:
     return bytes(buf)
 
 
-@pytest.mark.parametrize("seed", sorted(SEEDS))
-def test_mutated_files(seed):
-    raw = SEEDS[seed].read_bytes()
+def reshape(dims: list[int], dtype: torch.dtype) -> torch.Tensor:
+    return torch.zeros(dims, dtype=torch.float32).to(dtype)
+
+
+def retensor(path0: Path, changes, drop) -> Path:
+    """``path0`` rewritten as a valid container whose tensors got other shapes / dtypes (and maybe one dropped)."""
+    if path0.suffix != ".safetensors":
+        path = ROOT / f"c{sum(COUNTS.values())}{path0.suffix}"
+        torch.save(_mutate_container(torch.load(path0, weights_only=True), changes, drop), path)
+        return path
+    new = load_file(str(path0))
+    keys = sorted(new)
+    for pos, dims, dtype in changes:
+        new[keys[pos % len(keys)]] = reshape(dims, dtype)
+    if drop and len(keys) > 1:
+        del new[keys[changes[0][0] % len(keys)]]
+    path = ROOT / f"c{sum(COUNTS.values())}.safetensors"
+    save_file(new, str(path), metadata=read_metadata(path0))
+    return path
+
+
+change = st.tuples(st.integers(0, 1 << 30), st.lists(st.integers(0, 9), max_size=4), st.sampled_from(DTYPES))
+edit = st.one_of(
+    st.tuples(st.just("bytes"), mutation),
+    st.tuples(st.just("tensors"), st.tuples(st.lists(change, min_size=1, max_size=4), st.booleans())),
+)
+
+
+@pytest.mark.parametrize("method", sorted({k.split("/")[0] for k in SEEDS}))
+def test_mutated_files(method):
+    """A valid file of ``method`` (one of those it writes), mutated bytewise or re-saved with wrong tensors."""
+    seeds = sorted(k for k in SEEDS if k.startswith(f"{method}/"))
 
     @FUZZ
-    @given(how=mutation)
-    def run(how):
-        path = _write(mutate(raw, how), SEEDS[seed].suffix)
-        try:
-            check(f"mutated {seed}", path)
-        finally:
-            path.unlink()
-
-    run()
-
-
-# --------------------------------------------------------------------- valid containers, wrong shapes and dtypes
-def reshape(t: torch.Tensor, dims: list[int], dtype: torch.dtype) -> torch.Tensor:
-    return torch.zeros(dims, dtype=torch.float32).to(dtype) if dims else torch.zeros((), dtype=dtype)
-
-
-@pytest.mark.parametrize("seed", sorted(SEEDS))
-def test_wrong_shapes_and_dtypes(seed):
-    path0 = SEEDS[seed]
-    pickled = path0.suffix != ".safetensors"
-    tensors = load_file(str(path0)) if not pickled else None
-    meta = read_metadata(path0) if not pickled else None
-    obj = torch.load(path0, weights_only=True) if pickled else None
-
-    change = st.tuples(st.integers(0, 1 << 30), st.lists(st.integers(0, 9), max_size=4), st.sampled_from(DTYPES))
-
-    @FUZZ
-    @given(changes=st.lists(change, min_size=1, max_size=4), drop=st.booleans())
-    def run(changes, drop):
-        if pickled:
-            data = _mutate_container(obj, changes, drop)
-            path = ROOT / f"c{len(COUNTS)}{path0.suffix}"
-            torch.save(data, path)
+    @given(seed=st.sampled_from(seeds), how=edit)
+    def run(seed, how):
+        path0 = SEEDS[seed]
+        if how[0] == "bytes":
+            path = _write(mutate(path0.read_bytes(), how[1]), path0.suffix)
         else:
-            new = dict(tensors)
-            keys = sorted(new)
-            for pos, dims, dtype in changes:
-                k = keys[pos % len(keys)]
-                new[k] = reshape(new[k], dims, dtype)
-            if drop and len(keys) > 1:
-                del new[keys[changes[0][0] % len(keys)]]
-            path = ROOT / f"c{len(COUNTS)}.safetensors"
-            save_file(new, str(path), metadata=meta)
+            path = retensor(path0, *how[1])
         try:
-            check(f"shapes/dtypes {seed}", path)
+            check(method, path)
         finally:
             path.unlink()
 
@@ -209,7 +202,7 @@ def _mutate_container(obj, changes, drop):
     walk(data, None)
     for pos, dims, dtype in changes:
         if leaves:
-            leaves[pos % len(leaves)](reshape(None, dims, dtype))
+            leaves[pos % len(leaves)](reshape(dims, dtype))
     if drop and leaves:
         leaves[changes[0][0] % len(leaves)]("not a tensor")
     return data
