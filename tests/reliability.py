@@ -47,3 +47,15 @@ def crash_in_loss(method: Method, step: int, micro: int = 0) -> Method:
 def max_abs_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
     assert set(a) == set(b) and a, f"different or empty key sets: {sorted(set(a) ^ set(b))[:5]}"
     return max((a[k].double() - b[k].double()).abs().max().item() for k in a)
+
+
+def nan_in_loss(method: Method, steps: set[int]) -> Method:
+    """Make ``method``'s loss NaN at the given optimizer steps (0-based)."""
+    inner = method.loss
+
+    def loss(pred, target, state, weights):
+        value, logs = inner(pred, target, state, weights)
+        return (value * float("nan") if state.step in steps else value), logs
+
+    method.loss = loss
+    return method

@@ -121,7 +121,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         method_state = load_tensors(path / "method.safetensors")
         optim_state = safe_torch_load(path / "optimizer.pt")
         ema_path = path / "ema.safetensors"
-        ema_state = load_tensors(ema_path) if ema_path.exists() else None
+        ema_state = load_tensors(ema_path, check=False) if ema_path.exists() else None  # holds an int counter
     except (TailorError, json.JSONDecodeError, KeyError, TypeError, ValueError, OSError) as e:
         raise FormatError(f"checkpoint {path} is corrupt ({e}); resume from another one.") from e
     if not isinstance(optim_state, dict) or "optimizer" not in optim_state:
