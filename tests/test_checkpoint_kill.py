@@ -78,13 +78,13 @@ def test_kill_at_random_lines_of_the_checkpoint_writer(tmp_path):
     rng = random.Random(0)
     files = {ckpt_mod.__file__, sys.modules["tailor.core.io"].__file__}
     out, completed, outcomes = tmp_path / "run", 0, set()
-    for k in range(24):
+    for _ in range(24):
         target, step = rng.randrange(total), completed + 1
         pid = os.fork()
         if pid == 0:  # the child: count traced lines, SIGKILL itself at line `target` of this save
             seen = [0]
 
-            def trace(frame, event, arg):
+            def trace(frame, event, arg, seen=seen, target=target):
                 if frame.f_code.co_filename in files:
                     seen[0] += 1
                     if seen[0] >= target:

@@ -6,7 +6,8 @@ weights), read by ``tailor.load`` and attached to a tiny base, and by the format
 byte-mutated valid files, and valid safetensors / torch containers whose tensors have wrong shapes and dtypes.
 
 Targets: arbitrary bytes, and one per registered method (its saved files, mutated). Profiles (``TAILOR_FUZZ``):
-``ci`` (default: 25 examples per target, the fast suite) and ``long`` (``make fuzz``: 1,000 per target). ``TAILOR_FUZZ_COUNTS=FILE`` appends per-target example counts as JSON lines.
+``ci`` (default: 25 examples per target, the fast suite) and ``long`` (``make fuzz``: 1,000 per target).
+``TAILOR_FUZZ_COUNTS=FILE`` appends per-target example counts as JSON lines.
 """
 
 from __future__ import annotations
@@ -111,8 +112,9 @@ def test_arbitrary_bytes(data, suffix):
 
 
 # --------------------------------------------------------------------- mutated valid files
+flips = st.lists(st.tuples(st.integers(0, 1 << 30), st.integers(0, 255)), min_size=1, max_size=8)
 mutation = st.one_of(
-    st.tuples(st.just("flip"), st.lists(st.tuples(st.integers(0, 1 << 30), st.integers(0, 255)), min_size=1, max_size=8)),
+    st.tuples(st.just("flip"), flips),
     st.tuples(st.just("cut"), st.integers(0, 1 << 30)),
     st.tuples(st.just("insert"), st.tuples(st.integers(0, 1 << 30), st.binary(min_size=1, max_size=64))),
 )

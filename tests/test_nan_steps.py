@@ -59,5 +59,8 @@ def test_resume_across_a_skipped_step_is_exact(tmp_path):
     # a resumed run has already used up its skips: a further bad step stops it
     again = nan_in_loss(LoRAMethod(rank=1), {4})
     with pytest.raises(TrainingError, match="NaN at step 5"):
-        train(again, cfg(tmp_path / "run", skip_nan_steps=2, resume=str(tmp_path / "run" / "checkpoints" /
-                                                                         "step-000004")), tailor.tiny_components())
+        train(
+            again,
+            cfg(tmp_path / "run", skip_nan_steps=2, resume=str(tmp_path / "run" / "checkpoints" / "step-000004")),
+            tailor.tiny_components(),
+        )

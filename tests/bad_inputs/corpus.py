@@ -14,9 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
-import pytest
 from safetensors.torch import load_file, save_file
 
 from tailor.core.method import registry
@@ -189,7 +189,8 @@ def huge_header_safetensors(d, out):
 @case
 def unknown_method(d, out):
     meta = {**lora_meta(), "method": "telepathy"}
-    return generate(out, "--apply", str(tiny_file(d, "odd.safetensors", {"w": torch.ones(2)}, meta))), "odd.safetensors"
+    path = tiny_file(d, "odd.safetensors", {"w": torch.ones(2)}, meta)
+    return generate(out, "--apply", str(path)), "odd.safetensors"
 
 
 @case
@@ -235,7 +236,8 @@ def _method_file(spec, d: Path, mutate=None, base_kw: dict | None = None, option
     import tailor
     from tailor.core.io import read_metadata
 
-    method = spec.method(**{**{k: v for k, v in spec.test_options.items() if not k.endswith("_dir")}, **(options or {})})
+    own = {k: v for k, v in spec.test_options.items() if not k.endswith("_dir")}
+    method = spec.method(**{**own, **(options or {})})
     method.patch(tailor.tiny_components(**(base_kw or {})))
     path = Path(method.save(d / f"made-{spec.name}-{len(list(d.iterdir()))}"))
     if mutate is not None:

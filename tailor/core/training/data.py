@@ -109,7 +109,7 @@ class FolderDataset(Dataset):
         self.captions = read_captions(self.folder, self.files, caption, default_caption)
         small = [f.name for f in self.files if min(check_header(f)) < size]
         if small:
-            log.warning("%d image(s) smaller than %d px are upscaled (e.g. %s); expect blur", len(small), size, small[0])
+            log.warning("%d image(s) smaller than %d px are upscaled (e.g. %s)", len(small), size, small[0])
         self.size = size
 
     def __len__(self) -> int:
