@@ -151,6 +151,14 @@ class Method:
         loss = per_sample.mean()
         return loss, {"mse": float(loss.detach())}
 
+    def training_state(self) -> dict[str, Any]:
+        """JSON-able counters beside the weights that a resumed run must restore (e.g. A1111's micro-step count);
+        the trainer stores them in each checkpoint's ``trainer.json``."""
+        return {}
+
+    def load_training_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`training_state` returned (override both together)."""
+
     # ----------------------------------------------------------------- weights and files
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Trainable/saved tensors, keys prefixed with the method name (DESIGN.md #8)."""
@@ -200,6 +208,12 @@ class ComposedMethod(Method):
 
     def modules(self) -> list[nn.Module]:
         return self.inner.modules()
+
+    def training_state(self) -> dict[str, Any]:
+        return self.inner.training_state()
+
+    def load_training_state(self, state: dict[str, Any]) -> None:
+        self.inner.load_training_state(state)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {f"{self.name}.{k}": v for k, v in self.inner.state_dict().items()}

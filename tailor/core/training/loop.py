@@ -196,7 +196,8 @@ def train(method: Method, config: TrainConfig, components: Components | None = N
                     }
                     ema_state = ema.state_dict() if ema is not None else None
                     save_checkpoint(
-                        out, done, {**info, "loss": last_loss, "nan_skipped": skipped}, method.state_dict(),
+                        out, done, {**info, "loss": last_loss, "nan_skipped": skipped,
+                                    "method_training_state": method.training_state()}, method.state_dict(),
                         optim_state, ema_state,
                         config.keep_checkpoints,
                     )  # fmt: skip
@@ -245,6 +246,7 @@ def _restore(ckpt: Checkpoint, method: Method, optimizer, scheduler, scaler, ema
     if ema is not None and ckpt.ema_state is None:
         raise ConfigError(f"checkpoint {ckpt.path} has no EMA weights; resume without --ema or start a new --out.")
     method.load_state_dict(ckpt.method_state)
+    method.load_training_state(ckpt.info.get("method_training_state") or {})
     optimizer.load_state_dict(ckpt.optim_state["optimizer"])
     scheduler.load_state_dict(ckpt.optim_state["scheduler"])
     if scaler is not None and ckpt.optim_state.get("scaler"):
