@@ -12,8 +12,10 @@ Targets: arbitrary bytes, and one per registered method (its saved files, mutate
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -43,20 +45,42 @@ DTYPES = [torch.float16, torch.bfloat16, torch.float64, torch.int8, torch.int32,
 SUFFIXES = [".safetensors", ".pt", ".bin", ".ckpt"]
 READERS = (ti.read, hn.read, ip.read, lora.read_file)
 ROOT = Path(tempfile.mkdtemp(prefix="tailor-fuzz-"))
+atexit.register(shutil.rmtree, ROOT, ignore_errors=True)
 
 
 def _seed_files() -> dict[str, Path]:
-    """Every file each registered method writes when saved from a tiny base: ``{"<method>/<file>": path}``."""
+    """Every weight file each registered method writes when saved from a tiny base (its diffusers model folder
+    included, a full pipeline folder not), plus the community layouts it reads: ``{"<method>/<file>": path}``."""
     files = {}
     for name, spec in sorted(registry().items()):
         options = {k: v for k, v in spec.test_options.items() if not k.endswith("_dir")}
         method = spec.method(**options)
         method.patch(tailor.tiny_components())
         method.save(ROOT / name)
-        for p in sorted((ROOT / name).iterdir()):
-            if p.suffix in SUFFIXES and p.is_file():
-                files[f"{name}/{p.name}"] = p
+        _community_files(ROOT / name)
+        for p in sorted((ROOT / name).rglob("*")):
+            if p.suffix in SUFFIXES and p.is_file() and "pipeline" not in p.relative_to(ROOT / name).parts:
+                files[f"{name}/{p.relative_to(ROOT / name)}"] = p
     return files
+
+
+def _community_files(folder: Path) -> None:
+    """Files in the layouts other tools write, derived from what tailor saved: the official IP-Adapter ``.bin`` and
+    metadata-less ``.safetensors``, A1111's embedding ``.safetensors``, the original ``control_model.*`` ControlNet."""
+    from tailor.methods.controlnet import formats as cn
+
+    if (folder / "ip_adapter.safetensors").is_file():
+        flat = load_file(str(folder / "ip_adapter.safetensors"))
+        save_file(flat, str(folder / "official.safetensors"))
+        nested = {part: {k[len(part) + 1 :]: v for k, v in flat.items() if k.startswith(part + ".")}
+                  for part in ("image_proj", "ip_adapter")}  # fmt: skip
+        torch.save(nested, folder / "official.bin")
+    if (folder / "learned_embeds.safetensors").is_file():
+        vec = next(iter(load_file(str(folder / "learned_embeds.safetensors")).values()))
+        ti.write_a1111_safetensors(folder / "a1111.safetensors", {"clip_l": vec.reshape(-1, vec.shape[-1])})
+    weights = folder / "controlnet" / "diffusion_pytorch_model.safetensors"
+    if folder.name == "controlnet" and weights.is_file():
+        save_file(cn.original_from_diffusers(load_file(str(weights)), 1), str(folder / "original.safetensors"))
 
 
 SEEDS = _seed_files()
