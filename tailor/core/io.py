@@ -117,11 +117,12 @@ def load_tensors(path: str | os.PathLike, check: bool = True) -> dict[str, torch
 
 
 def check_weights(tensors: dict[str, Any], path: str | os.PathLike) -> None:
-    """Refuse weights that would load but poison every output: non-float tensors and NaN / inf values."""
+    """Refuse weights that would load but poison every output: non-float tensors (integer scalars such as a kohya
+    ``alpha`` pass) and NaN / inf values."""
     for key, value in tensors.items():
         if not isinstance(value, torch.Tensor):
             continue
-        if not value.is_floating_point():
+        if not value.is_floating_point() and value.numel() != 1:
             raise FormatError(
                 f"{path}: tensor {key} has dtype {str(value.dtype).removeprefix('torch.')}, not a float type; the "
                 f"file is not a weight file tailor can use — re-export it."
