@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install demo test lint format bench clean
+.PHONY: install demo test lint format bench reliability fuzz clean
 
 LINT := tailor tests $(wildcard benchmarks)
 
@@ -34,6 +34,16 @@ test: lint
 
 bench: install
 	$(BIN)/python -m pytest -q -m slow -o addopts=""
+
+# the long reliability checks: SIGKILLed CLI runs resumed for every method, SIGKILLs during checkpoint writes
+reliability: install
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -s -n 0 -m slow -o addopts="" tests/test_kill_resume_cli.py tests/test_checkpoint_kill.py
+
+# property-based fuzzing of every weight-file loader, 1,000 examples per target (counts in outputs/fuzz-counts.jsonl)
+fuzz: install
+	mkdir -p outputs
+	OMP_NUM_THREADS=1 TAILOR_FUZZ=long TAILOR_FUZZ_COUNTS=outputs/fuzz-counts.jsonl $(BIN)/python -m pytest -q -n 0 \
+		tests/test_fuzz_loaders.py --durations=0
 
 clean:
 	rm -rf outputs .pytest_cache

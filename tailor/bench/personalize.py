@@ -56,6 +56,15 @@ RECIPES: dict[str, Recipe] = {
         batch_size=2,
         note="paper LoRA lr 1e-4 x ~1000 steps on SD; prior weight 1, 16 class images, batch 2 instance + 2 class",
     ),
+    "dreambooth_lora_te": Recipe(
+        "dreambooth",
+        120,
+        5e-3,
+        {"num_class_images": 16, "class_steps": 20, "class_guidance": 5.0, "train_text_encoder": True},
+        batch_size=2,
+        note="DreamBooth-LoRA with LoRA in the text encoder too (the identifier's embedding is untrained on the "
+        "world tokenizer, so a frozen text encoder gives the UNet almost nothing to bind to)",
+    ),
     "dreambooth": Recipe(
         "dreambooth",
         120,

@@ -39,6 +39,20 @@ def split_config(data: dict, train_cls, method_cls, source: str) -> tuple[dict, 
     return t, m
 
 
+def build_config(cls, from_file: dict, from_flags: dict, source: str | None, what: str):
+    """``cls`` from file values overridden by flags; an error the file alone causes names the file."""
+    try:
+        return cls.from_dict({**from_file, **from_flags}, source=what)
+    except ConfigError as e:
+        if source and from_file:
+            try:
+                cls.from_dict(from_file, source=what)
+            except ConfigError as alone:
+                if str(alone) == str(e):
+                    raise ConfigError(f"{source}: {e}") from None
+        raise
+
+
 SUBJECT_HELP = {
     "images": "folder of the subject's images (same as --data; .txt captions beside them are used when present)",
     "token": "the subject's identifier / placeholder word [V] (e.g. sks)",
@@ -82,10 +96,11 @@ def make_train_command(spec: MethodSpec, name: str | None = None, hidden: bool =
         from tailor.core.training import train
 
         subject_values(spec, values)
-        file_values = load_yaml(values.pop("config")) if values.get("config") else {}
-        ft, fm = split_config(file_values, TrainConfig, spec.config, str(values.get("config", "")))
-        train_cfg = TrainConfig.from_dict({**ft, **given(values, TrainConfig)}, source="training options")
-        method_cfg = spec.config.from_dict({**fm, **given(values, spec.config)}, source=f"{spec.name} options")
+        source = values.pop("config", None)
+        file_values = load_yaml(source) if source else {}
+        ft, fm = split_config(file_values, TrainConfig, spec.config, str(source))
+        train_cfg = build_config(TrainConfig, ft, given(values, TrainConfig), source, "training options")
+        method_cfg = build_config(spec.config, fm, given(values, spec.config), source, f"{spec.name} options")
         result = train(spec.method(method_cfg), train_cfg)
         click.echo(f"trained {spec.name}: {result.artifact} (final loss {result.loss:.4f}, {result.seconds:.0f} s)")
 

@@ -56,16 +56,29 @@ def _is_tailor_file(path: Path) -> bool:
         return False
 
 
+def _named(method: Method, file: Path) -> Method:
+    method.source_file = str(file)  # named in errors raised when the weights meet a base (Pipeline.attach)
+    inner = getattr(method, "inner", None)  # a composed method builds its inner one from the same file
+    if isinstance(inner, Method):
+        _named(inner, file)
+    return method
+
+
 def load(path: str | Path) -> Method:
     """Load the method and weights a saved artifact names (weights apply when the method is attached)."""
     file = resolve_artifact(path)
     meta = read_metadata(file) if file.suffix == ".safetensors" else {}
     if meta.get("format") == ARTIFACT_FORMAT and "method" in meta:
-        return get_spec(meta["method"]).method.from_file(file)
+        if meta["method"].replace("-", "_") not in registry():
+            raise FormatError(
+                f"{file} was written by method {meta['method']!r}, which this tailor does not have (it has "
+                f"{', '.join(registry())}); update tailor or pass another file."
+            )
+        return _named(get_spec(meta["method"]).method.from_file(file), file)
     for spec in registry().values():
         sniff = getattr(spec.method, "sniff", None)
         if sniff is not None and sniff(file, meta):
-            return spec.method.from_file(file)
+            return _named(spec.method.from_file(file), file)
     raise FormatError(
         f"{file} names no tailor method and matches no known community format; "
         f"pass a file written by `tailor train` or a supported format."

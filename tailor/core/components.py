@@ -192,6 +192,10 @@ def _from_single_file(path: Path, config: str | Path | None) -> Components:
             f"folder of a model with the same architecture as {path.name}."
         )
     xl = (Path(config) / "text_encoder_2").is_dir()
+    if path.suffix == ".ckpt":
+        from tailor.core.io import check_pickle
+
+        check_pickle(path)  # before diffusers unpickles it
     if path.suffix == ".safetensors" and _check_ldm_safetensors(path) != xl:
         kinds = ("an SD", "an SDXL")
         raise IncompatibleError(

@@ -15,6 +15,7 @@ from tailor.errors import InputError
 
 log = logging.getLogger("tailor")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+_warned: set[str] = set()
 MAX_PIXELS = 64_000_000  # refuse decompression bombs well before they exhaust memory
 
 
@@ -41,6 +42,7 @@ def load_image(path: str | Path) -> Image.Image:
         Image.DecompressionBombWarning,
     ) as e:
         raise InputError(f"{path} is not a readable image ({e.__class__.__name__}); replace or re-save it.") from e
+    img_mode = img.mode
     if img.mode != "RGB":
         if img.mode in ("I;16", "I;16B", "I;16L", "I"):
             arr = np.asarray(img, dtype=np.float64)
@@ -52,7 +54,9 @@ def load_image(path: str | Path) -> Image.Image:
             img = Image.alpha_composite(bg, rgba).convert("RGB")
         else:
             img = img.convert("RGB")
-        log.info("converted %s to RGB", path.name)
+        if str(path) not in _warned:  # once per file, not once per epoch
+            _warned.add(str(path))
+            log.warning("converted %s from %s to RGB", path.name, img_mode)
     return img
 
 

@@ -98,15 +98,40 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
         raise FormatError(f"{path} is not a readable .safetensors file ({e}); re-export or re-download it.") from e
 
 
-def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Load a weight file: safetensors directly, pickles only without code execution."""
+def load_tensors(path: str | os.PathLike, check: bool = True) -> dict[str, torch.Tensor]:
+    """Load a weight file: safetensors directly, pickles only without code execution.
+
+    With ``check`` (the default) a flat mapping is refused if it holds non-float tensors or NaN / inf values;
+    callers that read integer buffers on purpose (model zoo files) pass ``check=False``."""
     path = _existing(path)
     if path.suffix in PICKLE_SUFFIXES:
-        return safe_torch_load(path)
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise FormatError(f"{path} is not a readable .safetensors file ({e}); re-export or re-download it.") from e
+        data = safe_torch_load(path)
+    else:
+        try:
+            data = load_file(str(path))
+        except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+            raise FormatError(f"{path} is not a readable .safetensors file ({e}); re-export or re-download it.") from e
+    if check and isinstance(data, dict):
+        check_weights(data, path)
+    return data
+
+
+def check_weights(tensors: dict[str, Any], path: str | os.PathLike) -> None:
+    """Refuse weights that would load but poison every output: non-float tensors (integer scalars such as a kohya
+    ``alpha`` pass) and NaN / inf values."""
+    for key, value in tensors.items():
+        if not isinstance(value, torch.Tensor):
+            continue
+        if not value.is_floating_point() and value.numel() != 1:
+            raise FormatError(
+                f"{path}: tensor {key} has dtype {str(value.dtype).removeprefix('torch.')}, not a float type; the "
+                f"file is not a weight file tailor can use — re-export it."
+            )
+        if not bool(torch.isfinite(value).all()):
+            raise FormatError(
+                f"{path}: tensor {key} holds NaN or infinite values (the training diverged or the file is "
+                f"damaged); use an earlier checkpoint or re-export it."
+            )
 
 
 def safe_torch_load(path: str | os.PathLike) -> Any:
@@ -122,6 +147,24 @@ def safe_torch_load(path: str | os.PathLike) -> Any:
                 f".safetensors in a trusted environment."
             ) from e
         raise FormatError(f"{path} is not a readable PyTorch file ({type(e).__name__}); re-export it.") from e
+
+
+def check_pickle(path: str | os.PathLike) -> None:
+    """Refuse a pickle that would need code execution, without loading its tensors (for loaders outside tailor,
+    such as diffusers' single-file loader, whose ``torch.load`` settings tailor does not control)."""
+    from torch.serialization import get_unsafe_globals_in_checkpoint
+
+    path = _existing(path)
+    try:
+        unsafe = get_unsafe_globals_in_checkpoint(str(path))
+    except Exception:  # not torch's zip container (a legacy pickle, or not a pickle at all): load it safely
+        safe_torch_load(path)
+        return
+    if unsafe:
+        raise UnsafeFileError(
+            f"{path} is a pickle that needs code execution to load ({', '.join(unsafe[:3])}); tailor refuses it — "
+            f"convert it to .safetensors in a trusted environment."
+        )
 
 
 def meta_json(meta: dict[str, str], key: str, default: Any = None) -> Any:

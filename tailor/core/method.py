@@ -34,7 +34,7 @@ from torch import nn
 from tailor.core.conditioning import Conditioning, StepExtras, StepState
 from tailor.core.config import Config
 from tailor.core.io import meta_json, read_metadata, save_tensors
-from tailor.errors import ConfigError, FormatError, IncompatibleError
+from tailor.errors import ConfigError, FormatError, IncompatibleError, TailorError
 
 if TYPE_CHECKING:
     from tailor.core.components import Components
@@ -88,14 +88,24 @@ class Method:
         if self.components is not None and self.components is not components:
             raise RuntimeError(f"{self.name} is already attached to another base; call unpatch() first.")
         self.components = components
-        if not self._built:
-            self.build(components)
-            self._built = True
-            for m in self.modules():
-                m.to(device=components.device)
-        if self._pending_state is not None:
-            state, self._pending_state = self._pending_state, None
-            self.load_state_dict(state)
+        try:
+            if not self._built:
+                self.build(components)
+                self._built = True
+                for m in self.modules():
+                    m.to(device=components.device)
+            if self._pending_state is not None:
+                state, self._pending_state = self._pending_state, None
+                self.load_state_dict(state)
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError, RuntimeError) as e:
+            source = getattr(self, "source_file", None)
+            if source is None or isinstance(e, TailorError):
+                raise
+            self.components = None
+            raise FormatError(
+                f"{source} describes a {self.name} model this base cannot build or load ({type(e).__name__}: "
+                f"{str(e)[:200]}); the file is damaged or made for another base — use one made for this base."
+            ) from e
         self.attach(components)
 
     def unpatch(self) -> None:
@@ -140,6 +150,14 @@ class Method:
             per_sample = per_sample * weights
         loss = per_sample.mean()
         return loss, {"mse": float(loss.detach())}
+
+    def training_state(self) -> dict[str, Any]:
+        """JSON-able counters beside the weights that a resumed run must restore (e.g. A1111's micro-step count);
+        the trainer stores them in each checkpoint's ``trainer.json``."""
+        return {}
+
+    def load_training_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`training_state` returned (override both together)."""
 
     # ----------------------------------------------------------------- weights and files
     def state_dict(self) -> dict[str, torch.Tensor]:
@@ -190,6 +208,12 @@ class ComposedMethod(Method):
 
     def modules(self) -> list[nn.Module]:
         return self.inner.modules()
+
+    def training_state(self) -> dict[str, Any]:
+        return self.inner.training_state()
+
+    def load_training_state(self, state: dict[str, Any]) -> None:
+        self.inner.load_training_state(state)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {f"{self.name}.{k}": v for k, v in self.inner.state_dict().items()}

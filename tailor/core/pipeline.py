@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,7 +26,7 @@ from tailor.core.latents import vae_decode
 from tailor.core.method import Method
 from tailor.core.prompts import encode_prompts
 from tailor.core.samplers import make_scheduler
-from tailor.errors import ConfigError
+from tailor.errors import ConfigError, FormatError, IncompatibleError
 
 
 @dataclass
@@ -111,7 +112,13 @@ class Pipeline:
     # ------------------------------------------------------------------ methods
     def attach(self, method: Method, weight: float = 1.0, start: float = 0.0, end: float = 1.0, **inputs) -> Pipeline:
         att = Attachment(method, weight, start, end, inputs)
-        method.patch(self.components)
+        try:
+            method.patch(self.components)
+        except (FormatError, IncompatibleError) as e:
+            source = getattr(method, "source_file", None)
+            if source is None or Path(source).name in str(e):
+                raise
+            raise type(e)(f"{source}: {e}") from e
         self.attachments.append(att)
         return self
 

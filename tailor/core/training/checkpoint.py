@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import shutil
 from dataclasses import dataclass, field
@@ -70,7 +71,7 @@ def remove_after(out: str | Path, step: int) -> int:
     """Remove checkpoints past ``step`` (an earlier run's, or an abandoned branch's); returns how many."""
     stale = [p for s, p in list_checkpoints(out) if s > step]
     for p in stale:
-        shutil.rmtree(p, ignore_errors=True)
+        discard(p)
     return len(stale)
 
 
@@ -93,8 +94,19 @@ def save_checkpoint(
         write_json(tmp / INFO_FILE, {**info, "step": step})
     if keep > 0:
         for _, old in list_checkpoints(out)[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
+            discard(old)
     return path
+
+
+def discard(path: Path) -> None:
+    """Remove a checkpoint folder: renamed to a ``.step-*`` temporary name first (one atomic step), so a crash
+    during the removal leaves a folder that :func:`remove_stale` cleans up, never a half-deleted ``step-N``."""
+    trash = path.with_name(f".{path.name}.trash-{os.getpid()}")
+    try:
+        os.replace(path, trash)
+    except OSError:
+        return
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
@@ -109,7 +121,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         method_state = load_tensors(path / "method.safetensors")
         optim_state = safe_torch_load(path / "optimizer.pt")
         ema_path = path / "ema.safetensors"
-        ema_state = load_tensors(ema_path) if ema_path.exists() else None
+        ema_state = load_tensors(ema_path, check=False) if ema_path.exists() else None  # holds an int counter
     except (TailorError, json.JSONDecodeError, KeyError, TypeError, ValueError, OSError) as e:
         raise FormatError(f"checkpoint {path} is corrupt ({e}); resume from another one.") from e
     if not isinstance(optim_state, dict) or "optimizer" not in optim_state:

@@ -76,6 +76,9 @@ class TrainConfig(Config):
     val_fraction: float = option(
         0.0, "hold out this fraction of a folder dataset (or a fixed set of world items) for validation loss"
     )
+    skip_nan_steps: int = option(
+        0, "skip up to N optimizer steps whose loss is NaN or infinite (no update, counted) before stopping"
+    )
     log_every: int = option(10, "write a log line every N optimizer steps")
     num_workers: int = option(0, "data-loading worker processes")
 
@@ -108,6 +111,7 @@ class TrainConfig(Config):
         c(self.val_every >= 0, f"val_every must be 0 (never) or more; got {self.val_every}.")
         c(self.val_steps >= 1, f"val_steps must be at least 1; got {self.val_steps}.")
         c(0 <= self.val_fraction < 1, f"val_fraction must lie in [0, 1); got {self.val_fraction}.")
+        c(self.skip_nan_steps >= 0, f"skip_nan_steps must be 0 or more; got {self.skip_nan_steps}.")
         c(self.log_every >= 1, f"log_every must be at least 1; got {self.log_every}.")
         c(self.num_workers >= 0, f"num_workers must be 0 or more; got {self.num_workers}.")
         c(bool(str(self.data).strip()), "data is empty; pass 'world' or a folder of images.")

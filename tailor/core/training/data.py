@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, Subset
 
-from tailor.core.images import list_images, load_image, to_tensor
+from tailor.core.images import MAX_PIXELS, list_images, load_image, to_tensor
 from tailor.core.training.noise import STREAM_DATA, STREAM_SPLIT, generator
 from tailor.errors import InputError
 
@@ -52,7 +52,7 @@ def read_captions(folder: Path, files: list[Path], fixed: str | None, fallback: 
     meta: dict[str, str] = {}
     meta_path = folder / "metadata.jsonl"
     if meta_path.is_file():
-        for n, line in enumerate(meta_path.read_text(encoding="utf-8").splitlines(), 1):
+        for n, line in enumerate(_read_caption(meta_path).splitlines(), 1):
             if not line.strip():
                 continue
             try:
@@ -65,7 +65,7 @@ def read_captions(folder: Path, files: list[Path], fixed: str | None, fallback: 
         if f.name in meta:
             captions.append(meta[f.name])
         elif f.with_suffix(".txt").is_file():
-            captions.append(f.with_suffix(".txt").read_text(encoding="utf-8").strip())
+            captions.append(_read_caption(f.with_suffix(".txt")))
         elif fallback is not None:
             captions.append(fallback)
         else:
@@ -76,13 +76,29 @@ def read_captions(folder: Path, files: list[Path], fixed: str | None, fallback: 
     return captions
 
 
-def check_header(path: Path) -> None:
+def _read_caption(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except UnicodeDecodeError as e:
+        raise InputError(f"caption file {path} is not UTF-8 text (byte {e.start}); re-save it as UTF-8.") from None
+
+
+def check_header(path: Path) -> tuple[int, int]:
     """Fail before training, not hours into it, on a file that is not an image (reads the header only)."""
+    if path.stat().st_size == 0:
+        raise InputError(f"image {path} is empty (0 bytes); replace or remove it.")
     try:
         with Image.open(path) as img:
-            img.size  # noqa: B018
+            if img.width * img.height > MAX_PIXELS:
+                raise InputError(
+                    f"image {path} is {img.width}x{img.height}, too large to load (a decompression bomb?); downscale "
+                    f"it below {MAX_PIXELS // 1_000_000} megapixels or remove it."
+                )
+            size = img.size
+            img.verify()  # chunk checksums and structure, without decoding the pixels
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise InputError(f"{path} is not a readable image ({e.__class__.__name__}); replace or remove it.") from e
+    return size
 
 
 class FolderDataset(Dataset):
@@ -92,8 +108,9 @@ class FolderDataset(Dataset):
         self.folder = Path(folder)
         self.files = list_images(self.folder)
         self.captions = read_captions(self.folder, self.files, caption, default_caption)
-        for f in self.files:
-            check_header(f)
+        small = [f.name for f in self.files if min(check_header(f)) < size]
+        if small:
+            log.warning("%d image(s) smaller than %d px are upscaled (e.g. %s)", len(small), size, small[0])
         self.size = size
 
     def __len__(self) -> int:

@@ -120,10 +120,11 @@ def train(method: Method, config: TrainConfig, components: Components | None = N
     window: dict[str, float] = {}
     window_steps, window_t = 0, time.perf_counter()
     last_loss, last_val, saved_once = math.nan, None, False
+    skipped = int(ckpt.info.get("nan_skipped", 0)) if ckpt is not None else 0
     try:
         for step in range(start, steps):
             # ---- micro-steps: forward, loss, backward (gradients accumulate)
-            step_loss = torch.zeros((), device=accelerator.device)
+            step_loss, step_logs = torch.zeros((), device=accelerator.device), {}
             for micro in range(accum):
                 positions, indices = plan[(step - start) * accum + micro]
                 keys = [(0, i) for i in indices]
@@ -132,31 +133,41 @@ def train(method: Method, config: TrainConfig, components: Components | None = N
                 (scaler.scale(scaled) if scaler is not None else scaled).backward()
                 step_loss += loss.detach().float() / accum
                 for k, v in logs.items():
-                    window[k] = window.get(k, 0.0) + float(v) / accum
+                    step_logs[k] = step_logs.get(k, 0.0) + float(v) / accum
             # ---- sync point: check, average, clip, step
             step_loss = mean_over_processes(step_loss, world)
-            if not torch.isfinite(step_loss):
-                kind = "NaN" if torch.isnan(step_loss) else "infinite"
-                raise TrainingError(
-                    f"loss became {kind} at step {step + 1}; lower --lr (now {lr:g}) or --max-grad-norm, or turn off "
-                    f"mixed precision (the checkpoints in {out} are kept)."
-                )
             step_lr = optimizer.param_groups[0]["lr"]
-            _optimizer_step(params, optimizer, scheduler, scaler, config.max_grad_norm, world)
-            if ema is not None:
-                ema.update()
             done = step + 1
-            window["loss"] = window.get("loss", 0.0) + float(step_loss)
-            window_steps += 1
+            if torch.isfinite(step_loss):
+                _optimizer_step(params, optimizer, scheduler, scaler, config.max_grad_norm, world)
+                if ema is not None:
+                    ema.update()
+                for k, v in {**step_logs, "loss": float(step_loss)}.items():
+                    window[k] = window.get(k, 0.0) + v
+                window_steps += 1
+            else:
+                kind = "NaN" if torch.isnan(step_loss) else "infinite"
+                if skipped >= config.skip_nan_steps:
+                    raise TrainingError(
+                        f"loss became {kind} at step {done}; lower --lr (now {lr:g}) or --max-grad-norm, turn off "
+                        f"mixed precision, or allow --skip-nan-steps (the checkpoints in {out} are kept)."
+                    )
+                skipped += 1  # no update; the step still counts, so data, schedule and resume stay aligned
+                optimizer.zero_grad(set_to_none=True)
+                scheduler.step()
+                log.warning("loss became %s at step %d: skipped it (%d of --skip-nan-steps %d)", kind, done,
+                            skipped, config.skip_nan_steps)  # fmt: skip
 
             # ---- logs, validation, checkpoints
             log_due = done % config.log_every == 0 or done == steps
             val_due = config.val_every > 0 and (done % config.val_every == 0 or done == steps)
-            if log_due or val_due:
+            if (log_due or val_due) and window_steps:
                 totals = mean_logs(window, world, accelerator.device)
                 record = {"step": done, "loss": totals.pop("loss") / window_steps, "lr": step_lr}
                 record["it_s"] = window_steps / max(time.perf_counter() - window_t, 1e-9)
                 record.update({k: v / window_steps for k, v in totals.items()})
+                if skipped:
+                    record["nan_skipped"] = skipped
                 last_loss = record["loss"]
                 window, window_steps, window_t = {}, 0, time.perf_counter()
                 if val_due and main:
@@ -185,7 +196,9 @@ def train(method: Method, config: TrainConfig, components: Components | None = N
                     }
                     ema_state = ema.state_dict() if ema is not None else None
                     save_checkpoint(
-                        out, done, {**info, "loss": last_loss}, method.state_dict(), optim_state, ema_state,
+                        out, done, {**info, "loss": last_loss, "nan_skipped": skipped,
+                                    "method_training_state": method.training_state()}, method.state_dict(),
+                        optim_state, ema_state,
                         config.keep_checkpoints,
                     )  # fmt: skip
                     tlog.plot()
@@ -233,6 +246,7 @@ def _restore(ckpt: Checkpoint, method: Method, optimizer, scheduler, scaler, ema
     if ema is not None and ckpt.ema_state is None:
         raise ConfigError(f"checkpoint {ckpt.path} has no EMA weights; resume without --ema or start a new --out.")
     method.load_state_dict(ckpt.method_state)
+    method.load_training_state(ckpt.info.get("method_training_state") or {})
     optimizer.load_state_dict(ckpt.optim_state["optimizer"])
     scheduler.load_state_dict(ckpt.optim_state["scheduler"])
     if scaler is not None and ckpt.optim_state.get("scaler"):

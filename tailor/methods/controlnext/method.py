@@ -109,7 +109,13 @@ class ControlNeXtMethod(SingleModelMethod):
             method.model_config = meta_json(meta, "model_config")
         elif all(k in tensors for k in _OFFICIAL_KEYS):
             method = cls()
-            method.model_config = official_config(tensors)
+            try:
+                method.model_config = official_config(tensors)
+            except (KeyError, IndexError, ValueError) as e:  # a key missing, a tensor of too few dimensions
+                raise FormatError(
+                    f"{path} looks like an official ControlNeXt module but its tensors do not fit one "
+                    f"({type(e).__name__}: {e}); the file is damaged — re-download it."
+                ) from e
         else:
             raise FormatError(f"{path} is neither a tailor ControlNeXt file nor an official ControlNeXt module.")
         method.source = str(path)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from tailor.core.io import PICKLE_SUFFIXES, safe_torch_load
+from tailor.core.io import PICKLE_SUFFIXES, check_weights, load_tensors, safe_torch_load
 from tailor.core.resampler import PLUS_ATTN, proj_from_official, proj_to_official  # noqa: F401 - moved to core
 from tailor.errors import FormatError
 
@@ -46,14 +46,17 @@ def read(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if path.suffix in PICKLE_SUFFIXES:
         data = safe_torch_load(path)
-        if not isinstance(data, dict) or "image_proj" not in data or "ip_adapter" not in data:
+        parts = ("image_proj", "ip_adapter")
+        if not isinstance(data, dict) or not all(isinstance(data.get(p), dict) for p in parts):
             raise FormatError(
                 f"{path} is not an IP-Adapter file (no image_proj / ip_adapter dicts); pass an "
                 f"ip_adapter .bin or .safetensors."
             )
-        return {f"{part}.{k}": v for part in ("image_proj", "ip_adapter") for k, v in data[part].items()}
-    from tailor.core.io import load_tensors
-
+        flat = {f"{part}.{k}": v for part in parts for k, v in data[part].items()}
+        if not all(torch.is_tensor(v) for v in flat.values()):
+            raise FormatError(f"{path} holds IP-Adapter entries that are not tensors; the file is damaged.")
+        check_weights(flat, path)
+        return flat
     return load_tensors(path)
 
 

@@ -287,8 +287,15 @@ class IPAdapterMethod(Method):
             k_ip = next((v for k, v in ip.items() if k.endswith(".to_k_ip.weight")), None)
             if k_ip is None:
                 raise FormatError(f"{path} has no ip_adapter.<n>.to_k_ip weights; the file is incomplete.")
-            tokens = int(proj["latents"].shape[1]) if plus else int(proj["proj.weight"].shape[0]) // int(k_ip.shape[1])
-            config = IPAdapterConfig(plus=plus, num_tokens=tokens)
+            try:
+                width = int(k_ip.shape[1])
+                tokens = int(proj["latents"].shape[1]) if plus else int(proj["proj.weight"].shape[0]) // width
+            except (KeyError, IndexError, ZeroDivisionError) as e:  # a projection missing or of too few dimensions
+                raise FormatError(
+                    f"{path} has image_proj / ip_adapter weights of unexpected shapes ({type(e).__name__}: {e}); the "
+                    f"file is damaged — re-download it."
+                ) from e
+            config = IPAdapterConfig.from_dict({"plus": plus, "num_tokens": tokens}, source=str(path))
         if image_encoder is not None:
             config = config.replace(image_encoder=image_encoder)
         method = cls(config)

@@ -43,12 +43,22 @@ def read_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]
             tensors = tensors["state_dict"]
     else:
         meta = read_metadata(path)
-    if not isinstance(tensors, dict) or detect_layout(tensors) is None:
+    flat = isinstance(tensors, dict) and all(isinstance(k, str) and torch.is_tensor(v) for k, v in tensors.items())
+    if not flat or detect_layout(tensors) is None:
         raise FormatError(
             f"{path} is not a LoRA file (no kohya lora_unet_/lora_te_ or diffusers lora_A/lora_B keys); "
             f"pass a LoRA .safetensors."
         )
+    for key, value in tensors.items():
+        if key.endswith(MATRIX_SUFFIXES) and (value.ndim not in (2, 4) or 0 in value.shape):
+            raise FormatError(f"{path}: LoRA tensor {key} has shape {tuple(value.shape)}, not a 2-D or 4-D matrix; "
+                              f"the file is damaged — re-export it.")  # fmt: skip
+        if key.endswith(".alpha") and value.numel() != 1:
+            raise FormatError(f"{path}: LoRA alpha {key} has {value.numel()} values, not one; the file is damaged.")
     return tensors, meta
+
+
+MATRIX_SUFFIXES = (".lora_A.weight", ".lora_B.weight", ".lora_down.weight", ".lora_up.weight")
 
 
 def sniff_keys(path: str | Path) -> bool:

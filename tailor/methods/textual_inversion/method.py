@@ -123,6 +123,12 @@ class TextualInversionMethod(Method):
             self.step += 1  # micro-steps seen, recorded as A1111's "step"
         return super().loss(pred, target, state, weights)
 
+    def training_state(self) -> dict:
+        return {"step": self.step}
+
+    def load_training_state(self, state: dict) -> None:
+        self.step = int(state.get("step", self.step))
+
     # ------------------------------------------------------------------ weights
     def state_dict(self) -> dict[str, torch.Tensor]:
         if not self._built and self._pending_state is not None:

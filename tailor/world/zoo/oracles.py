@@ -177,7 +177,8 @@ def load_oracle(name_or_path: str | Path) -> nn.Module:
     if "config" not in meta:
         raise FormatError(f"{path} is not a world oracle file (no config metadata); re-run `tailor world train-zoo`.")
     model = build_oracle(json.loads(meta["config"]))
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in load_tensors(path).items()})
+    state = load_tensors(path, check=False)  # BatchNorm counters are integers
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     return model.eval()
 
 
