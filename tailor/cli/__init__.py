@@ -55,8 +55,19 @@ def build() -> click.Group:
     return group
 
 
+def quiet_loaders() -> None:
+    """No "Loading pipeline components" / "Loading weights" bars from diffusers and transformers on every model
+    load: the CLI shows its own progress for the work that takes time."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    quiet_loaders()
     try:
         group = build()
         group.main(args=argv, prog_name="tailor", standalone_mode=False)
