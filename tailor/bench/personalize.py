@@ -83,7 +83,7 @@ RECIPES: dict[str, Recipe] = {
     ),
     "hypernetwork": Recipe("hypernetwork", 120, 2e-3, note="layer structure 1,2,1, linear; A1111 lr 1e-5"),
 }
-DEFAULT_METHODS = ("dreambooth_lora", "lora", "textual_inversion", "hypernetwork")
+DEFAULT_METHODS = ("dreambooth_lora", "dreambooth_lora_te", "lora", "textual_inversion", "hypernetwork")
 QUICK = dict(
     subjects=("checker_star",),
     prompts=2,
