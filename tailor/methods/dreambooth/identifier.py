@@ -4,14 +4,16 @@ The paper looks up rare tokens in the vocabulary (sequences of up to 3 character
 identifier, so the word starts with a weak prior. Our rule, for any CLIP BPE tokenizer:
 
 1. candidates: vocabulary words (``w</w>`` entries) of 1-3 lowercase ASCII letters that the tokenizer turns back
-   into exactly that one token, and that the prompts do not already use (``avoid``: the instance/class prompt words
-   and any caption words we know);
+   into exactly that one token, and that the prompts do not already use (``avoid``: the instance/class prompt words;
+   callers that know more common words, such as ``tailor bench`` with the world's caption words, add them);
 2. prefer multi-letter words over single letters, then the highest vocabulary id: BPE vocabularies list merges in
    the order they were learned (most frequent first), so the last ones are the rarest.
 
 On a byte-level vocabulary without merges (the tiny test tokenizer) only single letters exist and the rule gives
-``z``; on the world tokenizer (whose merges are exactly the caption words, all avoided) it also falls back to a
-single letter that never occurs alone in a caption.
+``z``. On the world tokenizer every merge is a caption word, so the rule alone picks a caption word with a strong
+prior (``two``); with the caption words avoided it falls back to ``z``, whose embedding the world's text encoder never
+trained: DreamBooth-LoRA then binds the subject only when the text encoder trains too (``--train-text-encoder``;
+measured in docs/benchmarks.md).
 """
 
 from __future__ import annotations
