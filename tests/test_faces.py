@@ -85,3 +85,19 @@ def test_real_photo_astronaut_and_the_largest_of_several():
     with pytest.warns(UserWarning, match="using the largest"):
         big = one_face(np.asarray(canvas), backend="dlib")
     assert big.box[0] < 300 and float(big.embedding @ faces[-1].embedding) > 0.8
+
+
+def test_loading_face_models_leaves_the_global_rng_alone():
+    """A method's random init follows the global RNG after the trainer seeds it; loading the (cached) face models
+    inside ``build`` must not shift it, or a first run and a resumed run start from different weights."""
+    import torch
+
+    from tailor.faces.models import EMBEDDER_FILE, load_face_model, weights_path
+    from tailor.world.zoo.oracles import load_oracle
+
+    torch.manual_seed(0)
+    want = torch.rand(3)
+    torch.manual_seed(0)
+    load_face_model(weights_path(EMBEDDER_FILE))
+    load_oracle("face")
+    assert torch.equal(torch.rand(3), want)

@@ -63,10 +63,11 @@ def load_face_model(path: str | Path) -> nn.Module:
             f"{path} is not a world face-model file (no config metadata); pass one written by the recipe."
         )
     config: dict[str, Any] = json.loads(meta["config"])
-    if config.get("kind") == "face_keypoints":
-        model: nn.Module = KeypointDetector(config["width"], config["size"])
-    else:
-        model = build_oracle(config)
+    with torch.random.fork_rng(devices=[]):  # loading must not move the global RNG (a method's init follows it)
+        if config.get("kind") == "face_keypoints":
+            model: nn.Module = KeypointDetector(config["width"], config["size"])
+        else:
+            model = build_oracle(config)
     state = {k: v.float() if v.is_floating_point() else v for k, v in load_tensors(path).items()}
     model.load_state_dict(state)
     return model.eval()

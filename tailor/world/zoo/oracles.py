@@ -176,7 +176,8 @@ def load_oracle(name_or_path: str | Path) -> nn.Module:
     meta = read_metadata(path)
     if "config" not in meta:
         raise FormatError(f"{path} is not a world oracle file (no config metadata); re-run `tailor world train-zoo`.")
-    model = build_oracle(json.loads(meta["config"]))
+    with torch.random.fork_rng(devices=[]):  # loading must not move the global RNG (a method's init follows it)
+        model = build_oracle(json.loads(meta["config"]))
     state = load_tensors(path, check=False)  # BatchNorm counters are integers
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     return model.eval()
