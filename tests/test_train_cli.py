@@ -67,3 +67,12 @@ def test_images_and_data_together_is_an_error(images, tmp_path, capsys):
     args = ["train", "lora", "--base", "tiny", "--images", str(images), "--data", str(images), "--steps", "1"]
     assert main([*args, "--out", str(tmp_path / "o")]) == 2
     assert "--images or --data, not both" in capsys.readouterr().err
+
+
+def test_textual_inversion_token_that_is_already_a_word_is_refused(tmp_path, capsys):
+    """``star`` is a whole word of the world tokenizer: a placeholder of that name would shadow it."""
+    args = ["train", "textual_inversion", "--base", "world", "--token", "star", "--steps", "1"]
+    assert main([*args, "--out", str(tmp_path / "ti")]) == 2
+    err = capsys.readouterr().err
+    assert "'star' is already in the base's tokenizer" in err
+    assert not (tmp_path / "ti" / "textual_inversion.safetensors").exists()

@@ -88,7 +88,7 @@ class TextualInversionMethod(Method):
             return
         for _, _, tok_attr in self._encoders(components):
             vocab = getattr(components, tok_attr).get_vocab()
-            clash = [t for t in self.tokens if t in vocab]
+            clash = [t for t in self.tokens if t in vocab or f"{t}</w>" in vocab]  # an entry or a whole word
             if clash:
                 raise ConfigError(
                     f"token {clash[0]!r} is already in the base's tokenizer (a word or another embedding); pick "
