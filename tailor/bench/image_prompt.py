@@ -145,7 +145,7 @@ def run(s: Settings) -> dict[str, Any]:
                     seconds.append(0.0)
                 else:
                     rec = P.train_subject(key, subject, ps, Path(s.artifacts))
-                    pipe.attach(tailor.load(rec["artifact"]))
+                    pipe.attach(tailor.load(P.artifact_path(Path(s.artifacts), key, subject)))
                     only, text = run_subject(pipe, P.subject_words(key, rec["word"], cls), s)
                     seconds.append(rec["seconds"])
                 C.save_images(only + text, root / "images" / key / subject, "img")

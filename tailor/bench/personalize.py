@@ -204,13 +204,19 @@ def train_subject(key: str, subject: str, s: Settings, root: Path) -> dict[str, 
     with C.timer() as t:
         res = tailor.train(method, cfg, components=comps)
     params = sum(p.numel() for p in method.trainable_parameters())
-    rec = dict(stamp=C.stamp(settings), artifact=str(res.out), seconds=round(t["seconds"], 2),
+    rec = dict(stamp=C.stamp(settings), artifact="train", seconds=round(t["seconds"], 2),
                cpu_seconds=round(t["cpu_seconds"], 2), steps=steps,
                lr=r.lr, batch_size=r.batch_size, params=params, loss=res.loss, caption=caption, word=word)  # fmt: skip
     from tailor.core.io import write_text
 
     write_text(folder / "bench.json", json.dumps(rec, indent=2))
     return rec
+
+
+def artifact_path(root: Path, key: str, subject: str) -> Path:
+    """Where :func:`train_subject` trains ``key`` on ``subject`` (relative to the bench folder, so a cache folder
+    can move)."""
+    return Path(root) / "artifacts" / key / subject / "train"
 
 
 def evaluate(key: str, subject: str, rec: dict[str, Any] | None, s: Settings, threshold: float, root: Path) -> dict:
@@ -222,7 +228,7 @@ def evaluate(key: str, subject: str, rec: dict[str, Any] | None, s: Settings, th
     cls = C.class_word(subject)
     pipe = tailor.Pipeline(comps)
     if rec is not None:
-        pipe.attach(tailor.load(rec["artifact"]))
+        pipe.attach(tailor.load(artifact_path(root, key, subject)))
     word = rec["word"] if rec else ""
     refs = C.reference_images(subject, s.n_ref, comps.default_size)
     prompts = C.subject_prompts(subject_words(key, word, cls))[: s.prompts]
