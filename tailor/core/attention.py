@@ -221,3 +221,14 @@ def is_attached(unet, branch: ImageBranch) -> bool:
         isinstance(p, DecoupledAttnProcessor) and any(b is branch for b, _ in p.branches)
         for p in unet.attn_processors.values()
     )
+
+
+def official_ip_weights(branch: ImageBranch) -> dict[str, torch.Tensor]:
+    """The branch's ``to_k_ip`` / ``to_v_ip`` under the official IP-Adapter keys (``ip_adapter.<2n+1>.to_k_ip.weight``:
+    the odd indices of the attention processors, self-attention taking the even ones), as diffusers'
+    ``load_ip_adapter`` reads them; shared by every method that saves the official layout."""
+    out = {}
+    for n in range(len(branch.layer_names)):
+        out[f"ip_adapter.{2 * n + 1}.to_k_ip.weight"] = branch.to_k_ip[n].weight.detach()
+        out[f"ip_adapter.{2 * n + 1}.to_v_ip.weight"] = branch.to_v_ip[n].weight.detach()
+    return out

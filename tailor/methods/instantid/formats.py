@@ -29,14 +29,6 @@ IP_FILES = ("ip-adapter.safetensors", "ip-adapter.bin")
 CONTROLNET_DIR = "ControlNetModel"
 
 
-def branch_to_official(branch) -> dict[str, torch.Tensor]:
-    out = {}
-    for n in range(len(branch.layer_names)):
-        out[f"ip_adapter.{2 * n + 1}.to_k_ip.weight"] = branch.to_k_ip[n].weight.detach()
-        out[f"ip_adapter.{2 * n + 1}.to_v_ip.weight"] = branch.to_v_ip[n].weight.detach()
-    return out
-
-
 def branch_from_official(ip: dict[str, torch.Tensor], layers: int) -> dict[str, torch.Tensor]:
     found = sum(k.endswith(".to_k_ip.weight") for k in ip)
     if found != layers:

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from tailor.core.attention import ImageBranch, attach_branch, detach_branch, is_attached
+from tailor.core.attention import ImageBranch, attach_branch, detach_branch, is_attached, official_ip_weights
 from tailor.core.conditioning import StepExtras, StepState
 from tailor.core.method import Method, get_spec, load_module_state
 from tailor.core.resampler import make_projection, proj_from_official, proj_to_official
@@ -170,7 +170,7 @@ class InstantIDMethod(Method):
         if not self._built:
             return dict(self._pending_state or {})
         out = {f"image_proj.{k}": v for k, v in proj_to_official(self.proj.state_dict(), plus=True).items()}
-        out.update(formats.branch_to_official(self.branch))
+        out.update(official_ip_weights(self.branch))
         out.update({f"identitynet.{k}": v for k, v in self.identitynet.wrapped_model.state_dict().items()})
         return out
 

@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from tailor.core.attention import ImageBranch, attach_branch, detach_branch, is_attached
+from tailor.core.attention import ImageBranch, attach_branch, detach_branch, is_attached, official_ip_weights
 from tailor.core.components import load_image_encoder
 from tailor.core.io import meta_json, read_metadata
 from tailor.core.method import ARTIFACT_FORMAT, Method, load_module_state
@@ -212,9 +212,7 @@ class IPAdapterMethod(Method):
         out = {
             f"image_proj.{k}": v for k, v in formats.proj_to_official(self.proj.state_dict(), self.config.plus).items()
         }
-        for n in range(len(self.branch.layer_names)):
-            out[f"ip_adapter.{2 * n + 1}.to_k_ip.weight"] = self.branch.to_k_ip[n].weight.detach()
-            out[f"ip_adapter.{2 * n + 1}.to_v_ip.weight"] = self.branch.to_v_ip[n].weight.detach()
+        out.update(official_ip_weights(self.branch))
         return out
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:

@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from tailor.core.attention import ImageBranch, attach_branch, detach_branch, is_attached
+from tailor.core.attention import ImageBranch, attach_branch, detach_branch, is_attached, official_ip_weights
 from tailor.core.latents import vae_decode
 from tailor.core.method import Method, load_module_state
 from tailor.core.pipeline import call_unet
@@ -173,9 +173,7 @@ class PuLIDMethod(Method):
         if not self._built:
             return dict(self._pending_state or {})
         out = {f"image_proj.{k}": v for k, v in proj_to_official(self.proj.state_dict(), plus=True).items()}
-        for n in range(len(self.branch.layer_names)):
-            out[f"ip_adapter.{2 * n + 1}.to_k_ip.weight"] = self.branch.to_k_ip[n].weight.detach()
-            out[f"ip_adapter.{2 * n + 1}.to_v_ip.weight"] = self.branch.to_v_ip[n].weight.detach()
+        out.update(official_ip_weights(self.branch))
         return out
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
