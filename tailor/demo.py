@@ -45,7 +45,7 @@ def personalize(base: str, subject: str, steps: int | None, out: Path) -> dict:
     from tailor.core.images import make_grid
     from tailor.eval.world import subject_scores, world_scores
 
-    key = "dreambooth_lora"
+    key = "dreambooth_lora_te"  # the world's rare identifier binds only with the text encoder trained (bench)
     s = P.Settings(base=base, subjects=(subject,), steps=steps, class_images=8)
     print(f"[4/4] personalize: {key} on subject {subject} ({steps or P.RECIPES[key].steps} steps)")
     rec = P.train_subject(key, subject, s, out / "personalize")
@@ -55,7 +55,7 @@ def personalize(base: str, subject: str, steps: int | None, out: Path) -> dict:
     pipe = tailor.Pipeline(tailor.load_components(base))
     gen = dict(n=4, steps=20, guidance=5.0)
     before = C.generate(pipe, [prompt], **gen)
-    pipe.attach(tailor.load(rec["artifact"]))
+    pipe.attach(tailor.load(P.artifact_path(out / "personalize", key, subject)))
     after = C.generate(pipe, [prompt], **gen)
     report = {"method": key, "subject": subject, "prompt": prompt, "train_steps": rec["steps"],
               "train_seconds": rec["seconds"]}  # fmt: skip
