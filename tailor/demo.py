@@ -45,7 +45,7 @@ def personalize(base: str, subject: str, steps: int | None, out: Path) -> dict:
     from tailor.core.images import make_grid
     from tailor.eval.world import subject_scores, world_scores
 
-    key = "dreambooth_lora_te"  # the world's rare identifier binds only with the text encoder trained (bench)
+    key = "dreambooth_lora"
     s = P.Settings(base=base, subjects=(subject,), steps=steps, class_images=8)
     print(f"[4/4] personalize: {key} on subject {subject} ({steps or P.RECIPES[key].steps} steps)")
     rec = P.train_subject(key, subject, s, out / "personalize")
