@@ -3,8 +3,8 @@
 An artifact is a file written by ``Method.save`` (safetensors whose metadata names the method) or a training
 ``--out`` folder (its ``tailor.json`` names the artifact file), or the bare name of an adapter shipped with the world
 zoo (``canny``, ``world``, ...: :func:`tailor.world.zoo.adapter_path`) when no file or folder of that name exists.
-Community formats are recognised by the method that
-owns them: a method class may define ``sniff(path, metadata) -> bool`` to claim a file without tailor metadata.
+Community formats are recognised by the method that owns them: a method class may define
+``sniff(path, metadata) -> bool`` to claim a file without tailor metadata.
 """
 
 from __future__ import annotations
