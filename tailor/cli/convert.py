@@ -84,9 +84,7 @@ def convert_embedding(
 
     if to not in ("a1111", "diffusers"):
         raise ConfigError(f"--to {to!r} is not an embedding format; use a1111 or diffusers.")
-    if src.is_dir():
-        src = src / "textual_inversion.safetensors"
-    method = load_kind(src, "textual_inversion")
+    method = load_kind(src, "textual_inversion")  # a training --out folder resolves through its tailor.json
     vec, token = method.exported_vectors(), method.config.token
     if to == "diffusers":
         if "clip_g" in vec:
