@@ -93,6 +93,36 @@ def test_unet_recipe_on_the_trainer_exports_a_diffusers_folder(tmp_path, world_t
     assert not list((weights / "base").rglob("*.bin"))
 
 
+def test_faces_continuation_starts_from_the_object_runs_ema_and_is_exported(tmp_path, world_tokenizer):
+    from tailor.core.training.checkpoint import find_resume
+    from tailor.world.zoo import recipe
+    from tailor.world.zoo.export import load_trained_components
+    from tailor.world.zoo.unet import FIRST_BASE_IDENTITY, build_components, warm_start
+
+    runs = _tiny_runs(tmp_path, world_tokenizer)
+    recipe.stage_unet(runs, steps=3, batch_size=2, n_images=6, checkpoint_every=3, log_every=1)
+    ema, _ = load_trained_components(runs / "unet", recipe.vae_dir(runs), recipe.tokenizer_dir(runs))
+    live, _ = load_trained_components(runs / "unet", recipe.vae_dir(runs), recipe.tokenizer_dir(runs), use_ema=False)
+    fresh = build_components(recipe.vae_dir(runs), recipe.tokenizer_dir(runs))
+    warm_start(fresh, runs / "unet", use_ema=True)
+    for name, t in fresh.unet.state_dict().items():
+        assert torch.equal(t, ema.unet.state_dict()[name])
+    w = "conv_in.weight"
+    assert not torch.equal(ema.unet.state_dict()[w], live.unet.state_dict()[w])  # the EMA, not the live weights
+    assert not any(p.requires_grad for p in fresh.unet.parameters())  # no method left attached
+
+    assert recipe.base_run(runs) == runs / "unet"
+    recipe.stage_unet_faces(runs, steps=1, batch_size=2, n_images=6, n_faces=3, checkpoint_every=1, log_every=1)
+    assert recipe.base_run(runs) == runs / "unet_faces"
+    rows = [json.loads(r) for r in (runs / "data" / "objects_faces" / "metadata.jsonl").read_text().splitlines()]
+    faces = [r for r in rows if r["file_name"].startswith("face_")]
+    assert len(rows) == 9 and len(faces) == 3 and all("man" in r["text"] or "child" in r["text"] for r in faces)
+    assert find_resume(runs / "unet_faces", "latest").step == 1
+    done = recipe.stage_export(runs, tmp_path / "weights")
+    assert json.loads((Path(done["base"]) / "zoo.json").read_text())["checkpoint"].startswith(str(runs / "unet_faces"))
+    assert FIRST_BASE_IDENTITY > 1000
+
+
 def test_oracles_train_save_and_load(tmp_path):
     from tailor.world.zoo import oracle_recipes as R
     from tailor.world.zoo.oracles import load_oracle, to_unit

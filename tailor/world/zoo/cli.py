@@ -15,8 +15,8 @@ def train_zoo(
     only: Annotated[
         str | None,
         typer.Option(
-            help="Run one stage: tokenizer, vae, vae-decoder, unet, clip, oracle, export, adapters (default: all, "
-            "in order)."
+            help="Run one stage: tokenizer, vae, vae-decoder, unet, unet-faces, clip, oracle, export, adapters "
+            "(default: all, in order)."
         ),
     ] = None,
     runs: Annotated[Path, typer.Option(help="Run folder (checkpoints; every stage resumes from it).")] = Path(
@@ -61,6 +61,8 @@ def train_zoo(
             recipe.stage_vae_decoder(runs, steps)
         elif stage == "unet":
             recipe.stage_unet(runs, steps, batch_size=batch_size, lr=lr, init=unet_init)
+        elif stage == "unet-faces":
+            recipe.stage_unet_faces(runs, steps, batch_size=batch_size, lr=lr)
         elif stage == "clip":
             recipe.stage_clip(runs, steps)
         elif stage == "oracle":

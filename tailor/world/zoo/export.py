@@ -15,14 +15,22 @@ def load_trained_components(
     run: str | Path, vae_dir: str | Path, tokenizer_dir: str | Path, use_ema: bool = True, checkpoint: str = "latest"
 ):
     """Components with the UNet/text encoder of ``run``'s checkpoint (its EMA shadow when present)."""
-    import tailor
     from tailor.core.training.checkpoint import find_resume
-    from tailor.core.training.ema import EMA
     from tailor.world.zoo.unet import build_components
 
     ck = find_resume(run, checkpoint)
     prediction_type = ck.info.get("resolved", {}).get("prediction_type", "v_prediction")
     comps = build_components(vae_dir, tokenizer_dir, prediction_type=prediction_type)
+    load_checkpoint_weights(comps, ck, use_ema)
+    comps.freeze()
+    return comps, ck
+
+
+def load_checkpoint_weights(comps, ck, use_ema: bool = True) -> None:
+    """Copy a ``finetune`` (UNet + text encoder) checkpoint's weights, or its EMA shadow, into ``comps``."""
+    import tailor
+    from tailor.core.training.ema import EMA
+
     method = tailor.get_spec("finetune").method(train_text_encoder=True)
     method.patch(comps)
     method.load_state_dict(ck.method_state)
@@ -30,8 +38,11 @@ def load_trained_components(
         ema = EMA(method.trainable_parameters(), 0.999)
         ema.load_state_dict(ck.ema_state)
         ema.copy_to_params()
-    comps.freeze()
-    return comps, ck
+    modules = method.named_modules().items()
+    trained = {k: {n: t.detach().clone() for n, t in m.state_dict().items()} for k, m in modules}
+    method.unpatch()  # restores the fresh weights: put the trained ones back as the components' own
+    for key, state in trained.items():
+        getattr(comps, key).load_state_dict(state)
 
 
 def export_base(comps, folder: str | Path, info: dict | None = None) -> Path:

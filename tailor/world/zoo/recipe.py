@@ -1,10 +1,10 @@
 """The zoo's stages in order, each resumable, with its run folder under ``runs`` (default ``outputs/zoo``):
 
 ``tokenizer`` -> ``vae`` (full AutoencoderKL; its encoder is frozen from then on) -> ``unet`` (UNet + text encoder
-on the one trainer) and, in parallel, ``vae-decoder`` (decoder-only refinement: latents unchanged), ``clip`` and
-``oracle``; then ``export`` writes the shipped weights (:mod:`tailor.world.zoo.export`); last ``adapters``
-(ControlNets, T2I-Adapter, ControlNeXt, IP-Adapters trained on that exported base, each exported when it finishes,
-:mod:`tailor.world.zoo.adapters`).
+on the one trainer, single objects) -> ``unet-faces`` (continued on objects + faces) and, in parallel,
+``vae-decoder`` (decoder-only refinement: latents unchanged), ``clip`` and ``oracle``; then ``export`` writes the
+shipped weights (:mod:`tailor.world.zoo.export`); last ``adapters`` (ControlNets, T2I-Adapter, ControlNeXt,
+IP-Adapters trained on that exported base, each exported when it finishes, :mod:`tailor.world.zoo.adapters`).
 """
 
 from __future__ import annotations
@@ -21,11 +21,12 @@ from tailor.core.io import write_json
 from tailor.world.zoo import WEIGHTS
 
 log = logging.getLogger("tailor")
-STAGES = ("tokenizer", "vae", "vae-decoder", "unet", "clip", "oracle", "export", "adapters")
+STAGES = ("tokenizer", "vae", "vae-decoder", "unet", "unet-faces", "clip", "oracle", "export", "adapters")
 DEFAULT_STEPS = {
     "vae": 1500,
     "vae-decoder": 2000,
     "unet": 8000,
+    "unet-faces": 8000,
     "clip": 1500,
     "attributes": 2500,
     "segmenter": 600,
@@ -111,6 +112,36 @@ def stage_unet(
     )
 
 
+def base_run(runs: Path) -> Path:
+    """The UNet run the base is exported from: the continued (objects + faces) run once it has a checkpoint."""
+    faces = runs / "unet_faces"
+    return faces if any((faces / "checkpoints").glob("step-*")) else runs / "unet"
+
+
+def stage_unet_faces(
+    runs: Path, steps: int | None = None, batch_size: int = 32, lr: float = 5e-4, n_faces: int = 4000, **kw
+):
+    """Continued training (issue #7): the object run's EMA weights go on training, UNet + text encoder, on its
+    objects plus ``n_faces`` faces in every style, so the base draws ``a photo of a woman on snow`` too."""
+    from tailor.world.zoo.unet import mixed_folder, render_folder, train_unet
+
+    objects = render_folder(runs / "data" / "objects", kw.pop("n_images", 12000))
+    data = mixed_folder(runs / "data" / "objects_faces", objects, n_faces)
+    kw.pop("init", None)
+    return train_unet(
+        runs / "unet_faces",
+        vae_dir(runs),
+        tokenizer_dir(runs),
+        data,
+        steps or DEFAULT_STEPS["unet-faces"],
+        batch_size=batch_size,
+        lr=lr,
+        init=runs / "unet",
+        init_ema=True,
+        **kw,
+    )
+
+
 def stage_clip(runs: Path, steps: int | None = None, batch_size: int = 32) -> Path:
     from tailor.world.zoo.clip import evaluate_clip, save_clip, train_clip
 
@@ -173,8 +204,8 @@ def stage_export(runs: Path, weights: Path = WEIGHTS) -> dict[str, str]:
     from tailor.world.zoo.oracles import load_oracle, save_oracle
 
     done = {}
-    if list((runs / "unet" / "checkpoints").glob("step-*")):
-        export_checkpoint(runs / "unet", decoder_dir(runs), tokenizer_dir(runs), weights / "base")
+    if list((base_run(runs) / "checkpoints").glob("step-*")):
+        export_checkpoint(base_run(runs), decoder_dir(runs), tokenizer_dir(runs), weights / "base")
         done["base"] = str(weights / "base")
     oracles = runs / "oracles" / "final"
     if oracles.is_dir():  # re-saved (float16, metadata kept) rather than copied

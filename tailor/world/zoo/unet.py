@@ -110,6 +110,48 @@ def render_folder(
     return folder
 
 
+# identities below this are the oracles' and identity benches' (0-999): the base never sees them
+FIRST_BASE_IDENTITY = 10_000
+
+
+def mixed_folder(
+    folder: str | Path,
+    objects: str | Path,
+    n_faces: int,
+    seed: int = 1,
+    size: int = 64,
+    styles: tuple[str, ...] = tuple(STYLES),
+) -> Path:
+    """The object folder's images (hard links) plus ``n_faces`` rendered faces (every style, random identities
+    from :data:`FIRST_BASE_IDENTITY` on) in one caption folder: the continued-training data that teaches the base
+    faces (``a photo of a woman on snow``) while it keeps drawing objects."""
+    import os
+
+    from tailor.world.faces import render_face
+
+    folder, objects = Path(folder), Path(objects)
+    if (folder / "metadata.jsonl").is_file():
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = [json.loads(line) for line in (objects / "metadata.jsonl").read_text().splitlines() if line.strip()]
+    for row in rows:
+        if not (folder / row["file_name"]).exists():
+            os.link(objects / row["file_name"], folder / row["file_name"])
+    k = 0
+    for i in range(n_faces):
+        while True:
+            sample = render_face(derive_seed(seed, k), style=styles[i % len(styles)], size=size)
+            k += 1
+            if sample.attrs["identity"] >= FIRST_BASE_IDENTITY:
+                break
+        name = f"face_{i:06d}.png"
+        sample.pil().save(folder / name)
+        rows.append({"file_name": name, "text": sample.caption})
+    write_text(folder / "holdout.json", (objects / "holdout.json").read_text())
+    write_text(folder / "metadata.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
 def train_config(out: str | Path, data: str | Path, steps: int, batch_size: int = 32, lr: float = 5e-4, **kw):
     from tailor.core.training import TrainConfig
 
@@ -138,15 +180,13 @@ def train_config(out: str | Path, data: str | Path, steps: int, batch_size: int 
     return TrainConfig(**opts)
 
 
-def warm_start(comps: Components, run: str | Path) -> None:
-    """Load the live UNet / text-encoder weights of another run's newest checkpoint (e.g. one trained on an
-    earlier VAE): the text encoder's word semantics and the UNet's denoising carry over to the new latents."""
+def warm_start(comps: Components, run: str | Path, use_ema: bool = False) -> None:
+    """Load the UNet / text-encoder weights of another run's newest checkpoint (its EMA shadow when it has one):
+    e.g. one trained on an earlier VAE, or the object-only run that continued training on faces starts from."""
     from tailor.core.training.checkpoint import find_resume
+    from tailor.world.zoo.export import load_checkpoint_weights
 
-    state = find_resume(run, "latest").method_state
-    for key, module in (("unet", comps.unet), ("text_encoder", comps.text_encoder)):
-        prefix = f"finetune.{key}."
-        module.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
+    load_checkpoint_weights(comps, find_resume(run, "latest"), use_ema)
 
 
 def train_unet(
@@ -158,15 +198,16 @@ def train_unet(
     batch_size: int = 32,
     lr: float = 5e-4,
     init: str | Path | None = None,
+    init_ema: bool = False,
     **kw,
 ):
     """Train UNet + text encoder with the one trainer; resumes from ``out``'s newest checkpoint, else warm-starts
-    from ``init`` (another UNet run folder) when given."""
+    from ``init`` (another UNet run folder; its EMA weights with ``init_ema``) when given."""
     import tailor
     from tailor.core.training import train
 
     comps = build_components(vae_dir, tokenizer_dir)
     if init is not None and not any((Path(out) / "checkpoints").glob("step-*")):
-        warm_start(comps, init)
+        warm_start(comps, init, init_ema)
     method = tailor.get_spec("finetune").method(train_text_encoder=True)
     return train(method, train_config(out, data, steps, batch_size, lr, **kw), components=comps)
