@@ -3,9 +3,14 @@ distribution (and from held-out shape/colour combinations), score per-attribute 
 FID-like distance in world-CLIP space against fresh real renders of the same prompts.
 
     python benchmarks/zoo_eval.py --out outputs/zoo_eval [--base DIR] [--prompts 50] [-n 4] [--guidance 5]
+        [--face-prompts 12]
 
-Writes ``<out>/train/*.png`` and ``<out>/holdout/*.png`` with ``generation.json`` (so ``tailor eval world --images``
-reads them too) and ``<out>/scores.json``.
+Faces (issue #7, the continued-training base): prompts like "a photo of a woman on snow" in every style; the share
+the world face detector calls a face, background / style accuracy, and an FID-like distance in the face oracle's
+embedding space against real face renders of the same prompts (random identities).
+
+Writes ``<out>/train/*.png``, ``<out>/holdout/*.png`` and ``<out>/faces/*.png`` with ``generation.json`` (so
+``tailor eval world --images`` reads them too) and ``<out>/scores.json``.
 """
 
 from __future__ import annotations
@@ -75,12 +80,62 @@ def real_renders(attrs: list[dict], n: int, seed: int) -> list:
     ]
 
 
+def face_prompts(n: int, seed: int) -> list[tuple[str, dict]]:
+    from tailor.world.captions import caption_for
+    from tailor.world.identity import FACE_CLASSES
+    from tailor.world.vocab import BACKGROUNDS, STYLES, make_rng
+
+    rng = make_rng(seed)
+    out = []
+    for i in range(n):
+        a = {
+            "kind": "face",
+            "cls": FACE_CLASSES[rng.integers(len(FACE_CLASSES))],
+            "background": BACKGROUNDS[rng.integers(len(BACKGROUNDS))],
+            "style": list(STYLES)[i % len(STYLES)],
+        }
+        out.append((caption_for(a, template=0), a))
+    return out
+
+
+@torch.no_grad()
+def face_scores(images: list, real: list, real2: list) -> dict:
+    from tailor.eval.identity import face_embeddings
+    from tailor.eval.world import frechet_distance
+    from tailor.faces.models import keypoint_detector
+    from tailor.world.zoo.oracles import to_unit
+
+    detector = keypoint_detector()
+    found = float((detector(to_unit(images))[1] > 0).float().mean())
+    found_real = float((detector(to_unit(real))[1] > 0).float().mean())
+    gen, ref, ref2 = face_embeddings(images), face_embeddings(real), face_embeddings(real2)
+    return {
+        "face_found": found,
+        "face_found_real": found_real,
+        "fid_like_face_oracle": frechet_distance(gen, ref),
+        "fid_like_face_oracle_real_vs_real": frechet_distance(ref2, ref),
+    }
+
+
+def real_faces(attrs: list[dict], n: int, seed: int) -> list:
+    from tailor.world.faces import render_face
+    from tailor.world.vocab import derive_seed
+
+    keys = ("cls", "background", "style")
+    return [
+        render_face(derive_seed(seed, i, j), **{k: a[k] for k in keys}).pil()
+        for i, a in enumerate(attrs)
+        for j in range(n)
+    ]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="outputs/zoo_eval")
     ap.add_argument("--base", default="world")
     ap.add_argument("--prompts", type=int, default=50)
     ap.add_argument("--holdout-prompts", type=int, default=8)
+    ap.add_argument("--face-prompts", type=int, default=0, help="face prompts (every style), 0: none")
     ap.add_argument("-n", type=int, default=4)
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--guidance", type=float, default=5.0)
@@ -117,6 +172,19 @@ def main() -> None:
             s["clip_error"] = str(e)
         scores[split] = s
         print(json.dumps({split: s}), flush=True)
+    if args.face_prompts:
+        pairs = face_prompts(args.face_prompts, args.seed + 2)
+        prompts = [p for p, _ in pairs]
+        per_image = [p for p in prompts for _ in range(args.n)]
+        t0 = time.time()
+        imgs = generate(comps, prompts, args.n, out / "faces", args.steps, args.guidance, args.seed)
+        s = world_scores(imgs, per_image)
+        s["seconds"] = time.time() - t0
+        real = real_faces([a for _, a in pairs], args.n, 777)
+        s["real_renders"] = world_scores(real, per_image)["accuracy"]
+        s.update(face_scores(imgs, real, real_faces([a for _, a in pairs], args.n, 999)))
+        scores["faces"] = s
+        print(json.dumps({"faces": s}), flush=True)
     (out / "scores.json").write_text(json.dumps(scores, indent=2))
     print(np.round(list(scores["train"]["accuracy"].values()), 3))
 

@@ -134,6 +134,13 @@ def test_oracles_train_save_and_load(tmp_path):
     with torch.no_grad():
         assert torch.allclose(model(x)["shape"], loaded(x)["shape"], atol=2e-2)  # float16 on disk
     assert set(loaded.predict(x)[0]) == set(R.CLASSES)
+    hires = R.train_attributes(str(tmp_path / "hires"), steps=0, batch_size=4, size=128, init=model)
+    assert load_oracle(R.export(hires, "attributes", tmp_path / "final2", {})).config["size"] == 128
+    for k, v in model.state_dict().items():  # the warm start: the same network, reading a 128-px upsampling
+        assert torch.equal(v, hires.state_dict()[k])
+    up = torch.nn.functional.interpolate(x, size=(128, 128), mode="bilinear", align_corners=False, antialias=True)
+    with torch.no_grad():
+        assert torch.allclose(hires(x)["shape"], hires(up)["shape"], atol=1e-6)
     inst = R.train_instance(str(tmp_path / "inst"), steps=2, batch_subjects=3)
     assert 0 <= R.evaluate_instance(inst)["verification_accuracy"] <= 1
     seg = R.train_segmenter(str(tmp_path / "seg"), steps=1, batch_size=2)

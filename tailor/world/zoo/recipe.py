@@ -171,6 +171,8 @@ def stage_oracle(
                 continue
         train = getattr(R, f"train_{name}")
         model = train(str(runs / "oracles" / name), steps=steps[name])
+        if name == "attributes":  # second phase at 128 px (see oracle_recipes.HIRES)
+            model = R.train_attributes(str(runs / "oracles" / "attributes_hires"), init=model, **R.HIRES)
         metrics = getattr(R, f"evaluate_{name}")(model)
         if name == "attributes":
             metrics = {"all_styles": metrics, "photo": R.evaluate_attributes(model, styles=("photo",))}
