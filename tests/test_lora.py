@@ -8,7 +8,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import tailor
-from tailor.core.lora import LoRA, merge
+from tailor.core.lora import LoRA
+from tailor.core.lora_math import merge
 from tailor.core.pipeline import Pipeline
 from tailor.core.samplers import make_scheduler
 from tailor.errors import FormatError, IncompatibleError

@@ -30,11 +30,10 @@ from tailor.core.lora import (
     PARTS,
     adaptable_modules,
     canonical_path,
-    modules_of,
-    most_common,
     part_model,
     specs_from_state,
 )
+from tailor.core.lora_math import modules_of, most_common
 from tailor.errors import FormatError
 
 if TYPE_CHECKING:

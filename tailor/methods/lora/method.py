@@ -15,8 +15,9 @@ import torch
 from torch import nn
 
 from tailor.core.io import meta_json, save_tensors
-from tailor.core.lora import LoRA, find_targets, merge, most_common, specs_from_state
+from tailor.core.lora import LoRA, find_targets, specs_from_state
 from tailor.core.lora_formats import canonical, detect_layout, to_diffusers
+from tailor.core.lora_math import merge, most_common
 from tailor.core.method import ARTIFACT_FORMAT, Method
 from tailor.errors import ConfigError
 from tailor.methods.lora.config import LoRAConfig
@@ -151,7 +152,7 @@ def merge_files(
     rank: int | None = None,
     components=None,
 ) -> Path:
-    """Merge LoRA files (any supported layout) into one ``lora.safetensors``-style file (see core.lora.merge).
+    """Merge LoRA files (any supported layout) into one ``lora.safetensors``-style file (see core.lora_math.merge).
 
     ``concat`` (default) stacks the ranks and is exact; ``svd`` truncates the summed update to ``rank``. kohya inputs
     need ``components`` (the base) to resolve their module names.
