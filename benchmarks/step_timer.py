@@ -6,7 +6,8 @@
 A global ``torch.optim`` step post-hook appends ``time.perf_counter()`` after every ``optimizer.step()`` (tailor's
 AdamW and the one accelerate wraps in diffusers' scripts alike), so both sides are timed by the same clock at the same
 point of the loop, without parsing either side's logs. At exit RESULT.json gets the start time, the step end times
-and this process's peak RSS. Threads: ``torch.set_num_threads($BENCH_THREADS)`` (default 1) before the command runs.
+(wall clock and this process's CPU time: the latter is less disturbed by other processes on a shared machine) and
+this process's peak RSS. Threads: ``torch.set_num_threads($BENCH_THREADS)`` (default 1) before the command runs.
 
 ``$BENCH_SHIMS`` (a folder, e.g. ``benchmarks/shims``) goes on ``sys.path`` only after diffusers and transformers have
 decided that torchvision is absent (both cache the answer), so the shim serves the script's own
@@ -30,13 +31,18 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 def main() -> None:
     result, args = sys.argv[1], sys.argv[2:]
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "1")))
-    t0, ends = time.perf_counter(), []
-    register_optimizer_step_post_hook(lambda opt, a, kw: ends.append(time.perf_counter()))
+    t0, ends, cpu = time.perf_counter(), [], []
+
+    def stamp(opt, a, kw) -> None:
+        ends.append(time.perf_counter())
+        cpu.append(time.process_time())
+
+    register_optimizer_step_post_hook(stamp)
 
     def write() -> None:
         rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # Linux: kilobytes
         with open(result, "w") as f:
-            json.dump({"t0": t0, "step_ends": ends, "peak_rss_mb": rss_kb / 1024}, f)
+            json.dump({"t0": t0, "step_ends": ends, "step_cpu": cpu, "peak_rss_mb": rss_kb / 1024}, f)
 
     atexit.register(write)
     shims = os.environ.get("BENCH_SHIMS")
