@@ -23,7 +23,8 @@ settings for the job. Every variant of a job runs ``--repeats`` times, interleav
 process through ``benchmarks/step_timer.py``: a global optimizer-step hook stamps the end of every step, so
 ``s/step`` = (end of the last step - end of step ``warmup``) / (steps - warmup) on both sides, i.e. start-up, model
 loading, class images and the first ``warmup`` steps are left out. ``img/s`` = instance images per second
-(batch / s_per_step; prior rows are extra). Peak RSS = ``ru_maxrss`` of the child (``os.wait4``). The table gives
+(batch / s_per_step; prior rows are extra); ``CPU s/step`` is the same over the child's CPU time, less disturbed by
+other processes on a shared machine. Peak RSS = ``ru_maxrss`` of the child (``os.wait4``). The table gives
 medians over repeats and the ratio script / tailor (> 1: tailor is faster / smaller).
 
 The scripts import torchvision, which has no CPU build here: ``benchmarks/shims/torchvision`` (a small stand-in of
@@ -202,17 +203,19 @@ def run_one(argv: list[str], out: Path, env: dict[str, str], log: Path) -> dict:
     if os.waitstatus_to_exitcode(status) != 0 or not result.is_file():
         raise SystemExit(f"failed ({os.waitstatus_to_exitcode(status)}): {' '.join(cmd)}\n  see {log}")
     stamps = json.loads(result.read_text())
-    return {"ends": stamps["step_ends"], "peak_rss_mb": usage.ru_maxrss / 1024, "wall_s": wall}
+    return {"ends": stamps["step_ends"], "cpu": stamps["step_cpu"], "peak_rss_mb": usage.ru_maxrss / 1024,
+            "wall_s": wall}  # fmt: skip
 
 
 def summarize(runs: list[dict], warmup: int, batch: int) -> dict:
-    per = []
-    for r in runs:
-        ends = r["ends"]
-        per.append((ends[-1] - ends[warmup - 1]) / (len(ends) - warmup))
+    def rate(stamps: list[float]) -> float:
+        return (stamps[-1] - stamps[warmup - 1]) / (len(stamps) - warmup)
+
+    per = [rate(r["ends"]) for r in runs]
     s = statistics.median(per)
     return {
         "s_per_step": s,
+        "cpu_s_per_step": statistics.median(rate(r["cpu"]) for r in runs),
         "img_per_s": batch / s,
         "peak_rss_mb": statistics.median(r["peak_rss_mb"] for r in runs),
         "s_per_step_runs": per,
@@ -273,6 +276,7 @@ def main() -> None:
         for v, s in summary.items():
             if v != "tailor":
                 s["speedup_tailor"] = s["s_per_step"] / t["s_per_step"]
+                s["cpu_speedup_tailor"] = s["cpu_s_per_step"] / t["cpu_s_per_step"]
                 s["rss_ratio_tailor"] = t["peak_rss_mb"] / s["peak_rss_mb"]
         report["jobs"][job] = {"variants": summary, "commands": {v: " ".join(c) for v, c in variants.items()}}
     report["load_after"] = os.getloadavg()
@@ -281,14 +285,14 @@ def main() -> None:
 
 
 def table(report: dict) -> str:
-    lines = ["| job | side | s/step | img/s | peak RSS MB | script/tailor time | tailor/script RSS |",
-             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = ["| job | side | s/step | CPU s/step | img/s | peak RSS MB | script/tailor time (CPU) | tailor/script RSS |",
+             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for job, j in report["jobs"].items():
         for v, s in j["variants"].items():
-            ratio = f"{s['speedup_tailor']:.2f}x" if "speedup_tailor" in s else ""
+            ratio = f"{s['speedup_tailor']:.2f}x ({s['cpu_speedup_tailor']:.2f}x)" if "speedup_tailor" in s else ""
             rss = f"{s['rss_ratio_tailor']:.2f}" if "rss_ratio_tailor" in s else ""
-            lines.append(f"| {job} | {v} | {s['s_per_step']:.4f} | {s['img_per_s']:.1f} | {s['peak_rss_mb']:.0f} | "
-                         f"{ratio} | {rss} |")  # fmt: skip
+            lines.append(f"| {job} | {v} | {s['s_per_step']:.4f} | {s['cpu_s_per_step']:.4f} | {s['img_per_s']:.1f} | "
+                         f"{s['peak_rss_mb']:.0f} | {ratio} | {rss} |")  # fmt: skip
     return "\n".join(lines)
 
 
