@@ -285,7 +285,7 @@ def main() -> None:
 
 
 def table(report: dict) -> str:
-    lines = ["| job | side | s/step | CPU s/step | img/s | peak RSS MB | script/tailor time (CPU) | tailor/script RSS |",
+    lines = ["| job | side | s/step | CPU s/step | img/s | peak RSS MB | script/tailor (CPU) | tailor/script RSS |",
              "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for job, j in report["jobs"].items():
         for v, s in j["variants"].items():
