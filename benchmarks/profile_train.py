@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import runpy
 import sys
 
 import torch
+from step_timer import run_command  # this folder is sys.path[0] when run as a script
 from torch.optim.optimizer import register_optimizer_step_post_hook
 from torch.profiler import ProfilerActivity, profile, schedule
 
@@ -33,22 +33,9 @@ def main() -> None:
     sched = schedule(wait=a.skip, warmup=1, active=a.active, repeat=1)
     prof = profile(activities=[ProfilerActivity.CPU], schedule=sched, record_shapes=False)
     register_optimizer_step_post_hook(lambda opt, args_, kw: prof.step())
-    shims = os.environ.get("BENCH_SHIMS")
-    if shims:
-        import diffusers.utils.import_utils  # noqa: F401 - see step_timer.py
-        from transformers.utils.import_utils import is_torchvision_available
-
-        is_torchvision_available()
-        sys.path.insert(0, os.path.abspath(shims))
     prof.start()
     try:
-        if args[0] == "-m":
-            sys.argv = [args[1], *args[2:]]
-            runpy.run_module(args[1], run_name="__main__", alter_sys=True)
-        else:
-            sys.argv = list(args)
-            sys.path.insert(0, os.path.dirname(os.path.abspath(args[0])))
-            runpy.run_path(args[0], run_name="__main__")
+        run_command(args)
     except SystemExit:
         pass
     finally:

@@ -6,8 +6,8 @@
 A global ``torch.optim`` step post-hook appends ``time.perf_counter()`` after every ``optimizer.step()`` (tailor's
 AdamW and the one accelerate wraps in diffusers' scripts alike), so both sides are timed by the same clock at the same
 point of the loop, without parsing either side's logs. At exit RESULT.json gets the start time, the step end times
-(wall clock and this process's CPU time: the latter is less disturbed by other processes on a shared machine) and
-this process's peak RSS. Threads: ``torch.set_num_threads($BENCH_THREADS)`` (default 1) before the command runs.
+(wall clock and this process's CPU time: the latter is less disturbed by other processes on a shared machine) and this
+process's peak RSS (``VmHWM``). Threads: ``torch.set_num_threads($BENCH_THREADS)`` (default 1) before the command runs.
 
 ``$BENCH_SHIMS`` (a folder, e.g. ``benchmarks/shims``) goes on ``sys.path`` only after diffusers and transformers have
 decided that torchvision is absent (both cache the answer), so the shim serves the script's own
@@ -40,11 +40,28 @@ def main() -> None:
     register_optimizer_step_post_hook(stamp)
 
     def write() -> None:
-        rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # Linux: kilobytes
         with open(result, "w") as f:
-            json.dump({"t0": t0, "step_ends": ends, "step_cpu": cpu, "peak_rss_mb": rss_kb / 1024}, f)
+            json.dump({"t0": t0, "step_ends": ends, "step_cpu": cpu, "peak_rss_mb": peak_rss_mb()}, f)
 
     atexit.register(write)
+    run_command(args)
+
+
+def peak_rss_mb() -> float:
+    """This process's peak RSS: ``VmHWM`` (per address space, so it starts afresh at exec; ``ru_maxrss`` keeps the
+    launching parent's peak across fork + exec on Linux)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_command(args: list[str]) -> None:
+    """Run ``-m module ...`` or ``script.py ...`` in this process as ``python`` would (shims first, see above)."""
     shims = os.environ.get("BENCH_SHIMS")
     if shims:
         import diffusers.utils.import_utils  # noqa: F401 - computes its torchvision flag at import

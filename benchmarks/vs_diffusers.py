@@ -20,12 +20,12 @@ none of its code is copied here. Jobs, each on the shipped world base (``tailor 
 
 tailor runs with its caches (``--cache-latents``, and ``--cache-text`` where the text encoder is frozen), its best
 settings for the job. Every variant of a job runs ``--repeats`` times, interleaved (A B C A B C ...), each a fresh
-process through ``benchmarks/step_timer.py``: a global optimizer-step hook stamps the end of every step, so
-``s/step`` = (end of the last step - end of step ``warmup``) / (steps - warmup) on both sides, i.e. start-up, model
-loading, class images and the first ``warmup`` steps are left out. ``img/s`` = instance images per second
-(batch / s_per_step; prior rows are extra); ``CPU s/step`` is the same over the child's CPU time, less disturbed by
-other processes on a shared machine. Peak RSS = ``ru_maxrss`` of the child (``os.wait4``). The table gives
-medians over repeats and the ratio script / tailor (> 1: tailor is faster / smaller).
+process through ``benchmarks/step_timer.py``: a global optimizer-step hook stamps the end of every step, so ``s/step``
+= (end of the last step - end of step ``warmup``) / (steps - warmup) on both sides, i.e. start-up, model loading, class
+images and the first ``warmup`` steps are left out. ``img/s`` = instance images per second (batch / s_per_step; prior
+rows are extra); ``CPU s/step`` is the same over the child's CPU time, less disturbed by other processes on a shared
+machine. Peak RSS = the child's ``VmHWM`` (its own peak; ``ru_maxrss`` would include this launcher's, kept across
+exec). The table gives medians over repeats and the ratio script / tailor (> 1: tailor is faster / smaller).
 
 The scripts import torchvision, which has no CPU build here: ``benchmarks/shims/torchvision`` (a small stand-in of
 the transforms they use) goes on their ``sys.path`` after diffusers and transformers have decided torchvision is
@@ -189,7 +189,7 @@ def commands(job: str, paths: dict[str, Path], a, runs: Path, examples: Path) ->
 
 
 def run_one(argv: list[str], out: Path, env: dict[str, str], log: Path) -> dict:
-    """One child process; its step stamps, peak RSS (wait4) and wall time."""
+    """One child process; its step stamps, peak RSS and wall time."""
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     result = out / "steps.json"
@@ -198,12 +198,13 @@ def run_one(argv: list[str], out: Path, env: dict[str, str], log: Path) -> dict:
     t = time.perf_counter()
     with open(log, "w") as f:
         proc = subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, cwd=out)
-        _, status, usage = os.wait4(proc.pid, 0)
+        _, status, _ = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t
     if os.waitstatus_to_exitcode(status) != 0 or not result.is_file():
         raise SystemExit(f"failed ({os.waitstatus_to_exitcode(status)}): {' '.join(cmd)}\n  see {log}")
     stamps = json.loads(result.read_text())
-    return {"ends": stamps["step_ends"], "cpu": stamps["step_cpu"], "peak_rss_mb": usage.ru_maxrss / 1024,
+    # the child's own VmHWM: wait4's ru_maxrss would start from this (parent) process's peak, kept across exec
+    return {"ends": stamps["step_ends"], "cpu": stamps["step_cpu"], "peak_rss_mb": stamps["peak_rss_mb"],
             "wall_s": wall}  # fmt: skip
 
 

@@ -16,8 +16,9 @@ import textwrap
 
 import numpy as np
 import pytest
-from PIL import Image
 from safetensors.torch import load_file
+
+from helpers import captioned_folder
 
 RUNNER = textwrap.dedent(
     """
@@ -37,12 +38,7 @@ RUNNER = textwrap.dedent(
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("ddp_data")
-    rng = np.random.default_rng(0)
-    for i in range(8):
-        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(folder / f"img{i}.png")
-        (folder / f"img{i}.txt").write_text(f"a photo of thing {i % 3}\n")
-    return folder
+    return captioned_folder(tmp_path_factory.mktemp("ddp_data"))
 
 
 def _launch(script, data, out, processes: int, batch: int) -> None:
