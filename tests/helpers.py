@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import torch
+from PIL import Image
 
 from tailor.core.conditioning import StepExtras
 from tailor.core.config import Config
 from tailor.core.method import Method
+
+
+def captioned_folder(folder: Path, n: int = 8, shape: tuple[int, int] = (32, 32)) -> Path:
+    """``n`` seeded random PNGs of ``shape`` (h, w) with same-stem captions ``a photo of thing {i % 3}``."""
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (*shape, 3), dtype=np.uint8)).save(folder / f"img{i}.png")
+        (folder / f"img{i}.txt").write_text(f"a photo of thing {i % 3}\n")
+    return folder
 
 
 class Recorder(Method):

@@ -10,7 +10,6 @@ import logging
 import math
 import shutil
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -23,17 +22,14 @@ from tailor.core.training.noise import compute_snr, draw, min_snr_weights, train
 from tailor.errors import ConfigError, InputError, TrainingError
 from tailor.methods.finetune import FinetuneConfig, FinetuneMethod
 
+from helpers import captioned_folder
+
 
 # --------------------------------------------------------------------- fixtures and helpers
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     """8 random 40x36 PNGs with same-stem captions."""
-    folder = tmp_path_factory.mktemp("data")
-    rng = np.random.default_rng(0)
-    for i in range(8):
-        Image.fromarray(rng.integers(0, 255, (40, 36, 3), dtype=np.uint8)).save(folder / f"img{i}.png")
-        (folder / f"img{i}.txt").write_text(f"a photo of thing {i % 3}\n")
-    return folder
+    return captioned_folder(tmp_path_factory.mktemp("data"), 8, (40, 36))
 
 
 class Interrupted(FinetuneMethod):

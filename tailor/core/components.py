@@ -56,7 +56,15 @@ class Components:
 
     @property
     def device(self) -> torch.device:
-        return self.unet.device
+        # diffusers' ModelMixin.device walks every submodule looking for group-offloading hooks: ~6 ms a call on a
+        # LoRA-wrapped world UNet, paid several times per training step. Without such hooks (they always sit on the
+        # top-level module too) the first parameter's device is the same answer.
+        unet = self.unet
+        if not hasattr(unet, "_diffusers_hook"):
+            first = next(unet.parameters(), None)
+            if first is not None:
+                return first.device
+        return unet.device
 
     @property
     def dtype(self) -> torch.dtype:

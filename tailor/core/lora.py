@@ -179,8 +179,8 @@ class LoRA:
             if others:
                 grads = _grads(layer)
                 layer.delete_adapter(self.name)
-                layer.set_adapter(others)
                 _restore_grads(layer, grads)
+                _activate_nonzero(layer)
             else:
                 parent_path, _, child = path.rpartition(".")
                 parent = model.get_submodule(parent_path) if parent_path else model
@@ -217,6 +217,7 @@ class LoRA:
         for key, layer in self.layers.items():
             r, a = self.specs[key]
             layer.scaling[self.name] = s * a / r
+            _activate_nonzero(layer)
 
     # ---------------------------------------------------------------- weights
     def modules(self) -> list[nn.Module]:
@@ -331,3 +332,15 @@ def _activate_all(layer, new: str, trainable: bool) -> None:
     grads[new] = trainable
     layer.set_adapter(list(layer.lora_A.keys()))
     _restore_grads(layer, grads)
+
+
+def _activate_nonzero(layer) -> None:
+    """Make exactly the adapters with a non-zero scaling active, keeping every adapter's trainability.
+
+    peft runs each active adapter in every forward, multiplying ``B A x`` by its scaling even when that is 0 (a fused
+    LoRA, weight 0, DreamBooth's class images): skipped, a fused LoRA costs what the plain base costs."""
+    names = [n for n in layer.lora_A.keys() if layer.scaling.get(n, 0.0) != 0.0]
+    if names != list(layer.active_adapters):
+        grads = _grads(layer)
+        layer.set_adapter(names)
+        _restore_grads(layer, grads)

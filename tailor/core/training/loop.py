@@ -91,9 +91,7 @@ def train(method: Method, config: TrainConfig, components: Components | None = N
     # ---- optimizer, schedule, EMA; restored from the checkpoint when resuming
     lr = config.lr if config.lr is not None else float(getattr(method, "default_lr", 1e-4))
     betas = (config.adam_beta1, config.adam_beta2)
-    optimizer = torch.optim.AdamW(
-        params, lr=lr, betas=betas, weight_decay=config.weight_decay, eps=config.adam_epsilon
-    )
+    optimizer = adamw(params, lr=lr, betas=betas, weight_decay=config.weight_decay, eps=config.adam_epsilon)
     scheduler = _lr_scheduler(config, optimizer)
     scaler = accelerator.scaler  # a GradScaler with fp16, else None
     ema = EMA(params, config.ema_decay) if config.ema else None
@@ -229,7 +227,7 @@ def _optimizer_step(params, optimizer, scheduler, scaler, max_grad_norm: float, 
     if scaler is not None:
         scaler.unscale_(optimizer)
     if max_grad_norm > 0:
-        torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+        torch.nn.utils.clip_grad_norm_(params, max_grad_norm, foreach=True)  # torch picks foreach on CUDA only
     if scaler is not None:
         scaler.step(optimizer)
         scaler.update()
@@ -237,6 +235,19 @@ def _optimizer_step(params, optimizer, scheduler, scaler, max_grad_norm: float, 
         optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
+
+
+def adamw(params: list[torch.nn.Parameter], **kw) -> torch.optim.AdamW:
+    """AdamW, fused (one kernel over all tensors) where torch has it for the parameters' device and dtype; torch only
+    picks the fused or foreach paths by itself on CUDA, and the per-tensor loop it uses on the CPU costs ~2 ms per
+    step for the ~100 tensors of a LoRA (measured in benchmarks/vs_diffusers.py)."""
+    fusable = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+    if fusable and len({p.device for p in params}) == 1:
+        try:
+            return torch.optim.AdamW(params, fused=True, **kw)
+        except (RuntimeError, ValueError):  # a dtype / device this torch build cannot fuse
+            pass
+    return torch.optim.AdamW(params, **kw)
 
 
 def _restore(ckpt: Checkpoint, method: Method, optimizer, scheduler, scaler, ema: EMA | None, steps: int) -> int:
