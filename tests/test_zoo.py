@@ -118,8 +118,13 @@ def test_faces_continuation_starts_from_the_object_runs_ema_and_is_exported(tmp_
     faces = [r for r in rows if r["file_name"].startswith("face_")]
     assert len(rows) == 9 and len(faces) == 3 and all("man" in r["text"] or "child" in r["text"] for r in faces)
     assert find_resume(runs / "unet_faces", "latest").step == 1
+    recipe.stage_unet_cooldown(runs, steps=3, batch_size=2, checkpoint_every=3, log_every=1, warmup_steps=0)
+    assert recipe.base_run(runs) == runs / "unet_cooldown"
+    lrs = [json.loads(r)["lr"] for r in (runs / "unet_cooldown" / "log.jsonl").read_text().splitlines()]
+    assert lrs[0] == pytest.approx(2e-4) and lrs[-1] < lrs[0] / 3  # the decay phase: cosine from 2e-4 down
     done = recipe.stage_export(runs, tmp_path / "weights")
-    assert json.loads((Path(done["base"]) / "zoo.json").read_text())["checkpoint"].startswith(str(runs / "unet_faces"))
+    zoo = json.loads((Path(done["base"]) / "zoo.json").read_text())
+    assert zoo["checkpoint"].startswith(str(runs / "unet_cooldown"))
     assert FIRST_BASE_IDENTITY > 1000
 
 

@@ -15,8 +15,8 @@ def train_zoo(
     only: Annotated[
         str | None,
         typer.Option(
-            help="Run one stage: tokenizer, vae, vae-decoder, unet, unet-faces, clip, oracle, export, adapters "
-            "(default: all, in order)."
+            help="Run one stage: tokenizer, vae, vae-decoder, unet, unet-faces, unet-cooldown, clip, oracle, export, "
+            "adapters (default: all, in order)."
         ),
     ] = None,
     runs: Annotated[Path, typer.Option(help="Run folder (checkpoints; every stage resumes from it).")] = Path(
@@ -24,7 +24,9 @@ def train_zoo(
     ),
     steps: Annotated[int | None, typer.Option(help="Steps of the selected stage (default: the recipe's).")] = None,
     batch_size: Annotated[int, typer.Option(help="UNet batch size.")] = 32,
-    lr: Annotated[float, typer.Option(help="UNet learning rate.")] = 5e-4,
+    lr: Annotated[
+        float | None, typer.Option(help="UNet learning rate (default: the stage's: 5e-4, cooldown 2e-4).")
+    ] = None,
     threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 1,
     oracles: Annotated[str, typer.Option(help="Comma-separated oracles to train.")] = "attributes,segmenter,"
     "instance,face",
@@ -51,6 +53,7 @@ def train_zoo(
     if bad:
         raise ConfigError(f"unknown stage {bad[0]!r}; pick one of {', '.join(recipe.STAGES)}.")
     recipe.set_threads(threads)
+    unet_lr = {} if lr is None else {"lr": lr}
     for stage in stages:
         typer.echo(f"== {stage}")
         if stage == "tokenizer":
@@ -60,9 +63,11 @@ def train_zoo(
         elif stage == "vae-decoder":
             recipe.stage_vae_decoder(runs, steps)
         elif stage == "unet":
-            recipe.stage_unet(runs, steps, batch_size=batch_size, lr=lr, init=unet_init)
+            recipe.stage_unet(runs, steps, batch_size=batch_size, init=unet_init, **unet_lr)
         elif stage == "unet-faces":
-            recipe.stage_unet_faces(runs, steps, batch_size=batch_size, lr=lr)
+            recipe.stage_unet_faces(runs, steps, batch_size=batch_size, **unet_lr)
+        elif stage == "unet-cooldown":
+            recipe.stage_unet_cooldown(runs, steps, batch_size=batch_size, **unet_lr)
         elif stage == "clip":
             recipe.stage_clip(runs, steps)
         elif stage == "oracle":

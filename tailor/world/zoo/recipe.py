@@ -21,12 +21,15 @@ from tailor.core.io import write_json
 from tailor.world.zoo import WEIGHTS
 
 log = logging.getLogger("tailor")
-STAGES = ("tokenizer", "vae", "vae-decoder", "unet", "unet-faces", "clip", "oracle", "export", "adapters")
+STAGES = (
+    "tokenizer", "vae", "vae-decoder", "unet", "unet-faces", "unet-cooldown", "clip", "oracle", "export", "adapters"
+)  # fmt: skip
 DEFAULT_STEPS = {
     "vae": 1500,
     "vae-decoder": 2000,
     "unet": 8000,
     "unet-faces": 8000,
+    "unet-cooldown": 2000,
     "clip": 1500,
     "attributes": 2500,
     "segmenter": 600,
@@ -113,9 +116,11 @@ def stage_unet(
 
 
 def base_run(runs: Path) -> Path:
-    """The UNet run the base is exported from: the continued (objects + faces) run once it has a checkpoint."""
-    faces = runs / "unet_faces"
-    return faces if any((faces / "checkpoints").glob("step-*")) else runs / "unet"
+    """The UNet run the base is exported from: the newest phase with a checkpoint (cooldown, faces, objects)."""
+    for name in ("unet_cooldown", "unet_faces"):
+        if any((runs / name / "checkpoints").glob("step-*")):
+            return runs / name
+    return runs / "unet"
 
 
 def stage_unet_faces(
@@ -138,6 +143,26 @@ def stage_unet_faces(
         lr=lr,
         init=runs / "unet",
         init_ema=True,
+        **kw,
+    )
+
+
+def stage_unet_cooldown(runs: Path, steps: int | None = None, batch_size: int = 32, lr: float = 2e-4, **kw):
+    """The decay phase of a warmup-stable-decay schedule: the constant-LR objects + faces run's EMA weights go on
+    training on the same data while the LR falls from ``lr`` to 0 (cosine), which the constant-LR phase never does."""
+    from tailor.world.zoo.unet import train_unet
+
+    return train_unet(
+        runs / "unet_cooldown",
+        vae_dir(runs),
+        tokenizer_dir(runs),
+        runs / "data" / "objects_faces",
+        steps or DEFAULT_STEPS["unet-cooldown"],
+        batch_size=batch_size,
+        lr=lr,
+        init=runs / "unet_faces",
+        init_ema=True,
+        lr_scheduler="cosine",
         **kw,
     )
 
