@@ -198,10 +198,7 @@ def run(s: Settings) -> dict[str, Any]:
     import tailor
     from tailor.core.progress import make_progress
 
-    C.single_thread()
-    s.check()
-    root = Path(s.out)
-    root.mkdir(parents=True, exist_ok=True)
+    root = C.start(s)
     t0, c0 = time.perf_counter(), time.process_time()
     models = load_models(s)
     keys = ["renders", "base", *(["ip-adapter"] if s.ip_adapter else []),
@@ -231,13 +228,10 @@ def run(s: Settings) -> dict[str, Any]:
             rows.append(row | ({"steps": results[0]["steps"]} if "steps" in results[0] else {}))
     C.contact_sheet(sheet, root / "grid.png")
     table = C.Table(COLUMNS, rows)
-    settings = {
-        k: (list(v) if isinstance(v, tuple) else str(v) if isinstance(v, Path) else v) for k, v in vars(s).items()
-    }
     result = {
         "bench": "identity",
         "base": s.base,
-        "settings": settings,
+        "settings": C.settings_json(s),
         "prompts": [f"{style}/{bg}" for style, bg in PROMPT_SET[: s.prompts]],
         "grid_columns": "per shown identity (first 3): the first seed of each prompt; first row: the references",
         "rows": rows,

@@ -300,10 +300,7 @@ def run(s: Settings) -> dict[str, Any]:
     from tailor.core.progress import make_progress
     from tailor.world import subjects
 
-    C.single_thread()
-    s.check()
-    root = Path(s.out)
-    root.mkdir(parents=True, exist_ok=True)
+    root = C.start(s)
     t0, c0 = time.perf_counter(), time.process_time()
     size = tailor.load_components(s.base).default_size
     calib = C.drift_calibration(sorted(subjects()), s.n_ref, s.probes, size)
@@ -335,9 +332,7 @@ def run(s: Settings) -> dict[str, Any]:
     result = {
         "bench": "personalize",
         "base": s.base,
-        "settings": {
-            k: (list(v) if isinstance(v, tuple) else str(v) if isinstance(v, Path) else v) for k, v in vars(s).items()
-        },  # fmt: skip
+        "settings": C.settings_json(s),
         "drift_calibration": calib,
         "rows": rows,
         "per_subject": per_subject,
