@@ -54,16 +54,17 @@ class AdapterRecipe:
 # papers' 1e-5: a few hundred steps, not tens of thousands (1e-5 barely moves the zero-initialised outputs in that
 # budget). IP-Adapter: the paper's AdamW 1e-4, weight decay 0.01.
 # Identity methods (issue #7), sized for ~10 min each on one busy CPU thread. s/step at batch 8 on the world base
-# (load ~2): InstantID 0.46 (IdentityNet = a ControlNet: 2.0M of its 2.4M parameters), PhotoMaker 0.64 (frozen CLIP
-# vision tower on every ID image), PuLID 1.8 (a second UNet pass for the alignment loss plus a 4-step sample, VAE
-# decode and face embedder for the ID loss). The Resampler keeps 1 of the paper's 4 layers, which shrinks
-# it 4x (1.6 -> 0.4 MB in float16) so that the three fit ~5 MB beside the rest of the zoo. lr 2e-4 for the
+# in the shipped runs (load 4-6): InstantID 0.65 (IdentityNet = a ControlNet: 2.0M of its 2.4M parameters),
+# PhotoMaker 0.36 (frozen CLIP vision tower on every ID image, rank-4 LoRA), PuLID 1.05 (a second UNet pass for the
+# alignment loss plus a 4-step sample, VAE decode and face embedder for the ID loss). The Resampler keeps 1 of the
+# paper's 4 layers, which shrinks it 4x (1.6 -> 0.4 MB in float16) so that the three fit ~6 MB beside the rest of
+# the zoo (IdentityNet alone is 3.96 MB). lr 2e-4 for the
 # from-scratch ID tokens (2x the IP-Adapter recipe: ~1,000 steps instead of the paper's 10^5-10^6); PhotoMaker's
 # rank-4 LoRA and fuse MLP 3e-4 (LoRA on the world base moves slowly at 1e-4: the personalize bench uses 1e-3).
 IDENTITY_RECIPES: dict[str, AdapterRecipe] = {
     "instantid": AdapterRecipe("instantid", {"resampler_depth": 1}, steps=1200, lr=2e-4, data=FACE_DATA),
-    "photomaker": AdapterRecipe("photomaker", {"rank": 4, "lora_alpha": 4.0}, steps=800, lr=3e-4, data=FACE_DATA),
-    "pulid": AdapterRecipe("pulid", {"resampler_depth": 1}, steps=320, lr=2e-4, data=FACE_DATA),
+    "photomaker": AdapterRecipe("photomaker", {"rank": 4, "lora_alpha": 4.0}, steps=1500, lr=3e-4, data=FACE_DATA),
+    "pulid": AdapterRecipe("pulid", {"resampler_depth": 1}, steps=600, lr=2e-4, data=FACE_DATA),
 }
 RECIPES: dict[str, AdapterRecipe] = {
     "canny": AdapterRecipe("controlnet", {"condition": "canny"}, steps=550),
