@@ -162,15 +162,18 @@ def row_images(key: str, identity: int, refs: list, s: Settings, models: dict, r
     comps = tailor.load_components(s.base)
     if key == "renders":
         return renders(identity, s, comps.default_size), {}
-    pipe = tailor.Pipeline(comps)
-    words, cost = cls, {"train_s": 0.0, "train_cpu_s": 0.0}
+    words, cost, trained = cls, {"train_s": 0.0, "train_cpu_s": 0.0}, None
     if key == "dreambooth":
         ps = P.Settings(base=s.base, out=root, n_ref=s.n_ref, lora_rank=s.lora_rank, steps=s.steps,
                         class_images=s.class_images, fresh=s.fresh)  # fmt: skip
-        rec = P.train_references(s.dreambooth, f"id{identity}", lambda: refs, cls, ps, root, comps)
-        pipe.attach(tailor.load(P.artifact_path(root, s.dreambooth, f"id{identity}")))
+        own = tailor.load_components(s.base)  # training leaves its method patched into the components it is given
+        rec = P.train_references(s.dreambooth, f"id{identity}", lambda: refs, cls, ps, root, own)
+        trained = tailor.load(P.artifact_path(root, s.dreambooth, f"id{identity}"))
         words = P.subject_words(s.dreambooth, rec["word"], cls)
         cost = {"train_s": rec["seconds"], "train_cpu_s": rec["cpu_seconds"], "steps": rec["steps"]}
+    pipe = tailor.Pipeline(comps)
+    if trained is not None:
+        pipe.attach(trained)
     elif key != "base":
         attach(pipe, key, models[key], refs, cls, s)
     with C.timer() as t:
