@@ -129,3 +129,45 @@ def test_identifier_is_no_world_caption_word():
     word = identifier_for(tailor.load_components("world"), "star")
     assert word not in world_words() and word not in {"two", "star", "photo", "on"}
     assert "two" in world_words()  # the word the plain rare-token rule picks on the world tokenizer
+
+
+@pytest.fixture(scope="module")
+def tiny_identity_models(tmp_path_factory) -> dict[str, str]:
+    """Untrained identity methods and an IP-Adapter on the tiny base, saved as training folders would be."""
+    root = tmp_path_factory.mktemp("id")
+    opts = {"instantid": {"resampler_depth": 1}, "photomaker": {"image_encoder": "tiny", "rank": 2},
+            "pulid": {"resampler_depth": 1}, "ip_adapter": {"image_encoder": "tiny"}}  # fmt: skip
+    for name, kw in opts.items():
+        method = tailor.get_spec(name).method(**kw)
+        method.patch(tailor.tiny_components())
+        method.save(root / name)
+    return {name: str(root / name) for name in opts}
+
+
+def test_identity_quick(tmp_path, tiny_identity_models):
+    from tailor.bench import identity as B
+
+    models = {k: v for k, v in tiny_identity_models.items() if k in B.KINDS}
+    s = B.Settings(base="tiny", out=tmp_path, models=models, ip_adapter=tiny_identity_models["ip_adapter"],
+                   dreambooth="dreambooth_lora", **B.QUICK)  # fmt: skip
+    result = B.run(s)
+    rows = {r["method"]: r for r in result["rows"]}
+    assert list(rows) == ["renders", "base", "ip-adapter", "dreambooth", "instantid", "photomaker", "pulid"]
+    for r in rows.values():
+        assert -1.0 <= r["facesim"] <= 1.0 and 0.0 <= r["same_identity"] <= 1.0
+        assert r["style_acc"] is not None and r["background_acc"] is not None and r["clip_t_like"] is not None
+    assert rows["renders"]["facesim"] > 0.5 and rows["renders"]["same_identity"] == 1.0  # the oracle knows real faces
+    assert rows["dreambooth"]["train_s"] > 0 and rows["dreambooth"]["steps"] == 2
+    assert all(rows[k]["train_s"] == 0.0 for k in ("base", "ip-adapter", *B.KINDS))
+    assert json.loads((tmp_path / "results.json").read_text())["rows"] == result["rows"]
+    assert (tmp_path / "grid.png").is_file() and (tmp_path / "images" / "pulid" / "800" / "img_000.png").is_file()
+
+
+def test_identity_bench_refuses_seen_identities_and_unknown_kinds(tmp_path):
+    from tailor.bench import identity as B
+    from tailor.errors import InputError
+
+    with pytest.raises(InputError, match="800-999"):
+        B.run(B.Settings(base="tiny", out=tmp_path, identities=(12,)))
+    with pytest.raises(InputError, match="not an identity method"):
+        B.run(B.Settings(base="tiny", out=tmp_path, models={"ip_adapter": "world"}))

@@ -12,7 +12,8 @@ from PIL import Image
 
 import tailor
 from tailor.errors import InputError
-from tailor.world.zoo import ADAPTERS, WEIGHTS, adapter_path, shipped_adapters
+from tailor.world.faces import render_face
+from tailor.world.zoo import ADAPTERS, IDENTITY_ADAPTERS, WEIGHTS, adapter_path, shipped_adapters
 
 PROMPT = "a photo of a red plain star on grass"
 SHIPPED = set(shipped_adapters())
@@ -86,8 +87,10 @@ def test_shipped_sizes():
     if not SHIPPED:
         pytest.skip("no shipped adapters yet")
     size = {n: sum(p.stat().st_size for p in adapter_path(n).rglob("*") if p.is_file()) for n in SHIPPED}
+    identity = sum(size.pop(n, 0) for n in IDENTITY_ADAPTERS)
     # ~15 MB was the aim; ControlNeXt's module keeps the paper's widths (64/128/256, 3.5M parameters: 6.9 MB)
     assert sum(size.values()) <= 20 * 2**20
+    assert identity <= 6.5e6  # InstantID's IdentityNet (a ControlNet of the world UNet) alone is 3.96 MB
     assert size.get("world", 0) + size.get("world-plus", 0) <= 10 * 2**20
 
 
@@ -100,7 +103,11 @@ def test_shipped_adapter_runs_on_the_world_base(name, world, render):
     method = tailor.load(name)
     pipe = tailor.Pipeline(world)
     base = pipe.generate(PROMPT, n=1, seed=0, steps=2, guidance=5.0).array
-    if ADAPTERS[name][1] is None:
+    if name in IDENTITY_ADAPTERS:  # a face as the reference (PhotoMaker: its class word puts the trigger in)
+        face = render_face(3, identity=900).pil()
+        pipe.attach(method, weight=1.0, **({"id_images": face, "class_word": "star"} if name == "photomaker" else
+                                           {"face": face}))  # fmt: skip
+    elif ADAPTERS[name][1] is None:
         pipe.attach(method, weight=1.0, ip_image=render.pil())
     else:
         cond = Image.fromarray(from_truth(ADAPTERS[name][1], render))

@@ -206,6 +206,20 @@ def contact_sheet(rows: list[tuple[str, list]], path: Path, scale: int = 2) -> P
     return path
 
 
+def settings_json(s) -> dict[str, Any]:
+    """A bench's settings dataclass as JSON-able values (tuples -> lists, paths -> strings)."""
+    return {k: (list(v) if isinstance(v, tuple) else str(v) if isinstance(v, Path) else v) for k, v in vars(s).items()}
+
+
+def start(s) -> Path:
+    """A bench run's start: one thread, the settings checked, the output folder made (returned)."""
+    single_thread()
+    s.check()
+    root = Path(s.out)
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
 def write_results(out: Path, result: dict[str, Any]) -> Path:
     from tailor.core.io import write_text
 

@@ -205,10 +205,7 @@ def run(s: Settings) -> dict[str, Any]:
     import tailor
     from tailor.core.progress import make_progress
 
-    C.single_thread()
-    s.check()
-    root = Path(s.out)
-    root.mkdir(parents=True, exist_ok=True)
+    root = C.start(s)
     t0 = time.perf_counter()
     loaded = {name: load_model(name, path) for name, path in s.models.items()}  # fail before any work
     size = tailor.load_components(s.base).default_size

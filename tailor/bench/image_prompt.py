@@ -117,10 +117,7 @@ def run(s: Settings) -> dict[str, Any]:
     import tailor
     from tailor.core.progress import make_progress
 
-    C.single_thread()
-    s.check()
-    root = Path(s.out)
-    root.mkdir(parents=True, exist_ok=True)
+    root = C.start(s)
     t0 = time.perf_counter()
     adapters = {name: load_adapter(name, path) for name, path in s.adapters.items()}
     size = tailor.load_components(s.base).default_size
@@ -160,13 +157,10 @@ def run(s: Settings) -> dict[str, Any]:
             sheet.append((key, tiles))
     C.contact_sheet(sheet, root / "grid.png")
     table = C.Table(COLUMNS, rows)
-    settings = {
-        k: (list(v) if isinstance(v, tuple) else str(v) if isinstance(v, Path) else v) for k, v in vars(s).items()
-    }
     result = {
         "bench": "image_prompt",
         "base": s.base,
-        "settings": settings,
+        "settings": C.settings_json(s),
         "grid_columns": "per subject: reference, image-only, first text prompt",
         "rows": rows,
         "seconds": round(time.perf_counter() - t0, 1),

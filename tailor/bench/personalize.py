@@ -177,7 +177,15 @@ def train_subject(key: str, subject: str, s: Settings, root: Path) -> dict[str, 
     import tailor
 
     comps = tailor.load_components(s.base)
-    cls = C.class_word(subject)
+    refs = lambda: C.reference_images(subject, s.n_ref, comps.default_size)  # noqa: E731 - rendered on a cache miss
+    return train_references(key, subject, refs, C.class_word(subject), s, root, comps)
+
+
+def train_references(key: str, name: str, refs, cls: str, s: Settings, root: Path, comps) -> dict[str, Any]:
+    """Train ``key`` on ``refs()`` (reference images of ``name``, a ``cls``), cached in
+    ``root/artifacts/<key>/<name>``; the training record (``word``: the identifier the prompts use)."""
+    import tailor
+
     word = identifier_for(comps, cls)
     r = RECIPES[key]
     r = Recipe(r.method, r.steps, s.lrs.get(key, r.lr), r.options, r.batch_size, r.note)
@@ -192,14 +200,14 @@ def train_subject(key: str, subject: str, s: Settings, root: Path) -> dict[str, 
     size = comps.default_size
     caption = f"a {subject_words(key, word, cls)}"
     settings = dict(base=s.base, method=r.method, opts=opts, steps=steps, lr=r.lr, bs=r.batch_size, n_ref=s.n_ref,
-                    subject=subject, caption=caption, size=size)  # fmt: skip
-    folder = root / "artifacts" / key / subject
+                    subject=name, caption=caption, size=size)  # fmt: skip
+    folder = root / "artifacts" / key / name
     if not s.fresh and (rec := C.cached(folder, settings)) is not None:
         return rec
     C.fresh_dir(folder)
-    refs = C.write_reference_folder(folder / "refs", C.reference_images(subject, s.n_ref, size), caption)
+    ref_dir = C.write_reference_folder(folder / "refs", refs(), caption)
     method = tailor.get_spec(r.method).method(**opts)
-    cfg = tailor.TrainConfig(base=s.base, data=str(refs), resolution=size, steps=steps, batch_size=r.batch_size,
+    cfg = tailor.TrainConfig(base=s.base, data=str(ref_dir), resolution=size, steps=steps, batch_size=r.batch_size,
                              lr=r.lr, out=str(folder / "train"), log_every=steps, seed=0)  # fmt: skip
     with C.timer() as t:
         res = tailor.train(method, cfg, components=comps)
@@ -292,10 +300,7 @@ def run(s: Settings) -> dict[str, Any]:
     from tailor.core.progress import make_progress
     from tailor.world import subjects
 
-    C.single_thread()
-    s.check()
-    root = Path(s.out)
-    root.mkdir(parents=True, exist_ok=True)
+    root = C.start(s)
     t0, c0 = time.perf_counter(), time.process_time()
     size = tailor.load_components(s.base).default_size
     calib = C.drift_calibration(sorted(subjects()), s.n_ref, s.probes, size)
@@ -327,9 +332,7 @@ def run(s: Settings) -> dict[str, Any]:
     result = {
         "bench": "personalize",
         "base": s.base,
-        "settings": {
-            k: (list(v) if isinstance(v, tuple) else str(v) if isinstance(v, Path) else v) for k, v in vars(s).items()
-        },  # fmt: skip
+        "settings": C.settings_json(s),
         "drift_calibration": calib,
         "rows": rows,
         "per_subject": per_subject,

@@ -49,7 +49,9 @@ def build() -> click.Group:
     app.add_typer(eval_app, name="eval", help="Scores: every command takes --json and then prints one JSON object.")
     app.add_typer(convert_app, name="convert", help="Write community files: LoRA kohya <-> diffusers, embeddings.")
     app.add_typer(lora_app, name="lora", help="LoRA files: merge several into one, fuse into the base.")
-    app.add_typer(bench_app, name="bench", help="World benches: personalize, control, image_prompt (--json, --out).")
+    app.add_typer(
+        bench_app, name="bench", help="World benches: personalize, control, image_prompt, identity (--json, --out)."
+    )
     group = typer.main.get_command(app)
     group.add_command(train_group(), "train")
     return group

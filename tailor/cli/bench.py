@@ -154,3 +154,42 @@ def image_prompt(
     if background:
         s.backgrounds = tuple(background)
     emit(B.run, apply_quick(s, B.QUICK, quick), as_json)
+
+
+@bench_app.command("identity")
+def identity(
+    base: Base = "world",
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("outputs/bench/identity"),
+    model: Annotated[
+        list[str] | None, typer.Option("--model", help="KIND=PATH of an identity method (default: KIND=world).")
+    ] = None,
+    default_models: Annotated[bool, typer.Option(help="Include the shipped instantid, photomaker, pulid.")] = True,
+    ip_adapter: Annotated[str, typer.Option(help="IP-Adapter row ('' for none).")] = "world",
+    dreambooth: Annotated[
+        str, typer.Option(help="DreamBooth-LoRA row: a personalize recipe ('' for none).")
+    ] = "dreambooth_lora_te",
+    identity: Annotated[
+        list[int] | None, typer.Option("--identity", help="Held-out identity, 800-999 (repeatable; default 8).")
+    ] = None,
+    prompts: Annotated[int, typer.Option(help="Style x background prompts per identity (1-8).")] = 4,
+    seeds: Annotated[int, typer.Option(help="Images per prompt.")] = 2,
+    references: Annotated[int, typer.Option(help="Reference photos per identity.")] = 4,
+    ip_scale: Annotated[float, typer.Option(help="IP-Adapter scale with the text prompt.")] = 0.5,
+    steps: Annotated[int | None, typer.Option(help="DreamBooth steps (default: the recipe's).")] = None,
+    sample_steps: Annotated[int, typer.Option(help="DDIM steps per image.")] = 20,
+    guidance: Annotated[float, typer.Option(help="Guidance scale.")] = 5.0,
+    quick: Quick = False,
+    fresh: Fresh = False,
+    as_json: Json = False,
+) -> None:
+    """InstantID, PhotoMaker, PuLID vs IP-Adapter and per-identity DreamBooth-LoRA on held-out world identities:
+    oracle FaceSim, style / background accuracy, CLIP-T-like, seconds per new identity."""
+    from tailor.bench import identity as B
+
+    models = (dict(B.DEFAULT_MODELS) if default_models else {}) | pairs(model, "--model", "pulid=outputs/pulid")
+    s = B.Settings(base=base, out=out, models=models, ip_adapter=ip_adapter or None, dreambooth=dreambooth or None,
+                   prompts=prompts, seeds=seeds, n_ref=references, ip_scale=ip_scale, steps=steps,
+                   sample_steps=sample_steps, guidance=guidance, fresh=fresh)  # fmt: skip
+    if identity:
+        s.identities = tuple(identity)
+    emit(B.run, apply_quick(s, B.QUICK, quick), as_json)

@@ -87,12 +87,18 @@ def generate(
         False
     ),
     instantid: Annotated[
-        list[str], typer.Option("--instantid", help="InstantID PATH[=FACE][:scale] (faces from --face otherwise).")
+        list[str],
+        typer.Option(
+            "--instantid", help="InstantID PATH or world (shipped)[=FACE][:scale] (faces from --face otherwise)."
+        ),
     ] = None,
     photomaker: Annotated[
-        list[str], typer.Option("--photomaker", help="PhotoMaker PATH[=DIR][:scale] (images from --id-images).")
+        list[str],
+        typer.Option("--photomaker", help="PhotoMaker PATH or world[=DIR][:scale] (images from --id-images)."),
     ] = None,
-    pulid: Annotated[list[str], typer.Option("--pulid", help="PuLID PATH[=FACE][:scale] (faces from --face).")] = None,
+    pulid: Annotated[
+        list[str], typer.Option("--pulid", help="PuLID PATH or world[=FACE][:scale] (faces from --face).")
+    ] = None,
     face: Annotated[list[str], typer.Option("--face", help="Reference face image for --instantid / --pulid.")] = None,
     id_images: Annotated[
         list[str], typer.Option("--id-images", help="Reference images (a folder or files) for --photomaker.")

@@ -7,7 +7,8 @@ Guo et al. 2024), designed like ``--ip-adapter`` (``tailor/cli/ip_adapter.py``):
   (a folder or image, repeatable).
 
 ``PATH`` is a training ``--out`` folder or weight file (an official InstantID folder with ``ip-adapter.bin`` and
-``ControlNetModel/`` too); the name ``world`` is reserved for the world weights once they ship.
+``ControlNetModel/`` too), or ``world``: the method's weights shipped with the world zoo (trained on the world base,
+:func:`tailor.world.zoo.identity_adapter`; a file or folder named ``world`` wins).
 """
 
 from __future__ import annotations
@@ -42,14 +43,14 @@ def split_spec(spec: str, flag: str) -> tuple[str, list[str], float]:
 
 
 def load_identity(path: str, kind: str):
-    """The method in ``path``; ``world`` waits for shipped weights."""
+    """The method in ``path``; ``world`` (when no such file or folder exists) is the method's shipped weights."""
     from tailor.core.method import get_spec
 
-    if path == "world":
-        raise InputError(
-            f"world {kind} weights are not shipped yet; pass a folder trained with `tailor train {kind}`."
-        )
     p = Path(path)
+    if path == "world" and not p.exists():
+        from tailor.world.zoo import identity_adapter
+
+        p = path = identity_adapter(kind)
     if not p.exists():
         raise InputError(f"{KINDS[kind]} {path} does not exist; pass a training --out folder or a weight file.")
     if kind == "instantid" and p.is_dir() and (p / "ControlNetModel").is_dir() and not (p / "tailor.json").is_file():

@@ -18,14 +18,16 @@ import torch
 from tailor.errors import FormatError
 
 
-def make_projection(plus: bool, embed_dim: int, cross_attention_dim: int, num_tokens: int) -> torch.nn.Module:
+def make_projection(
+    plus: bool, embed_dim: int, cross_attention_dim: int, num_tokens: int, depth: int = 4
+) -> torch.nn.Module:
     from diffusers.models.embeddings import ImageProjection, IPAdapterPlusImageProjection
 
     if not plus:
         return ImageProjection(image_embed_dim=embed_dim, cross_attention_dim=cross_attention_dim,
                                num_image_text_embeds=num_tokens)  # fmt: skip
     return IPAdapterPlusImageProjection(embed_dims=embed_dim, output_dims=cross_attention_dim,
-                                        hidden_dims=cross_attention_dim, depth=4, dim_head=64,
+                                        hidden_dims=cross_attention_dim, depth=depth, dim_head=64,
                                         heads=max(1, cross_attention_dim // 64), num_queries=num_tokens,
                                         ffn_ratio=4)  # fmt: skip
 

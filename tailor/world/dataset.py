@@ -46,6 +46,21 @@ def _holdout_fn(holdout) -> Callable[[dict[str, Any]], bool] | None:
     return excluded
 
 
+IDENTITY_LIMIT = 1 << 20  # the renderer draws identities below this
+
+
+def _identity_range(identities, kind: str) -> tuple[int, int] | None:
+    if identities is None:
+        return None
+    first, stop = (int(v) for v in identities)
+    if not 0 <= first < stop <= IDENTITY_LIMIT:
+        raise ConfigError(f"identities must be (first, stop) with 0 <= first < stop <= {IDENTITY_LIMIT}; got "
+                          f"{tuple(identities)}.")  # fmt: skip
+    if kind not in ("faces", "mixed"):
+        raise ConfigError(f"identities apply to faces; kind {kind!r} has none (use kind='faces' or 'mixed').")
+    return first, stop
+
+
 class WorldDataset(Dataset):
     """World images for training: ``dict(pixel_values, caption, attrs, mask, edges[, keypoints])``.
 
@@ -54,6 +69,8 @@ class WorldDataset(Dataset):
     - ``kind``: objects | faces | scenes | subject (needs ``subject``) | mixed (objects/faces/scenes 60/20/20).
     - ``styles``: names from ``STYLES`` or ``"all"``; each item draws one.
     - ``holdout``: (shape, colour) pairs, or a callable ``attrs -> bool``, whose images are never returned.
+    - ``identities``: ``(first, stop)``: faces draw their identity uniformly from ``first <= id < stop`` (default:
+      any of the renderer's 2**20), so training data can leave out the identities a bench holds out.
     Use :meth:`collate` as the DataLoader's ``collate_fn`` (attrs vary in keys across kinds).
     """
 
@@ -66,6 +83,7 @@ class WorldDataset(Dataset):
         styles: Iterable[str] | str = ("photo",),
         subject: SubjectSpec | str | None = None,
         holdout: Iterable[tuple[str, str]] | Callable[[dict[str, Any]], bool] | None = None,
+        identities: tuple[int, int] | None = None,
     ) -> None:
         if kind not in KINDS:
             raise ConfigError(f"unknown world dataset kind {kind!r}; valid kinds are: {', '.join(KINDS)}.")
@@ -81,6 +99,7 @@ class WorldDataset(Dataset):
             raise ConfigError("kind='subject' needs subject=<SubjectSpec, spec string or built-in name>.")
         self.subject = subject if subject is None or isinstance(subject, SubjectSpec) else SubjectSpec.parse(subject)
         self.excluded = _holdout_fn(holdout)
+        self.identities = _identity_range(identities, kind)
 
     def __len__(self) -> int:
         return self.length
@@ -106,7 +125,11 @@ class WorldDataset(Dataset):
         if kind == "objects":
             return render_object(seed, style=style, size=self.size)
         if kind == "faces":
-            return render_face(seed, style=style, size=self.size)
+            identity = None
+            if self.identities is not None:  # its own stream: the face's other draws stay those of the seed
+                first, stop = self.identities
+                identity = first + int(make_rng(seed, 2).integers(stop - first))
+            return render_face(seed, identity=identity, style=style, size=self.size)
         if kind == "scenes":
             return render_scene(seed, style=style, size=self.size)
         return render_subject(self.subject, seed, style=style, size=self.size)

@@ -1,7 +1,8 @@
 """Training data: world datasets, image folders with captions, the seeded sample order, batching and caches.
 
 Sources (``TrainConfig.data``): ``world`` / ``world:<kind>`` / ``world:<kind>:<styles>`` (procedural world items,
-:mod:`tailor.world`; styles ``all`` or ``photo+sketch+...``, default photo),
+:mod:`tailor.world`; styles ``all`` or ``photo+sketch+...``, default photo; faces also take ``:ids=FIRST-STOP``,
+identities ``FIRST <= id < STOP``, ``ids=FIRST-`` up to the renderer's last, e.g. ``world:faces:all:ids=1000-``),
 ``world-subject:<builtin name or spec string>`` (one subject in many renders), or a folder of images whose captions
 come from same-stem ``.txt`` files or a ``metadata.jsonl`` (``file_name`` + ``text``); ``caption`` overrides all.
 
@@ -167,6 +168,17 @@ def _subject(world, spec: str):
     raise InputError(f"world subject {spec!r} is not a builtin subject; pick one of tailor.world.subjects.")
 
 
+def _identity_field(source: str, value: str) -> tuple[int, int]:
+    """``FIRST-STOP`` (``FIRST <= id < STOP``) or ``FIRST-`` (to the renderer's last identity)."""
+    from tailor.world.dataset import IDENTITY_LIMIT
+
+    first, _, stop = value.partition("-")
+    try:
+        return int(first), int(stop) if stop else IDENTITY_LIMIT
+    except ValueError:
+        raise InputError(f"data {source!r}: ids={value!r} is not FIRST-STOP; write ids=1000- or ids=0-800.") from None
+
+
 def world_datasets(source: str, size: int, seed: int, holdout: bool) -> tuple[Dataset, Dataset | None]:
     world = _world()
     head, _, arg = source.partition(":")
@@ -181,13 +193,20 @@ def world_datasets(source: str, size: int, seed: int, holdout: bool) -> tuple[Da
         if n - n_val < 1:
             raise InputError(f"world subject {arg!r} has {n} images, too few to hold any out; set val_fraction=0.")
         return Subset(full, range(n - n_val)), Subset(full, range(n - n_val, n))
-    kind, _, styles = arg.partition(":")
+    kind, *fields = arg.split(":")
     kind = kind or "mixed"
     if kind not in WORLD_KINDS:
         raise InputError(f"unknown world data kind {kind!r}; use one of {', '.join(WORLD_KINDS)}.")
     n_val = WORLD_VAL_ITEMS if holdout else 0
-    style_opt = {} if not styles else {"styles": "all" if styles == "all" else styles.split("+")}
-    full = world.WorldDataset(kind=kind, size=size, seed=seed, length=WORLD_TRAIN_ITEMS + n_val, **style_opt)
+    opts: dict[str, Any] = {}
+    for f in fields:
+        if f.startswith("ids="):
+            opts["identities"] = _identity_field(source, f[4:])
+        elif f and "styles" not in opts:
+            opts["styles"] = "all" if f == "all" else f.split("+")
+        elif f:
+            raise InputError(f"data {source!r} has an extra field {f!r}; write world:<kind>[:<styles>][:ids=A-B].")
+    full = world.WorldDataset(kind=kind, size=size, seed=seed, length=WORLD_TRAIN_ITEMS + n_val, **opts)
     if not holdout:
         return full, None
     return Subset(full, range(WORLD_TRAIN_ITEMS)), Subset(full, range(WORLD_TRAIN_ITEMS, WORLD_TRAIN_ITEMS + n_val))

@@ -23,6 +23,7 @@ class InstantIDConfig(Config):
     face_backend: str = option("auto", "face analysis of reference images", choices=BACKENDS)
     embed_dim: int = option(0, "face-embedding width the adapter reads (0 = the face embedder's; InsightFace 512)")
     num_tokens: int = option(16, "ID tokens (the Resampler's learned queries)")
+    resampler_depth: int = option(4, "Resampler layers (paper 4; the official file loads in diffusers only at 4)")
     ip_scale: float = option(0.8, "ID-adapter scale (times the attachment weight)")
     controlnet_scale: float = option(0.8, "IdentityNet residual scale (times the attachment weight)")
     controlnet_start: float = option(0.0, "fraction of the schedule where IdentityNet starts")
@@ -32,6 +33,7 @@ class InstantIDConfig(Config):
         c = self.check
         c(self.embed_dim >= 0, f"embed_dim must be 0 (the embedder's) or positive; got {self.embed_dim}.")
         c(self.num_tokens >= 1, f"num_tokens must be at least 1; got {self.num_tokens}.")
+        c(self.resampler_depth >= 1, f"resampler_depth must be at least 1; got {self.resampler_depth}.")
         for name in ("ip_scale", "controlnet_scale"):
             v = getattr(self, name)
             c(0.0 <= v <= MAX_SCALE, f"{name} must lie in [0, {MAX_SCALE:g}]; got {v}.")

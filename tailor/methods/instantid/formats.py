@@ -97,8 +97,10 @@ def load(cls, path: Path):
     ip = read_ip(next(folder / f for f in IP_FILES if (folder / f).is_file()))
     if "image_proj.latents" not in ip or "image_proj.proj_in.weight" not in ip:
         raise FormatError(f"{folder}'s ip-adapter file has no Resampler (image_proj.latents); it is not InstantID's.")
+    layers = {int(k.split(".")[2]) for k in ip if k.startswith("image_proj.layers.")}
     config = cls.config_cls(embed_dim=int(ip["image_proj.proj_in.weight"].shape[1]),
-                            num_tokens=int(ip["image_proj.latents"].shape[1]))  # fmt: skip
+                            num_tokens=int(ip["image_proj.latents"].shape[1]),
+                            resampler_depth=max(layers, default=3) + 1)  # fmt: skip
     method = cls(config)
     net = get_spec("controlnet").method.from_diffusers_folder(folder / CONTROLNET_DIR)
     if net is None:

@@ -64,7 +64,8 @@ class InstantIDMethod(Method):
     def build(self, components) -> None:
         c = self.config
         self.embed_width = embedder_width(c)
-        self.proj = make_projection(True, self.embed_width, components.cross_attention_dim, c.num_tokens).eval()
+        self.proj = make_projection(True, self.embed_width, components.cross_attention_dim, c.num_tokens,
+                                    c.resampler_depth).eval()  # fmt: skip
         self.branch = ImageBranch(components.unet).eval()
         self.identitynet.patch(components)
 

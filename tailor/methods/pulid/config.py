@@ -24,6 +24,7 @@ class PuLIDConfig(Config):
     face_backend: str = option("auto", "face analysis of reference images", choices=BACKENDS)
     embed_dim: int = option(0, "face-embedding width the adapter reads (0 = the face embedder's)")
     num_tokens: int = option(32, "ID tokens (the Resampler's learned queries)")
+    resampler_depth: int = option(4, "Resampler layers (paper 4; the official file loads in diffusers only at 4)")
     id_scale: float = option(1.0, "ID scale (times the attachment weight)")
     align_semantic: float = option(0.6, "weight of the semantic alignment loss")
     align_layout: float = option(0.1, "weight of the layout alignment loss")
@@ -34,6 +35,7 @@ class PuLIDConfig(Config):
         c = self.check
         c(self.embed_dim >= 0, f"embed_dim must be 0 (the embedder's) or positive; got {self.embed_dim}.")
         c(self.num_tokens >= 1, f"num_tokens must be at least 1; got {self.num_tokens}.")
+        c(self.resampler_depth >= 1, f"resampler_depth must be at least 1; got {self.resampler_depth}.")
         c(0.0 <= self.id_scale <= MAX_SCALE, f"id_scale must lie in [0, {MAX_SCALE:g}]; got {self.id_scale}.")
         for name in ("align_semantic", "align_layout", "id_loss"):
             c(getattr(self, name) >= 0, f"{name} must be 0 or more; got {getattr(self, name)}.")

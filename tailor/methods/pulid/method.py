@@ -64,7 +64,8 @@ class PuLIDMethod(Method):
 
         c = self.config
         self.embed_width = c.embed_dim or embed_dim(conditioning_embedder(self._embedder_name()))
-        self.proj = make_projection(True, self.embed_width, components.cross_attention_dim, c.num_tokens).eval()
+        self.proj = make_projection(True, self.embed_width, components.cross_attention_dim, c.num_tokens,
+                                    c.resampler_depth).eval()  # fmt: skip
         self.branch = ImageBranch(components.unet).eval()
 
     def attach(self, components) -> None:

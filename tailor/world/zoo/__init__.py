@@ -10,7 +10,8 @@ Shipped under ``weights/`` (safetensors only):
 - ``adapters/<name>/``: trained adapters for the base (float16 on disk), loadable by name anywhere a path is taken
   (``tailor.load("canny")``, ``--control canny:IMG``, ``--ip-adapter world``; a file or folder of that name wins):
   ControlNets ``canny`` and ``seg``, T2I-Adapter ``t2i-canny``, ControlNeXt ``controlnext-canny``, IP-Adapters
-  ``world`` and ``world-plus``.
+  ``world`` and ``world-plus``, and the identity methods ``instantid``, ``photomaker``, ``pulid`` (the name
+  ``world`` after ``--instantid`` / ``--photomaker`` / ``--pulid`` means these: :func:`identity_adapter`).
 
 The recipes live beside this file (``tokenizer``, ``vae``, ``unet``, ``clip``, ``oracles``, ``adapters``,
 ``export``) and run through ``tailor world train-zoo``.
@@ -60,7 +61,12 @@ ADAPTERS = {
     "controlnext-canny": ("controlnext", "canny"),
     "world": ("ip_adapter", None),
     "world-plus": ("ip_adapter", None),
+    "instantid": ("instantid", None),
+    "photomaker": ("photomaker", None),
+    "pulid": ("pulid", None),
 }
+#: the world identity weights of each identity method: ``--instantid world`` -> ``adapters/instantid``
+IDENTITY_ADAPTERS = {"instantid": "instantid", "photomaker": "photomaker", "pulid": "pulid"}
 
 
 def adapter_path(name: str) -> Path:
@@ -76,3 +82,11 @@ def adapter_path(name: str) -> Path:
 def shipped_adapters() -> list[str]:
     """The adapter names whose weights are present."""
     return [n for n in ADAPTERS if (WEIGHTS / "adapters" / n / "tailor.json").is_file()]
+
+
+def identity_adapter(kind: str) -> Path:
+    """The folder of the shipped world weights of identity method ``kind`` (``instantid``, ``photomaker``,
+    ``pulid``): what ``world`` names after ``--instantid`` / ``--photomaker`` / ``--pulid``."""
+    if kind not in IDENTITY_ADAPTERS:
+        raise InputError(f"no world weights for {kind!r}; the world ships them for {', '.join(IDENTITY_ADAPTERS)}.")
+    return adapter_path(IDENTITY_ADAPTERS[kind])

@@ -1,6 +1,8 @@
 """The zoo's shipped adapters: ControlNet (canny, seg), T2I-Adapter (canny), ControlNeXt (canny), IP-Adapter and
 IP-Adapter-Plus, trained on the shipped world base (``base="world"``) through the one trainer, so that
-``--control canny:IMG`` and ``--ip-adapter world`` work out of the box (issues #5, #6).
+``--control canny:IMG`` and ``--ip-adapter world`` work out of the box (issues #5, #6); and the identity methods
+InstantID, PhotoMaker and PuLID (issue #7: ``--instantid world --face IMG``), trained on world faces of identities
+from :data:`FIRST_TRAIN_IDENTITY` on, so the identities the identity bench holds out (800-999) are never seen.
 
 Each recipe trains on fresh single-object world renders in all 5 styles (``world:objects:all``; what the base was
 trained on). Control methods get their condition from the render's exact ground truth (``ConditionDataset``: world
@@ -26,6 +28,9 @@ import torch
 log = logging.getLogger("tailor")
 
 DATA = "world:objects:all"  # single objects in the 5 styles, as the base was trained
+#: identities 0-799 train the FaceSim oracle, 800-999 are held out (oracle calibration, ``tailor bench identity``)
+FIRST_TRAIN_IDENTITY = 1000
+FACE_DATA = f"world:faces:all:ids={FIRST_TRAIN_IDENTITY}-"  # faces in the 5 styles, no held-out identity
 DIFFUSERS_WEIGHTS = "diffusion_pytorch_model.safetensors"
 
 
@@ -40,6 +45,7 @@ class AdapterRecipe:
     lr: float = 1e-4
     weight_decay: float = 1e-2
     warmup_steps: int = 50
+    data: str = DATA
 
 
 # Steps / batch sized so each trains in ~8-10 min on one CPU thread shared with other jobs (s/step at batch 8 measured
@@ -47,6 +53,19 @@ class AdapterRecipe:
 # went 1.7-3.4x slower at load 6-10, 3,105 s of training for all six; docs/zoo.md). Control lr 1e-4 instead of the
 # papers' 1e-5: a few hundred steps, not tens of thousands (1e-5 barely moves the zero-initialised outputs in that
 # budget). IP-Adapter: the paper's AdamW 1e-4, weight decay 0.01.
+# Identity methods (issue #7), sized for ~10 min each on one busy CPU thread. s/step at batch 8 on the world base
+# in the shipped runs (load 4-6): InstantID 0.65 (IdentityNet = a ControlNet: 2.0M of its 2.4M parameters),
+# PhotoMaker 0.36 (frozen CLIP vision tower on every ID image, rank-4 LoRA), PuLID 1.05 (a second UNet pass for the
+# alignment loss plus a 4-step sample, VAE decode and face embedder for the ID loss). The Resampler keeps 1 of the
+# paper's 4 layers, which shrinks it 4x (1.6 -> 0.4 MB in float16) so that the three fit ~6 MB beside the rest of
+# the zoo (IdentityNet alone is 3.96 MB). lr 2e-4 for the
+# from-scratch ID tokens (2x the IP-Adapter recipe: ~1,000 steps instead of the paper's 10^5-10^6); PhotoMaker's
+# rank-4 LoRA and fuse MLP 3e-4 (LoRA on the world base moves slowly at 1e-4: the personalize bench uses 1e-3).
+IDENTITY_RECIPES: dict[str, AdapterRecipe] = {
+    "instantid": AdapterRecipe("instantid", {"resampler_depth": 1}, steps=1200, lr=2e-4, data=FACE_DATA),
+    "photomaker": AdapterRecipe("photomaker", {"rank": 4, "lora_alpha": 4.0}, steps=1500, lr=3e-4, data=FACE_DATA),
+    "pulid": AdapterRecipe("pulid", {"resampler_depth": 1}, steps=600, lr=2e-4, data=FACE_DATA),
+}
 RECIPES: dict[str, AdapterRecipe] = {
     "canny": AdapterRecipe("controlnet", {"condition": "canny"}, steps=550),
     "world": AdapterRecipe("ip_adapter", {"image_encoder": "world"}, steps=550),
@@ -56,6 +75,7 @@ RECIPES: dict[str, AdapterRecipe] = {
     "world-plus": AdapterRecipe("ip_adapter", {"image_encoder": "world", "plus": True}, steps=420),
     # its control module convolves at the image's resolution (3->64 channels, stride 2): ~3.5x the step cost
     "controlnext-canny": AdapterRecipe("controlnext", {"condition": "canny"}, steps=320, batch_size=4),
+    **IDENTITY_RECIPES,
 }
 NAMES = tuple(RECIPES)
 
@@ -64,14 +84,16 @@ def run_dir(runs: str | Path, name: str) -> Path:
     return Path(runs) / "adapters" / name
 
 
-def train_config(name: str, out: str | Path, steps: int | None = None, batch_size: int | None = None, **kw):
+def train_config(
+    name: str, out: str | Path, steps: int | None = None, batch_size: int | None = None, base: str = "world", **kw
+):
     from tailor.core.training import TrainConfig
 
     r = RECIPES[name]
     opts = dict(
-        base="world",
+        base=str(base),
         out=str(out),
-        data=DATA,
+        data=r.data,
         steps=steps or r.steps,
         batch_size=batch_size or r.batch_size,
         lr=r.lr,
@@ -101,15 +123,17 @@ def build_method(name: str):
     return tailor.get_spec(r.method).method(**r.options)
 
 
-def train_adapter(runs: str | Path, name: str, steps: int | None = None, batch_size: int | None = None, **kw):
-    """Train (or resume) adapter ``name`` in ``runs/adapters/<name>``; returns the trainer's ``TrainResult``."""
+def train_adapter(
+    runs: str | Path, name: str, steps: int | None = None, batch_size: int | None = None, base: str = "world", **kw
+):
+    """Train (or resume) adapter ``name`` on ``base`` in ``runs/adapters/<name>``; returns the ``TrainResult``."""
     import tailor
 
     if name not in RECIPES:
         from tailor.errors import ConfigError
 
         raise ConfigError(f"unknown zoo adapter {name!r}; pick some of {', '.join(NAMES)}.")
-    config = train_config(name, run_dir(runs, name), steps, batch_size, **kw)
+    config = train_config(name, run_dir(runs, name), steps, batch_size, base=base, **kw)
     result = tailor.train(build_method(name), config)
     log.info("adapter %s: %d steps, loss %.4f, %.0f s", name, result.steps, result.loss, result.seconds)
     return result
@@ -130,7 +154,7 @@ def export_adapter(runs: str | Path, name: str, weights: str | Path | None = Non
 
     src = run_dir(runs, name)
     artifact = resolve_artifact(src)
-    meta = read_metadata(artifact)
+    meta = read_metadata(artifact) | {"base": "world"}  # trained on the base that ships as `world` (or its candidate)
     method = RECIPES[name].method
     folder = src / method
     dst = Path(weights or WEIGHTS) / "adapters" / name
@@ -156,7 +180,10 @@ def _save_half(tensors: dict[str, torch.Tensor], meta: dict[str, str], path: Pat
 
 
 def _train_info(src: Path, name: str) -> dict[str, Any]:
-    info = {"recipe": {**RECIPES[name].__dict__, "data": DATA}}
+    info = {"recipe": dict(RECIPES[name].__dict__)}
+    manifest = src / "tailor.json"  # the trainer's record of the run names the base it trained on
+    if manifest.is_file():
+        info["base"] = json.loads(manifest.read_text()).get("base")
     rows = [json.loads(line) for line in (src / "log.jsonl").read_text().splitlines() if line.strip()]
     rows = [r for r in rows if r.get("it_s")]
     if rows:  # seconds of training = logged steps / rate, summed over the windows (restarts not counted)

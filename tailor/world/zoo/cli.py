@@ -34,7 +34,7 @@ def train_zoo(
         str | None,
         typer.Option(
             help="Comma-separated adapters to train (canny, seg, t2i-canny, controlnext-canny, world, "
-            "world-plus; default: all)."
+            "world-plus, instantid, photomaker, pulid; default: all)."
         ),  # fmt: skip
     ] = None,
     vae_stop_at: Annotated[
@@ -44,6 +44,9 @@ def train_zoo(
     unet_init: Annotated[
         str | None, typer.Option(help="Warm-start UNet + text encoder from this UNet run folder.")
     ] = None,
+    base: Annotated[
+        str, typer.Option(help="Base the adapters train on: world (shipped) or a diffusers folder to ship next.")
+    ] = "world",
 ) -> None:
     """Train the world zoo (base model, world CLIP, oracles, adapters) and export it into the package's weights."""
     from tailor.world.zoo import recipe
@@ -80,7 +83,7 @@ def train_zoo(
             unknown = [n for n in names or () if n not in NAMES]
             if unknown:
                 raise ConfigError(f"unknown adapter {unknown[0]!r} in --adapters; pick some of {', '.join(NAMES)}.")
-            recipe.stage_adapters(runs, names, steps)
+            recipe.stage_adapters(runs, names, steps, base=base)
         else:
             typer.echo(json.dumps(recipe.stage_export(runs)))
 

@@ -209,14 +209,19 @@ def stage_oracle(
 
 
 def stage_adapters(
-    runs: Path, names: tuple[str, ...] | None = None, steps: int | None = None, weights: Path = WEIGHTS
+    runs: Path,
+    names: tuple[str, ...] | None = None,
+    steps: int | None = None,
+    weights: Path = WEIGHTS,
+    base: str = "world",
 ) -> dict[str, str]:
-    """Train (resuming) each named adapter on the shipped base, then export it into ``weights/adapters/<name>``."""
+    """Train (resuming) each named adapter on ``base`` (the shipped one, or the folder about to ship), then export it
+    into ``weights/adapters/<name>``."""
     from tailor.world.zoo import adapters
 
     done = {}
     for name in names or adapters.NAMES:
-        adapters.train_adapter(runs, name, steps=steps)
+        adapters.train_adapter(runs, name, steps=steps, base=base)
         done[name] = str(adapters.export_adapter(runs, name, weights))
         print(json.dumps({name: done[name]}), flush=True)
     return done
