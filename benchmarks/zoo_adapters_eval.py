@@ -181,6 +181,7 @@ def cached(out: Path, name: str, setting: dict, make) -> np.ndarray:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="outputs/zoo_adapters_eval")
+    ap.add_argument("--base", default="world", help="base model folder (default: the shipped world base)")
     ap.add_argument("-n", type=int, default=64)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--guidance", type=float, default=5.0)
@@ -193,7 +194,7 @@ def main() -> None:
     names = [n.strip() for n in args.only.split(",") if n.strip()]
     out = Path(args.out)
     scores_path, scores = out / "scores.json", {}
-    comps = tailor.load_components("world")
+    comps = tailor.load_components(args.base)
     samples = held_out(args.n)
     save_grid(np.stack([s.image for s in samples]), out / "references.png")
     setting = {"n": args.n, "steps": args.steps, "guidance": args.guidance, "sampler": "ddim", "seed": EVAL_SEED}
