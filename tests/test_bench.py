@@ -171,3 +171,19 @@ def test_identity_bench_refuses_seen_identities_and_unknown_kinds(tmp_path):
         B.run(B.Settings(base="tiny", out=tmp_path, identities=(12,)))
     with pytest.raises(InputError, match="not an identity method"):
         B.run(B.Settings(base="tiny", out=tmp_path, models={"ip_adapter": "world"}))
+
+
+def test_cache_stamp_changes_with_the_base_weights(tmp_path):
+    """A cached bench artifact trained on one base is not reused on another base of the same name."""
+    from tailor.bench import common as C
+
+    base = tmp_path / "base"
+    (base / "unet").mkdir(parents=True)
+    (base / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"one")
+    settings = {"base": str(base), "method": "lora"}
+    first = C.stamp(settings)
+    assert C.stamp(settings) == first and C.stamp({**settings, "method": "ti"}) != first
+    C.base_fingerprint.cache_clear()
+    (base / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"two")
+    assert C.stamp(settings) != first
+    assert C.stamp({"base": "tiny"}) == C.stamp({"base": "tiny"})

@@ -163,7 +163,32 @@ def timer() -> Iterator[dict[str, float]]:
 
 
 def stamp(settings: dict[str, Any]) -> str:
+    """Cache key of a trained artifact: its settings plus the base's weights (``base="world"`` names whatever base
+    is shipped, so a new base invalidates what was trained on the old one)."""
+    if "base" in settings:
+        settings = {**settings, "base_weights": base_fingerprint(str(settings["base"]))}
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@cache
+def base_fingerprint(base: str) -> str:
+    """A hash of a base folder's UNet and text-encoder weight files (``world`` = the shipped base); the name itself
+    for built-in random bases (``tiny``) and single files' size and time."""
+    folder = Path(base)
+    if base == "world":
+        from tailor.world.zoo import base_path
+
+        folder = base_path()
+    if folder.is_file():
+        st = folder.stat()
+        return f"{st.st_size}-{st.st_mtime_ns}"
+    files = sorted(f for part in ("unet", "text_encoder") for f in (folder / part).glob("*.safetensors"))
+    if not files:
+        return base
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
 
 
 def cached(folder: Path, settings: dict[str, Any]) -> dict[str, Any] | None:
