@@ -16,8 +16,9 @@ IP-Adapter loaders change the UNet they load into, so the two must not share one
   encoder (``ip_adapter_image`` = the same reference).
 
 Per-step time: a forward pre-hook on the UNet stamps every call (one call per step, CFG batched on both sides), and
-a run's time per step is the median gap between consecutive calls; so prompt encoding, image encoding and VAE
-decoding are left out and everything inside the loop (scheduler, ControlNet, hooks) is in. The two sides alternate
+a run's time per step is the median gap between consecutive calls, in wall time and in the thread's CPU time (on a
+loaded machine the CPU time is what other jobs do not stretch); so prompt encoding, image encoding and VAE decoding
+are left out and everything inside the loop (scheduler, ControlNet, hooks) is in. The two sides alternate
 (A B A B ...) ``--repeats`` times; the table gives the medians and the overhead ``tailor / diffusers - 1``.
 """
 
@@ -39,18 +40,21 @@ PROMPT = "a photo of a red striped star on grass"
 
 
 class StepClock:
-    """Stamps each call of the given UNets; ``run(fn)`` = median gap between consecutive calls during ``fn()``."""
+    """Stamps each call of the given UNets; ``run(fn)`` = median gap between consecutive calls during ``fn()``, wall
+    time (``cpu=False``) or this thread's CPU time (``cpu=True``: what the other jobs on a loaded machine do not
+    stretch; the sampler is single-threaded with ``--threads 1``)."""
 
     def __init__(self, *unets):
-        self.stamps: list[float] = []
+        self.stamps: list[tuple[float, float]] = []
         for unet in unets:
-            unet.register_forward_pre_hook(lambda m, a: self.stamps.append(time.perf_counter()))
+            unet.register_forward_pre_hook(lambda m, a: self.stamps.append((time.perf_counter(), time.thread_time())))
 
-    def run(self, fn) -> float:
+    def run(self, fn) -> tuple[float, float]:
+        """(wall, CPU) seconds per step."""
         self.stamps = []
         fn()
-        gaps = np.diff(self.stamps)
-        return float(np.median(gaps))
+        gaps = np.diff(np.array(self.stamps), axis=0)
+        return float(np.median(gaps[:, 0])), float(np.median(gaps[:, 1]))
 
 
 def make_lora(comps, folder: Path) -> Path:
@@ -185,20 +189,31 @@ def main() -> None:
                 d.append(clock.run(theirs))
             if teardown is not None:
                 teardown()
-            mt, md = statistics.median(t), statistics.median(d)
+            mt, md = statistics.median(x[0] for x in t), statistics.median(x[0] for x in d)
+            ct, cd = statistics.median(x[1] for x in t), statistics.median(x[1] for x in d)
             rows[name] = {"tailor_ms": mt * 1e3, "diffusers_ms": md * 1e3, "overhead": mt / md - 1,
-                          "tailor_runs_ms": [x * 1e3 for x in t],
-                          "diffusers_runs_ms": [x * 1e3 for x in d]}  # fmt: skip
+                          "tailor_cpu_ms": ct * 1e3, "diffusers_cpu_ms": cd * 1e3, "cpu_overhead": ct / cd - 1,
+                          "tailor_runs_ms": [x[0] * 1e3 for x in t], "diffusers_runs_ms": [x[0] * 1e3 for x in d],
+                          "tailor_runs_cpu_ms": [x[1] * 1e3 for x in t],
+                          "diffusers_runs_cpu_ms": [x[1] * 1e3 for x in d]}  # fmt: skip
             print(f"{name:12s} tailor {mt * 1e3:7.2f} ms/step  diffusers {md * 1e3:7.2f} ms/step  "
-                  f"overhead {100 * (mt / md - 1):+.1f}%", file=sys.stderr, flush=True)  # fmt: skip
+                  f"overhead {100 * (mt / md - 1):+.1f}%  (CPU {ct * 1e3:.2f} / {cd * 1e3:.2f} ms: "
+                  f"{100 * (ct / cd - 1):+.1f}%)", file=sys.stderr, flush=True)  # fmt: skip
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if a.json:
         print(json.dumps({"steps": a.steps, "repeats": a.repeats, "threads": a.threads, "rows": rows}, indent=1))
     else:
-        print("| case | tailor ms/step | diffusers ms/step | overhead |\n|---|---|---|---|")
+        head = (
+            "| case | tailor ms/step | diffusers ms/step | overhead | CPU ms/step tailor / diffusers | CPU overhead |"
+        )
+        print(head)
+        print("|---|---|---|---|---|---|")
         for name, r in rows.items():
-            print(f"| {name} | {r['tailor_ms']:.2f} | {r['diffusers_ms']:.2f} | {100 * r['overhead']:+.1f}% |")
+            print(
+                f"| {name} | {r['tailor_ms']:.2f} | {r['diffusers_ms']:.2f} | {100 * r['overhead']:+.1f}% | "
+                f"{r['tailor_cpu_ms']:.2f} / {r['diffusers_cpu_ms']:.2f} | {100 * r['cpu_overhead']:+.1f}% |"
+            )
 
 
 if __name__ == "__main__":

@@ -142,6 +142,34 @@ def test_lora_variant_trains_and_saves_a_lora_file(tmp_path, subject):
     )
 
 
+@pytest.mark.parametrize("caches", [False, True])
+def test_prior_training_is_unchanged_by_the_decoded_image_cache(tmp_path, subject, monkeypatch, caches):
+    """The loss trajectory (instance + prior terms) and the trained LoRA are bit-identical whether the folder
+    datasets keep their decoded images (the default) or read and decode every image at every step (issue #8)."""
+    import json
+
+    from tailor.core.training import TrainConfig, train
+    from tailor.core.training import data as training_data
+
+    default = training_data.DECODED_CACHE_BYTES
+
+    def run(name: str, cache_bytes: int):
+        monkeypatch.setattr(training_data, "DECODED_CACHE_BYTES", cache_bytes)
+        m = DreamBoothMethod(
+            class_word="star", num_class_images=3, class_steps=1, class_dir=str(tmp_path / "cache"), lora_rank=2
+        )
+        cfg = TrainConfig(base="tiny", data=str(subject), out=str(tmp_path / name), steps=5, batch_size=2,
+                          resolution=32, lr=1e-2, log_every=1, cache_latents=caches, cache_text=caches)  # fmt: skip
+        train(m, cfg, components=tailor.tiny_components())
+        logs = [json.loads(line) for line in (tmp_path / name / "log.jsonl").read_text().splitlines()]
+        return [(r["loss"], r["mse"], r["prior_mse"]) for r in logs if "mse" in r], m.state_dict()
+
+    before, w_before = run("decode-every-step", 0)
+    after, w_after = run("decoded-once", default)
+    assert len(before) == 5 and before == after
+    assert all(torch.equal(w_before[k], w_after[k]) for k in w_before)
+
+
 def test_full_variant_saves_a_diffusers_pipeline(tmp_path, subject):
     from tailor.core.training import TrainConfig, train
 

@@ -19,7 +19,7 @@ from torch import nn
 from tailor.conditions.data import ConditionDataset, batch_conditions
 from tailor.core.conditioning import StepState
 from tailor.core.config import Config
-from tailor.core.control import condition_tensor
+from tailor.core.control import condition_tensor, control_batch
 from tailor.core.io import atomic_dir, load_tensors, read_metadata
 from tailor.core.method import ARTIFACT_FORMAT, Method, load_module_state
 from tailor.errors import FormatError
@@ -45,6 +45,7 @@ class SingleModelMethod(Method):
         self.source = ""  # the file this method was loaded from (for error messages)
         self._seed = 0  # the training run's seed (for per-sample draws such as caption dropout)
         self._condition_cache: tuple | None = None
+        self._batch_cache: tuple | None = None
 
     @property
     def wrapped_model(self) -> nn.Module | None:
@@ -76,6 +77,19 @@ class SingleModelMethod(Method):
             # keep src alive so its id stays unique
             self._condition_cache = (key, condition_tensor(src, h, w, f), src)
         return self._condition_cache[1]
+
+    def condition_batch(self, image: torch.Tensor, state: StepState, cond_only: bool = False) -> torch.Tensor:
+        """``control_batch`` of this call's condition; when sampling, made once per image, batch, CFG layout, device
+        and dtype and reused at every step (the condition does not change during a run, as in diffusers' pipelines,
+        which prepare it once); in training the batch's own condition every step."""
+        if state.training:
+            return control_batch(image, state, cond_only=cond_only)
+        lat = state.latents
+        key = (id(image), state.cond.batch_size, state.cond.cfg, cond_only, lat.device, lat.dtype)
+        if self._batch_cache is None or self._batch_cache[0] != key:
+            # keep image alive so its id stays unique
+            self._batch_cache = (key, control_batch(image, state, cond_only=cond_only), image)
+        return self._batch_cache[1]
 
     # ------------------------------------------------------------------ weights and files
     def state_dict(self) -> dict[str, torch.Tensor]:

@@ -102,10 +102,26 @@ def check_header(path: Path) -> tuple[int, int]:
     return size
 
 
-class FolderDataset(Dataset):
-    """Images of a folder (centre-cropped to ``size``) with their captions."""
+#: bytes of decoded, cropped 8-bit images a :class:`FolderDataset` keeps in memory: a DreamBooth subject with its
+#: class images, or a small LoRA / TI set, is read and decoded from disk once, not every step (~0.5 ms an image at
+#: 64 px, several ms at 512 px); 128 MiB = ~170 images at 512 px, the rest are decoded on every access
+DECODED_CACHE_BYTES = 128 * 2**20
 
-    def __init__(self, folder: str | Path, size: int, caption: str | None = None, default_caption: str | None = None):
+
+class FolderDataset(Dataset):
+    """Images of a folder (centre-cropped to ``size``) with their captions.
+
+    Items are deterministic (no random augmentation), so the decoded crops are kept, up to ``cache_bytes``
+    (default :data:`DECODED_CACHE_BYTES`; 0 = decode on every access): the tensors are the same either way."""
+
+    def __init__(
+        self,
+        folder: str | Path,
+        size: int,
+        caption: str | None = None,
+        default_caption: str | None = None,
+        cache_bytes: int | None = None,
+    ):
         self.folder = Path(folder)
         self.files = list_images(self.folder)
         self.captions = read_captions(self.folder, self.files, caption, default_caption)
@@ -113,12 +129,21 @@ class FolderDataset(Dataset):
         if small:
             log.warning("%d image(s) smaller than %d px are upscaled (e.g. %s)", len(small), size, small[0])
         self.size = size
+        self.cache_bytes = DECODED_CACHE_BYTES if cache_bytes is None else cache_bytes
+        self._decoded: dict[int, Image.Image] = {}
+        self._decoded_bytes = 0
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        img = center_crop_resize(load_image(self.files[i]), self.size)
+        img = self._decoded.get(i)
+        if img is None:
+            img = center_crop_resize(load_image(self.files[i]), self.size)
+            nbytes = img.width * img.height * len(img.getbands())
+            if self._decoded_bytes + nbytes <= self.cache_bytes:
+                self._decoded[i] = img
+                self._decoded_bytes += nbytes
         return {"pixel_values": to_tensor(img), "caption": self.captions[i]}
 
 

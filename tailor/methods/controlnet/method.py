@@ -22,8 +22,9 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from tailor.core.components import module_dtype
 from tailor.core.conditioning import StepExtras, StepState
-from tailor.core.control import control_batch, drop_captions, hint_channels, pad_uncond
+from tailor.core.control import drop_captions, hint_channels, pad_uncond
 from tailor.core.io import load_tensors, meta_json, read_metadata
 from tailor.core.method import ARTIFACT_FORMAT
 from tailor.core.model_method import SingleModelMethod, diffusers_folder
@@ -123,12 +124,13 @@ class ControlNetMethod(SingleModelMethod):
         if cond_only:
             latents, hidden = latents.chunk(2)[1], hidden.chunk(2)[1]
             added = None if added is None else {k: v.chunk(2)[1] for k, v in added.items()}
-        image = control_batch(image, state, cond_only=cond_only)
+        image = self.condition_batch(image, state, cond_only=cond_only)
+        dtype = module_dtype(cn)
         down, mid = cn(
-            latents.to(cn.dtype),
+            latents.to(dtype),
             state.timestep,
-            encoder_hidden_states=hidden.to(cn.dtype),
-            controlnet_cond=image.to(cn.dtype),
+            encoder_hidden_states=hidden.to(dtype),
+            controlnet_cond=image.to(dtype),
             conditioning_scale=float(self.config.conditioning_scale),
             guess_mode=guess,
             added_cond_kwargs=added,

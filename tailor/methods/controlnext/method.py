@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import torch
 
 from tailor.core.conditioning import StepExtras, StepState
-from tailor.core.control import control_batch, drop_captions
+from tailor.core.control import drop_captions
 from tailor.core.io import load_tensors, meta_json, read_metadata
 from tailor.core.method import ARTIFACT_FORMAT
 from tailor.core.model_method import SingleModelMethod
@@ -94,7 +94,7 @@ class ControlNeXtMethod(SingleModelMethod):
         if image is None:
             return None
         if not state.training:
-            image = control_batch(image, state)
+            image = self.condition_batch(image, state)
         m = self.model
         self._control = m(image.to(device=m.device, dtype=m.dtype), state.timestep)
         return None
