@@ -1,10 +1,11 @@
 """The zoo's stages in order, each resumable, with its run folder under ``runs`` (default ``outputs/zoo``):
 
 ``tokenizer`` -> ``vae`` (full AutoencoderKL; its encoder is frozen from then on) -> ``unet`` (UNet + text encoder
-on the one trainer, single objects) -> ``unet-faces`` (continued on objects + faces) and, in parallel,
-``vae-decoder`` (decoder-only refinement: latents unchanged), ``clip`` and ``oracle``; then ``export`` writes the
-shipped weights (:mod:`tailor.world.zoo.export`); last ``adapters`` (ControlNets, T2I-Adapter, ControlNeXt,
-IP-Adapters trained on that exported base, each exported when it finishes, :mod:`tailor.world.zoo.adapters`).
+on the one trainer, single objects) -> ``unet-faces`` (continued on objects + faces) -> ``unet-cooldown`` (LR
+decay) and, in parallel, ``vae-decoder`` (decoder-only refinement: latents unchanged), ``clip`` and ``oracle``;
+then ``export`` writes the shipped weights (:mod:`tailor.world.zoo.export`); last ``adapters`` (ControlNets,
+T2I-Adapter, ControlNeXt, IP-Adapters and the identity methods, trained on that exported base, each exported when
+it finishes, :mod:`tailor.world.zoo.adapters`).
 """
 
 from __future__ import annotations

@@ -126,6 +126,7 @@ def mixed_folder(
     from :data:`FIRST_BASE_IDENTITY` on) in one caption folder: the continued-training data that teaches the base
     faces (``a photo of a woman on snow``) while it keeps drawing objects."""
     import os
+    import shutil
 
     from tailor.world.faces import render_face
 
@@ -136,7 +137,10 @@ def mixed_folder(
     rows = [json.loads(line) for line in (objects / "metadata.jsonl").read_text().splitlines() if line.strip()]
     for row in rows:
         if not (folder / row["file_name"]).exists():
-            os.link(objects / row["file_name"], folder / row["file_name"])
+            try:
+                os.link(objects / row["file_name"], folder / row["file_name"])
+            except OSError:  # another file system: copy
+                shutil.copy2(objects / row["file_name"], folder / row["file_name"])
     k = 0
     for i in range(n_faces):
         while True:
@@ -181,7 +185,7 @@ def train_config(out: str | Path, data: str | Path, steps: int, batch_size: int 
 
 
 def warm_start(comps: Components, run: str | Path, use_ema: bool = False) -> None:
-    """Load the UNet / text-encoder weights of another run's newest checkpoint (its EMA shadow when it has one):
+    """Load the UNet / text-encoder weights of another run's newest checkpoint (its EMA shadow with ``use_ema``):
     e.g. one trained on an earlier VAE, or the object-only run that continued training on faces starts from."""
     from tailor.core.training.checkpoint import find_resume
     from tailor.world.zoo.export import load_checkpoint_weights
