@@ -133,7 +133,6 @@ def stage_unet_faces(
 
     objects = render_folder(runs / "data" / "objects", kw.pop("n_images", 12000))
     data = mixed_folder(runs / "data" / "objects_faces", objects, n_faces)
-    kw.pop("init", None)
     return train_unet(
         runs / "unet_faces",
         vae_dir(runs),
