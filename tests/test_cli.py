@@ -117,3 +117,13 @@ def test_console_entry_point_exit_code(tmp_path):
         timeout=120,
     )
     assert proc.returncode == 2 and "error" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_building_the_cli_leaves_opencv_unloaded():
+    """The world's renderers (and OpenCV, ~16 MB resident) load only for commands that use them (issue #8's RSS)."""
+    import subprocess
+    import sys
+
+    code = "import sys, tailor.cli; tailor.cli.build(); print('cv2' in sys.modules, 'tailor.world' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]

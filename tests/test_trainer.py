@@ -307,6 +307,28 @@ def test_finetune_unpatch_restores_base_and_file_reloads(tmp_path, data):
     assert names and all(".attn2." in n for n in names)
 
 
+def test_text_encoder_lr_gives_the_text_encoder_its_own_group(tmp_path, data):
+    from tailor.errors import ConfigError
+
+    held = FinetuneMethod(FinetuneConfig(train_text_encoder=True, text_encoder_lr=0.0))
+    _, comps = run(tmp_path / "held", data, method=held, steps=2)
+    base = tiny_components()
+    assert max_diff(comps, base) > 0  # the UNet trained ...
+    te, te0 = comps.text_encoder.state_dict(), base.text_encoder.state_dict()
+    assert all(torch.equal(v, te0[k]) for k, v in te.items())  # ... the text encoder did not
+    assert any(k.startswith("finetune.text_encoder.") for k in held.state_dict())  # but is saved with it
+    groups = held.param_groups(1e-3)
+    assert [g["lr"] for g in groups] == [1e-3, 0.0]
+    assert sum(len(g["params"]) for g in groups) == len(held.trainable_parameters())
+    slow = FinetuneMethod(FinetuneConfig(train_text_encoder=True, text_encoder_lr=1e-5))
+    _, comps = run(tmp_path / "slow", data, method=slow, steps=2)
+    assert not torch.equal(
+        comps.text_encoder.get_input_embeddings().weight, base.text_encoder.get_input_embeddings().weight
+    )
+    with pytest.raises(ConfigError, match="train_text_encoder"):
+        FinetuneConfig(text_encoder_lr=1e-5).validate()
+
+
 # --------------------------------------------------------------------- world data (when tailor.world is there)
 def test_world_data_trains(tmp_path):
     try:

@@ -26,7 +26,6 @@ def build() -> click.Group:
     from tailor.cli.faces import faces_app
     from tailor.cli.generate import generate
     from tailor.cli.train import train_group
-    from tailor.world.cli import world_app
 
     app = typer.Typer(
         help="tailor: personalize and control text-to-image diffusion models.",
@@ -44,7 +43,6 @@ def build() -> click.Group:
             typer.echo(f"{spec.name:<20} {spec.summary}" + (f"  [{spec.paper}]" if spec.paper else ""))
 
     app.command("generate", context_settings={"help_option_names": ["-h", "--help"]})(generate)
-    app.add_typer(world_app, name="world", help="The procedural world: render images, subjects, faces, scenes.")
     app.add_typer(faces_app, name="faces", help="Face analysis: boxes, 5 keypoints, identity embeddings.")
     app.add_typer(eval_app, name="eval", help="Scores: every command takes --json and then prints one JSON object.")
     app.add_typer(convert_app, name="convert", help="Write community files: LoRA kohya <-> diffusers, embeddings.")
@@ -54,7 +52,30 @@ def build() -> click.Group:
     )
     group = typer.main.get_command(app)
     group.add_command(train_group(), "train")
+    lazy_command(group, "world", world_group)
     return group
+
+
+def world_group() -> click.Command:
+    from tailor.world.cli import world_app
+
+    cmd = typer.main.get_command(world_app)
+    cmd.name, cmd.help = "world", "The procedural world: render images, subjects, faces, scenes."
+    return cmd
+
+
+def lazy_command(group: click.Group, name: str, load) -> None:
+    """Add ``name`` to ``group``, built by ``load()`` only when a command line (or the help listing) asks for it: the
+    world's renderers import OpenCV (~16 MB of resident memory), which ``tailor train ...`` should not carry."""
+    get_command, list_commands = group.get_command, group.list_commands
+
+    def get(ctx: click.Context, cmd_name: str):
+        if cmd_name == name and name not in group.commands:
+            group.add_command(load(), name)
+        return get_command(ctx, cmd_name)
+
+    group.get_command = get  # type: ignore[method-assign]
+    group.list_commands = lambda ctx: [*list_commands(ctx), *([name] if name not in group.commands else [])]  # type: ignore[method-assign]
 
 
 def quiet_loaders() -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -59,6 +58,8 @@ def _grey3(channel: np.ndarray) -> np.ndarray:
 
 def canny(image, low: int = 100, high: int = 200) -> np.ndarray:
     """Canny edges (white on black), as ControlNet's canny model is trained on."""
+    import cv2  # lazily: OpenCV costs ~16 MB of resident memory in every process that imports this
+
     if not 0 <= low <= high:
         raise InputError(f"canny thresholds must satisfy 0 <= low <= high; got {low}/{high}.")
     grey = cv2.cvtColor(as_rgb(image), cv2.COLOR_RGB2GRAY)
@@ -67,6 +68,8 @@ def canny(image, low: int = 100, high: int = 200) -> np.ndarray:
 
 def sobel_hf(image) -> np.ndarray:
     """AnyDoor's high-frequency map ``|Sobel_x| + |Sobel_y|`` of the grey image, scaled to [0, 255]."""
+    import cv2  # lazily: OpenCV costs ~16 MB of resident memory in every process that imports this
+
     grey = cv2.cvtColor(as_rgb(image), cv2.COLOR_RGB2GRAY).astype(np.float32)
     gx = cv2.Sobel(grey, cv2.CV_32F, 1, 0, ksize=3)
     gy = cv2.Sobel(grey, cv2.CV_32F, 0, 1, ksize=3)
@@ -108,6 +111,8 @@ def layout_image(
     boxes: Sequence[Sequence[float]], labels: Sequence[int] | None, size: int | tuple[int, int]
 ) -> np.ndarray:
     """Boxes ``(x0, y0, x1, y1)`` in pixels (x1/y1 exclusive) as filled class-coloured rectangles, white outlines."""
+    import cv2  # lazily: OpenCV costs ~16 MB of resident memory in every process that imports this
+
     h, w = (size, size) if isinstance(size, int) else size
     labels = list(labels) if labels is not None else [1] * len(boxes)
     if len(labels) != len(boxes):
@@ -128,6 +133,8 @@ def layout_image(
 
 def keypoints_image(points, size: int | tuple[int, int], radius: int | None = None) -> np.ndarray:
     """InstantID's ``draw_kps``: 5 face points ``(x, y)`` as coloured dots with limbs to the nose, on black."""
+    import cv2  # lazily: OpenCV costs ~16 MB of resident memory in every process that imports this
+
     h, w = (size, size) if isinstance(size, int) else size
     pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
     if len(pts) != 5:

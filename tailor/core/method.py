@@ -139,6 +139,11 @@ class Method:
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for m in self.modules() for p in m.parameters() if p.requires_grad]
 
+    def param_groups(self, lr: float) -> list[dict[str, Any]]:
+        """The optimizer's parameter groups (override to give some weights their own learning rate, e.g. a text
+        encoder's); every trainable parameter in exactly one group."""
+        return [{"params": self.trainable_parameters(), "lr": lr}]
+
     def sample_timesteps(self, batch_size: int, num_train_timesteps: int, generator: torch.Generator) -> torch.Tensor:
         """Training timesteps; uniform by default (T2I-Adapter overrides with cubic sampling)."""
         return torch.randint(0, num_train_timesteps, (batch_size,), generator=generator)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from PIL import Image
@@ -16,13 +16,10 @@ from PIL import Image
 from tailor.core.images import make_grid
 from tailor.core.io import atomic_path, write_json
 from tailor.errors import ConfigError
-from tailor.world.faces import render_face
-from tailor.world.render import render as render_prompt
-from tailor.world.sample import Sample
-from tailor.world.scenes import render_scene
-from tailor.world.subjects import SubjectSpec, render_subject
-from tailor.world.subjects import subjects as builtin_subjects
 from tailor.world.vocab import derive_seed
+
+if TYPE_CHECKING:
+    from tailor.world.sample import Sample
 
 world_app = typer.Typer(
     help="The procedural world: render images, subjects, faces, scenes.", no_args_is_help=True, add_completion=False
@@ -70,6 +67,8 @@ def render(
     size: SIZE = 64,
 ) -> None:
     """Render a prompt; attributes it leaves out are sampled per image."""
+    from tailor.world.render import render as render_prompt
+
     _run(n, seed, out, lambda s: render_prompt(prompt, s, size=size), {"prompt": prompt})
 
 
@@ -84,6 +83,9 @@ def subject(
     style: STYLE = "photo",
 ) -> None:
     """Reference images of one subject in varied poses and backgrounds."""
+    from tailor.world.subjects import SubjectSpec, render_subject
+    from tailor.world.subjects import subjects as builtin_subjects
+
     if (spec is None) == (name is None):
         raise ConfigError(f"give exactly one of --spec or --name (built-in names: {', '.join(builtin_subjects())}).")
     if name is not None and name not in builtin_subjects():
@@ -97,6 +99,8 @@ def subjects() -> None:
     """List the built-in named subjects."""
     from rich.console import Console
     from rich.table import Table
+
+    from tailor.world.subjects import subjects as builtin_subjects
 
     table = Table(title="built-in world subjects")
     for col in ("name", "class word", "pattern", "colors", "decal", "spec"):
@@ -117,6 +121,8 @@ def faces(
     style: STYLE = "photo",
 ) -> None:
     """Faces with identities, keypoints and face boxes."""
+    from tailor.world.faces import render_face
+
     _run(n, seed, out, lambda s: render_face(s, identity=identity, cls=cls, style=style, size=size))
 
 
@@ -130,6 +136,8 @@ def scenes(
     style: STYLE = "photo",
 ) -> None:
     """Scenes of 1-3 objects with per-object boxes (labels.json)."""
+    from tailor.world.scenes import render_scene
+
     _run(n, seed, out, lambda s: render_scene(s, n_objects=objects, style=style, size=size))
 
 

@@ -91,7 +91,8 @@ def train(method: Method, config: TrainConfig, components: Components | None = N
     # ---- optimizer, schedule, EMA; restored from the checkpoint when resuming
     lr = config.lr if config.lr is not None else float(getattr(method, "default_lr", 1e-4))
     betas = (config.adam_beta1, config.adam_beta2)
-    optimizer = adamw(params, lr=lr, betas=betas, weight_decay=config.weight_decay, eps=config.adam_epsilon)
+    groups = method.param_groups(lr)
+    optimizer = adamw(groups, lr=lr, betas=betas, weight_decay=config.weight_decay, eps=config.adam_epsilon)
     scheduler = _lr_scheduler(config, optimizer)
     scaler = accelerator.scaler  # a GradScaler with fp16, else None
     ema = EMA(params, config.ema_decay) if config.ema else None
@@ -237,12 +238,14 @@ def _optimizer_step(params, optimizer, scheduler, scaler, max_grad_norm: float, 
     optimizer.zero_grad(set_to_none=True)
 
 
-def adamw(params: list[torch.nn.Parameter], **kw) -> torch.optim.AdamW:
-    """AdamW, fused (one kernel over all tensors) where torch has it for the parameters' device and dtype; torch only
-    picks the fused or foreach paths by itself on CUDA, and the per-tensor loop it uses on the CPU costs ~2 ms per
-    step for the ~100 tensors of a LoRA (measured in benchmarks/vs_diffusers.py)."""
-    fusable = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
-    if fusable and len({p.device for p in params}) == 1:
+def adamw(params: list, **kw) -> torch.optim.AdamW:
+    """AdamW over parameters or parameter groups, fused (one kernel over all tensors) where torch has it for the
+    parameters' device and dtype; torch only picks the fused or foreach paths by itself on CUDA, and the per-tensor
+    loop it uses on the CPU costs ~2 ms per step for the ~100 tensors of a LoRA (measured in
+    benchmarks/vs_diffusers.py)."""
+    flat = [p for g in params for p in g["params"]] if params and isinstance(params[0], dict) else params
+    fusable = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in flat)
+    if fusable and len({p.device for p in flat}) == 1:
         try:
             return torch.optim.AdamW(params, fused=True, **kw)
         except (RuntimeError, ValueError):  # a dtype / device this torch build cannot fuse

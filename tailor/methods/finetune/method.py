@@ -47,6 +47,18 @@ class FinetuneMethod(Method):
     def modules(self) -> list[nn.Module]:
         return list(self.named_modules().values())
 
+    def param_groups(self, lr: float) -> list[dict]:
+        """The UNet at ``lr``; the text encoder(s) at ``text_encoder_lr`` when given."""
+        te_lr = self.config.text_encoder_lr
+        if te_lr is None:
+            return super().param_groups(lr)
+        groups = []
+        for key, m in self.named_modules().items():
+            params = [p for p in m.parameters() if p.requires_grad]
+            if params:
+                groups.append({"params": params, "lr": lr if key == "unet" else te_lr})
+        return groups
+
     # ------------------------------------------------------------------ attach / detach
     def build(self, components) -> None:
         self._original = {

@@ -15,7 +15,8 @@ def train_zoo(
     only: Annotated[
         str | None,
         typer.Option(
-            help="Run one stage: tokenizer, vae, vae-decoder, unet, unet-faces, unet-cooldown, clip, oracle, export, "
+            help="Run one stage: tokenizer, vae, vae-decoder, unet, unet-faces, unet-cooldown, "
+            "unet-words, clip, oracle, export, "
             "adapters (default: all, in order)."
         ),
     ] = None,
@@ -25,7 +26,7 @@ def train_zoo(
     steps: Annotated[int | None, typer.Option(help="Steps of the selected stage (default: the recipe's).")] = None,
     batch_size: Annotated[int, typer.Option(help="UNet batch size.")] = 32,
     lr: Annotated[
-        float | None, typer.Option(help="UNet learning rate (default: the stage's: 5e-4, cooldown 2e-4).")
+        float | None, typer.Option(help="UNet learning rate (default: the stage's: 5e-4, cooldown and words 2e-4).")
     ] = None,
     threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 1,
     oracles: Annotated[str, typer.Option(help="Comma-separated oracles to train.")] = "attributes,segmenter,"
@@ -71,6 +72,8 @@ def train_zoo(
             recipe.stage_unet_faces(runs, steps, batch_size=batch_size, **unet_lr)
         elif stage == "unet-cooldown":
             recipe.stage_unet_cooldown(runs, steps, batch_size=batch_size, **unet_lr)
+        elif stage == "unet-words":
+            recipe.stage_unet_words(runs, steps, batch_size=batch_size, **unet_lr)
         elif stage == "clip":
             recipe.stage_clip(runs, steps)
         elif stage == "oracle":

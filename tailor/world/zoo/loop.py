@@ -37,12 +37,15 @@ class LoopConfig:
     seed: int = 0
     resume: bool = True
     max_grad_norm: float = 1.0
+    schedule: str = "cosine"  # or "constant" (after the warmup)
 
 
 def lr_at(step: int, cfg: LoopConfig) -> float:
-    """Linear warmup then cosine decay to 5% of ``lr``."""
+    """Linear warmup then cosine decay to 5% of ``lr`` (or constant ``lr`` with ``schedule="constant"``)."""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.schedule == "constant":
+        return cfg.lr
     t = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
     return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
 

@@ -2,7 +2,8 @@
 
 ``tokenizer`` -> ``vae`` (full AutoencoderKL; its encoder is frozen from then on) -> ``unet`` (UNet + text encoder
 on the one trainer, single objects) -> ``unet-faces`` (continued on objects + faces) -> ``unet-cooldown`` (LR
-decay) and, in parallel, ``vae-decoder`` (decoder-only refinement: latents unchanged), ``clip`` and ``oracle``;
+decay) -> ``unet-words`` (repairs caption words the text encoder collapsed, then a second decay) and, in
+parallel, ``vae-decoder`` (decoder-only refinement: latents unchanged), ``clip`` and ``oracle``;
 then ``export`` writes the shipped weights (:mod:`tailor.world.zoo.export`); last ``adapters`` (ControlNets,
 T2I-Adapter, ControlNeXt, IP-Adapters and the identity methods, trained on that exported base, each exported when
 it finishes, :mod:`tailor.world.zoo.adapters`).
@@ -23,7 +24,8 @@ from tailor.world.zoo import WEIGHTS
 
 log = logging.getLogger("tailor")
 STAGES = (
-    "tokenizer", "vae", "vae-decoder", "unet", "unet-faces", "unet-cooldown", "clip", "oracle", "export", "adapters"
+    "tokenizer", "vae", "vae-decoder", "unet", "unet-faces", "unet-cooldown", "unet-words", "clip", "oracle",
+    "export", "adapters",
 )  # fmt: skip
 DEFAULT_STEPS = {
     "vae": 1500,
@@ -31,6 +33,7 @@ DEFAULT_STEPS = {
     "unet": 8000,
     "unet-faces": 8000,
     "unet-cooldown": 2000,
+    "unet-words": 4000,
     "clip": 1500,
     "attributes": 2500,
     "segmenter": 600,
@@ -117,8 +120,8 @@ def stage_unet(
 
 
 def base_run(runs: Path) -> Path:
-    """The UNet run the base is exported from: the newest phase with a checkpoint (cooldown, faces, objects)."""
-    for name in ("unet_cooldown", "unet_faces"):
+    """The UNet run the base is exported from: the newest phase with a checkpoint (words, cooldown, faces, objects)."""
+    for name in ("unet_words", "unet_cooldown", "unet_faces"):
         if any((runs / name / "checkpoints").glob("step-*")):
             return runs / name
     return runs / "unet"
@@ -162,6 +165,47 @@ def stage_unet_cooldown(runs: Path, steps: int | None = None, batch_size: int = 
         lr=lr,
         init=runs / "unet_faces",
         init_ema=True,
+        lr_scheduler="cosine",
+        **kw,
+    )
+
+
+def stage_unet_words(
+    runs: Path, steps: int | None = None, batch_size: int = 32, lr: float = 2e-4, relearn_steps: int = 300, **kw
+):
+    """Repair collapsed caption words (:mod:`tailor.world.zoo.words`): warm start from the cooldown run's EMA
+    weights, re-learn the embedding rows of every word whose captions the text encoder cannot tell apart, then the
+    UNet goes on training (the text encoder held as re-learned: ``text_encoder_lr=0``, so the joint loss cannot
+    collapse the words again before the UNet reads them apart) on the objects + faces data with those words' images
+    twice (cosine ``lr`` -> 0). The words are recorded in ``unet_words/words.json`` (a resumed run reads them)."""
+    from tailor.world.zoo.unet import build_components, train_unet, warm_start
+    from tailor.world.zoo.words import collapsed_pairs, oversampled_folder, relearn_embeddings
+
+    out = runs / "unet_words"
+    source = runs / "data" / "objects_faces"
+    comps = None
+    if not any((out / "checkpoints").glob("step-*")):
+        comps = build_components(vae_dir(runs), tokenizer_dir(runs))
+        warm_start(comps, runs / "unet_cooldown", use_ema=True)
+        pairs = collapsed_pairs(comps)
+        rows = relearn_embeddings(comps, pairs, source, out / "embeddings", relearn_steps) if pairs else {}
+        if collapsed_pairs(comps):
+            raise RuntimeError(f"re-learning did not separate {collapsed_pairs(comps)}; delete {out} and rerun.")
+        record = {"pairs": pairs, "words": sorted(rows), "norms": {w: float(v.norm()) for w, v in rows.items()}}
+        write_json(out / "words.json", record)
+        log.info("unet-words: re-learned %s", ", ".join(rows) or "nothing (no collapsed words)")
+    words = tuple(json.loads((out / "words.json").read_text())["words"])
+    data = oversampled_folder(runs / "data" / "objects_faces_words", source, words) if words else source
+    return train_unet(
+        out,
+        vae_dir(runs),
+        tokenizer_dir(runs),
+        data,
+        steps or DEFAULT_STEPS["unet-words"],
+        batch_size=batch_size,
+        lr=lr,
+        components=comps,
+        method_options={"text_encoder_lr": 0.0},
         lr_scheduler="cosine",
         **kw,
     )

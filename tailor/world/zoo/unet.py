@@ -125,9 +125,6 @@ def mixed_folder(
     """The object folder's images (hard links) plus ``n_faces`` rendered faces (every style, random identities
     from :data:`FIRST_BASE_IDENTITY` on) in one caption folder: the continued-training data that teaches the base
     faces (``a photo of a woman on snow``) while it keeps drawing objects."""
-    import os
-    import shutil
-
     from tailor.world.faces import render_face
 
     folder, objects = Path(folder), Path(objects)
@@ -136,11 +133,7 @@ def mixed_folder(
     folder.mkdir(parents=True, exist_ok=True)
     rows = [json.loads(line) for line in (objects / "metadata.jsonl").read_text().splitlines() if line.strip()]
     for row in rows:
-        if not (folder / row["file_name"]).exists():
-            try:
-                os.link(objects / row["file_name"], folder / row["file_name"])
-            except OSError:  # another file system: copy
-                shutil.copy2(objects / row["file_name"], folder / row["file_name"])
+        link_or_copy(objects / row["file_name"], folder / row["file_name"])
     k = 0
     for i in range(n_faces):
         while True:
@@ -203,15 +196,32 @@ def train_unet(
     lr: float = 5e-4,
     init: str | Path | None = None,
     init_ema: bool = False,
+    components: Components | None = None,
+    method_options: dict | None = None,
     **kw,
 ):
     """Train UNet + text encoder with the one trainer; resumes from ``out``'s newest checkpoint, else warm-starts
-    from ``init`` (another UNet run folder; its EMA weights with ``init_ema``) when given."""
+    from ``init`` (another UNet run folder; its EMA weights with ``init_ema``) when given, or starts from
+    ``components`` (already warm-started and changed by the caller)."""
     import tailor
     from tailor.core.training import train
 
-    comps = build_components(vae_dir, tokenizer_dir)
-    if init is not None and not any((Path(out) / "checkpoints").glob("step-*")):
+    resuming = any((Path(out) / "checkpoints").glob("step-*"))
+    comps = components if components is not None and not resuming else build_components(vae_dir, tokenizer_dir)
+    if init is not None and not resuming and components is None:
         warm_start(comps, init, init_ema)
-    method = tailor.get_spec("finetune").method(train_text_encoder=True)
+    method = tailor.get_spec("finetune").method(train_text_encoder=True, **(method_options or {}))
     return train(method, train_config(out, data, steps, batch_size, lr, **kw), components=comps)
+
+
+def link_or_copy(src: Path, dst: Path) -> None:
+    """Hard-link ``src`` at ``dst`` (a copy across file systems); nothing if ``dst`` exists."""
+    import os
+    import shutil
+
+    if dst.exists():
+        return
+    try:
+        os.link(src, dst)
+    except OSError:  # another file system: copy
+        shutil.copy2(src, dst)
