@@ -357,3 +357,24 @@ def test_words_stage_relearns_then_trains_the_unet_with_the_text_encoder_held(tm
     diff = {k: float((te[k].float() - te0[k].float()).abs().max()) for k in held}
     assert max(diff.values()) == 0, {k: v for k, v in diff.items() if v}  # text_encoder_lr=0: held as re-learned
     assert not all(torch.equal(v, probe.unet.state_dict()[k]) for k, v in comps.unet.state_dict().items())
+
+
+def test_export_keeps_the_bytes_of_unchanged_files(tmp_path):
+    from tailor.core.io import save_tensors
+    from tailor.world.zoo.export import keep_unchanged
+
+    old, new = tmp_path / "old", tmp_path / "new"
+    t = {"w": torch.arange(6.0).reshape(2, 3), "b": torch.ones(3, dtype=torch.float16)}
+    save_tensors(old / "same.safetensors", t, {"a": "1", "b": "2"})
+    save_tensors(new / "same.safetensors", dict(reversed(t.items())), {"b": "2", "a": "1"})  # other header order
+    save_tensors(old / "changed.safetensors", t, {"a": "1"})
+    save_tensors(new / "changed.safetensors", {**t, "w": t["w"] + 1}, {"a": "1"})
+    save_tensors(old / "meta.safetensors", t, {"a": "1"})
+    save_tensors(new / "meta.safetensors", t, {"a": "2"})
+    (old / "cfg.json").write_text("{}")
+    (new / "cfg.json").write_text("{}")
+    (new / "fresh.json").write_text("{}")
+    assert keep_unchanged(new, old) == ["cfg.json", "same.safetensors"]
+    assert (new / "same.safetensors").read_bytes() == (old / "same.safetensors").read_bytes()
+    assert (new / "changed.safetensors").read_bytes() != (old / "changed.safetensors").read_bytes()
+    assert (new / "meta.safetensors").read_bytes() != (old / "meta.safetensors").read_bytes()

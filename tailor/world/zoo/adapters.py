@@ -150,7 +150,7 @@ def export_adapter(runs: str | Path, name: str, weights: str | Path | None = Non
     from tailor.core.artifacts import resolve_artifact
     from tailor.core.io import atomic_dir, load_tensors, read_metadata, write_json
     from tailor.world.zoo import WEIGHTS
-    from tailor.world.zoo.export import readable
+    from tailor.world.zoo.export import keep_unchanged, readable
 
     src = run_dir(runs, name)
     artifact = resolve_artifact(src)
@@ -168,6 +168,7 @@ def export_adapter(runs: str | Path, name: str, weights: str | Path | None = Non
             rel = artifact.name
             _save_half(load_tensors(artifact), meta, tmp / rel)
         write_json(tmp / "tailor.json", {"artifact": rel, "zoo": _train_info(src, name)})
+        keep_unchanged(tmp, dst)
         readable(tmp)
     return dst
 

@@ -54,8 +54,42 @@ def export_base(comps, folder: str | Path, info: dict | None = None) -> Path:
             if extra.suffix in (".bin", ".pt", ".ckpt"):
                 extra.unlink()
         write_json(tmp / "zoo.json", info or {})
+        keep_unchanged(tmp, folder)
         readable(tmp)
     return folder
+
+
+def keep_unchanged(new: Path, old: Path) -> list[str]:
+    """Give every file of the folder ``new`` that says what ``old``'s file of the same name says (the same bytes, or
+    for safetensors the same tensors and metadata, whose header order may differ) ``old``'s bytes, so re-exporting
+    unchanged weights leaves git nothing to commit. Returns the relative paths kept."""
+    import filecmp
+    import shutil
+
+    kept = []
+    for f in sorted(p for p in new.rglob("*") if p.is_file()):
+        rel = f.relative_to(new)
+        before = old / rel
+        if before.is_file() and (filecmp.cmp(f, before, shallow=False) or _same_safetensors(f, before)):
+            shutil.copyfile(before, f)
+            kept.append(str(rel))
+    return kept
+
+
+def _same_safetensors(a: Path, b: Path) -> bool:
+    import torch
+
+    from tailor.core.io import load_tensors, read_metadata
+
+    if a.suffix != ".safetensors" or b.suffix != ".safetensors":
+        return False
+    try:
+        if read_metadata(a) != read_metadata(b):
+            return False
+        ta, tb = load_tensors(a, check=False), load_tensors(b, check=False)
+    except Exception:  # noqa: BLE001 - an unreadable old file is simply replaced
+        return False
+    return ta.keys() == tb.keys() and all(ta[k].dtype == tb[k].dtype and torch.equal(ta[k], tb[k]) for k in ta)
 
 
 def readable(folder: Path) -> None:

@@ -276,7 +276,7 @@ def stage_export(runs: Path, weights: Path = WEIGHTS) -> dict[str, str]:
     import shutil
 
     from tailor.core.io import atomic_dir, read_metadata
-    from tailor.world.zoo.export import export_checkpoint, readable
+    from tailor.world.zoo.export import export_checkpoint, keep_unchanged, readable
     from tailor.world.zoo.oracles import load_oracle, save_oracle
 
     done = {}
@@ -289,6 +289,7 @@ def stage_export(runs: Path, weights: Path = WEIGHTS) -> dict[str, str]:
             for f in sorted(oracles.glob("*.safetensors")):
                 meta = read_metadata(f)
                 save_oracle(load_oracle(f), tmp / f.name, {"metrics": json.loads(meta.get("metrics", "{}"))})
+            keep_unchanged(tmp, weights / "oracles")
             readable(tmp)
         done["oracles"] = str(weights / "oracles")
     from tailor.world.zoo.adapters import NAMES, export_adapter, run_dir
@@ -305,6 +306,7 @@ def stage_export(runs: Path, weights: Path = WEIGHTS) -> dict[str, str]:
                 for f in src.iterdir():
                     if f.is_file() and f.suffix not in (".bin", ".pt"):
                         shutil.copy2(f, tmp / f.name)
+                keep_unchanged(tmp, dst)
                 readable(tmp)
             done[dst.name] = str(dst)
     return done
