@@ -155,7 +155,7 @@ def test_outputs_logs_samples_and_pipeline(tmp_path, data):
     saved = yaml.safe_load((out / "config.yaml").read_text())  # flat, as `tailor train finetune --config` reads
     assert saved["lr"] == 1e-4 and saved["resolution"] == 32 and saved["prediction_type"] == "epsilon"
     assert saved["train_text_encoder"] is False and saved["unet_params"] == "all"
-    method_keys = {"train_text_encoder", "unet_params"}
+    method_keys = {"train_text_encoder", "text_encoder_lr", "unet_params"}
     assert TrainConfig.from_dict({k: v for k, v in saved.items() if k not in method_keys}).val_fraction == 0.25
     # the diffusers folder loads with diffusers alone and holds the trained UNet
     from diffusers import StableDiffusionPipeline
