@@ -238,6 +238,7 @@ def main() -> None:
     ap.add_argument("--base", default=None, help="a diffusers StableDiffusionPipeline folder (default: the world)")
     ap.add_argument("--extra-pythonpath", default="", help="prepended to the scripts' PYTHONPATH (e.g. datasets)")
     ap.add_argument("--out", default="outputs/bench/vs_diffusers")
+    ap.add_argument("--compile", action="store_true", help="also run tailor with --compile (torch.compile the UNet)")
     a = ap.parse_args()
     examples = Path(a.diffusers_examples)
     examples = examples / "examples" if (examples / "examples").is_dir() else examples
@@ -261,11 +262,15 @@ def main() -> None:
     report = {"settings": {k: v for k, v in vars(a).items()}, "load": os.getloadavg(), "jobs": {}}
     for job in jobs:
         variants = commands(job, paths, a, out / "runs", examples)
+        if a.compile:  # the compile itself falls in the untimed warm-up steps; its seconds are in the run's log
+            variants = {"tailor": variants["tailor"], "tailor+compile": [*variants["tailor"], "--compile"],
+                        **{v: c for v, c in variants.items() if v != "tailor"}}  # fmt: skip
         results: dict[str, list[dict]] = {v: [] for v in variants}
         for r in range(a.repeats):
             for v, argv in variants.items():  # interleaved: A B C A B C ...
-                e = {**env, "PYTHONPATH": tailor_pp if v == "tailor" else script_pp}
-                if v != "tailor":
+                ours = v.startswith("tailor")
+                e = {**env, "PYTHONPATH": tailor_pp if ours else script_pp}
+                if not ours:
                     e["BENCH_SHIMS"] = str(HERE / "shims")
                 run_dir = out / "runs" / job / f"{v}-{r}"
                 res = run_one(argv, run_dir, e, out / "runs" / job / f"{v}-{r}.log")
@@ -273,12 +278,15 @@ def main() -> None:
                 print(f"{job:22s} {v:22s} #{r}  {summarize([res], a.warmup, a.batch_size)['s_per_step']:.4f} s/step"
                       f"  {res['peak_rss_mb']:.0f} MB", file=sys.stderr, flush=True)  # fmt: skip
         summary = {v: summarize(rs, a.warmup, a.batch_size) for v, rs in results.items()}
-        t = summary["tailor"]
+        t, tc = summary["tailor"], summary.get("tailor+compile")
         for v, s in summary.items():
-            if v != "tailor":
+            if not v.startswith("tailor"):
                 s["speedup_tailor"] = s["s_per_step"] / t["s_per_step"]
                 s["cpu_speedup_tailor"] = s["cpu_s_per_step"] / t["cpu_s_per_step"]
                 s["rss_ratio_tailor"] = t["peak_rss_mb"] / s["peak_rss_mb"]
+                if tc is not None:
+                    s["speedup_tailor_compile"] = s["s_per_step"] / tc["s_per_step"]
+                    s["cpu_speedup_tailor_compile"] = s["cpu_s_per_step"] / tc["cpu_s_per_step"]
         report["jobs"][job] = {"variants": summary, "commands": {v: " ".join(c) for v, c in variants.items()}}
     report["load_after"] = os.getloadavg()
     (out / "results.json").write_text(json.dumps(report, indent=1))
@@ -286,14 +294,16 @@ def main() -> None:
 
 
 def table(report: dict) -> str:
-    lines = ["| job | side | s/step | CPU s/step | img/s | peak RSS MB | script/tailor (CPU) | tailor/script RSS |",
-             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = ["| job | side | s/step | CPU s/step | img/s | peak RSS MB | script/tailor (CPU) | tailor/script RSS "
+             "| script/tailor+compile (CPU) |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for job, j in report["jobs"].items():
         for v, s in j["variants"].items():
             ratio = f"{s['speedup_tailor']:.2f}x ({s['cpu_speedup_tailor']:.2f}x)" if "speedup_tailor" in s else ""
             rss = f"{s['rss_ratio_tailor']:.2f}" if "rss_ratio_tailor" in s else ""
+            comp = (f"{s['speedup_tailor_compile']:.2f}x ({s['cpu_speedup_tailor_compile']:.2f}x)"
+                    if "speedup_tailor_compile" in s else "")  # fmt: skip
             lines.append(f"| {job} | {v} | {s['s_per_step']:.4f} | {s['cpu_s_per_step']:.4f} | {s['img_per_s']:.1f} | "
-                         f"{s['peak_rss_mb']:.0f} | {ratio} | {rss} |")  # fmt: skip
+                         f"{s['peak_rss_mb']:.0f} | {ratio} | {rss} | {comp} |")  # fmt: skip
     return "\n".join(lines)
 
 

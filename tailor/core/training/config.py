@@ -61,6 +61,11 @@ class TrainConfig(Config):
     resume: str | None = option(None, "resume from 'latest' (newest complete checkpoint in out) or a checkpoint")
     mixed_precision: str = option("no", "autocast precision (fp16 needs a GPU)", choices=("no", "fp16", "bf16"))
     gradient_checkpointing: bool = option(False, "trade compute for memory in the UNet (and a trained text encoder)")
+    compile: bool = option(
+        False,
+        "torch.compile the UNet's forward (inductor; needs a C++ compiler on the CPU): a one-off compile (minutes "
+        "cold, seconds from inductor's on-disk cache), then faster steps (benchmarks/compile_probe.py)",
+    )
     cache_latents: bool = option(False, "encode each image with the VAE once and reuse its latent distribution")
     cache_text: bool = option(False, "encode each caption once (only when the method does not train the text encoder)")
     ema: bool = option(False, "keep an exponential moving average of the trained weights and save it")

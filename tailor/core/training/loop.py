@@ -79,6 +79,8 @@ def train(method: Method, config: TrainConfig, components: Components | None = N
         m.train()
     if config.gradient_checkpointing:
         _gradient_checkpointing(components, method, True)
+    if config.compile:
+        components.unet.compile()  # in place: same module, same state-dict keys, the method's hooks stay attached
 
     # ---- data: every micro-step's samples are known in advance
     train_set, val_set = build_datasets(
@@ -213,6 +215,8 @@ def train(method: Method, config: TrainConfig, components: Components | None = N
         m.eval()
     if config.gradient_checkpointing:
         _gradient_checkpointing(components, method, False)
+    if config.compile:
+        components.unet._compiled_call_impl = None  # undo Module.compile(): later sampling needs no new graphs
     artifact = out / f"{method.name}.safetensors"
     if main:
         artifact = _finish(method, config, info, out, steps, tlog)
