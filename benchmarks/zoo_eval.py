@@ -1,6 +1,7 @@
 """Measure the world base model with the zoo's oracles: generate from single-object photo prompts of the training
 distribution (and from held-out shape/colour combinations), score per-attribute accuracy, CLIP-T-like and an
-FID-like distance in world-CLIP space against fresh real renders of the same prompts.
+FID-like distance in world-CLIP space against fresh real renders of the same prompts; the oracle's accuracy on those
+renders, raw and through the base's VAE (encode, decode: the most a generator of latents could reach).
 
     python benchmarks/zoo_eval.py --out outputs/zoo_eval [--base DIR] [--prompts 50] [-n 4] [--guidance 5]
         [--face-prompts 12]
@@ -78,6 +79,21 @@ def real_renders(attrs: list[dict], n: int, seed: int) -> list:
         for i, a in enumerate(attrs)
         for j in range(n)
     ]
+
+
+@torch.no_grad()
+def vae_roundtrip(comps, images: list) -> list:
+    """Real renders through the base's VAE (posterior mean, decoded): what a perfect latent generator could give."""
+    from PIL import Image
+
+    vae = comps.vae
+    x = torch.from_numpy(np.stack([np.asarray(im.convert("RGB"), dtype=np.float32) for im in images]))
+    x = x.permute(0, 3, 1, 2) / 127.5 - 1.0
+    out = []
+    for i in range(0, len(x), 32):
+        y = vae.decode(vae.encode(x[i : i + 32].to(vae.dtype)).latent_dist.mean).sample.float().clamp(-1, 1)
+        out += [Image.fromarray(((im.permute(1, 2, 0).numpy() + 1) * 127.5).round().astype(np.uint8)) for im in y]
+    return out
 
 
 def face_prompts(n: int, seed: int) -> list[tuple[str, dict]]:
@@ -160,6 +176,7 @@ def main() -> None:
         s["seconds"] = time.time() - t0
         real = real_renders([a for _, a in pairs], args.n, 777 + holdout)
         s["real_renders"] = world_scores(real, per_image)["accuracy"]
+        s["real_renders_vae_roundtrip"] = world_scores(vae_roundtrip(comps, real), per_image)["accuracy"]
         try:
             from tailor.world.zoo.scorer import clip_image_embeds
 
