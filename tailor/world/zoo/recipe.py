@@ -101,22 +101,21 @@ def stage_vae_decoder(runs: Path, steps: int | None = None) -> Path:
     return out
 
 
+def _phase(runs: Path, stage: str, data: Path, steps: int | None, **kw):
+    """One UNet phase on the one trainer, in ``runs/<stage with _>`` (resumes there)."""
+    from tailor.world.zoo.unet import train_unet
+
+    out = runs / stage.replace("-", "_")
+    return train_unet(out, vae_dir(runs), tokenizer_dir(runs), data, steps or DEFAULT_STEPS[stage], **kw)
+
+
 def stage_unet(
     runs: Path, steps: int | None = None, batch_size: int = 32, lr: float = 5e-4, n_images: int = 12000, **kw
 ):
-    from tailor.world.zoo.unet import render_folder, train_unet
+    from tailor.world.zoo.unet import render_folder
 
     data = render_folder(runs / "data" / "objects", n_images)
-    return train_unet(
-        runs / "unet",
-        vae_dir(runs),
-        tokenizer_dir(runs),
-        data,
-        steps or DEFAULT_STEPS["unet"],
-        batch_size=batch_size,
-        lr=lr,
-        **kw,
-    )
+    return _phase(runs, "unet", data, steps, batch_size=batch_size, lr=lr, **kw)
 
 
 def base_run(runs: Path) -> Path:
@@ -132,42 +131,20 @@ def stage_unet_faces(
 ):
     """Continued training (issue #7): the object run's EMA weights go on training, UNet + text encoder, on its
     objects plus ``n_faces`` faces in every style, so the base draws ``a photo of a woman on snow`` too."""
-    from tailor.world.zoo.unet import mixed_folder, render_folder, train_unet
+    from tailor.world.zoo.unet import mixed_folder, render_folder
 
     objects = render_folder(runs / "data" / "objects", kw.pop("n_images", 12000))
     data = mixed_folder(runs / "data" / "objects_faces", objects, n_faces)
-    return train_unet(
-        runs / "unet_faces",
-        vae_dir(runs),
-        tokenizer_dir(runs),
-        data,
-        steps or DEFAULT_STEPS["unet-faces"],
-        batch_size=batch_size,
-        lr=lr,
-        init=runs / "unet",
-        init_ema=True,
-        **kw,
-    )
+    init = runs / "unet"
+    return _phase(runs, "unet-faces", data, steps, batch_size=batch_size, lr=lr, init=init, init_ema=True, **kw)
 
 
 def stage_unet_cooldown(runs: Path, steps: int | None = None, batch_size: int = 32, lr: float = 2e-4, **kw):
     """The decay phase of a warmup-stable-decay schedule: the constant-LR objects + faces run's EMA weights go on
     training on the same data while the LR falls from ``lr`` to 0 (cosine), which the constant-LR phase never does."""
-    from tailor.world.zoo.unet import train_unet
-
-    return train_unet(
-        runs / "unet_cooldown",
-        vae_dir(runs),
-        tokenizer_dir(runs),
-        runs / "data" / "objects_faces",
-        steps or DEFAULT_STEPS["unet-cooldown"],
-        batch_size=batch_size,
-        lr=lr,
-        init=runs / "unet_faces",
-        init_ema=True,
-        lr_scheduler="cosine",
-        **kw,
-    )
+    data, init = runs / "data" / "objects_faces", runs / "unet_faces"
+    kw = {"init": init, "init_ema": True, "lr_scheduler": "cosine", **kw}
+    return _phase(runs, "unet-cooldown", data, steps, batch_size=batch_size, lr=lr, **kw)
 
 
 def stage_unet_words(
@@ -178,7 +155,7 @@ def stage_unet_words(
     UNet goes on training (the text encoder held as re-learned: ``text_encoder_lr=0``, so the joint loss cannot
     collapse the words again before the UNet reads them apart) on the objects + faces data with those words' images
     twice (cosine ``lr`` -> 0). The words are recorded in ``unet_words/words.json`` (a resumed run reads them)."""
-    from tailor.world.zoo.unet import build_components, train_unet, warm_start
+    from tailor.world.zoo.unet import build_components, warm_start
     from tailor.world.zoo.words import collapsed_pairs, oversampled_folder, relearn_embeddings
 
     out = runs / "unet_words"
@@ -196,19 +173,8 @@ def stage_unet_words(
         log.info("unet-words: re-learned %s", ", ".join(rows) or "nothing (no collapsed words)")
     words = tuple(json.loads((out / "words.json").read_text())["words"])
     data = oversampled_folder(runs / "data" / "objects_faces_words", source, words) if words else source
-    return train_unet(
-        out,
-        vae_dir(runs),
-        tokenizer_dir(runs),
-        data,
-        steps or DEFAULT_STEPS["unet-words"],
-        batch_size=batch_size,
-        lr=lr,
-        components=comps,
-        method_options={"text_encoder_lr": 0.0},
-        lr_scheduler="cosine",
-        **kw,
-    )
+    kw = {"components": comps, "method_options": {"text_encoder_lr": 0.0}, "lr_scheduler": "cosine", **kw}
+    return _phase(runs, "unet-words", data, steps, batch_size=batch_size, lr=lr, **kw)
 
 
 def stage_clip(runs: Path, steps: int | None = None, batch_size: int = 32) -> Path:
