@@ -18,12 +18,21 @@ from tailor.errors import TailorError
 err = Console(stderr=True)
 
 
+# sub-command groups: (module, typer app, help), imported only when a command line (or the help listing) asks for one
+SUBAPPS = {
+    "faces": ("tailor.cli.faces", "faces_app", "Face analysis: boxes, 5 keypoints, identity embeddings."),
+    "eval": ("tailor.cli.eval", "eval_app", "Scores: every command takes --json and then prints one JSON object."),
+    "convert": ("tailor.cli.convert", "convert_app", "Write community files: LoRA kohya <-> diffusers, embeddings."),
+    "lora": ("tailor.cli.convert", "lora_app", "LoRA files: merge several into one, fuse into the base."),
+    "bench": (
+        "tailor.cli.bench", "bench_app", "World benches: personalize, control, image_prompt, identity (--json, --out)."
+    ),
+    "world": ("tailor.world.cli", "world_app", "The procedural world: render images, subjects, faces, scenes."),
+}  # fmt: skip
+
+
 def build() -> click.Group:
-    """The full click group: typer commands plus the generated ``train`` group."""
-    from tailor.cli.bench import bench_app
-    from tailor.cli.convert import convert_app, lora_app
-    from tailor.cli.eval import eval_app
-    from tailor.cli.faces import faces_app
+    """The full click group: typer commands plus the generated ``train`` group and the lazy :data:`SUBAPPS`."""
     from tailor.cli.generate import generate
     from tailor.cli.train import train_group
 
@@ -43,39 +52,37 @@ def build() -> click.Group:
             typer.echo(f"{spec.name:<20} {spec.summary}" + (f"  [{spec.paper}]" if spec.paper else ""))
 
     app.command("generate", context_settings={"help_option_names": ["-h", "--help"]})(generate)
-    app.add_typer(faces_app, name="faces", help="Face analysis: boxes, 5 keypoints, identity embeddings.")
-    app.add_typer(eval_app, name="eval", help="Scores: every command takes --json and then prints one JSON object.")
-    app.add_typer(convert_app, name="convert", help="Write community files: LoRA kohya <-> diffusers, embeddings.")
-    app.add_typer(lora_app, name="lora", help="LoRA files: merge several into one, fuse into the base.")
-    app.add_typer(
-        bench_app, name="bench", help="World benches: personalize, control, image_prompt, identity (--json, --out)."
-    )
     group = typer.main.get_command(app)
     group.add_command(train_group(), "train")
-    lazy_command(group, "world", world_group)
+    lazy_commands(group, SUBAPPS)
     return group
 
 
-def world_group() -> click.Command:
-    from tailor.world.cli import world_app
+def subapp(name: str) -> click.Command:
+    """Build the click group of one of :data:`SUBAPPS`."""
+    import importlib
 
-    cmd = typer.main.get_command(world_app)
-    cmd.name, cmd.help = "world", "The procedural world: render images, subjects, faces, scenes."
+    module, attr, help_text = SUBAPPS[name]
+    cmd = typer.main.get_command(getattr(importlib.import_module(module), attr))
+    cmd.name, cmd.help = name, help_text
     return cmd
 
 
-def lazy_command(group: click.Group, name: str, load) -> None:
-    """Add ``name`` to ``group``, built by ``load()`` only when a command line (or the help listing) asks for it: the
-    world's renderers import OpenCV (~16 MB of resident memory), which ``tailor train ...`` should not carry."""
+def lazy_commands(group: click.Group, names) -> None:
+    """Add ``names`` to ``group``, each built by :func:`subapp` only when used: their modules cost memory (the
+    world's renderers import OpenCV, ~16 MB resident) that ``tailor train ...`` should not carry."""
     get_command, list_commands = group.get_command, group.list_commands
 
     def get(ctx: click.Context, cmd_name: str):
-        if cmd_name == name and name not in group.commands:
-            group.add_command(load(), name)
+        if cmd_name in names and cmd_name not in group.commands:
+            group.add_command(subapp(cmd_name), cmd_name)
         return get_command(ctx, cmd_name)
 
+    def listed(ctx: click.Context) -> list[str]:
+        return [*list_commands(ctx), *(n for n in names if n not in group.commands)]
+
     group.get_command = get  # type: ignore[method-assign]
-    group.list_commands = lambda ctx: [*list_commands(ctx), *([name] if name not in group.commands else [])]  # type: ignore[method-assign]
+    group.list_commands = listed  # type: ignore[method-assign]
 
 
 def quiet_loaders() -> None:

@@ -115,11 +115,20 @@ def make_train_command(spec: MethodSpec, name: str | None = None, hidden: bool =
     )
 
 
+class TrainGroup(click.Group):
+    """``tailor train <method>``: one command per registered method (and a dashed alias of each ``a_b`` name),
+    each built when asked for, so a training process does not carry every method's command and options."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(registry())
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        spec = registry().get(cmd_name.replace("-", "_"))
+        if spec is None:
+            return None
+        alias = cmd_name != spec.name  # `tailor train t2i-adapter` works as well as `t2i_adapter`
+        return make_train_command(spec, cmd_name if alias else None, hidden=alias)
+
+
 def train_group() -> click.Group:
-    group = click.Group("train", help="Train a method: tailor train <method> --base world --steps N --out DIR.")
-    for spec in registry().values():
-        group.add_command(make_train_command(spec))
-        if "_" in spec.name:  # `tailor train t2i-adapter` works as well as `t2i_adapter`
-            alias = spec.name.replace("_", "-")
-            group.add_command(make_train_command(spec, alias, hidden=True), alias)
-    return group
+    return TrainGroup("train", help="Train a method: tailor train <method> --base world --steps N --out DIR.")
