@@ -17,7 +17,7 @@ def train_zoo(
         typer.Option(
             help="Run one stage: tokenizer, vae, vae-decoder, unet, unet-faces, unet-cooldown, "
             "unet-words, clip, oracle, export, "
-            "adapters (default: all, in order)."
+            "adapters (default: all but unet-words, in order)."
         ),
     ] = None,
     runs: Annotated[Path, typer.Option(help="Run folder (checkpoints; every stage resumes from it).")] = Path(
@@ -52,7 +52,7 @@ def train_zoo(
     """Train the world zoo (base model, world CLIP, oracles, adapters) and export it into the package's weights."""
     from tailor.world.zoo import recipe
 
-    stages = recipe.STAGES if only is None else (only,)
+    stages = recipe.DEFAULT_STAGES if only is None else (only,)
     bad = [s for s in stages if s not in recipe.STAGES]
     if bad:
         raise ConfigError(f"unknown stage {bad[0]!r}; pick one of {', '.join(recipe.STAGES)}.")
