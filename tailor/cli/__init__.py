@@ -63,7 +63,7 @@ def subapp(name: str) -> click.Command:
     import importlib
 
     module, attr, help_text = SUBAPPS[name]
-    cmd = typer.main.get_command(getattr(importlib.import_module(module), attr))
+    cmd = typer.main.get_group(getattr(importlib.import_module(module), attr))  # a group even of one command
     cmd.name, cmd.help = name, help_text
     return cmd
 
