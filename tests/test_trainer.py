@@ -233,6 +233,21 @@ def test_compiled_unet_trains_like_eager(tmp_path, data):
     assert set(b.unet.state_dict()) == set(a.unet.state_dict())
 
 
+def test_compile_covers_the_unet_and_the_methods_own_models():
+    from tailor.core.training.loop import _compile
+    from tailor.methods.controlnet import ControlNetMethod
+
+    comps = tiny_components()
+    method = ControlNetMethod()
+    method.patch(comps)
+    (net,) = method.modules()
+    _compile(comps, method, True)  # nothing compiles until the first call
+    assert comps.unet._compiled_call_impl is not None and net._compiled_call_impl is not None
+    assert comps.text_encoder._compiled_call_impl is None and comps.vae._compiled_call_impl is None
+    _compile(comps, method, False)
+    assert comps.unet._compiled_call_impl is None and net._compiled_call_impl is None
+
+
 # --------------------------------------------------------------------- failures
 def test_nan_loss_stops_and_keeps_last_checkpoint(tmp_path, data):
     out = tmp_path / "nan"

@@ -80,7 +80,7 @@ def train(method: Method, config: TrainConfig, components: Components | None = N
     if config.gradient_checkpointing:
         _gradient_checkpointing(components, method, True)
     if config.compile:
-        components.unet.compile()  # in place: same module, same state-dict keys, the method's hooks stay attached
+        _compile(components, method, True)
 
     # ---- data: every micro-step's samples are known in advance
     train_set, val_set = build_datasets(
@@ -216,7 +216,7 @@ def train(method: Method, config: TrainConfig, components: Components | None = N
     if config.gradient_checkpointing:
         _gradient_checkpointing(components, method, False)
     if config.compile:
-        components.unet._compiled_call_impl = None  # undo Module.compile(): later sampling needs no new graphs
+        _compile(components, method, False)  # later sampling needs no new graphs
     artifact = out / f"{method.name}.safetensors"
     if main:
         artifact = _finish(method, config, info, out, steps, tlog)
@@ -298,6 +298,21 @@ def _lr_scheduler(config: TrainConfig, optimizer):
     if name == "constant" and config.warmup_steps > 0:
         name = "constant_with_warmup"
     return get_scheduler(name, optimizer, num_warmup_steps=config.warmup_steps, num_training_steps=config.steps)
+
+
+def _compile(components: Components, method: Method, on: bool) -> None:
+    """``torch.compile`` in place (``Module.compile()``: same modules, same state-dict keys, the method's processors
+    and LoRA layers stay attached) the UNet and the method's own diffusers models (a ControlNet, T2I-Adapter, ...);
+    ``on=False`` undoes it."""
+    from diffusers import ModelMixin
+
+    base = {id(components.unet), id(components.vae), id(components.text_encoder)}
+    models = [components.unet] + [m for m in method.modules() if isinstance(m, ModelMixin) and id(m) not in base]
+    for m in models:
+        if on:
+            m.compile()
+        else:
+            m._compiled_call_impl = None
 
 
 def _gradient_checkpointing(components: Components, method: Method, on: bool) -> None:
