@@ -63,8 +63,9 @@ class TrainConfig(Config):
     gradient_checkpointing: bool = option(False, "trade compute for memory in the UNet (and a trained text encoder)")
     compile: bool = option(
         False,
-        "torch.compile the UNet's forward (inductor; needs a C++ compiler on the CPU): a one-off compile (minutes "
-        "cold, seconds from inductor's on-disk cache), then faster steps (benchmarks/compile_probe.py)",
+        "torch.compile the UNet and the method's own diffusers models (inductor; needs a C++ compiler on the CPU): a "
+        "one-off compile (minutes cold, seconds from inductor's on-disk cache), then faster steps and a higher peak "
+        "RSS (benchmarks/compile_probe.py)",
     )
     cache_latents: bool = option(False, "encode each image with the VAE once and reuse its latent distribution")
     cache_text: bool = option(False, "encode each caption once (only when the method does not train the text encoder)")
