@@ -245,6 +245,29 @@ def start(s) -> Path:
     return root
 
 
+def finish(
+    root: Path,
+    bench: str,
+    s,
+    rows: list[dict],
+    table: Table,
+    t0: float,
+    c0: float | None = None,
+    before_rows: dict[str, Any] | None = None,
+    after_rows: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A bench's result: its name, base and settings, its own fields around ``rows``, the wall (and, given ``c0``,
+    CPU) seconds since ``t0`` / ``c0`` and the rendered table; written to ``root/results.json`` and returned."""
+    result = {"bench": bench, "base": s.base, "settings": settings_json(s), **(before_rows or {}), "rows": rows}
+    result |= after_rows or {}
+    result["seconds"] = round(time.perf_counter() - t0, 1)
+    if c0 is not None:
+        result["cpu_seconds"] = round(time.process_time() - c0, 1)
+    result["table"] = table.render()
+    write_results(root, result)
+    return result
+
+
 def write_results(out: Path, result: dict[str, Any]) -> Path:
     from tailor.core.io import write_text
 

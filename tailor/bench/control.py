@@ -240,15 +240,6 @@ def run(s: Settings) -> dict[str, Any]:
             progress.advance(task)
     C.contact_sheet(sheet, root / "grid.png")
     table = C.Table(COLUMNS, rows)
-    result = {
-        "bench": "control",
-        "base": s.base,
-        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(s).items()},
-        "held_out_seeds": [HELD_OUT_SEED, HELD_OUT_SEED + s.conditions - 1],
-        "images_per_model": len(per_image),
-        "rows": rows,
-        "seconds": round(time.perf_counter() - t0, 1),
-        "table": table.render(),
-    }
-    C.write_results(root, result)
-    return result
+    seeds = [HELD_OUT_SEED, HELD_OUT_SEED + s.conditions - 1]
+    extra = {"held_out_seeds": seeds, "images_per_model": len(per_image)}
+    return C.finish(root, "control", s, rows, table, t0, before_rows=extra)

@@ -231,17 +231,8 @@ def run(s: Settings) -> dict[str, Any]:
             rows.append(row | ({"steps": results[0]["steps"]} if "steps" in results[0] else {}))
     C.contact_sheet(sheet, root / "grid.png")
     table = C.Table(COLUMNS, rows)
-    result = {
-        "bench": "identity",
-        "base": s.base,
-        "settings": C.settings_json(s),
+    extra = {
         "prompts": [f"{style}/{bg}" for style, bg in PROMPT_SET[: s.prompts]],
         "grid_columns": "per shown identity (first 3): the first seed of each prompt; first row: the references",
-        "rows": rows,
-        "per_identity": per_identity,
-        "seconds": round(time.perf_counter() - t0, 1),
-        "cpu_seconds": round(time.process_time() - c0, 1),
-        "table": table.render(),
     }
-    C.write_results(root, result)
-    return result
+    return C.finish(root, "identity", s, rows, table, t0, c0, extra, {"per_identity": per_identity})

@@ -157,14 +157,5 @@ def run(s: Settings) -> dict[str, Any]:
             sheet.append((key, tiles))
     C.contact_sheet(sheet, root / "grid.png")
     table = C.Table(COLUMNS, rows)
-    result = {
-        "bench": "image_prompt",
-        "base": s.base,
-        "settings": C.settings_json(s),
-        "grid_columns": "per subject: reference, image-only, first text prompt",
-        "rows": rows,
-        "seconds": round(time.perf_counter() - t0, 1),
-        "table": table.render(),
-    }
-    C.write_results(root, result)
-    return result
+    extra = {"grid_columns": "per subject: reference, image-only, first text prompt"}
+    return C.finish(root, "image_prompt", s, rows, table, t0, before_rows=extra)

@@ -329,16 +329,5 @@ def run(s: Settings) -> dict[str, Any]:
             rows.append(summary_row(key, results, recs))
     C.contact_sheet(sheet, root / "grid.png")
     table = C.Table(COLUMNS, rows)
-    result = {
-        "bench": "personalize",
-        "base": s.base,
-        "settings": C.settings_json(s),
-        "drift_calibration": calib,
-        "rows": rows,
-        "per_subject": per_subject,
-        "seconds": round(time.perf_counter() - t0, 1),
-        "cpu_seconds": round(time.process_time() - c0, 1),
-        "table": table.render(),
-    }
-    C.write_results(root, result)
-    return result
+    extra = {"drift_calibration": calib}
+    return C.finish(root, "personalize", s, rows, table, t0, c0, extra, {"per_subject": per_subject})
