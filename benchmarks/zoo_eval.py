@@ -84,15 +84,14 @@ def real_renders(attrs: list[dict], n: int, seed: int) -> list:
 @torch.no_grad()
 def vae_roundtrip(comps, images: list) -> list:
     """Real renders through the base's VAE (posterior mean, decoded): what a perfect latent generator could give."""
-    from PIL import Image
+    from tailor.core.images import to_pil, to_tensor
 
     vae = comps.vae
-    x = torch.from_numpy(np.stack([np.asarray(im.convert("RGB"), dtype=np.float32) for im in images]))
-    x = x.permute(0, 3, 1, 2) / 127.5 - 1.0
+    x = torch.stack([to_tensor(im) for im in images])
     out = []
     for i in range(0, len(x), 32):
-        y = vae.decode(vae.encode(x[i : i + 32].to(vae.dtype)).latent_dist.mean).sample.float().clamp(-1, 1)
-        out += [Image.fromarray(((im.permute(1, 2, 0).numpy() + 1) * 127.5).round().astype(np.uint8)) for im in y]
+        y = vae.decode(vae.encode(x[i : i + 32].to(vae.dtype)).latent_dist.mean).sample
+        out += to_pil((y + 1) / 2)
     return out
 
 

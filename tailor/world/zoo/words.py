@@ -23,11 +23,11 @@ import itertools
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 
 from tailor.core.components import Components
+from tailor.core.images import to_tensor
 from tailor.core.io import write_text
 from tailor.world.vocab import BACKGROUNDS, COLORS, PATTERNS, SHAPES
 from tailor.world.zoo.unet import link_or_copy
@@ -80,8 +80,7 @@ def encode_latents(comps: Components, folder: Path, names: list[str], batch: int
     vae = comps.vae
     out = []
     for i in range(0, len(names), batch):
-        pixels = [np.asarray(Image.open(folder / n).convert("RGB"), dtype=np.float32) for n in names[i : i + batch]]
-        x = torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2) / 127.5 - 1.0
+        x = torch.stack([to_tensor(Image.open(folder / n)) for n in names[i : i + batch]])
         out.append(vae.encode(x.to(vae.device, vae.dtype)).latent_dist.mean.float().cpu())
     return torch.cat(out) * vae.config.scaling_factor
 
