@@ -168,8 +168,9 @@ def stage_unet_words(
         warm_start(comps, runs / "unet_cooldown", use_ema=True)
         pairs = collapsed_pairs(comps)
         rows = relearn_embeddings(comps, pairs, source, out / "embeddings", relearn_steps) if pairs else {}
-        if collapsed_pairs(comps):
-            raise RuntimeError(f"re-learning did not separate {collapsed_pairs(comps)}; delete {out} and rerun.")
+        still = collapsed_pairs(comps)
+        if still:
+            raise RuntimeError(f"re-learning did not separate {still}; delete {out} and rerun.")
         record = {"pairs": pairs, "words": sorted(rows), "norms": {w: float(v.norm()) for w, v in rows.items()}}
         write_json(out / "words.json", record)
         log.info("unet-words: re-learned %s", ", ".join(rows) or "nothing (no collapsed words)")
