@@ -50,7 +50,17 @@ def photo_prompts(n: int, seed: int, holdout: bool) -> list[tuple[str, dict]]:
     return out
 
 
-def generate(comps, prompts: list[str], n: int, folder: Path, steps: int, guidance: float, seed: int) -> list:
+def generate(
+    comps,
+    prompts: list[str],
+    n: int,
+    folder: Path,
+    steps: int,
+    guidance: float,
+    seed: int,
+    sampler: str = "ddim",
+    eta: float = 0.0,
+) -> list:
     import tailor
     from tailor.core.io import write_json
 
@@ -59,13 +69,14 @@ def generate(comps, prompts: list[str], n: int, folder: Path, steps: int, guidan
     images, records = [], []
     for i in range(0, len(prompts), 16):
         chunk = prompts[i : i + 16]
-        res = pipe.generate(chunk, n=n, seed=seed + i * n, steps=steps, guidance=guidance)
+        res = pipe.generate(chunk, n=n, seed=seed + i * n, steps=steps, guidance=guidance, sampler=sampler, eta=eta)
         for img, p, s in zip(res.images, res.prompts, res.seeds):
             name = f"{len(records):04d}.png"
             img.save(folder / name)
             records.append({"file": name, "prompt": p, "seed": s})
             images.append(img)
-    write_json(folder / "generation.json", {"images": records, "settings": {"steps": steps, "guidance": guidance}})
+    settings = {"steps": steps, "guidance": guidance, "sampler": sampler, "eta": eta}
+    write_json(folder / "generation.json", {"images": records, "settings": settings})
     return images
 
 
@@ -154,6 +165,8 @@ def main() -> None:
     ap.add_argument("-n", type=int, default=4)
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--guidance", type=float, default=5.0)
+    ap.add_argument("--sampler", default="ddim", help="tailor's sampler names (tailor.core.samplers.SAMPLERS)")
+    ap.add_argument("--eta", type=float, default=0.0, help="DDIM eta (1: as stochastic as DDPM)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
@@ -165,11 +178,12 @@ def main() -> None:
     out = Path(args.out)
     comps = tailor.load_components(args.base)
     scores: dict = {"base": args.base, "settings": vars(args)}
+    sampling = (args.steps, args.guidance, args.seed, args.sampler, args.eta)
     for split, holdout, count in (("train", False, args.prompts), ("holdout", True, args.holdout_prompts)):
         pairs = photo_prompts(count, args.seed + holdout, holdout)
         prompts = [p for p, _ in pairs]
         t0 = time.time()
-        imgs = generate(comps, prompts, args.n, out / split, args.steps, args.guidance, args.seed)
+        imgs = generate(comps, prompts, args.n, out / split, *sampling)
         per_image = [p for p in prompts for _ in range(args.n)]
         s = world_scores(imgs, per_image)
         s["seconds"] = time.time() - t0
@@ -193,7 +207,7 @@ def main() -> None:
         prompts = [p for p, _ in pairs]
         per_image = [p for p in prompts for _ in range(args.n)]
         t0 = time.time()
-        imgs = generate(comps, prompts, args.n, out / "faces", args.steps, args.guidance, args.seed)
+        imgs = generate(comps, prompts, args.n, out / "faces", *sampling)
         s = world_scores(imgs, per_image)
         s["seconds"] = time.time() - t0
         real = real_faces([a for _, a in pairs], args.n, 777)

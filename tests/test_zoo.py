@@ -56,6 +56,37 @@ def test_vae_recipe_trains_and_resumes(tmp_path):
     assert np.isfinite(m["psnr"])
 
 
+def test_gradient_loss_is_the_l1_of_finite_differences():
+    from tailor.world.zoo.vae import gradient_loss
+
+    x = torch.zeros(1, 3, 8, 8)
+    x[..., 2:6, 2:6] = 1.0  # a square
+    blurred = torch.nn.functional.avg_pool2d(x, 3, 1, 1)
+    assert gradient_loss(x, x) == 0
+    # by hand: the finite differences along one axis of x and of the 3x3 box blur
+    dx = (x[..., :, 1:] - x[..., :, :-1] - blurred[..., :, 1:] + blurred[..., :, :-1]).abs().mean()
+    dy = (x[..., 1:, :] - x[..., :-1, :] - blurred[..., 1:, :] + blurred[..., :-1, :]).abs().mean()
+    assert torch.isclose(gradient_loss(blurred, x), dx + dy)
+    assert gradient_loss(blurred, x) > 0.1
+
+
+def test_decoder_refinement_keeps_the_latents(tmp_path):
+    from tailor.world.zoo.data import mixed_samples, to_batch
+    from tailor.world.zoo.vae import build_vae, finetune_decoder
+
+    torch.manual_seed(0)
+    vae = build_vae(channels=(16, 16), size=32)
+    x = to_batch(mixed_samples(2, 5, 0, 32))
+    before = {k: v.clone() for k, v in vae.state_dict().items()}
+    with torch.no_grad():
+        z0 = vae.encode(x).latent_dist.mean
+    finetune_decoder(str(tmp_path / "dec"), vae, steps=2, batch_size=2, size=32)
+    with torch.no_grad():
+        assert torch.equal(vae.encode(x).latent_dist.mean, z0)
+    changed = {k.split(".")[0] for k, v in vae.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed == {"decoder", "post_quant_conv"} or changed == {"decoder"}
+
+
 def _tiny_runs(tmp_path: Path, tokenizer) -> Path:
     from tailor.core.tokenizers import save_tokenizer
     from tailor.world.zoo.vae import build_vae
@@ -150,6 +181,16 @@ def test_oracles_train_save_and_load(tmp_path):
     assert 0 <= R.evaluate_instance(inst)["verification_accuracy"] <= 1
     seg = R.train_segmenter(str(tmp_path / "seg"), steps=1, batch_size=2)
     assert seg(x).shape == (3, len(R.SEG_CLASSES), 64, 64)
+
+
+def test_object_batch_hard_fraction_draws_the_confusable_pair():
+    from tailor.world.zoo import oracle_recipes as R
+
+    plain = R.object_batch(8, 3, 0)
+    hard = R.object_batch(8, 3, 0, hard=0.5)
+    assert [s.attrs["shape"] for s in hard[:4]] == ["circle", "hexagon", "circle", "hexagon"]
+    for a, b in zip(plain[4:], hard[4:]):  # the rest of the batch is the plain batch's
+        assert a.attrs == b.attrs
 
 
 def test_arcface_loss_prefers_the_true_class():
