@@ -348,3 +348,25 @@ def test_sdxl_two_text_encoders_round_trip_and_load_in_diffusers(tmp_path):
     g = [torch.Generator().manual_seed(0)]
     theirs = pipe([PROMPT], generator=g, num_inference_steps=2, guidance_scale=3.0, output_type="np").images
     assert np.abs(theirs - ours).max() <= 1e-4
+
+
+def test_a_layer_with_no_active_adapter_runs_its_base_layer_only(tiny):
+    pipe, m = attached_random(tiny, 1, weight=0.7)
+    key, layer = next(iter(m.lora.layers.items()))
+    calls = []
+    hook = layer.lora_A[m.lora.name].register_forward_hook(lambda *a: calls.append(1))
+    x = torch.randn(2, 5, layer.get_base_layer().in_features)
+    with torch.no_grad():
+        active = layer(x)
+        assert calls and "forward" not in layer.__dict__
+        m.fuse()
+        calls.clear()
+        fused = layer(x)
+        assert not calls and layer.__dict__["forward"] == layer.get_base_layer().__call__
+        assert torch.allclose(fused, active, atol=1e-5)
+        assert torch.equal(fused, layer.get_base_layer()(x))
+        m.unfuse()
+        assert torch.allclose(layer(x), active, atol=1e-6) and calls and "forward" not in layer.__dict__
+    assert not any(k.startswith("forward") for k in layer.state_dict())
+    hook.remove()
+    pipe.detach()
