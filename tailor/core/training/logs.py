@@ -63,6 +63,7 @@ class TrainLog:
 def plot_losses(records: list[dict[str, Any]], size: tuple[int, int] = (640, 400)) -> Image.Image:
     """A line plot of ``loss`` (blue) and ``val_loss`` (orange dots) against ``step``."""
     from PIL import Image, ImageDraw, ImageFont  # here: PIL's drawing and FreeType modules only load when plotting
+
     w, h = size
     left, right, top, bottom = 64, 16, 28, 40
     img = Image.new("RGB", size, "white")
