@@ -351,10 +351,13 @@ def test_sdxl_two_text_encoders_round_trip_and_load_in_diffusers(tmp_path):
 
 
 def test_a_layer_with_no_active_adapter_runs_its_base_layer_only(tiny):
+    import copy
+
     pipe, m = attached_random(tiny, 1, weight=0.7)
     key, layer = next(iter(m.lora.layers.items()))
+    name = m.lora.name
     calls = []
-    hook = layer.lora_A[m.lora.name].register_forward_hook(lambda *a: calls.append(1))
+    hook = layer.lora_A[name].register_forward_hook(lambda *a: calls.append(1))
     x = torch.randn(2, 5, layer.get_base_layer().in_features)
     with torch.no_grad():
         active = layer(x)
@@ -362,10 +365,18 @@ def test_a_layer_with_no_active_adapter_runs_its_base_layer_only(tiny):
         m.fuse()
         calls.clear()
         fused = layer(x)
-        assert not calls and layer.__dict__["forward"] == layer.get_base_layer().__call__
+        assert not calls and "forward" in layer.__dict__
         assert torch.allclose(fused, active, atol=1e-5)
         assert torch.equal(fused, layer.get_base_layer()(x))
+        twin = copy.deepcopy(layer)  # the bypass follows the copy, not the original
+        assert twin.forward.__self__ is twin
+        twin.get_base_layer().weight.zero_()
+        assert twin(x).abs().max() == 0 and torch.equal(layer(x), fused) and not calls
+        layer.set_adapter([name])  # an adapter switched on behind tailor's back (e.g. another loader): peft's path
+        assert torch.allclose(layer(x), fused, atol=1e-6) and calls  # its scaling is 0 while fused
+        layer.set_adapter([])
         m.unfuse()
+        calls.clear()
         assert torch.allclose(layer(x), active, atol=1e-6) and calls and "forward" not in layer.__dict__
     assert not any(k.startswith("forward") for k in layer.state_dict())
     hook.remove()

@@ -21,6 +21,7 @@ Community layouts (kohya/A1111, diffusers files) are converted in :mod:`tailor.c
 
 from __future__ import annotations
 
+import types
 import warnings
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
@@ -349,11 +350,18 @@ def _activate_nonzero(layer) -> None:
 
 
 def _bypass_if_idle(layer) -> None:
-    """With no adapter active, the layer's forward is its base layer's call (hooks included). peft's own forward with
-    nothing to add still costs ~14 us per layer on a 64-wide Linear (its argument checks and adapter loop; a bare
-    ``nn.Linear`` ~27 us), ~2% of a world-UNet step over its 56 attention projections
-    (``benchmarks/inference_overhead.py``, fused LoRA); an instance attribute, so the module tree and its keys stay."""
+    """With no adapter active, the layer's forward calls its base layer straight away (hooks included). peft's own
+    forward with nothing to add still costs ~14 us per layer on a 64-wide Linear (its argument checks and adapter
+    loop; a bare ``nn.Linear`` ~27 us), ~2% of a world-UNet step over its 56 attention projections
+    (``benchmarks/inference_overhead.py``, fused LoRA). An instance attribute bound to the layer (the module tree,
+    its keys and ``deepcopy`` stay right)."""
     if layer.active_adapters:
         layer.__dict__.pop("forward", None)
     else:
-        layer.__dict__["forward"] = layer.get_base_layer().__call__
+        layer.__dict__["forward"] = types.MethodType(_idle_forward, layer)
+
+
+def _idle_forward(self, x, *args, **kwargs):
+    if self.active_adapters:  # activated behind tailor's back (e.g. diffusers' loader on the same UNet): peft's path
+        return type(self).forward(self, x, *args, **kwargs)
+    return self.get_base_layer()(x, *args, **kwargs)
