@@ -136,3 +136,30 @@ def test_folder_data_extracts_from_images(tmp_path):
     (tmp_path / "a.txt").write_text("a square")
     item = ConditionDataset(FolderDataset(tmp_path, 32), "canny")[0]
     assert torch.equal(item["condition"], torch.from_numpy(canny(img)).permute(2, 0, 1).float() / 255)
+
+
+def test_condition_maps_are_made_once_and_kept_within_the_budget(tmp_path, monkeypatch):
+    from PIL import Image
+
+    import tailor.conditions.data as cd
+    from tailor.core.training.data import FolderDataset
+
+    for k in range(3):
+        img = np.zeros((32, 32, 3), np.uint8)
+        img[4 + k : 20 + k, 8:24] = 255
+        Image.fromarray(img).save(tmp_path / f"{k}.png")
+        (tmp_path / f"{k}.txt").write_text("a square")
+    made = []
+    real = cd.extract
+    monkeypatch.setattr(cd, "extract", lambda kind, image: made.append(1) or real(kind, image))
+    ds = ConditionDataset(FolderDataset(tmp_path, 32), "canny")
+    first = [ds[i]["condition"] for i in range(3)]
+    again = [ds[i]["condition"] for i in range(3)]
+    assert len(made) == 3 and all(torch.equal(a, b) for a, b in zip(first, again))
+    first[0].add_(1)  # the cached map is not shared with the tensors handed out
+    assert torch.equal(ds[0]["condition"], again[0])
+    small = ConditionDataset(FolderDataset(tmp_path, 32), "canny", cache_bytes=32 * 32 * 3)  # room for one map
+    made.clear()
+    for _ in range(2):
+        assert all(torch.equal(small[i]["condition"], again[i]) for i in range(3))
+    assert len(made) == 3 + 2  # the first map kept, the other two made on every access

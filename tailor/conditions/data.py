@@ -49,12 +49,23 @@ def batch_conditions(batch: dict[str, Any], kind: str) -> torch.Tensor:
 
 
 class ConditionDataset(Dataset):
-    """``dataset`` with ``item["condition"]`` of kind ``kind`` (ground truth when the data carries it)."""
+    """``dataset`` with ``item["condition"]`` of kind ``kind`` (ground truth when the data carries it).
 
-    def __init__(self, dataset: Dataset, kind: str):
+    Training items are deterministic (no random augmentation: :class:`tailor.core.training.data.FolderDataset`, the
+    world datasets are seeded per index), so each condition map is made once and kept (uint8, up to ``cache_bytes``,
+    default :data:`~tailor.core.training.data.DECODED_CACHE_BYTES`; 0 = make it on every access), as the latents
+    and text embeddings are with ``--cache-latents`` / ``--cache-text``: extraction (Canny, depth, ...) is not
+    repeated every epoch."""
+
+    def __init__(self, dataset: Dataset, kind: str, cache_bytes: int | None = None):
+        from tailor.core.training.data import DECODED_CACHE_BYTES
+
         get_kind(kind)  # fail early on an unknown kind
         self.dataset, self.kind = dataset, kind
         self._sample = _sample_fn(dataset)
+        self.cache_bytes = DECODED_CACHE_BYTES if cache_bytes is None else cache_bytes
+        self._maps: dict[int, np.ndarray] = {}
+        self._map_bytes = 0
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -71,7 +82,13 @@ class ConditionDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         item = dict(self.dataset[i])
         if "condition" not in item:
-            item["condition"] = to_condition_tensor(self.condition(i, item))
+            cond = self._maps.get(i)
+            if cond is None:
+                cond = self.condition(i, item)
+                if self._map_bytes + cond.nbytes <= self.cache_bytes:
+                    self._maps[i] = cond
+                    self._map_bytes += cond.nbytes
+            item["condition"] = to_condition_tensor(cond)
         return item
 
 
