@@ -1,6 +1,6 @@
 """Sampling overhead: tailor's ``Pipeline`` vs diffusers' pipelines, per denoising step, same components (issue #8).
 
-    python benchmarks/inference_overhead.py [--steps 20] [--repeats 7] [--threads 1] [--json]
+    python benchmarks/inference_overhead.py [--steps 20] [--repeats 7] [--calls 60] [--threads 1] [--json]
 
 Each side gets its own copy of the shipped world base (loaded twice: the same weights, but diffusers' LoRA and
 IP-Adapter loaders change the UNet they load into, so the two must not share one), wrapped by
@@ -20,6 +20,11 @@ a run's time per step is the median gap between consecutive calls, in wall time 
 loaded machine the CPU time is what other jobs do not stretch); so prompt encoding, image encoding and VAE decoding
 are left out and everything inside the loop (scheduler, ControlNet, hooks) is in. The two sides alternate
 (A B A B ...) ``--repeats`` times; the table gives the medians and the overhead ``tailor / diffusers - 1``.
+
+Whole steps scatter by +-10% between runs of identical work on a shared machine, so two finer numbers come with
+them (:class:`StepClock`, :class:`Replay`): the CPU time per step outside the UNet and ControlNet calls (what a
+pipeline adds), and the UNet call of one step captured on each side and replayed alternately ``--calls`` times
+(median of the paired ratios; the plain case, the same work on both sides, shows the instrument's resolution).
 """
 
 from __future__ import annotations
