@@ -419,3 +419,20 @@ def test_export_keeps_the_bytes_of_unchanged_files(tmp_path):
     assert (new / "same.safetensors").read_bytes() == (old / "same.safetensors").read_bytes()
     assert (new / "changed.safetensors").read_bytes() != (old / "changed.safetensors").read_bytes()
     assert (new / "meta.safetensors").read_bytes() != (old / "meta.safetensors").read_bytes()
+
+
+def test_unet_long_stage_goes_on_from_the_words_run_at_a_constant_lr_with_the_encoder_held(tmp_path, monkeypatch):
+    from tailor.world.zoo import recipe
+
+    seen = {}
+    monkeypatch.setattr(
+        recipe, "_phase", lambda runs, stage, data, steps, **kw: seen.update(stage=stage, data=data, steps=steps, **kw)
+    )
+    recipe.stage_unet_long(tmp_path, 100, batch_size=16)
+    assert seen["stage"] == "unet-long" and seen["steps"] == 100 and seen["batch_size"] == 16
+    assert seen["data"] == tmp_path / "data" / "objects_faces_words"
+    assert seen["init"] == tmp_path / "unet_words" and seen["init_ema"] and seen["lr"] == 5e-4
+    assert seen["lr_scheduler"] == "constant" and seen["method_options"] == {"text_encoder_lr": 0.0}
+    assert "unet-long" in recipe.STAGES and "unet-long" not in recipe.DEFAULT_STAGES
+    (tmp_path / "unet_long" / "checkpoints" / "step-000001").mkdir(parents=True)
+    assert recipe.base_run(tmp_path) == tmp_path / "unet"  # exported only by hand

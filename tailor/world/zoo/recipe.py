@@ -24,11 +24,11 @@ from tailor.world.zoo import WEIGHTS
 
 log = logging.getLogger("tailor")
 STAGES = (
-    "tokenizer", "vae", "vae-decoder", "unet", "unet-faces", "unet-cooldown", "unet-words", "clip", "oracle",
-    "export", "adapters",
+    "tokenizer", "vae", "vae-decoder", "unet", "unet-faces", "unet-cooldown", "unet-words", "unet-long", "clip",
+    "oracle", "export", "adapters",
 )  # fmt: skip
-# what `train-zoo` runs without --only: every stage but the opt-in repair phase (tried, not shipped: docs/zoo.md)
-DEFAULT_STAGES = tuple(s for s in STAGES if s != "unet-words")
+# what `train-zoo` runs without --only: every stage but the opt-in phases after the shipped base (docs/zoo.md)
+DEFAULT_STAGES = tuple(s for s in STAGES if s not in ("unet-words", "unet-long"))
 DEFAULT_STEPS = {
     "vae": 1500,
     "vae-decoder": 2000,
@@ -36,6 +36,7 @@ DEFAULT_STEPS = {
     "unet-faces": 8000,
     "unet-cooldown": 2000,
     "unet-words": 4000,
+    "unet-long": 40000,
     "clip": 1500,
     "attributes": 2500,
     "segmenter": 600,
@@ -178,6 +179,16 @@ def stage_unet_words(
     data = oversampled_folder(runs / "data" / "objects_faces_words", source, words) if words else source
     kw = {"components": comps, "method_options": {"text_encoder_lr": 0.0}, "lr_scheduler": "cosine", **kw}
     return _phase(runs, "unet-words", data, steps, batch_size=batch_size, lr=lr, **kw)
+
+
+def stage_unet_long(runs: Path, steps: int | None = None, batch_size: int = 16, lr: float = 5e-4, **kw):
+    """A long constant-LR phase on the repaired text encoder (sixth session, docs/zoo.md): warm start from the
+    ``unet-words`` run's EMA weights, the same data (the repaired words' images twice), the text encoder held,
+    AdamW ``lr`` constant after the warmup (phase 1's LR). Not in :func:`base_run`'s list: it is exported only by
+    hand until it has its decay phase and benches."""
+    data, init = runs / "data" / "objects_faces_words", runs / "unet_words"
+    kw = {"init": init, "init_ema": True, "lr_scheduler": "constant", "method_options": {"text_encoder_lr": 0.0}, **kw}
+    return _phase(runs, "unet-long", data, steps, batch_size=batch_size, lr=lr, **kw)
 
 
 def stage_clip(runs: Path, steps: int | None = None, batch_size: int = 32) -> Path:
