@@ -58,14 +58,12 @@ class ConditionDataset(Dataset):
     repeated every epoch."""
 
     def __init__(self, dataset: Dataset, kind: str, cache_bytes: int | None = None):
-        from tailor.core.training.data import DECODED_CACHE_BYTES
+        from tailor.core.training.data import DECODED_CACHE_BYTES, KeptItems
 
         get_kind(kind)  # fail early on an unknown kind
         self.dataset, self.kind = dataset, kind
         self._sample = _sample_fn(dataset)
-        self.cache_bytes = DECODED_CACHE_BYTES if cache_bytes is None else cache_bytes
-        self._maps: dict[int, np.ndarray] = {}
-        self._map_bytes = 0
+        self._maps = KeptItems(DECODED_CACHE_BYTES if cache_bytes is None else cache_bytes)
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -82,12 +80,7 @@ class ConditionDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         item = dict(self.dataset[i])
         if "condition" not in item:
-            cond = self._maps.get(i)
-            if cond is None:
-                cond = self.condition(i, item)
-                if self._map_bytes + cond.nbytes <= self.cache_bytes:
-                    self._maps[i] = cond
-                    self._map_bytes += cond.nbytes
+            cond = self._maps.get(i, lambda: self.condition(i, item), lambda c: c.nbytes)
             item["condition"] = to_condition_tensor(cond)
         return item
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +108,24 @@ def check_header(path: Path) -> tuple[int, int]:
 DECODED_CACHE_BYTES = 128 * 2**20
 
 
+class KeptItems:
+    """Per-index values made once and kept, up to ``budget`` bytes in all; past it a value is made on every access
+    (for deterministic datasets: the value is the same either way)."""
+
+    def __init__(self, budget: int):
+        self.budget, self.used, self.items = budget, 0, {}
+
+    def get(self, i: int, make: Callable[[], Any], nbytes: Callable[[Any], int]) -> Any:
+        value = self.items.get(i)
+        if value is None:
+            value = make()
+            n = nbytes(value)
+            if self.used + n <= self.budget:
+                self.items[i] = value
+                self.used += n
+        return value
+
+
 class FolderDataset(Dataset):
     """Images of a folder (centre-cropped to ``size``) with their captions.
 
@@ -129,21 +147,17 @@ class FolderDataset(Dataset):
         if small:
             log.warning("%d image(s) smaller than %d px are upscaled (e.g. %s)", len(small), size, small[0])
         self.size = size
-        self.cache_bytes = DECODED_CACHE_BYTES if cache_bytes is None else cache_bytes
-        self._decoded: dict[int, Image.Image] = {}
-        self._decoded_bytes = 0
+        self._decoded = KeptItems(DECODED_CACHE_BYTES if cache_bytes is None else cache_bytes)
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        img = self._decoded.get(i)
-        if img is None:
-            img = center_crop_resize(load_image(self.files[i]), self.size)
-            nbytes = img.width * img.height * len(img.getbands())
-            if self._decoded_bytes + nbytes <= self.cache_bytes:
-                self._decoded[i] = img
-                self._decoded_bytes += nbytes
+        img = self._decoded.get(
+            i,
+            lambda: center_crop_resize(load_image(self.files[i]), self.size),
+            lambda im: im.width * im.height * len(im.getbands()),
+        )
         return {"pixel_values": to_tensor(img), "caption": self.captions[i]}
 
 
