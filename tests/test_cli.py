@@ -127,3 +127,28 @@ def test_building_the_cli_leaves_opencv_unloaded():
     code = "import sys, tailor.cli; tailor.cli.build(); print('cv2' in sys.modules, 'tailor.world' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+def test_train_command_loads_one_method_and_no_typer(tmp_path):
+    """``tailor train <method>`` imports that method's folder only, and not typer (issue #8's RSS): the process is
+    stopped where the trainer starts, and what it imported by then is listed."""
+    code = (
+        "import sys, tailor.core.training as t\n"
+        "def stop(method, cfg): print(sorted(m.split('.')[2] for m in sys.modules if m.startswith('tailor.methods.')"
+        " and m.count('.') == 2), 'typer' in sys.modules); raise SystemExit(0)\n"
+        "t.train = stop\n"
+        "from tailor.cli import main\n"
+        "main(['train', 'textual-inversion', '--base', 'tiny', '--images', sys.argv[1], '--token', '<s>', "
+        "'--class', 'star'])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split("\n")[0] == "['textual_inversion'] False", out.stdout + out.stderr
+
+
+def test_registry_loads_every_method_and_get_spec_one():
+    from tailor.core.method import get_spec, method_names, registry
+
+    assert list(registry()) == list(method_names()) and "lora" in method_names()
+    assert get_spec("t2i-adapter") is registry()["t2i_adapter"]
+    with pytest.raises(Exception, match="unknown method 'nope'"):
+        get_spec("nope")

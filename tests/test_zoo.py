@@ -436,3 +436,22 @@ def test_unet_long_stage_goes_on_from_the_words_run_at_a_constant_lr_with_the_en
     assert "unet-long" in recipe.STAGES and "unet-long" not in recipe.DEFAULT_STAGES
     (tmp_path / "unet_long" / "checkpoints" / "step-000001").mkdir(parents=True)
     assert recipe.base_run(tmp_path) == tmp_path / "unet"  # exported only by hand
+
+
+def test_unet_long_decay_stage_warm_starts_from_the_newest_long_checkpoint_and_records_it(tmp_path, monkeypatch):
+    from tailor.world.zoo import recipe
+
+    seen = {}
+    monkeypatch.setattr(
+        recipe, "_phase", lambda runs, stage, data, steps, **kw: seen.update(stage=stage, data=data, steps=steps, **kw)
+    )
+    for step in (200, 400):
+        (tmp_path / "unet_long" / "checkpoints" / f"step-{step:06d}").mkdir(parents=True)
+    recipe.stage_unet_long_decay(tmp_path, 50)
+    assert seen["stage"] == "unet-long-decay" and seen["steps"] == 50 and seen["batch_size"] == 16
+    assert seen["init"] == tmp_path / "unet_long" and seen["init_ema"] and seen["lr"] == 2e-4
+    assert seen["lr_scheduler"] == "cosine" and seen["method_options"] == {"text_encoder_lr": 0.0}
+    assert seen["data"] == tmp_path / "data" / "objects_faces_words"
+    record = json.loads((tmp_path / "unet_long_decay" / "init.json").read_text())
+    assert record["step"] == 400 and record["init"].endswith("step-000400") and record["use_ema"]
+    assert "unet-long-decay" in recipe.STAGES and "unet-long-decay" not in recipe.DEFAULT_STAGES

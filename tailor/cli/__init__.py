@@ -10,7 +10,6 @@ import logging
 import sys
 
 import click
-import typer
 from rich.console import Console
 
 from tailor.errors import TailorError
@@ -33,6 +32,8 @@ SUBAPPS = {
 
 def build() -> click.Group:
     """The full click group: typer commands plus the generated ``train`` group and the lazy :data:`SUBAPPS`."""
+    import typer
+
     from tailor.cli.generate import generate
     from tailor.cli.train import train_group
 
@@ -61,6 +62,8 @@ def build() -> click.Group:
 def subapp(name: str) -> click.Command:
     """Build the click group of one of :data:`SUBAPPS`."""
     import importlib
+
+    import typer
 
     module, attr, help_text = SUBAPPS[name]
     cmd = typer.main.get_group(getattr(importlib.import_module(module), attr))  # a group even of one command
@@ -98,9 +101,14 @@ def quiet_loaders() -> None:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     quiet_loaders()
+    args = sys.argv[1:] if argv is None else list(argv)
     try:
-        group = build()
-        group.main(args=argv, prog_name="tailor", standalone_mode=False)
+        if args[:1] == ["train"]:  # the train group alone: a training process need not load typer and the rest
+            from tailor.cli.train import train_group
+
+            train_group().main(args=args[1:], prog_name="tailor train", standalone_mode=False)
+        else:
+            build().main(args=args, prog_name="tailor", standalone_mode=False)
     except TailorError as e:
         err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
         return e.exit_code

@@ -18,7 +18,7 @@ import click
 
 from tailor.cli.options import config_options, given
 from tailor.core.config import load_yaml
-from tailor.core.method import MethodSpec, registry
+from tailor.core.method import MethodSpec, get_spec, method_names
 from tailor.errors import ConfigError
 
 
@@ -120,12 +120,12 @@ class TrainGroup(click.Group):
     each built when asked for, so a training process does not carry every method's command and options."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return list(registry())
+        return list(method_names())
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        spec = registry().get(cmd_name.replace("-", "_"))
-        if spec is None:
+        if cmd_name.replace("-", "_") not in method_names():
             return None
+        spec = get_spec(cmd_name)  # imports this method's folder only
         alias = cmd_name != spec.name  # `tailor train t2i-adapter` works as well as `t2i_adapter`
         return make_train_command(spec, cmd_name if alias else None, hidden=alias)
 

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from tailor.core.io import read_metadata
-from tailor.core.method import ARTIFACT_FORMAT, Method, get_spec, registry
+from tailor.core.method import ARTIFACT_FORMAT, Method, get_spec, method_names, registry
 from tailor.errors import FormatError, InputError
 
 
@@ -69,10 +69,10 @@ def load(path: str | Path) -> Method:
     file = resolve_artifact(path)
     meta = read_metadata(file) if file.suffix == ".safetensors" else {}
     if meta.get("format") == ARTIFACT_FORMAT and "method" in meta:
-        if meta["method"].replace("-", "_") not in registry():
+        if meta["method"].replace("-", "_") not in method_names():
             raise FormatError(
                 f"{file} was written by method {meta['method']!r}, which this tailor does not have (it has "
-                f"{', '.join(registry())}); update tailor or pass another file."
+                f"{', '.join(method_names())}); update tailor or pass another file."
             )
         return _named(get_spec(meta["method"]).method.from_file(file), file)
     for spec in registry().values():

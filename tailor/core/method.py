@@ -246,34 +246,41 @@ def load_module_state(module: nn.Module, state: dict[str, torch.Tensor], what: s
 
 # --------------------------------------------------------------------- registry
 @cache
-def registry() -> dict[str, MethodSpec]:
-    """Discover every ``tailor/methods/<name>`` folder; each must export ``SPEC``."""
+def method_names() -> tuple[str, ...]:
+    """The ``tailor/methods/<name>`` folders, sorted (found without importing any of them)."""
     import tailor.methods as pkg
 
-    specs: dict[str, MethodSpec] = {}
-    for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda i: i.name):
-        if not info.ispkg or info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"tailor.methods.{info.name}")
-        spec = getattr(module, "SPEC", None)
-        if not isinstance(spec, MethodSpec):
-            raise RuntimeError(f"tailor/methods/{info.name}/__init__.py must export SPEC = MethodSpec(...)")
-        if spec.name != info.name or spec.method.name != info.name or spec.method.config_cls is not spec.config:
-            raise RuntimeError(f"tailor/methods/{info.name}: folder, SPEC.name, Method.name and config must agree")
-        specs[spec.name] = spec
-    for spec in specs.values():
-        for dep in spec.builds_on:
-            if dep not in specs:
-                raise RuntimeError(f"method {spec.name} builds on unknown method {dep}")
-    return specs
+    infos = pkgutil.iter_modules(pkg.__path__)
+    return tuple(sorted(i.name for i in infos if i.ispkg and not i.name.startswith("_")))
+
+
+@cache
+def _load_spec(name: str) -> MethodSpec:
+    """Import one method folder (and the methods it builds on) and check its ``SPEC``."""
+    module = importlib.import_module(f"tailor.methods.{name}")
+    spec = getattr(module, "SPEC", None)
+    if not isinstance(spec, MethodSpec):
+        raise RuntimeError(f"tailor/methods/{name}/__init__.py must export SPEC = MethodSpec(...)")
+    if spec.name != name or spec.method.name != name or spec.method.config_cls is not spec.config:
+        raise RuntimeError(f"tailor/methods/{name}: folder, SPEC.name, Method.name and config must agree")
+    for dep in spec.builds_on:
+        if dep not in method_names():
+            raise RuntimeError(f"method {name} builds on unknown method {dep}")
+        _load_spec(dep)
+    return spec
+
+
+def registry() -> dict[str, MethodSpec]:
+    """Every ``tailor/methods/<name>`` folder's ``SPEC`` (each must export one), by name. This imports every
+    method; :func:`get_spec` imports only the one asked for (a training process need not carry the others)."""
+    return {name: _load_spec(name) for name in method_names()}
 
 
 def get_spec(name: str) -> MethodSpec:
-    specs = registry()
     key = name.replace("-", "_")
-    if key not in specs:
-        raise ConfigError(f"unknown method {name!r}; available: {', '.join(specs)}.")
-    return specs[key]
+    if key not in method_names():
+        raise ConfigError(f"unknown method {name!r}; available: {', '.join(method_names())}.")
+    return _load_spec(key)
 
 
 def iter_methods() -> Iterable[MethodSpec]:

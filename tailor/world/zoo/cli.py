@@ -16,8 +16,8 @@ def train_zoo(
         str | None,
         typer.Option(
             help="Run one stage: tokenizer, vae, vae-decoder, unet, unet-faces, unet-cooldown, "
-            "unet-words, unet-long, clip, oracle, export, "
-            "adapters (default: all but unet-words and unet-long, in order)."
+            "unet-words, unet-long, unet-long-decay, clip, oracle, export, "
+            "adapters (default: all but unet-words, unet-long and unet-long-decay, in order)."
         ),
     ] = None,
     runs: Annotated[Path, typer.Option(help="Run folder (checkpoints; every stage resumes from it).")] = Path(
@@ -76,6 +76,8 @@ def train_zoo(
             recipe.stage_unet_words(runs, steps, batch_size=batch_size, **unet_lr)
         elif stage == "unet-long":
             recipe.stage_unet_long(runs, steps, batch_size=batch_size, **unet_lr)
+        elif stage == "unet-long-decay":
+            recipe.stage_unet_long_decay(runs, steps, batch_size=batch_size, **unet_lr)
         elif stage == "clip":
             recipe.stage_clip(runs, steps)
         elif stage == "oracle":

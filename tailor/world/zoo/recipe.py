@@ -24,11 +24,11 @@ from tailor.world.zoo import WEIGHTS
 
 log = logging.getLogger("tailor")
 STAGES = (
-    "tokenizer", "vae", "vae-decoder", "unet", "unet-faces", "unet-cooldown", "unet-words", "unet-long", "clip",
-    "oracle", "export", "adapters",
+    "tokenizer", "vae", "vae-decoder", "unet", "unet-faces", "unet-cooldown", "unet-words", "unet-long",
+    "unet-long-decay", "clip", "oracle", "export", "adapters",
 )  # fmt: skip
 # what `train-zoo` runs without --only: every stage but the opt-in phases after the shipped base (docs/zoo.md)
-DEFAULT_STAGES = tuple(s for s in STAGES if s not in ("unet-words", "unet-long"))
+DEFAULT_STAGES = tuple(s for s in STAGES if s not in ("unet-words", "unet-long", "unet-long-decay"))
 DEFAULT_STEPS = {
     "vae": 1500,
     "vae-decoder": 2000,
@@ -37,6 +37,7 @@ DEFAULT_STEPS = {
     "unet-cooldown": 2000,
     "unet-words": 4000,
     "unet-long": 40000,
+    "unet-long-decay": 2000,
     "clip": 1500,
     "attributes": 2500,
     "segmenter": 600,
@@ -189,6 +190,21 @@ def stage_unet_long(runs: Path, steps: int | None = None, batch_size: int = 16, 
     data, init = runs / "data" / "objects_faces_words", runs / "unet_words"
     kw = {"init": init, "init_ema": True, "lr_scheduler": "constant", "method_options": {"text_encoder_lr": 0.0}, **kw}
     return _phase(runs, "unet-long", data, steps, batch_size=batch_size, lr=lr, **kw)
+
+
+def stage_unet_long_decay(runs: Path, steps: int | None = None, batch_size: int = 16, lr: float = 2e-4, **kw):
+    """The decay phase of ``unet-long`` (its warmup-stable-decay schedule, like ``unet-cooldown`` after
+    ``unet-faces``): warm start from the newest ``unet-long`` checkpoint's EMA weights (its step is recorded in
+    ``unet_long_decay/init.json``), the same data, the text encoder held, cosine ``lr`` -> 0."""
+    from tailor.core.training.checkpoint import list_checkpoints
+
+    out, init = runs / "unet_long_decay", runs / "unet_long"
+    if not any((out / "checkpoints").glob("step-*")):
+        step, path = list_checkpoints(init)[-1]
+        write_json(out / "init.json", {"init": str(path), "step": step, "use_ema": True})
+    data = runs / "data" / "objects_faces_words"
+    kw = {"init": init, "init_ema": True, "lr_scheduler": "cosine", "method_options": {"text_encoder_lr": 0.0}, **kw}
+    return _phase(runs, "unet-long-decay", data, steps, batch_size=batch_size, lr=lr, **kw)
 
 
 def stage_clip(runs: Path, steps: int | None = None, batch_size: int = 32) -> Path:
