@@ -433,9 +433,9 @@ def test_unet_long_stage_goes_on_from_the_words_run_at_a_constant_lr_with_the_en
     assert seen["data"] == tmp_path / "data" / "objects_faces_words"
     assert seen["init"] == tmp_path / "unet_words" and seen["init_ema"] and seen["lr"] == 5e-4
     assert seen["lr_scheduler"] == "constant" and seen["method_options"] == {"text_encoder_lr": 0.0}
-    assert "unet-long" in recipe.STAGES and "unet-long" not in recipe.DEFAULT_STAGES
+    assert recipe.DEFAULT_STAGES == recipe.STAGES  # the shipped base comes from unet-long's decay phase
     (tmp_path / "unet_long" / "checkpoints" / "step-000001").mkdir(parents=True)
-    assert recipe.base_run(tmp_path) == tmp_path / "unet"  # exported only by hand
+    assert recipe.base_run(tmp_path) == tmp_path / "unet"  # never the undecayed constant-LR run
 
 
 def test_unet_long_decay_stage_warm_starts_from_the_newest_long_checkpoint_and_records_it(tmp_path, monkeypatch):
@@ -454,4 +454,8 @@ def test_unet_long_decay_stage_warm_starts_from_the_newest_long_checkpoint_and_r
     assert seen["data"] == tmp_path / "data" / "objects_faces_words"
     record = json.loads((tmp_path / "unet_long_decay" / "init.json").read_text())
     assert record["step"] == 400 and record["init"].endswith("step-000400") and record["use_ema"]
-    assert "unet-long-decay" in recipe.STAGES and "unet-long-decay" not in recipe.DEFAULT_STAGES
+    assert recipe.STAGES.index("unet-long-decay") == recipe.STAGES.index("unet-long") + 1
+    (tmp_path / "unet_words" / "checkpoints" / "step-000001").mkdir(parents=True)
+    assert recipe.base_run(tmp_path) == tmp_path / "unet_words"
+    (tmp_path / "unet_long_decay" / "checkpoints" / "step-000050").mkdir(parents=True)
+    assert recipe.base_run(tmp_path) == tmp_path / "unet_long_decay"  # the base is exported from the decay

@@ -17,7 +17,7 @@ def train_zoo(
         typer.Option(
             help="Run one stage: tokenizer, vae, vae-decoder, unet, unet-faces, unet-cooldown, "
             "unet-words, unet-long, unet-long-decay, clip, oracle, export, "
-            "adapters (default: all but unet-words, unet-long and unet-long-decay, in order)."
+            "adapters (default: all, in order)."
         ),
     ] = None,
     runs: Annotated[Path, typer.Option(help="Run folder (checkpoints; every stage resumes from it).")] = Path(

@@ -2,8 +2,9 @@
 
 ``tokenizer`` -> ``vae`` (full AutoencoderKL; its encoder is frozen from then on) -> ``unet`` (UNet + text encoder
 on the one trainer, single objects) -> ``unet-faces`` (continued on objects + faces) -> ``unet-cooldown`` (LR
-decay) -> ``unet-words`` (repairs caption words the text encoder collapsed, then a second decay) and, in
-parallel, ``vae-decoder`` (decoder-only refinement: latents unchanged), ``clip`` and ``oracle``;
+decay) -> ``unet-words`` (repairs caption words the text encoder collapsed, then a second decay) -> ``unet-long``
+(constant LR on the repaired encoder) -> ``unet-long-decay`` (its decay: the shipped base) and, in parallel,
+``vae-decoder`` (decoder-only refinement: latents unchanged), ``clip`` and ``oracle``;
 then ``export`` writes the shipped weights (:mod:`tailor.world.zoo.export`); last ``adapters`` (ControlNets,
 T2I-Adapter, ControlNeXt, IP-Adapters and the identity methods, trained on that exported base, each exported when
 it finishes, :mod:`tailor.world.zoo.adapters`).
@@ -27,16 +28,16 @@ STAGES = (
     "tokenizer", "vae", "vae-decoder", "unet", "unet-faces", "unet-cooldown", "unet-words", "unet-long",
     "unet-long-decay", "clip", "oracle", "export", "adapters",
 )  # fmt: skip
-# what `train-zoo` runs without --only: every stage but the opt-in phases after the shipped base (docs/zoo.md)
-DEFAULT_STAGES = tuple(s for s in STAGES if s not in ("unet-words", "unet-long", "unet-long-decay"))
+# what `train-zoo` runs without --only: every stage, in order (the shipped base is unet-long-decay's, docs/zoo.md)
+DEFAULT_STAGES = STAGES
 DEFAULT_STEPS = {
     "vae": 1500,
     "vae-decoder": 2000,
     "unet": 8000,
     "unet-faces": 8000,
     "unet-cooldown": 2000,
-    "unet-words": 4000,
-    "unet-long": 40000,
+    "unet-words": 6000,
+    "unet-long": 6000,  # constant LR: a longer run stopped here is the same run; the shipped decay started here
     "unet-long-decay": 2000,
     "clip": 1500,
     "attributes": 2500,
@@ -123,8 +124,9 @@ def stage_unet(
 
 
 def base_run(runs: Path) -> Path:
-    """The UNet run the base is exported from: the newest phase with a checkpoint (words, cooldown, faces, objects)."""
-    for name in ("unet_words", "unet_cooldown", "unet_faces"):
+    """The UNet run the base is exported from: the newest phase with a checkpoint (long-decay, words, cooldown, faces,
+    objects; never ``unet_long`` itself, whose LR has not decayed)."""
+    for name in ("unet_long_decay", "unet_words", "unet_cooldown", "unet_faces"):
         if any((runs / name / "checkpoints").glob("step-*")):
             return runs / name
     return runs / "unet"
@@ -185,8 +187,8 @@ def stage_unet_words(
 def stage_unet_long(runs: Path, steps: int | None = None, batch_size: int = 16, lr: float = 5e-4, **kw):
     """A long constant-LR phase on the repaired text encoder (sixth session, docs/zoo.md): warm start from the
     ``unet-words`` run's EMA weights, the same data (the repaired words' images twice), the text encoder held,
-    AdamW ``lr`` constant after the warmup (phase 1's LR). Not in :func:`base_run`'s list: it is exported only by
-    hand until it has its decay phase and benches."""
+    AdamW ``lr`` constant after the warmup (phase 1's LR). Never exported itself (:func:`base_run`): the base comes
+    from its decay phase, ``unet-long-decay``."""
     data, init = runs / "data" / "objects_faces_words", runs / "unet_words"
     kw = {"init": init, "init_ema": True, "lr_scheduler": "constant", "method_options": {"text_encoder_lr": 0.0}, **kw}
     return _phase(runs, "unet-long", data, steps, batch_size=batch_size, lr=lr, **kw)
