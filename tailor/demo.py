@@ -5,7 +5,8 @@
    SD-architecture base) and write its loss curve and validation grid;
 3. generate before/after grids for the same prompts and seeds, and score them against real renders (SSIM /
    edge F1 — controllability metrics that need no trained evaluator);
-4. personalize (issue #4): DreamBooth-LoRA (Ruiz et al. 2022 with LoRA, prior preservation) learns one built-in
+4. personalize (issue #4): DreamBooth-LoRA (Ruiz et al. 2022 with LoRA, prior preservation, LoRA in the text encoder
+   too: the paper's SD setting and the personalize bench's best row on the shipped base) learns one built-in
    world subject from 6 reference renders in a short run (the recipe of ``tailor bench personalize``), then writes
    before/after grids of ``a photo of a [V] [class] on snow`` and the before/after subject scores (DINO-like,
    CLIP-I-like, subject-attribute accuracy from the world oracles) into ``summary.json``.
@@ -37,7 +38,7 @@ def world_grid(out: Path) -> Path:
     return path
 
 
-def personalize(base: str, subject: str, steps: int | None, out: Path) -> dict:
+def personalize(base: str, subject: str, steps: int | None, out: Path, key: str = "dreambooth_lora_te") -> dict:
     """DreamBooth-LoRA on one subject (the personalize bench's recipe and cache), before/after grids and scores."""
     import tailor
     from tailor.bench import common as C
@@ -45,7 +46,6 @@ def personalize(base: str, subject: str, steps: int | None, out: Path) -> dict:
     from tailor.core.images import make_grid
     from tailor.eval.world import subject_scores, world_scores
 
-    key = "dreambooth_lora"
     s = P.Settings(base=base, subjects=(subject,), steps=steps, class_images=8)
     print(f"[4/4] personalize: {key} on subject {subject} ({steps or P.RECIPES[key].steps} steps)")
     rec = P.train_subject(key, subject, s, out / "personalize")

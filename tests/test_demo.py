@@ -15,7 +15,7 @@ def test_demo_tiny_writes_grids_and_personalize_scores(tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["base"] == "tiny" and summary["steps"] == 2
     p = summary["personalize"]
-    assert p["method"] == "dreambooth_lora" and p["train_steps"] == 2 and p["prompt"].endswith("star on snow")
+    assert p["method"] == "dreambooth_lora_te" and p["train_steps"] == 2 and p["prompt"].endswith("star on snow")
     for name in ("before", "after"):
         assert set(p[name]) == {"dino_like", "clip_i_like", "subject_attribute_accuracy", "background_snow"}
         assert (tmp_path / f"personalize_{name}.png").is_file()
