@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from tailor.errors import InputError
+from tailor.errors import ConfigError, InputError
 
 
 @pytest.fixture(scope="module")
@@ -445,6 +445,8 @@ def test_unet_long_decay_stage_warm_starts_from_the_newest_long_checkpoint_and_r
     monkeypatch.setattr(
         recipe, "_phase", lambda runs, stage, data, steps, **kw: seen.update(stage=stage, data=data, steps=steps, **kw)
     )
+    with pytest.raises(ConfigError, match="run `--only unet-long` there first"):
+        recipe.stage_unet_long_decay(tmp_path, 50)
     for step in (200, 400):
         (tmp_path / "unet_long" / "checkpoints" / f"step-{step:06d}").mkdir(parents=True)
     recipe.stage_unet_long_decay(tmp_path, 50)

@@ -21,6 +21,7 @@ from diffusers import AutoencoderKL
 from transformers import CLIPTokenizer
 
 from tailor.core.io import write_json
+from tailor.errors import ConfigError
 from tailor.world.zoo import WEIGHTS
 
 log = logging.getLogger("tailor")
@@ -202,6 +203,8 @@ def stage_unet_long_decay(runs: Path, steps: int | None = None, batch_size: int 
 
     out, init = runs / "unet_long_decay", runs / "unet_long"
     if not any((out / "checkpoints").glob("step-*")):
+        if not list_checkpoints(init):
+            raise ConfigError(f"{init} has no checkpoint to decay from; run `--only unet-long` there first.")
         step, path = list_checkpoints(init)[-1]
         write_json(out / "init.json", {"init": str(path), "step": step, "use_ema": True})
     data = runs / "data" / "objects_faces_words"
