@@ -451,7 +451,8 @@ def test_unet_long_decay_stage_warm_starts_from_the_newest_long_checkpoint_and_r
         (tmp_path / "unet_long" / "checkpoints" / f"step-{step:06d}").mkdir(parents=True)
     recipe.stage_unet_long_decay(tmp_path, 50)
     assert seen["stage"] == "unet-long-decay" and seen["steps"] == 50 and seen["batch_size"] == 16
-    assert seen["init"] == tmp_path / "unet_long" and seen["init_ema"] and seen["lr"] == 2e-4
+    newest = tmp_path / "unet_long" / "checkpoints" / "step-000400"
+    assert seen["init"] == newest and seen["init_ema"] and seen["lr"] == 2e-4  # that folder, not "the newest" later
     assert seen["lr_scheduler"] == "cosine" and seen["method_options"] == {"text_encoder_lr": 0.0}
     assert seen["data"] == tmp_path / "data" / "objects_faces_words"
     record = json.loads((tmp_path / "unet_long_decay" / "init.json").read_text())

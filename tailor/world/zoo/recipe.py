@@ -197,16 +197,19 @@ def stage_unet_long(runs: Path, steps: int | None = None, batch_size: int = 16, 
 
 def stage_unet_long_decay(runs: Path, steps: int | None = None, batch_size: int = 16, lr: float = 2e-4, **kw):
     """The decay phase of ``unet-long`` (its warmup-stable-decay schedule, like ``unet-cooldown`` after
-    ``unet-faces``): warm start from the newest ``unet-long`` checkpoint's EMA weights (its step is recorded in
+    ``unet-faces``): warm start from the EMA weights of the newest ``unet-long`` checkpoint, that very folder (so
+    a checkpoint ``unet-long`` writes meanwhile cannot make the record and the weights disagree; recorded in
     ``unet_long_decay/init.json``), the same data, the text encoder held, cosine ``lr`` -> 0."""
     from tailor.core.training.checkpoint import list_checkpoints
 
-    out, init = runs / "unet_long_decay", runs / "unet_long"
+    out, run = runs / "unet_long_decay", runs / "unet_long"
+    init = None  # a resumed decay run does not warm-start
     if not any((out / "checkpoints").glob("step-*")):
-        if not list_checkpoints(init):
-            raise ConfigError(f"{init} has no checkpoint to decay from; run `--only unet-long` there first.")
-        step, path = list_checkpoints(init)[-1]
-        write_json(out / "init.json", {"init": str(path), "step": step, "use_ema": True})
+        found = list_checkpoints(run)
+        if not found:
+            raise ConfigError(f"{run} has no checkpoint to decay from; run `--only unet-long` there first.")
+        step, init = found[-1]
+        write_json(out / "init.json", {"init": str(init), "step": step, "use_ema": True})
     data = runs / "data" / "objects_faces_words"
     kw = {"init": init, "init_ema": True, "lr_scheduler": "cosine", "method_options": {"text_encoder_lr": 0.0}, **kw}
     return _phase(runs, "unet-long-decay", data, steps, batch_size=batch_size, lr=lr, **kw)

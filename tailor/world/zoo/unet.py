@@ -178,12 +178,13 @@ def train_config(out: str | Path, data: str | Path, steps: int, batch_size: int 
 
 
 def warm_start(comps: Components, run: str | Path, use_ema: bool = False) -> None:
-    """Load the UNet / text-encoder weights of another run's newest checkpoint (its EMA shadow with ``use_ema``):
-    e.g. one trained on an earlier VAE, or the object-only run that continued training on faces starts from."""
+    """Load the UNet / text-encoder weights of another run's newest complete checkpoint, or of the checkpoint folder
+    ``run`` names (its EMA shadow with ``use_ema``): e.g. one trained on an earlier VAE, or the object-only run that
+    continued training on faces starts from."""
     from tailor.core.training.checkpoint import find_resume
     from tailor.world.zoo.export import load_checkpoint_weights
 
-    load_checkpoint_weights(comps, find_resume(run, "latest"), use_ema)
+    load_checkpoint_weights(comps, find_resume(run, str(run)), use_ema)
 
 
 def train_unet(
