@@ -145,12 +145,16 @@ def test_cli_generate_with_control(tiny, tmp_path):
     from PIL import Image
 
     from tailor.cli import main
-    from tailor.cli.control import parse_control
+    from tailor.core.surface import parse_weight_spec
     from tailor.errors import ConfigError
 
+    def parse_control(text):
+        return parse_weight_spec(text, "--control", ":")
+
     spec = parse_control("out/cn:edges.png:0.8:0.1:0.9")
-    assert (spec.model, spec.image, spec.scale, spec.start, spec.end) == ("out/cn", "edges.png", 0.8, 0.1, 0.9)
+    assert (spec.path, spec.refs, spec.weight, spec.start, spec.end) == ("out/cn", ("edges.png",), 0.8, 0.1, 0.9)
     assert parse_control("m:i.png").scale == 1.0 and parse_control("m:i.png:0.5").scale == 0.5
+    assert parse_control("m=i.png:0.5").refs == ("i.png",)  # the grammar every other flag uses works too
     with pytest.raises(ConfigError):
         parse_control("m:i.png:0.5:0.2")
     with pytest.raises(ConfigError):

@@ -10,7 +10,7 @@ import pytest
 import tailor
 import tailor.world as world
 from tailor.cli import main
-from tailor.cli.identity import split_spec
+from tailor.core.surface import parse_weight_spec
 from tailor.world.cli import write_samples
 
 
@@ -20,13 +20,20 @@ def run(capsys, *args):
     return code, out.out, out.err
 
 
+def split_spec(text, flag):
+    s = parse_weight_spec(text, flag, "=", 5.0)
+    return s.path, list(s.refs), s.scale
+
+
 def test_split_spec():
     assert split_spec("runs/a", "--x") == ("runs/a", [], 1.0)
     assert split_spec("runs/a:0.8", "--x") == ("runs/a", [], 0.8)
     assert split_spec("runs/a=f.png+g.png:0.5", "--x") == ("runs/a", ["f.png", "g.png"], 0.5)
     assert split_spec("runs/a=f.png", "--x") == ("runs/a", ["f.png"], 1.0)
-    with pytest.raises(tailor.errors.ConfigError):
-        split_spec("runs/a:9", "--x")
+    assert split_spec("C:/runs/a:0.5:0.1:0.9", "--x") == ("C:/runs/a", [], 0.5)  # only trailing numbers are weights
+    for bad in ("runs/a:9", "runs/a:nan", "runs/a:0.5:0.9:0.1", "runs/a:0.2:0.8", "runs/a=", ""):
+        with pytest.raises(tailor.errors.ConfigError):
+            split_spec(bad, "--x")
 
 
 def test_faces_analyze_json(capsys, tmp_path):

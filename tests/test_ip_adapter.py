@@ -277,14 +277,17 @@ def test_bad_inputs(tmp_path):
 
 def test_cli_generate_pairs_adapters_and_images(tmp_path, capsys):
     from tailor.cli import main
-    from tailor.cli.ip_adapter import parse_ip_adapters
+    from tailor.compose import generate_flags
+    from tailor.compose.flags import _pending_refs
+    from tailor.core.surface import WeightSpec, parse_weight_spec
 
-    assert parse_ip_adapters(["a", "b=x.png+y.png:0.5"], ["i.png:0.3"]) == [
-        ("a", ["i.png"], 0.3), ("b", ["x.png", "y.png"], 0.5)]  # fmt: skip
+    flag = generate_flags()["--ip-adapter"]
+    assert parse_weight_spec("b=x.png+y.png:0.5", "--ip-adapter", "=", 5.0) == WeightSpec("b", ("x.png", "y.png"), 0.5)
+    assert _pending_refs(flag, ["a", "b=x.png"], {"--ip-image": ["i.png:0.3"]}) == ["i.png:0.3"]
     with pytest.raises(ConfigError):
-        parse_ip_adapters(["a", "b"], ["i.png"])
+        _pending_refs(flag, ["a", "b"], {"--ip-image": ["i.png"]})
     with pytest.raises(ConfigError):
-        parse_ip_adapters(["a"], ["i.png:9"])
+        parse_weight_spec("a=i.png:9", "--ip-adapter", "=", 5.0)
     comps = tiny_components()
     path = adapter(comps).save(tmp_path / "ipa")
     ref_image(0).save(tmp_path / "ref.png")

@@ -247,14 +247,17 @@ def test_lora_for_another_base_size_and_truncated_file(tmp_path):
 
 # --------------------------------------------------------------------- composition in generate
 def test_prompt_tags_parse_and_attach(tmp_path):
-    from tailor.core.prompt_tags import apply_prompt_tags, parse_prompt_tags, parse_weighted
+    from tailor.compose import apply_prompt_tags, parse_prompt_tags
+    from tailor.core.surface import parse_weight_spec
 
-    assert parse_prompt_tags("a star <lora:style:0.6>, on grass <lora:sub>") == (
-        "a star, on grass",
-        [("style", 0.6), ("sub", 1.0)],
+    assert parse_prompt_tags("a star <lora:style:0.6>, on grass <lora:sub> <lyco:x:1>") == (
+        "a star, on grass <lyco:x:1>",
+        [("lora", "style", 0.6), ("lora", "sub", 1.0)],
     )
-    assert parse_weighted("C:/x/a.safetensors:0.5") == ("C:/x/a.safetensors", 0.5)
-    assert parse_weighted("dir/a.safetensors") == ("dir/a.safetensors", 1.0)
+    assert parse_prompt_tags("a <hypernet:h:0.5> star", ("lora", "hypernet"))[1] == [("hypernet", "h", 0.5)]
+    assert parse_weight_spec("C:/x/a.safetensors:0.5", "--lora", None).weight == 0.5
+    assert parse_weight_spec("C:/x/a.safetensors:0.5", "--lora", None).path == "C:/x/a.safetensors"
+    assert parse_weight_spec("dir/a.safetensors", "--lora", None).scale == 1.0
     _, m = attached_random(tailor.tiny_components(), 6)
     m.save(tmp_path / "loras" / "style")
     (tmp_path / "loras" / "style" / "lora.safetensors").rename(tmp_path / "loras" / "style.safetensors")
@@ -265,7 +268,7 @@ def test_prompt_tags_parse_and_attach(tmp_path):
         tailor.load(tmp_path / "loras" / "style.safetensors"), weight=0.6
     )
     assert np.abs(gen(pipe) - gen(direct)).max() == 0
-    with pytest.raises(tailor.errors.InputError, match="no LoRA named 'nope'"):
+    with pytest.raises(tailor.errors.InputError, match="no lora named 'nope'"):
         apply_prompt_tags(Pipeline(tailor.tiny_components()), ["x <lora:nope:1>"], tmp_path / "loras")
     with pytest.raises(tailor.errors.ConfigError, match="--lora-dir"):
         apply_prompt_tags(Pipeline(tailor.tiny_components()), ["x <lora:style>"], None)
@@ -275,8 +278,8 @@ def test_generate_flags_compose_and_check_kinds(tmp_path):
     import json
 
     from tailor.cli.generate import generate
+    from tailor.compose.tags import find_by_name as find_embeddings
     from tailor.core.io import save_tensors
-    from tailor.core.prompt_tags import find_embeddings
 
     _, m = attached_random(tailor.tiny_components(), 7)
     m.save(tmp_path / "a")
@@ -309,8 +312,8 @@ def test_generate_flags_compose_and_check_kinds(tmp_path):
 def test_embedding_dir_loads_an_embedding_named_by_its_file(tmp_path):
     from safetensors.torch import save_file as save
 
+    from tailor.compose import apply_name_matches
     from tailor.core.method import registry
-    from tailor.core.prompt_tags import apply_embeddings
 
     if "textual_inversion" not in registry():
         pytest.skip("the textual_inversion method is not registered")
@@ -320,7 +323,8 @@ def test_embedding_dir_loads_an_embedding_named_by_its_file(tmp_path):
         str(tmp_path / "emb" / "mytok.safetensors"),
     )  # A1111 embedding: the token is the file name
     pipe = Pipeline(tailor.tiny_components())
-    assert [p.name for p in apply_embeddings(pipe, ["a mytok star"], tmp_path / "emb")] == ["mytok.safetensors"]
+    found = apply_name_matches(pipe, ["a mytok star"], {"--embedding": tmp_path / "emb"})
+    assert [p.name for p in found] == ["mytok.safetensors"]
     assert [a.method.name for a in pipe.attachments] == ["textual_inversion"]
     with_emb = pipe.generate("a mytok star", **GEN).array
     pipe.detach()

@@ -129,9 +129,9 @@ def test_world_names_the_methods_shipped_weights(capsys, tmp_path, monkeypatch):
     mine.patch(tailor.tiny_components())
     mine.save(tmp_path / "world")
     monkeypatch.chdir(tmp_path)
-    from tailor.cli.identity import load_identity
+    from tailor.compose import load_kind
 
-    assert load_identity("world", "pulid").config.num_tokens == 3
+    assert load_kind("world", "pulid").config.num_tokens == 3
     code, _, err = run(capsys, *common, "--instantid", "world", "--face", face, "--out", tmp_path / "o2")
     assert code == 2 and "pulid file, not a instantid file" in err
 

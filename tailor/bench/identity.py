@@ -29,8 +29,23 @@ from tailor.bench import common as C
 from tailor.bench import personalize as P
 from tailor.errors import InputError
 
-KINDS = ("instantid", "photomaker", "pulid")
-DEFAULT_MODELS = {kind: "world" for kind in KINDS}
+
+def identity_rows() -> tuple[str, ...]:
+    """The methods that declare a row in this bench (``BenchRow("identity", ...)``: zero-shot identity encoders,
+    run with their shipped ``world`` weights unless ``--model KIND=PATH``)."""
+    from tailor.core.method import registry
+
+    return tuple(r.key for spec in registry().values() for r in spec.bench if r.bench == "identity")
+
+
+def __getattr__(name: str):
+    if name == "KINDS":
+        return identity_rows()
+    if name == "DEFAULT_MODELS":
+        return {kind: "world" for kind in identity_rows()}
+    raise AttributeError(name)
+
+
 HELD_OUT = range(800, 1000)  # identities the oracle, the base and the identity weights never trained on
 DEFAULT_IDENTITIES = tuple(range(800, 1000, 25))  # 8 of them
 #: (style, background) of each prompt: ``a sketch of a woman on grass``
@@ -45,7 +60,7 @@ QUICK = dict(identities=(800,), prompts=1, seeds=1, n_ref=2, sample_steps=2, ste
 class Settings:
     base: str = "world"
     out: Path = Path("outputs/bench/identity")
-    models: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_MODELS))  # identity kind -> path
+    models: dict[str, str] = field(default_factory=lambda: {k: "world" for k in identity_rows()})  # kind -> path
     ip_adapter: str | None = "world"  # None: no IP-Adapter row
     dreambooth: str | None = "dreambooth_lora_te"  # a personalize recipe, or None: no DreamBooth row
     identities: tuple[int, ...] = DEFAULT_IDENTITIES
@@ -61,9 +76,10 @@ class Settings:
     fresh: bool = False
 
     def check(self) -> None:
-        unknown = [k for k in self.models if k not in KINDS]
+        kinds = identity_rows()
+        unknown = [k for k in self.models if k not in kinds]
         if unknown:
-            raise InputError(f"--model {unknown[0]}=...: not an identity method; use one of {', '.join(KINDS)}.")
+            raise InputError(f"--model {unknown[0]}=...: not an identity method; use one of {', '.join(kinds)}.")
         if self.dreambooth is not None and self.dreambooth not in P.RECIPES:
             raise InputError(f"DreamBooth recipe {self.dreambooth!r} is not one of {', '.join(P.RECIPES)}.")
         outside = [i for i in self.identities if i not in HELD_OUT]
@@ -112,12 +128,12 @@ def renders(identity: int, s: Settings, size: int) -> list:
 def load_models(s: Settings) -> dict[str, Any]:
     """The rows' methods: identity methods by kind (``world``: the shipped weights), then the IP-Adapter."""
     import tailor
-    from tailor.cli.identity import load_identity
+    from tailor.compose import load_kind
 
     out = {}
     for kind, path in s.models.items():
         try:
-            out[kind] = load_identity(path, kind)
+            out[kind] = load_kind(path, kind)
         except Exception as e:
             raise InputError(
                 f"--model {kind}={path} cannot be loaded ({e}); pass a `tailor train {kind}` folder."
@@ -131,12 +147,15 @@ def load_models(s: Settings) -> dict[str, Any]:
 
 
 def attach(pipe, key: str, method, refs: list, cls: str, s: Settings) -> None:
-    if key == "ip-adapter":
-        pipe.attach(method, weight=s.ip_scale, ip_image=refs[0])
-    elif key == "photomaker":
-        pipe.attach(method, weight=1.0, id_images=list(refs), class_word=cls)
-    else:  # instantid, pulid
-        pipe.attach(method, weight=1.0, face=list(refs))
+    """Attach a row's method with the references as the input its ``GenerateInput`` declares (the IP-Adapter row:
+    the first reference at the text+image scale) and the class word where it takes one."""
+    from tailor.core.method import get_spec
+
+    decl = get_spec(method.name).generate
+    inputs = {decl.input.name: [refs[0]] if key == "ip-adapter" else list(refs)}
+    if decl.class_input:
+        inputs[decl.class_input] = cls
+    pipe.attach(method, weight=s.ip_scale if key == "ip-adapter" else 1.0, **inputs)
 
 
 def score(images: list, refs: list, clean: list[str]) -> dict[str, Any]:

@@ -36,7 +36,7 @@ from tailor.errors import ConfigError
 
 @dataclass(frozen=True)
 class Recipe:
-    """How the bench trains one method: registry name, options, steps, learning rate, batch size."""
+    """How the bench trains one row: registry name, options, steps, learning rate, batch size."""
 
     method: str
     steps: int
@@ -44,46 +44,35 @@ class Recipe:
     options: dict[str, Any] = field(default_factory=dict)
     batch_size: int = 4
     note: str = ""
+    default: bool = True
 
 
-#: world-scale recipes (steps x lr chosen so one subject trains in ~10-40 s on one CPU thread)
-RECIPES: dict[str, Recipe] = {
-    "dreambooth_lora": Recipe(
-        "dreambooth",
-        120,
-        5e-3,
-        {"num_class_images": 16, "class_steps": 20, "class_guidance": 5.0},
-        batch_size=2,
-        note="paper LoRA lr 1e-4 x ~1000 steps on SD; prior weight 1, 16 class images, batch 2 instance + 2 class",
-    ),
-    "dreambooth_lora_te": Recipe(
-        "dreambooth",
-        120,
-        5e-3,
-        {"num_class_images": 16, "class_steps": 20, "class_guidance": 5.0, "train_text_encoder": True},
-        batch_size=2,
-        note="DreamBooth-LoRA with LoRA in the text encoder too (the identifier's embedding is untrained on the "
-        "world tokenizer, so a frozen text encoder gives the UNet almost nothing to bind to)",
-    ),
-    "dreambooth": Recipe(
-        "dreambooth",
-        120,
-        1e-4,
-        {"lora_rank": 0, "num_class_images": 16, "class_steps": 20, "class_guidance": 5.0},
-        batch_size=2,
-        note="full UNet; paper lr 5e-6 x ~1000 steps on SD; prior loss weight 1, 16 class images",
-    ),
-    "lora": Recipe("lora", 120, 1e-3, note="attention LoRA; SD DreamBooth-LoRA lr 1e-4 x 500-1500 steps"),
-    "textual_inversion": Recipe(
-        "textual_inversion",
-        120,
-        2e-2,
-        {"token": "<s*>", "templates": "caption"},
-        note="one vector initialised from the class word; paper lr 5e-3 x 5000 steps",
-    ),
-    "hypernetwork": Recipe("hypernetwork", 120, 2e-3, note="layer structure 1,2,1, linear; A1111 lr 1e-5"),
-}
-DEFAULT_METHODS = ("dreambooth_lora", "dreambooth_lora_te", "lora", "textual_inversion", "hypernetwork")
+def recipes() -> dict[str, Recipe]:
+    """The rows the methods declare for this bench (``BenchRow("personalize", ...)`` in each ``MethodSpec``): world
+    recipes, steps x lr chosen so one subject trains in ~10-40 s on one CPU thread."""
+    from tailor.core.method import registry
+
+    return {
+        row.key: Recipe(spec.name, row.steps, row.lr, dict(row.options), row.batch_size, row.note, row.default)
+        for spec in registry().values()
+        for row in spec.bench
+        if row.bench == "personalize"
+    }
+
+
+def default_methods() -> tuple[str, ...]:
+    """The declared rows marked ``default`` (the full-UNet DreamBooth row runs only when asked for)."""
+    return tuple(k for k, r in recipes().items() if r.default)
+
+
+def __getattr__(name: str):
+    if name == "RECIPES":  # the registry's rows, read when asked for (a method folder added later has its row)
+        return recipes()
+    if name == "DEFAULT_METHODS":
+        return default_methods()
+    raise AttributeError(name)
+
+
 QUICK = dict(
     subjects=("checker_star",),
     prompts=2,
@@ -101,7 +90,7 @@ QUICK = dict(
 class Settings:
     base: str = "world"
     out: Path = Path("outputs/bench/personalize")
-    methods: tuple[str, ...] = DEFAULT_METHODS
+    methods: tuple[str, ...] = field(default_factory=default_methods)
     subjects: tuple[str, ...] = C.DEFAULT_SUBJECTS
     prompts: int = 8  # of subject_prompts (7 backgrounds + bare)
     seeds: int = 4
@@ -118,9 +107,10 @@ class Settings:
     fresh: bool = False
 
     def check(self) -> None:
-        unknown = [m for m in (*self.methods, *self.lrs) if m not in RECIPES]
+        rows = recipes()
+        unknown = [m for m in (*self.methods, *self.lrs) if m not in rows]
         if unknown:
-            raise ConfigError(f"unknown method {unknown[0]!r}; pick from {', '.join(RECIPES)}.")
+            raise ConfigError(f"unknown method {unknown[0]!r}; pick from {', '.join(rows)}.")
         if not 1 <= self.prompts <= 8:
             raise ConfigError(f"--prompts must lie in 1..8 (the world prompt set has 8); got {self.prompts}.")
         for s in self.subjects:
@@ -150,26 +140,42 @@ def identifier_for(components, cls: str) -> str:
     return word
 
 
+def _config_fields(method: str) -> set[str]:
+    import dataclasses
+
+    from tailor.core.method import get_spec
+
+    return {f.name for f in dataclasses.fields(get_spec(method).config)}
+
+
 def method_options(key: str, s: Settings, cls: str, word: str) -> dict[str, Any]:
-    r = RECIPES[key]
+    """The row's options with the subject filled in: the method's declared subject fields (``token``: the
+    identifier unless the row fixes its own placeholder; ``class``: the class word) and the bench's LoRA rank."""
+    from tailor.core.method import get_spec
+
+    r = recipes()[key]
     opts = dict(r.options)
-    if r.method == "dreambooth":
-        opts |= {"class_word": cls, "identifier": word}
-        opts.setdefault("lora_rank", s.lora_rank)
-    elif key == "lora":
-        opts["rank"] = s.lora_rank
-    elif key == "textual_inversion":
-        opts["init_word"] = cls
+    fields = get_spec(r.method).subject_fields
+    if "class" in fields:
+        opts.setdefault(fields["class"], cls)
+    if "token" in fields:
+        opts.setdefault(fields["token"], word)
+    rank = next((f for f in ("lora_rank", "rank") if f in _config_fields(r.method)), None)
+    if rank is not None:
+        opts.setdefault(rank, s.lora_rank)
     return opts
 
 
 def subject_words(key: str, word: str, cls: str) -> str:
-    """What stands for the subject in prompts: ``[V] [class]`` (TI: the placeholder) or the class (base)."""
+    """What stands for the subject in prompts: ``[V] [class]`` (a row with its own placeholder token: that
+    token) or the class (base)."""
     if key == "base":
         return cls
-    if key == "textual_inversion":
-        return f"{RECIPES[key].options['token']} {cls}"
-    return f"{word} {cls}"
+    r = recipes()[key]
+    from tailor.core.method import get_spec
+
+    token_field = get_spec(r.method).subject_fields.get("token")
+    return f"{r.options.get(token_field, word) if token_field else word} {cls}"
 
 
 def train_subject(key: str, subject: str, s: Settings, root: Path) -> dict[str, Any]:
@@ -187,11 +193,12 @@ def train_references(key: str, name: str, refs, cls: str, s: Settings, root: Pat
     import tailor
 
     word = identifier_for(comps, cls)
-    r = RECIPES[key]
-    r = Recipe(r.method, r.steps, s.lrs.get(key, r.lr), r.options, r.batch_size, r.note)
+    r = recipes()[key]
+    r = Recipe(r.method, r.steps, s.lrs.get(key, r.lr), r.options, r.batch_size, r.note, r.default)
     steps = s.steps or r.steps
     opts = method_options(key, s, cls, word)
-    if r.method == "dreambooth":
+    fields = _config_fields(r.method)
+    if "class_dir" in fields:  # prior preservation: class images cached beside the bench, sized by the bench
         opts["class_dir"] = str(root / "class_images")
         if s.class_images:
             opts["num_class_images"] = s.class_images
@@ -287,7 +294,7 @@ def summary_row(key: str, results: list[dict], recs: list[dict | None]) -> dict[
     row = {"method": key} | {k: C.mean_of(results, k) for k in SCORES}
     if key == "base":
         return row
-    r = RECIPES[key]
+    r = recipes()[key]
     first = recs[0]
     return row | {"steps": first["steps"], "lr": first["lr"], "params": first["params"], "batch_size": r.batch_size,
                   "train_s": C.mean_of(recs, "seconds"), "train_cpu_s": C.mean_of(recs, "cpu_seconds"),

@@ -34,7 +34,7 @@ def build() -> click.Group:
     """The full click group: typer commands plus the generated ``train`` group and the lazy :data:`SUBAPPS`."""
     import typer
 
-    from tailor.cli.generate import generate
+    from tailor.cli.generate import make_generate_command
     from tailor.cli.train import train_group
 
     app = typer.Typer(
@@ -52,8 +52,8 @@ def build() -> click.Group:
         for spec in registry().values():
             typer.echo(f"{spec.name:<20} {spec.summary}" + (f"  [{spec.paper}]" if spec.paper else ""))
 
-    app.command("generate", context_settings={"help_option_names": ["-h", "--help"]})(generate)
-    group = typer.main.get_command(app)
+    group = typer.main.get_group(app)
+    group.add_command(make_generate_command(), "generate")
     group.add_command(train_group(), "train")
     lazy_commands(group, SUBAPPS)
     return group

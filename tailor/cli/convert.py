@@ -79,7 +79,7 @@ def convert_embedding(
     to: Annotated[str, typer.Option("--to", help="a1111 (token = file name) or diffusers ({token: vectors}).")],
 ) -> None:
     """Convert a Textual Inversion embedding between the A1111 and diffusers files."""
-    from tailor.core.prompt_tags import load_kind
+    from tailor.compose import load_kind
     from tailor.methods.textual_inversion import formats
 
     if to not in ("a1111", "diffusers"):
@@ -137,15 +137,17 @@ def fuse(
 ) -> None:
     """Bake LoRAs into the base weights and save the result as a diffusers pipeline folder."""
     import tailor
+    from tailor.compose import load_kind
     from tailor.core.lora import bake
-    from tailor.core.prompt_tags import load_kind, parse_weighted
+    from tailor.core.surface import parse_weight_spec
 
     comps = tailor.load_components(base, config=base_config)
     pipe = tailor.Pipeline(comps)
     methods, weights = [], []
     for spec in loras:
-        path, w = parse_weighted(spec)
-        methods.append(load_kind(_lora_file(Path(path)), "lora"))
+        parsed = parse_weight_spec(spec, "lora fuse", ref_sep=None)
+        path, w = parsed.path, parsed.scale
+        methods.append(load_kind(str(_lora_file(Path(path))), "lora"))
         weights.append(w)
         pipe.attach(methods[-1], weight=w)  # resolves the weights against this base (shape errors name the layer)
     bake([m.lora for m in methods], weights)

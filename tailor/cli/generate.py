@@ -1,36 +1,34 @@
-"""``tailor generate``: text-to-image with any attached methods; writes PNGs, a grid and a sidecar JSON."""
+"""``tailor generate``: text-to-image with any attached methods; writes PNGs, a grid and a sidecar JSON.
+
+Nothing here names a method. The flags are generated: the sampling settings from
+:class:`~tailor.core.generation.GenerateConfig`; one repeatable flag per method declaration
+(:class:`~tailor.core.surface.GenerateInput` in each ``MethodSpec``: ``--lora``, ``--control``, ``--ip-adapter``,
+...), the shared reference flags they name (``--face``, ``--ip-image``, ``--id-images``), switches such as
+``--control-map``, and the folders of prompt tags (``--lora-dir`` for ``<lora:name:w>``, ``--embedding-dir``);
+``--apply`` takes any trained artifact.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING
 
-import typer
+import click
 
 from tailor.errors import ConfigError, InputError
 
+if TYPE_CHECKING:
+    from tailor.core.generation import GenerateConfig
 
-def parse_apply(spec: str) -> tuple[str, float, float, float]:
-    """``PATH[:weight[:start:end]]`` -> (path, weight, start, end)."""
-    parts = spec.split(":")
-    nums: list[float] = []
-    while len(parts) > 1 and len(nums) < 3:
-        try:
-            nums.insert(0, float(parts[-1]))
-        except ValueError:
-            break
-        parts.pop()
-    path = ":".join(parts)
-    if len(nums) == 2:  # PATH:start:end is ambiguous; require weight too
-        raise ConfigError(f"--apply {spec!r}: give PATH, PATH:weight or PATH:weight:start:end.")
-    weight = nums[0] if nums else 1.0
-    start, end = (nums[1], nums[2]) if len(nums) == 3 else (0.0, 1.0)
-    return path, weight, start, end
+#: generation.json's format
+GENERATION_VERSION = 2
 
 
 def read_prompts(prompt: list[str], prompts_file: Path | None) -> list[str]:
     prompts = list(prompt or [])
     if prompts_file is not None:
+        prompts_file = Path(prompts_file)
         if not prompts_file.is_file():
             raise InputError(f"prompts file {prompts_file} does not exist; check the path.")
         try:
@@ -43,111 +41,180 @@ def read_prompts(prompt: list[str], prompts_file: Path | None) -> list[str]:
     return prompts
 
 
-def generate(
-    prompt: Annotated[list[str], typer.Option("--prompt", "-p", help="Prompt (repeatable).")] = None,
-    prompts: Annotated[Path, typer.Option("--prompts", help="File with one prompt per line.")] = None,
-    base: Annotated[str, typer.Option(help="Base model: world, tiny, a diffusers folder or a checkpoint.")] = "world",
-    base_config: Annotated[str, typer.Option(help="Config folder for a single-file base.")] = None,
-    apply: Annotated[list[str], typer.Option("--apply", help="Trained artifact PATH[:weight[:start:end]].")] = None,
-    negative_prompt: Annotated[str, typer.Option(help="Negative prompt.")] = None,
-    n: Annotated[int, typer.Option("-n", help="Images per prompt.")] = 4,
-    seed: Annotated[int, typer.Option(help="Seed of the first image; image i uses seed + i.")] = 0,
-    steps: Annotated[int, typer.Option(help="Sampler steps.")] = 30,
-    guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale (1 = off).")] = 7.5,
-    sampler: Annotated[
-        str, typer.Option(help="ddim, euler, euler_a, dpmpp_2m, dpmpp_2m_karras, pndm, ddpm.")
-    ] = "ddim",
-    width: Annotated[int, typer.Option(help="Width in pixels (default: the base's size).")] = None,
-    height: Annotated[int, typer.Option(help="Height in pixels (default: the base's size).")] = None,
-    lora: Annotated[list[str], typer.Option("--lora", help="LoRA file PATH[:weight] (repeatable).")] = None,
-    embedding: Annotated[list[str], typer.Option("--embedding", help="Embedding file (repeatable).")] = None,
-    hypernetwork: Annotated[
-        list[str], typer.Option("--hypernetwork", help="Hypernetwork file PATH[:strength] (repeatable).")
-    ] = None,
-    ip_adapter: Annotated[
-        list[str],
-        typer.Option(
-            "--ip-adapter",
-            help="IP-Adapter file PATH or shipped name (world, world-plus; pairs with the "
-            "--ip-image of the same index) or PATH=IMG[:scale] (repeatable).",
+def _dest(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
+
+
+def _fixed_options() -> list[click.Option]:
+    return [
+        click.Option(["--prompt", "-p", "prompt"], multiple=True, default=(), help="Prompt (repeatable)."),
+        click.Option(["--prompts", "prompts"], type=click.Path(), default=None, help="File with one prompt per line."),
+        click.Option(["--base"], default="world", help="Base model: world, tiny, a diffusers folder or a checkpoint."),
+        click.Option(["--base-config"], default=None, help="Config folder for a single-file base."),
+        click.Option(
+            ["--apply"],
+            multiple=True,
+            default=(),
+            metavar="PATH[=REF...][:weight[:start:end]]",
+            help="Any trained artifact (a training --out folder or a file in it); =REF gives the references its "
+            "method reads (repeatable).",
         ),
-    ] = None,
-    ip_image: Annotated[list[str], typer.Option("--ip-image", help="Reference image IMG[:scale] (repeatable).")] = (
-        None
-    ),
-    control: Annotated[
-        list[str],
-        typer.Option(
-            "--control",
-            help="Control model + image MODEL:IMG[:scale[:start:end]] (ControlNet / T2I-Adapter / ControlNeXt path, "
-            "or a shipped world name: canny, seg, t2i-canny, controlnext-canny; repeatable).",
-        ),
-    ] = None,
-    control_map: Annotated[bool, typer.Option("--control-map", help="--control images are ready condition maps.")] = (
-        False
-    ),
-    instantid: Annotated[
-        list[str],
-        typer.Option(
-            "--instantid", help="InstantID PATH or world (shipped)[=FACE][:scale] (faces from --face otherwise)."
-        ),
-    ] = None,
-    photomaker: Annotated[
-        list[str],
-        typer.Option("--photomaker", help="PhotoMaker PATH or world[=DIR][:scale] (images from --id-images)."),
-    ] = None,
-    pulid: Annotated[
-        list[str], typer.Option("--pulid", help="PuLID PATH or world[=FACE][:scale] (faces from --face).")
-    ] = None,
-    face: Annotated[list[str], typer.Option("--face", help="Reference face image for --instantid / --pulid.")] = None,
-    id_images: Annotated[
-        list[str], typer.Option("--id-images", help="Reference images (a folder or files) for --photomaker.")
-    ] = None,
-    lora_dir: Annotated[Path, typer.Option(help="Folder of LoRAs for <lora:name:weight> prompt tags.")] = None,
-    embedding_dir: Annotated[
-        Path, typer.Option(help="Folder of embeddings; a prompt word equal to a file name loads that file.")
-    ] = None,
-    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("outputs/generate"),
-) -> None:
-    """Generate images: PNGs, grid.png and generation.json (prompts, seeds, settings) in --out."""
+        click.Option(["--out"], type=click.Path(), default="outputs/generate", help="Output folder."),
+    ]
+
+
+def _setting_options() -> list[click.Option]:
+    """One option per :class:`GenerateConfig` field (a one-letter field gets a short flag: ``-n``)."""
+    from tailor.cli.options import config_options
+    from tailor.core.generation import GenerateConfig
+
+    opts = []
+    for opt, f in zip(config_options(GenerateConfig), dataclasses.fields(GenerateConfig)):
+        if len(f.name) == 1:
+            opt = click.Option([f"-{f.name}", f.name], type=opt.type, default=None, help=opt.help)
+        cli_default = f.metadata.get("cli_default")
+        if cli_default is not None:
+            opt.help = f"{f.metadata['help']}  [default: {cli_default}]"
+        opts.append(opt)
+    return opts
+
+
+def _method_options(flags) -> list[click.Option]:
+    """The declared flags, their shared reference flags, switches and prompt-tag folders."""
+    from tailor.compose import shared_inputs
+
+    opts = [
+        click.Option(
+            [f.name, f.dest], multiple=True, default=(), metavar=f.decl.metavar, help=f.decl.help, callback=_in_order
+        )
+        for f in flags.values()
+    ]
+    for flag, inp in shared_inputs(flags).items():
+        opts.append(click.Option([flag, _dest(flag)], multiple=True, default=(), help=inp.help))
+    ready = {f.decl.input.ready_flag: f.decl.input for f in flags.values() if f.decl.input and f.decl.input.ready_flag}
+    opts += [click.Option([flag, _dest(flag)], is_flag=True, default=False, help=i.help) for flag, i in ready.items()]
+    for f in flags.values():
+        if f.decl.dir_flag:
+            what = f"<{f.decl.tag}:name:weight> prompt tags" if f.decl.tag else "prompt words equal to a file name"
+            opts.append(
+                click.Option(
+                    [f.decl.dir_flag, _dest(f.decl.dir_flag)],
+                    type=click.Path(),
+                    default=None,
+                    help=f"Folder of {f.what} files for {what}.",
+                )
+            )
+    return opts
+
+
+def _in_order(ctx: click.Context, param: click.Parameter, value):
+    """Record the method flags in command-line order (click processes given options in the order they appear), so
+    methods attach in the order the user wrote them."""
+    if value:
+        ctx.meta.setdefault("tailor.flag_order", []).append(param.name)
+    return value
+
+
+def _check_unique(params: list[click.Option]) -> None:
+    seen: dict[str, str] = {}
+    for p in params:
+        for o in p.opts:
+            if o in seen:
+                raise RuntimeError(f"two generate options declare {o}; rename one method's GenerateInput flag.")
+            seen[o] = p.name
+
+
+def make_generate_command() -> click.Command:
+    """``tailor generate``, built from :class:`GenerateConfig` and the registry's declarations."""
+    from tailor.compose import generate_flags
+
+    flags = generate_flags()
+    params = _fixed_options() + _setting_options() + _method_options(flags)
+    _check_unique(params)
+
+    def callback(**values):
+        order = click.get_current_context().meta.get("tailor.flag_order", [])
+        run(flags, values, order)
+
+    return click.Command(
+        "generate",
+        callback=callback,
+        params=params,
+        help="Generate images: PNGs, grid.png and generation.json (prompts, seeds, settings) in --out.",
+        short_help="Generate images with any attached methods.",
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+
+
+def generate(**values) -> None:
+    """``tailor generate`` from Python, with the flags' names as keywords (``lora=["a.safetensors:0.8"]``,
+    ``n=1``, ``control_map=True``); method flags attach in keyword order."""
+    from tailor.compose import generate_flags
+
+    cmd = make_generate_command()
+    unknown = sorted(set(values) - {p.name for p in cmd.params})
+    if unknown:
+        raise ConfigError(f"tailor generate has no option {unknown[0]!r}; see `tailor generate --help`.")
+    merged = {p.name: (() if p.multiple else p.default) for p in cmd.params}
+    for k, v in values.items():
+        param = next(p for p in cmd.params if p.name == k)
+        merged[k] = tuple(v if isinstance(v, list | tuple) else [v]) if param.multiple and v is not None else v
+    run(generate_flags(), merged, [k for k in values])
+
+
+def settings_from(values: dict) -> GenerateConfig:
+    """The :class:`GenerateConfig` the parsed flags give (the command line's defaults where none is given)."""
+    from tailor.cli.options import given
+    from tailor.core.generation import GenerateConfig
+
+    fields = dataclasses.fields(GenerateConfig)
+    chosen = {f.name: f.metadata["cli_default"] for f in fields if "cli_default" in f.metadata}
+    return GenerateConfig.from_dict(chosen | given(values, GenerateConfig), source="generate options")
+
+
+def attach_all(
+    pipe, flags, values: dict, texts: list[str], size: tuple[int, int], order: list[str] | None = None
+) -> list[str]:
+    """Attach ``--apply``, every declared flag's values (in ``order``: flag dests as written on the command line)
+    and the prompt tags; returns the prompts without tags."""
+    from tailor.compose import apply_name_matches, apply_prompt_tags, apply_values, attach_flag_values, shared_inputs
+
+    apply_values(pipe, list(values.get("apply") or ()), size)
+    shared = {flag: list(values.get(_dest(flag)) or ()) for flag in shared_inputs(flags)}
+    used = set()
+    rank = {dest: i for i, dest in enumerate(order or [])}
+    for f in sorted(flags.values(), key=lambda f: rank.get(f.dest, len(rank))):
+        given_values = list(values.get(f.dest) or ())
+        if not given_values:
+            continue
+        inp = f.decl.input
+        ready = bool(values.get(_dest(inp.ready_flag))) if inp and inp.ready_flag else False
+        attach_flag_values(pipe, f, given_values, shared, ready=ready, size=size)
+        used.add(inp.flag if inp else None)
+    unused = [flag for flag, v in shared.items() if v and flag not in used]
+    if unused:
+        takers = [f.name for f in flags.values() if f.decl.input and f.decl.input.flag == unused[0]]
+        raise ConfigError(f"{unused[0]} is given but nothing reads it; pass it with {' or '.join(takers)}.")
+    tag_dirs = {f.decl.tag: values.get(_dest(f.decl.dir_flag)) for f in flags.values() if f.decl.tag}
+    texts = apply_prompt_tags(pipe, texts, tag_dirs)
+    name_dirs = {f.name: values.get(_dest(f.decl.dir_flag)) for f in flags.values() if f.decl.by_name}
+    apply_name_matches(pipe, texts, name_dirs)
+    return texts
+
+
+def run(flags, values: dict, order: list[str] | None = None) -> None:
     import tailor
     from tailor.core.images import make_grid
     from tailor.core.io import atomic_path, write_json
-    from tailor.core.prompt_tags import apply_embeddings, apply_prompt_tags, load_kind, parse_weighted
 
-    texts = read_prompts(prompt, prompts)
-    comps = tailor.load_components(base, config=base_config)
+    texts = read_prompts(values.get("prompt"), values.get("prompts"))
+    config = settings_from(values)
+    comps = tailor.load_components(values["base"], config=values.get("base_config"))
     pipe = tailor.Pipeline(comps)
-    for spec in apply or []:
-        path, weight, start, end = parse_apply(spec)
-        pipe.attach(tailor.load(path), weight=weight, start=start, end=end)
-    for kind, specs in (("lora", lora), ("textual_inversion", embedding), ("hypernetwork", hypernetwork)):
-        for spec in specs or []:
-            path, weight = parse_weighted(spec) if kind != "textual_inversion" else (spec, 1.0)
-            pipe.attach(load_kind(path, kind), weight=weight)
-    from tailor.cli.ip_adapter import attach_ip_adapters
-
-    attach_ip_adapters(pipe, ip_adapter, ip_image)
-    from tailor.cli.control import attach_controls
-
-    attach_controls(pipe, control, control_map, width, height)
-    from tailor.cli.identity import attach_identity
-
-    attach_identity(pipe, instantid, photomaker, pulid, face, id_images)
-    texts = apply_prompt_tags(pipe, texts, lora_dir)
-    apply_embeddings(pipe, texts, embedding_dir)
-    result = pipe.generate(
-        texts,
-        negative_prompt=negative_prompt,
-        n=n,
-        seed=seed,
-        steps=steps,
-        guidance=guidance,
-        sampler=sampler,
-        width=width,
-        height=height,
-        progress=True,
-    )
+    size = (config.width or comps.default_size, config.height or comps.default_size)
+    texts = attach_all(pipe, flags, values, texts, size, order)
+    result = pipe.generate(texts, config, progress=True)
+    out = Path(values["out"])
     out.mkdir(parents=True, exist_ok=True)
     records = []
     for i, (img, p, s) in enumerate(zip(result.images, result.prompts, result.seeds)):
@@ -156,6 +223,7 @@ def generate(
             img.save(tmp, format="PNG")
         records.append({"file": name, "prompt": p, "seed": s})
     with atomic_path(out / "grid.png") as tmp:
-        make_grid(result.images, cols=n if len(texts) > 1 else None).save(tmp, format="PNG")
-    write_json(out / "generation.json", {"images": records, "settings": result.settings})
-    typer.echo(f"wrote {len(records)} images, grid.png and generation.json to {out}")
+        make_grid(result.images, cols=config.n if len(texts) > 1 else None).save(tmp, format="PNG")
+    record = {"version": GENERATION_VERSION, "images": records, "settings": result.settings}
+    write_json(out / "generation.json", record)
+    click.echo(f"wrote {len(records)} images, grid.png and generation.json to {out}")

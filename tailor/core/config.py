@@ -20,10 +20,13 @@ from tailor.errors import ConfigError, InputError
 
 
 def option(default: Any, help: str, **kw) -> Any:
-    """A config field with a help string (and optional ``choices``)."""
+    """A config field with a help string (and optional ``choices``; ``cli_default``: the command line's default
+    where it differs from the API's, e.g. ``tailor generate -n 4``)."""
     meta = {"help": help}
     if "choices" in kw:
         meta["choices"] = tuple(kw.pop("choices"))
+    if "cli_default" in kw:
+        meta["cli_default"] = kw.pop("cli_default")
     if isinstance(default, list | dict | set):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta, **kw)
     return dataclasses.field(default=default, metadata=meta, **kw)

@@ -21,7 +21,18 @@ import torch
 from PIL import Image
 
 from tailor.core.conditioning import StepState
+from tailor.core.surface import GenerateInput, Input
 from tailor.errors import ConfigError, InputError
+
+#: how ``tailor generate`` takes every spatial-control method: ``--control MODEL:IMG[:scale[:start:end]]``
+CONTROL_INPUT = GenerateInput(
+    "--control",
+    "ControlNet / T2I-Adapter / ControlNeXt model (a path or a shipped world name: canny, seg, t2i-canny, "
+    "controlnext-canny) and the image its condition is extracted from, resized to the output size (MODEL=IMG works "
+    "too); repeatable.",
+    input=Input("image", "condition", ready_flag="--control-map", help="--control images are ready condition maps."),
+    ref_sep=":",
+)
 
 #: ControlNet's hint encoder widths for a VAE factor of 8 (three stride-2 convs)
 HINT_CHANNELS = (16, 32, 96, 256)

@@ -34,6 +34,7 @@ from torch import nn
 from tailor.core.conditioning import Conditioning, StepExtras, StepState
 from tailor.core.config import Config
 from tailor.core.io import meta_json, read_metadata, save_tensors
+from tailor.core.surface import BenchRow, GenerateInput
 from tailor.errors import ConfigError, FormatError, IncompatibleError, TailorError
 
 if TYPE_CHECKING:
@@ -44,7 +45,8 @@ ARTIFACT_FORMAT = "tailor"
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """What a method folder registers: its name, classes, one-line summary and paper."""
+    """What a method folder registers: its name, classes, one-line summary and paper, and what it declares for the
+    user surface (:mod:`tailor.core.surface`): generation inputs and bench rows."""
 
     name: str
     method: type[Method]
@@ -59,6 +61,10 @@ class MethodSpec:
     #: config fields that ``tailor train --token/--class`` set ({"token": "identifier", "class": "class_word"});
     #: a word with no field here goes into the fallback caption ``a {token} {class}`` instead
     subject_fields: dict[str, str] = field(default_factory=dict)
+    #: how ``tailor generate`` (and the UI) takes the method's files and reference inputs; None: ``--apply`` only
+    generate: GenerateInput | None = None
+    #: rows the method adds to the world benches (how they train it)
+    bench: tuple[BenchRow, ...] = ()
 
 
 class Method:

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from tailor.core.conditioning import Conditioning, StepState, merge_extras
+from tailor.core.generation import GenerateConfig
 from tailor.core.images import to_pil
 from tailor.core.latents import vae_decode
 from tailor.core.method import Method
@@ -122,6 +123,15 @@ class Pipeline:
         self.attachments.append(att)
         return self
 
+    def describe(self) -> list[dict[str, Any]]:
+        """The attachments as ``generation.json`` records them: method, source file, weight, start/end."""
+        return [
+            dict(method=a.method.name, source=str(a.method.source_file), weight=a.weight, start=a.start, end=a.end)
+            if getattr(a.method, "source_file", None)
+            else dict(method=a.method.name, weight=a.weight, start=a.start, end=a.end)
+            for a in self.attachments
+        ]
+
     def detach(self, method: Method | None = None) -> Pipeline:
         """Detach ``method`` (or every method), restoring the base."""
         for a in list(reversed(self.attachments)):
@@ -133,28 +143,24 @@ class Pipeline:
     # ------------------------------------------------------------------ generation
     @torch.no_grad()
     def generate(
-        self,
-        prompts: str | list[str],
-        negative_prompt: str | list[str] | None = None,
-        n: int = 1,
-        seed: int = 0,
-        steps: int = 30,
-        guidance: float = 7.5,
-        sampler: str | None = "ddim",
-        width: int | None = None,
-        height: int | None = None,
-        eta: float = 0.0,
-        progress: bool = False,
+        self, prompts: str | list[str], config: GenerateConfig | None = None, progress: bool = False, **settings
     ) -> GenerationResult:
-        """``n`` images per prompt; image ``i`` uses the seed ``seed + i`` (each one reproducible alone)."""
+        """``n`` images per prompt; image ``i`` uses the seed ``seed + i`` (each one reproducible alone).
+
+        ``settings`` are :class:`~tailor.core.generation.GenerateConfig` fields (``n``, ``seed``, ``steps``,
+        ``guidance``, ``sampler``, ``width``, ``height``, ``negative_prompt``, ``eta``) and override ``config``.
+        """
+        config = config or GenerateConfig()
+        if settings:
+            config = GenerateConfig.from_dict({**config.to_dict(), **settings}, source="generation settings")
         c = self.components
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         if not prompts:
             raise ConfigError("no prompt given; pass at least one prompt.")
-        if steps < 1 or n < 1:
-            raise ConfigError(f"steps and n must be >= 1; got steps={steps}, n={n}.")
+        n, seed, steps, guidance, eta = config.n, config.seed, config.steps, config.guidance, config.eta
+        negative_prompt, sampler = config.negative_prompt, config.sampler
         size = c.default_size
-        height, width = height or size, width or size
+        height, width = config.height or size, config.width or size
         f = c.vae_scale_factor
         if height % f or width % f:
             raise ConfigError(f"width and height must be multiples of {f} for this base; got {width}x{height}.")
@@ -199,17 +205,7 @@ class Pipeline:
             a.method.set_scale(a.weight)
 
         array = decode(c, latents)
-        settings = dict(
-            negative_prompt=negative_prompt,
-            steps=steps,
-            guidance=guidance,
-            sampler=sampler,
-            width=width,
-            height=height,
-            eta=eta,
-            base=c.source,
-            methods=[dict(method=a.method.name, weight=a.weight, start=a.start, end=a.end) for a in self.attachments],
-        )
+        settings = config.to_dict() | dict(width=width, height=height, base=c.source, methods=self.describe())
         return GenerationResult(to_pil(array), array, seeds, all_prompts, settings)
 
 

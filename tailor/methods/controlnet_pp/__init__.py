@@ -1,6 +1,6 @@
 """controlnet_pp: ControlNet++ — a ControlNet fine-tuned with a pixel-space consistency reward (Li et al. 2024)."""
 
-from tailor.core.control import example_control_inputs
+from tailor.core.control import CONTROL_INPUT, example_control_inputs
 from tailor.core.method import MethodSpec
 from tailor.methods.controlnet_pp.config import ControlNetPPConfig
 from tailor.methods.controlnet_pp.method import ControlNetPPMethod
@@ -14,6 +14,7 @@ SPEC = MethodSpec(
     builds_on=("controlnet",),
     test_options={"condition": "hf", "reward_max_t": 1000},
     example_inputs=example_control_inputs,
+    generate=CONTROL_INPUT,
 )
 
 __all__ = ["SPEC", "ControlNetPPConfig", "ControlNetPPMethod"]

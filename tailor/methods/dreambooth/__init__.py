@@ -4,8 +4,12 @@ import os
 import tempfile
 
 from tailor.core.method import MethodSpec
+from tailor.core.surface import BenchRow
 from tailor.methods.dreambooth.config import DreamBoothConfig
 from tailor.methods.dreambooth.method import DreamBoothMethod
+
+#: prior preservation as the world benches run it: 16 class images sampled in 20 steps at guidance 5
+PRIOR = {"num_class_images": 16, "class_steps": 20, "class_guidance": 5.0}
 
 SPEC = MethodSpec(
     name="dreambooth",
@@ -15,6 +19,37 @@ SPEC = MethodSpec(
     paper="Ruiz et al. 2022 (DreamBooth)",
     builds_on=("finetune", "lora"),
     subject_fields={"token": "identifier", "class": "class_word"},
+    bench=(
+        BenchRow(
+            "personalize",
+            "dreambooth_lora",
+            120,
+            5e-3,
+            PRIOR,
+            batch_size=2,
+            note="paper LoRA lr 1e-4 x ~1000 steps on SD; prior weight 1, 16 class images, batch 2 instance + 2 class",
+        ),
+        BenchRow(
+            "personalize",
+            "dreambooth_lora_te",
+            120,
+            5e-3,
+            {**PRIOR, "train_text_encoder": True},
+            batch_size=2,
+            note="DreamBooth-LoRA with LoRA in the text encoder too (the identifier's embedding is untrained on the "
+            "world tokenizer, so a frozen text encoder gives the UNet almost nothing to bind to)",
+        ),
+        BenchRow(
+            "personalize",
+            "dreambooth",
+            120,
+            1e-4,
+            {**PRIOR, "lora_rank": 0},
+            batch_size=2,
+            note="full UNet; paper lr 5e-6 x ~1000 steps on SD; prior loss weight 1, 16 class images",
+            default=False,
+        ),
+    ),
     test_options={
         "num_class_images": 2,
         "class_steps": 1,

@@ -4,6 +4,7 @@ plus IdentityNet (a ControlNet on the 5 face keypoints, conditioned on the ID to
 from __future__ import annotations
 
 from tailor.core.method import MethodSpec
+from tailor.core.surface import BenchRow, GenerateInput, Input
 from tailor.methods.instantid.config import InstantIDConfig
 from tailor.methods.instantid.method import InstantIDMethod
 
@@ -24,6 +25,19 @@ SPEC = MethodSpec(
     builds_on=("ip_adapter", "controlnet"),
     test_options={"num_tokens": 4},
     example_inputs=example_inputs,
+    generate=GenerateInput(
+        "--instantid",
+        "InstantID model (a training --out folder, an official folder, or world: shipped) and its reference "
+        "face(s); the --face images when none is given; repeatable.",
+        input=Input(
+            "face",
+            "paths",
+            flag="--face",
+            help="Reference face image for the identity flags (--instantid, --pulid; repeatable: faces average).",
+        ),
+        max_weight=5.0,
+    ),
+    bench=(BenchRow("identity", "instantid", 0, 0.0, note="zero-shot: the shipped world weights"),),
 )
 
 __all__ = ["SPEC", "InstantIDConfig", "InstantIDMethod"]

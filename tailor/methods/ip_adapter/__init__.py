@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tailor.core.method import MethodSpec
+from tailor.core.surface import GenerateInput, Input
 from tailor.methods.ip_adapter.config import IPAdapterConfig
 from tailor.methods.ip_adapter.method import IPAdapterMethod
 
@@ -24,6 +25,19 @@ SPEC = MethodSpec(
     summary="image prompt: CLIP image embedding -> tokens -> decoupled cross-attention (plain 4 tokens, or --plus)",
     paper="Ye et al. 2023, IP-Adapter: Text Compatible Image Prompt Adapter for Text-to-Image Diffusion Models",
     test_options={"image_encoder": "tiny"},
+    generate=GenerateInput(
+        "--ip-adapter",
+        "IP-Adapter file or shipped name (world, world-plus) and its reference image(s), or PATH alone paired with "
+        "the --ip-image of the same index; scale in [0, 5]; repeatable.",
+        input=Input(
+            "ip_image",
+            "images",
+            flag="--ip-image",
+            pairing="index",
+            help="Reference image IMG[+IMG...][:scale] for the --ip-adapter of the same index (repeatable).",
+        ),
+        max_weight=5.0,
+    ),
     example_inputs=example_inputs,
 )
 

@@ -4,6 +4,7 @@ replace it in the prompt (trigger word ``img``), LoRA on the UNet attention, tex
 from __future__ import annotations
 
 from tailor.core.method import MethodSpec
+from tailor.core.surface import BenchRow, GenerateInput, Input
 from tailor.methods.photomaker.config import PhotoMakerConfig
 from tailor.methods.photomaker.method import PhotoMakerMethod
 
@@ -25,6 +26,17 @@ SPEC = MethodSpec(
     builds_on=("lora",),
     test_options={"image_encoder": "tiny", "rank": 4, "lora_alpha": 4.0},
     example_inputs=example_inputs,
+    generate=GenerateInput(
+        "--photomaker",
+        "PhotoMaker model (a path, or world: shipped) and its reference images (a folder or files); the "
+        "--id-images when none is given; repeatable.",
+        input=Input(
+            "id_images", "paths", flag="--id-images", help="Reference images (a folder or files) for --photomaker."
+        ),
+        max_weight=5.0,
+        class_input="class_word",
+    ),
+    bench=(BenchRow("identity", "photomaker", 0, 0.0, note="zero-shot: the shipped world weights"),),
 )
 
 __all__ = ["SPEC", "PhotoMakerConfig", "PhotoMakerMethod"]

@@ -4,6 +4,7 @@ loss plus contrastive alignment (ID path vs text-only path) and an ID loss on a 
 from __future__ import annotations
 
 from tailor.core.method import MethodSpec
+from tailor.core.surface import BenchRow, GenerateInput, Input
 from tailor.methods.pulid.config import PuLIDConfig
 from tailor.methods.pulid.method import PuLIDMethod
 
@@ -23,6 +24,19 @@ SPEC = MethodSpec(
     builds_on=("ip_adapter",),
     test_options={"num_tokens": 4, "id_steps": 2},
     example_inputs=example_inputs,
+    generate=GenerateInput(
+        "--pulid",
+        "PuLID model (a path, or world: shipped) and its reference face(s); the --face images when none is given; "
+        "repeatable.",
+        input=Input(
+            "face",
+            "paths",
+            flag="--face",
+            help="Reference face image for the identity flags (--instantid, --pulid; repeatable: faces average).",
+        ),
+        max_weight=5.0,
+    ),
+    bench=(BenchRow("identity", "pulid", 0, 0.0, note="zero-shot: the shipped world weights"),),
 )
 
 __all__ = ["SPEC", "PuLIDConfig", "PuLIDMethod"]
