@@ -6,18 +6,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from tailor.core.config import Config, option
+from tailor.core.config import option
+from tailor.core.image_prompt import ImagePromptConfig
 from tailor.faces.analysis import BACKENDS
-
-MAX_SCALE = 5.0
 
 
 @dataclass
-class InstantIDConfig(Config):
+class InstantIDConfig(ImagePromptConfig):
     """Paper defaults: 16 ID tokens from a Perceiver Resampler over the face embedding, ip scale and controlnet
     scale ~0.8 each; trained with eps-MSE, UNet frozen (AdamW 1e-4 here, the IP-Adapter recipe it builds on)."""
 
     paper: ClassVar[str] = "Wang et al. 2024, InstantID (arXiv:2401.07519)"
+    scale_fields: ClassVar[tuple[str, ...]] = ("ip_scale", "controlnet_scale")
 
     face_embedder: str = option("world", "conditioning face embedder: 'world' (shipped) or a face-model file")
     face_backend: str = option("auto", "face analysis of reference images", choices=BACKENDS)
@@ -34,9 +34,7 @@ class InstantIDConfig(Config):
         c(self.embed_dim >= 0, f"embed_dim must be 0 (the embedder's) or positive; got {self.embed_dim}.")
         c(self.num_tokens >= 1, f"num_tokens must be at least 1; got {self.num_tokens}.")
         c(self.resampler_depth >= 1, f"resampler_depth must be at least 1; got {self.resampler_depth}.")
-        for name in ("ip_scale", "controlnet_scale"):
-            v = getattr(self, name)
-            c(0.0 <= v <= MAX_SCALE, f"{name} must lie in [0, {MAX_SCALE:g}]; got {v}.")
+        super().validate()  # ip_scale and controlnet_scale in [0, MAX_SCALE]
         c(0.0 <= self.controlnet_start < self.controlnet_end <= 1.0,
           f"controlnet_start/end must satisfy 0 <= start < end <= 1; got {self.controlnet_start}/"
           f"{self.controlnet_end}.")  # fmt: skip

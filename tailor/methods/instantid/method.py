@@ -23,50 +23,54 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from tailor.core.attention import ImageBranch, attach_branch, detach_branch, is_attached, official_ip_weights
+from tailor.core.attention import attach_branch, is_attached
 from tailor.core.conditioning import StepExtras, StepState
-from tailor.core.method import Method, get_spec, load_module_state
-from tailor.core.resampler import make_projection, proj_from_official, proj_to_official
-from tailor.errors import ConfigError, InputError
+from tailor.core.image_prompt import ImagePromptMethod
+from tailor.core.method import get_spec, load_module_state
+from tailor.core.resampler import make_projection
+from tailor.errors import InputError
 from tailor.faces.inputs import FaceDataset, check_width, reference_faces
 from tailor.methods.instantid import formats
-from tailor.methods.instantid.config import MAX_SCALE, InstantIDConfig
+from tailor.methods.instantid.config import InstantIDConfig
 from tailor.methods.instantid.modules import batch_condition, embedder_width, keypoint_condition
 
 
-class InstantIDMethod(Method):
+class InstantIDMethod(ImagePromptMethod):
     """Attach with ``pipe.attach(method, weight=1.0, face=IMG)`` (optionally ``keypoints=..., keypoints_size=...``)."""
 
     name = "instantid"
     config_cls = InstantIDConfig
-    default_lr: ClassVar[float] = 1e-4
 
     def __init__(self, config: InstantIDConfig | None = None, **overrides):
         super().__init__(config, **overrides)
-        self.proj: nn.Module | None = None
-        self.branch: ImageBranch | None = None
         self.identitynet = get_spec("controlnet").method(condition="keypoints", conditioning_scale=1.0)
         self.embed_width = 0
         self._face: tuple | None = None  # (attachment inputs, embedding (1, D), keypoints, size)
         self._condition: tuple | None = None  # (key, keypoint image at the output size)
         self._fallback: tuple | None = None  # a training item's (embedding, keypoints, size) for sample grids
 
+    @classmethod
+    def file_layout(cls):
+        """The official IP-Adapter layout (the ``ip_adapter`` method's, through the registry)."""
+        return get_spec("ip_adapter").method.file_layout()
+
     def modules(self) -> list[nn.Module]:
-        return [self.proj, self.branch, *self.identitynet.modules()] if self._built else []
+        return [*super().modules(), *self.identitynet.modules()] if self._built else []
 
     # ------------------------------------------------------------------ attach / detach
-    def build(self, components) -> None:
+    def projection(self, components) -> nn.Module:
         c = self.config
         self.embed_width = embedder_width(c)
-        self.proj = make_projection(True, self.embed_width, components.cross_attention_dim, c.num_tokens,
-                                    c.resampler_depth).eval()  # fmt: skip
-        self.branch = ImageBranch(components.unet).eval()
+        return make_projection(True, self.embed_width, components.cross_attention_dim, c.num_tokens, c.resampler_depth)
+
+    def build(self, components) -> None:
+        super().build(components)
         self.identitynet.patch(components)
 
     def attach(self, components) -> None:
@@ -76,16 +80,9 @@ class InstantIDMethod(Method):
             attach_branch(components.unet, self.branch)
 
     def detach(self, components) -> None:
-        detach_branch(components.unet, self.branch)
+        super().detach(components)
         self.identitynet.unpatch()
         self._face = self._condition = None
-
-    def set_scale(self, scale: float) -> None:
-        if not 0.0 <= float(scale) <= MAX_SCALE:
-            raise ConfigError(f"instantid weight must lie in [0, {MAX_SCALE:g}]; got {scale}.")
-        self.scale = float(scale)
-        if self.branch is not None:  # training runs at scale 1
-            self.branch.scale = 1.0 if self.branch.training else self.scale * float(self.config.ip_scale)
 
     # ------------------------------------------------------------------ encode
     def _tokens(self, emb: torch.Tensor) -> torch.Tensor:
@@ -168,11 +165,9 @@ class InstantIDMethod(Method):
 
     # ------------------------------------------------------------------ weights
     def state_dict(self) -> dict[str, torch.Tensor]:
-        if not self._built:
-            return dict(self._pending_state or {})
-        out = {f"image_proj.{k}": v for k, v in proj_to_official(self.proj.state_dict(), plus=True).items()}
-        out.update(official_ip_weights(self.branch))
-        out.update({f"identitynet.{k}": v for k, v in self.identitynet.wrapped_model.state_dict().items()})
+        out = super().state_dict()
+        if self._built:
+            out.update({f"identitynet.{k}": v for k, v in self.identitynet.wrapped_model.state_dict().items()})
         return out
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
@@ -180,9 +175,10 @@ class InstantIDMethod(Method):
             self._pending_state = dict(state)
             return
         proj, ip, net = formats.split(state)
-        what = "instantid"
-        load_module_state(self.proj, proj_from_official(proj, plus=True), what)
-        load_module_state(self.branch, formats.branch_from_official(ip, len(self.branch.layer_names)), what)
+        what, layout, layers = "instantid", self.file_layout(), len(self.branch.layer_names)
+        load_module_state(self.proj, layout.proj_from_official(proj, plus=True), what)
+        formats.check_layers(ip, layers)
+        load_module_state(self.branch, layout.branch_from_official(ip, layers), what)
         if net:  # an official folder's IdentityNet arrives with its own (diffusers) weights
             self.identitynet.load_state_dict(net)
 

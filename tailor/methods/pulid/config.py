@@ -6,19 +6,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from tailor.core.config import Config, option
+from tailor.core.config import option
+from tailor.core.image_prompt import ImagePromptConfig
 from tailor.faces.analysis import BACKENDS
-
-MAX_SCALE = 5.0
 
 
 @dataclass
-class PuLIDConfig(Config):
+class PuLIDConfig(ImagePromptConfig):
     """Paper weights: semantic alignment 0.6, layout alignment 0.1, ID loss 1.0 on an image generated in a few fast
     steps (the paper: 4 Lightning steps). ID tokens: 32 [? the release's IDFormer; here a Resampler over the face
     embedding]."""
 
     paper: ClassVar[str] = "Guo et al. 2024, PuLID (arXiv:2404.16022)"
+    scale_fields: ClassVar[tuple[str, ...]] = ("id_scale",)
 
     face_embedder: str = option("world", "conditioning face embedder: 'world' (shipped) or a face-model file")
     face_backend: str = option("auto", "face analysis of reference images", choices=BACKENDS)
@@ -36,7 +36,7 @@ class PuLIDConfig(Config):
         c(self.embed_dim >= 0, f"embed_dim must be 0 (the embedder's) or positive; got {self.embed_dim}.")
         c(self.num_tokens >= 1, f"num_tokens must be at least 1; got {self.num_tokens}.")
         c(self.resampler_depth >= 1, f"resampler_depth must be at least 1; got {self.resampler_depth}.")
-        c(0.0 <= self.id_scale <= MAX_SCALE, f"id_scale must lie in [0, {MAX_SCALE:g}]; got {self.id_scale}.")
+        super().validate()  # id_scale in [0, MAX_SCALE]
         for name in ("align_semantic", "align_layout", "id_loss"):
             c(getattr(self, name) >= 0, f"{name} must be 0 or more; got {getattr(self, name)}.")
         c(1 <= self.id_steps <= 50, f"id_steps must lie in [1, 50]; got {self.id_steps}.")

@@ -17,34 +17,31 @@ File: ``pulid.safetensors`` with ``image_proj.*`` / ``ip_adapter.*`` in the IP-A
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import nn
 
-from tailor.core.attention import ImageBranch, attach_branch, detach_branch, is_attached, official_ip_weights
+from tailor.core.image_prompt import ImagePromptMethod
 from tailor.core.latents import vae_decode
-from tailor.core.method import Method, load_module_state
+from tailor.core.method import get_spec, load_module_state
 from tailor.core.pipeline import call_unet
-from tailor.core.resampler import make_projection, proj_from_official, proj_to_official
+from tailor.core.resampler import make_projection
 from tailor.core.samplers import make_scheduler
-from tailor.errors import ConfigError, FormatError, InputError
+from tailor.errors import FormatError, InputError
 from tailor.faces.inputs import FaceDataset, check_width, reference_faces
-from tailor.methods.pulid.config import MAX_SCALE, PuLIDConfig
+from tailor.methods.pulid.config import PuLIDConfig
 from tailor.methods.pulid.modules import Recorder, id_cosine_loss, semantic_and_layout
 
 
-class PuLIDMethod(Method):
+class PuLIDMethod(ImagePromptMethod):
     """Attach with ``pipe.attach(method, weight=1.0, face=IMG)``."""
 
     name = "pulid"
     config_cls = PuLIDConfig
-    default_lr: ClassVar[float] = 1e-4
 
     def __init__(self, config: PuLIDConfig | None = None, **overrides):
         super().__init__(config, **overrides)
-        self.proj: nn.Module | None = None
-        self.branch: ImageBranch | None = None
         self.embed_width = 0
         self.recorder: Recorder | None = None
         self._face: tuple | None = None  # (attachment inputs, mean face embedding (1, D))
@@ -52,39 +49,28 @@ class PuLIDMethod(Method):
         self._fallback: torch.Tensor | None = None
         self._seed = 0
 
-    def modules(self) -> list[nn.Module]:
-        return [self.proj, self.branch] if self._built else []
+    @classmethod
+    def file_layout(cls):
+        """The official IP-Adapter layout (the ``ip_adapter`` method's, through the registry)."""
+        return get_spec("ip_adapter").method.file_layout()
 
     def _embedder_name(self) -> str | None:
         return None if self.config.face_embedder == "world" else self.config.face_embedder
 
     # ------------------------------------------------------------------ attach / detach
-    def build(self, components) -> None:
+    def projection(self, components) -> nn.Module:
         from tailor.faces.models import conditioning_embedder, embed_dim
 
         c = self.config
         self.embed_width = c.embed_dim or embed_dim(conditioning_embedder(self._embedder_name()))
-        self.proj = make_projection(True, self.embed_width, components.cross_attention_dim, c.num_tokens,
-                                    c.resampler_depth).eval()  # fmt: skip
-        self.branch = ImageBranch(components.unet).eval()
-
-    def attach(self, components) -> None:
-        if not is_attached(components.unet, self.branch):
-            attach_branch(components.unet, self.branch)
+        return make_projection(True, self.embed_width, components.cross_attention_dim, c.num_tokens, c.resampler_depth)
 
     def detach(self, components) -> None:
-        detach_branch(components.unet, self.branch)
+        super().detach(components)
         if self.recorder is not None:
             self.recorder.remove()
             self.recorder = None
         self._face = None
-
-    def set_scale(self, scale: float) -> None:
-        if not 0.0 <= float(scale) <= MAX_SCALE:
-            raise ConfigError(f"pulid weight must lie in [0, {MAX_SCALE:g}]; got {scale}.")
-        self.scale = float(scale)
-        if self.branch is not None:
-            self.branch.scale = 1.0 if self.branch.training else self.scale * float(self.config.id_scale)
 
     # ------------------------------------------------------------------ encode
     def _tokens(self, emb: torch.Tensor) -> torch.Tensor:
@@ -170,28 +156,18 @@ class PuLIDMethod(Method):
         return conditioning_embedder(self._embedder_name())(images.float())
 
     # ------------------------------------------------------------------ weights
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        if not self._built:
-            return dict(self._pending_state or {})
-        out = {f"image_proj.{k}": v for k, v in proj_to_official(self.proj.state_dict(), plus=True).items()}
-        out.update(official_ip_weights(self.branch))
-        return out
-
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         if not self._built:
             self._pending_state = dict(state)
             return
-        proj = {k[len("image_proj.") :]: v for k, v in state.items() if k.startswith("image_proj.")}
-        ip = {k[len("ip_adapter.") :]: v for k, v in state.items() if k.startswith("ip_adapter.")}
+        layout = self.file_layout()
+        proj, ip = layout.split(state)
         n = len(self.branch.layer_names)
         if sum(k.endswith(".to_k_ip.weight") for k in ip) != n:
             raise FormatError(f"the PuLID file does not have this base's {n} cross-attention layers; use one trained "
                               f"for this base.")  # fmt: skip
-        load_module_state(self.proj, proj_from_official(proj, plus=True), "pulid")
-        branch = {
-            f"{kind}.{i}.weight": ip[f"{2 * i + 1}.{kind}.weight"] for i in range(n) for kind in ("to_k_ip", "to_v_ip")
-        }
-        load_module_state(self.branch, branch, "pulid")
+        load_module_state(self.proj, layout.proj_from_official(proj, plus=True), "pulid")
+        load_module_state(self.branch, layout.branch_from_official(ip, n), "pulid")
 
     def metadata(self) -> dict:
         return {**super().metadata(), "embed_dim": str(self.embed_width or self.config.embed_dim)}
