@@ -16,7 +16,15 @@ import pytest
 import tailor
 
 CORE = Path(tailor.__file__).parent / "core"
-ABOVE = ("tailor.world", "tailor.conditions", "tailor.faces", "tailor.cli", "tailor.bench", "tailor.eval", "tailor.demo")
+ABOVE = (
+    "tailor.world",
+    "tailor.conditions",
+    "tailor.faces",
+    "tailor.cli",
+    "tailor.bench",
+    "tailor.eval",
+    "tailor.demo",
+)
 
 
 def _forbidden(name: str) -> bool:
