@@ -31,17 +31,16 @@ from torch import nn
 
 from tailor.core.attention import attach_branch, is_attached
 from tailor.core.conditioning import StepExtras, StepState
-from tailor.core.image_prompt import ImagePromptMethod
 from tailor.core.method import get_spec, load_module_state
-from tailor.core.resampler import make_projection
 from tailor.errors import InputError
-from tailor.faces.inputs import FaceDataset, check_width, reference_faces
+from tailor.faces.id_adapter import FaceIDMethod
+from tailor.faces.inputs import FaceDataset, reference_faces
 from tailor.methods.instantid import formats
 from tailor.methods.instantid.config import InstantIDConfig
-from tailor.methods.instantid.modules import batch_condition, embedder_width, keypoint_condition
+from tailor.methods.instantid.modules import batch_condition, keypoint_condition
 
 
-class InstantIDMethod(ImagePromptMethod):
+class InstantIDMethod(FaceIDMethod):
     """Attach with ``pipe.attach(method, weight=1.0, face=IMG)`` (optionally ``keypoints=..., keypoints_size=...``)."""
 
     name = "instantid"
@@ -50,7 +49,6 @@ class InstantIDMethod(ImagePromptMethod):
     def __init__(self, config: InstantIDConfig | None = None, **overrides):
         super().__init__(config, **overrides)
         self.identitynet = get_spec("controlnet").method(condition="keypoints", conditioning_scale=1.0)
-        self.embed_width = 0
         self._face: tuple | None = None  # (attachment inputs, embedding (1, D), keypoints, size)
         self._condition: tuple | None = None  # (key, keypoint image at the output size)
         self._fallback: tuple | None = None  # a training item's (embedding, keypoints, size) for sample grids
@@ -64,11 +62,6 @@ class InstantIDMethod(ImagePromptMethod):
         return [*super().modules(), *self.identitynet.modules()] if self._built else []
 
     # ------------------------------------------------------------------ attach / detach
-    def projection(self, components) -> nn.Module:
-        c = self.config
-        self.embed_width = embedder_width(c)
-        return make_projection(True, self.embed_width, components.cross_attention_dim, c.num_tokens, c.resampler_depth)
-
     def build(self, components) -> None:
         super().build(components)
         self.identitynet.patch(components)
@@ -85,27 +78,17 @@ class InstantIDMethod(ImagePromptMethod):
         self._face = self._condition = None
 
     # ------------------------------------------------------------------ encode
-    def _tokens(self, emb: torch.Tensor) -> torch.Tensor:
-        p = next(self.proj.parameters())
-        return self.proj(emb.to(device=p.device, dtype=p.dtype)[:, None])  # a sequence of one face embedding
-
     def encode(self, cond, inputs: dict[str, Any]):
         if "pixel_values" in inputs:  # training / validation batch
-            emb = check_width(inputs["face_embedding"], self.embed_width, "the training batch")
-            self.branch.tokens = self._tokens(emb)
-            return cond
-        _, tok, utok, _, _ = self._reference(inputs)
-        b = cond.batch_size
-        rows = [utok.expand(b, -1, -1), tok.expand(b, -1, -1)] if cond.cfg else [tok.expand(b, -1, -1)]
-        self.branch.tokens = torch.cat(rows)
+            self.encode_batch(inputs)
+        else:
+            self.encode_reference(cond, self._reference(inputs))
         return cond
 
-    def _reference(self, inputs: dict[str, Any]) -> tuple:
-        """(inputs, tokens, uncond tokens, keypoints, size); the face analysis is cached per attachment inputs (held,
-        so the cache never matches a new dict at a recycled address), the tokens follow the current weights."""
-        if self._face is not None and self._face[0] is inputs:
-            _, emb, kps, size = self._face
-        else:
+    def _reference(self, inputs: dict[str, Any]) -> torch.Tensor:
+        """The (1, D) reference embedding; the face analysis (with keypoints and size) is cached per attachment
+        inputs (held, so the cache never matches a new dict at a recycled address)."""
+        if self._face is None or self._face[0] is not inputs:
             source = inputs.get("face", inputs.get("face_embedding"))
             if source is None and self._fallback is not None:
                 emb, kps, size = self._fallback
@@ -122,9 +105,7 @@ class InstantIDMethod(ImagePromptMethod):
                 if size is None:
                     raise InputError("keypoints need keypoints_size=(width, height) of the image they were found on.")
             self._face = (inputs, emb, kps, size)
-        with torch.no_grad():
-            tok, utok = self._tokens(emb), self._tokens(torch.zeros_like(emb))
-        return inputs, tok, utok, kps, size
+        return self._face[1]
 
     # ------------------------------------------------------------------ the step
     def step_kwargs(self, state: StepState) -> StepExtras | None:
@@ -181,11 +162,6 @@ class InstantIDMethod(ImagePromptMethod):
         load_module_state(self.branch, layout.branch_from_official(ip, layers), what)
         if net:  # an official folder's IdentityNet arrives with its own (diffusers) weights
             self.identitynet.load_state_dict(net)
-
-    def metadata(self) -> dict:
-        meta = super().metadata()
-        meta["embed_dim"] = str(self.embed_width or self.config.embed_dim)
-        return meta
 
     def save(self, out_dir: str | Path) -> Path:
         """``instantid.safetensors`` plus the official pair: ``ip-adapter.safetensors`` and ``ControlNetModel/``."""

@@ -20,21 +20,19 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import nn
 
-from tailor.core.image_prompt import ImagePromptMethod
 from tailor.core.latents import vae_decode
 from tailor.core.method import get_spec, load_module_state
 from tailor.core.pipeline import call_unet
-from tailor.core.resampler import make_projection
 from tailor.core.samplers import make_scheduler
 from tailor.errors import FormatError, InputError
-from tailor.faces.inputs import FaceDataset, check_width, reference_faces
+from tailor.faces.id_adapter import FaceIDMethod
+from tailor.faces.inputs import FaceDataset, reference_faces
 from tailor.methods.pulid.config import PuLIDConfig
 from tailor.methods.pulid.modules import Recorder, id_cosine_loss, semantic_and_layout
 
 
-class PuLIDMethod(ImagePromptMethod):
+class PuLIDMethod(FaceIDMethod):
     """Attach with ``pipe.attach(method, weight=1.0, face=IMG)``."""
 
     name = "pulid"
@@ -42,7 +40,6 @@ class PuLIDMethod(ImagePromptMethod):
 
     def __init__(self, config: PuLIDConfig | None = None, **overrides):
         super().__init__(config, **overrides)
-        self.embed_width = 0
         self.recorder: Recorder | None = None
         self._face: tuple | None = None  # (attachment inputs, mean face embedding (1, D))
         self._reference: torch.Tensor | None = None  # the training batch's face embeddings
@@ -54,17 +51,7 @@ class PuLIDMethod(ImagePromptMethod):
         """The official IP-Adapter layout (the ``ip_adapter`` method's, through the registry)."""
         return get_spec("ip_adapter").method.file_layout()
 
-    def _embedder_name(self) -> str | None:
-        return None if self.config.face_embedder == "world" else self.config.face_embedder
-
     # ------------------------------------------------------------------ attach / detach
-    def projection(self, components) -> nn.Module:
-        from tailor.faces.models import conditioning_embedder, embed_dim
-
-        c = self.config
-        self.embed_width = c.embed_dim or embed_dim(conditioning_embedder(self._embedder_name()))
-        return make_projection(True, self.embed_width, components.cross_attention_dim, c.num_tokens, c.resampler_depth)
-
     def detach(self, components) -> None:
         super().detach(components)
         if self.recorder is not None:
@@ -73,15 +60,9 @@ class PuLIDMethod(ImagePromptMethod):
         self._face = None
 
     # ------------------------------------------------------------------ encode
-    def _tokens(self, emb: torch.Tensor) -> torch.Tensor:
-        p = next(self.proj.parameters())
-        return self.proj(emb.to(device=p.device, dtype=p.dtype)[:, None])
-
     def encode(self, cond, inputs: dict[str, Any]):
         if "pixel_values" in inputs:
-            emb = check_width(inputs["face_embedding"], self.embed_width, "the training batch")
-            self.branch.tokens = self._tokens(emb)
-            self._reference = emb
+            self._reference = self.encode_batch(inputs)
             if torch.is_grad_enabled():  # a training step (not validation): record the ID path's features
                 if self.recorder is None:
                     self.recorder = Recorder(self.components.unet, self.branch.layer_names)
@@ -95,20 +76,16 @@ class PuLIDMethod(ImagePromptMethod):
                 emb = self._fallback
             else:
                 c = self.config
-                emb = reference_faces(source, c.face_backend, self._embedder_name(), self.embed_width)[0]
+                emb = reference_faces(source, c.face_backend, self.embedder_name(), self.embed_width)[0]
             self._face = (inputs, emb.mean(0, keepdim=True))
         emb = self._face[1]
-        with torch.no_grad():  # the tokens follow the current weights
-            tok, utok = self._tokens(emb), self._tokens(torch.zeros_like(emb))
-        b = cond.batch_size
-        rows = [utok.expand(b, -1, -1), tok.expand(b, -1, -1)] if cond.cfg else [tok.expand(b, -1, -1)]
-        self.branch.tokens = torch.cat(rows)
+        self.encode_reference(cond, emb)
         return cond
 
     # ------------------------------------------------------------------ training
     def wrap_dataset(self, dataset, config):
         self._seed = int(config.seed)
-        data = FaceDataset(dataset, self._embedder_name(), keypoints=False)
+        data = FaceDataset(dataset, self.embedder_name(), keypoints=False)
         if len(data):
             self._fallback = data[0]["face_embedding"][None]
         return data
@@ -153,7 +130,7 @@ class PuLIDMethod(ImagePromptMethod):
     def _face_of(self, images: torch.Tensor) -> torch.Tensor:
         from tailor.faces.models import conditioning_embedder
 
-        return conditioning_embedder(self._embedder_name())(images.float())
+        return conditioning_embedder(self.embedder_name())(images.float())
 
     # ------------------------------------------------------------------ weights
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
@@ -168,6 +145,3 @@ class PuLIDMethod(ImagePromptMethod):
                               f"for this base.")  # fmt: skip
         load_module_state(self.proj, layout.proj_from_official(proj, plus=True), "pulid")
         load_module_state(self.branch, layout.branch_from_official(ip, n), "pulid")
-
-    def metadata(self) -> dict:
-        return {**super().metadata(), "embed_dim": str(self.embed_width or self.config.embed_dim)}
