@@ -49,6 +49,12 @@ def test_string_providers_import_on_first_use(kind, monkeypatch):
     assert resources.resolve(kind, "other") is None and module.calls == 2
 
 
+def test_a_provider_that_cannot_load_is_one_sentence(kind):
+    resources.register(kind, "tailor_no_such_module_xyz:provide")
+    with pytest.raises(InputError, match=r"provider tailor_no_such_module_xyz:provide cannot be loaded"):
+        resources.resolve(kind, "x")
+
+
 def test_world_registers_its_names():
     from tailor.world import zoo
 

@@ -21,6 +21,8 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
+from tailor.errors import InputError
+
 Provider = str | Callable[[str], Any]
 
 _providers: dict[str, list[Provider]] = {}
@@ -48,7 +50,13 @@ def _function(provider: Provider) -> Callable[..., Any]:
         return provider
     if provider not in _loaded:
         module, _, attr = provider.partition(":")
-        _loaded[provider] = getattr(importlib.import_module(module), attr)
+        try:
+            _loaded[provider] = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as e:
+            raise InputError(
+                f"the named-resource provider {provider} cannot be loaded ({e}); reinstall tailor or pass a path "
+                f"instead of a name."
+            ) from e
     return _loaded[provider]
 
 
