@@ -24,6 +24,23 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 __version__ = "0.1.0"
 
+from tailor.core import resources as _resources  # noqa: E402
+
+
+def _register_world() -> None:
+    """The world's names (``world``, ``canny``, ``world:faces``, ...) for core's resolver, as strings: nothing under
+    ``tailor.world`` is imported until a name is resolved (core never imports the world, DESIGN.md)."""
+    w = "tailor.world.resources"
+    _resources.register("base", f"{w}:base", f"{w}:world_names")
+    _resources.register("image_encoder", f"{w}:image_encoder", f"{w}:world_names")
+    _resources.register("artifact", f"{w}:artifact", f"{w}:artifact_names")
+    for method in ("instantid", "photomaker", "pulid"):  # ``--instantid world``: the method's shipped weights
+        _resources.register(f"artifact:{method}", f"{w}:{method}", f"{w}:world_names")
+    _resources.register("data", f"{w}:data", f"{w}:data_names")
+
+
+_register_world()
+
 from tailor.core.artifacts import load  # noqa: E402
 from tailor.core.components import Components, load_components, tiny_components  # noqa: E402
 from tailor.core.method import Method, MethodSpec, get_spec, registry  # noqa: E402

@@ -37,8 +37,7 @@ def _lora_file(path: Path) -> Path:
 
 def _canonical_lora(path: Path, base: str | None):
     """(canonical state, components or None) of any LoRA file; kohya files resolve names against ``base``."""
-    from tailor.core.lora_formats import canonical, detect_layout
-    from tailor.methods.lora.formats import read_file
+    from tailor.methods.lora.formats import canonical, detect_layout, read_file
 
     tensors, meta = read_file(_lora_file(path))
     comps = None
@@ -58,7 +57,7 @@ def convert_lora(
 ) -> None:
     """Convert a LoRA between the kohya/A1111 and diffusers/peft layouts."""
     from tailor.core.io import save_tensors
-    from tailor.core.lora_formats import kohya_metadata, to_diffusers, to_kohya
+    from tailor.methods.lora.formats import kohya_metadata, to_diffusers, to_kohya
 
     if to not in ("kohya", "diffusers"):
         raise ConfigError(f"--to {to!r} is not a LoRA layout; use kohya or diffusers.")
@@ -111,8 +110,7 @@ def merge(
     base: Annotated[str, typer.Option(help="Base model that resolves kohya files' module names.")] = "world",
 ) -> None:
     """Merge several LoRAs into one file."""
-    from tailor.core.lora_formats import detect_layout
-    from tailor.methods.lora.formats import read_file
+    from tailor.methods.lora.formats import detect_layout, read_file
     from tailor.methods.lora.method import merge_files
 
     files = [_lora_file(p) for p in loras]

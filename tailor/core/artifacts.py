@@ -2,9 +2,9 @@
 
 An artifact is a file written by ``Method.save`` (safetensors whose metadata names the method) or a training
 ``--out`` folder (its ``tailor.json`` names the artifact file), or the bare name of an adapter shipped with the world
-zoo (``canny``, ``world``, ...: :func:`tailor.world.zoo.adapter_path`) when no file or folder of that name exists.
-Community formats are recognised by the method that owns them: a method class may define
-``sniff(path, metadata) -> bool`` to claim a file without tailor metadata.
+zoo (``canny``, ``world``, ...: a registered ``artifact`` resource, :mod:`tailor.core.resources`) when no file or
+folder of that name exists. Community formats are recognised by the method that owns them: :meth:`Method.sniff`
+claims a file without tailor metadata.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tailor.core import resources
 from tailor.core.io import read_metadata
 from tailor.core.method import ARTIFACT_FORMAT, Method, get_spec, method_names, registry
 from tailor.errors import FormatError, InputError
@@ -41,12 +42,17 @@ def resolve_artifact(path: str | Path) -> Path:
 
 
 def shipped_name(path: Path) -> Path:
-    """The folder of a shipped world adapter a bare name (no folder, no suffix) names; a user path always wins."""
+    """The folder a bare name (no folder, no suffix) names as a registered ``artifact`` resource (a shipped adapter:
+    :mod:`tailor.core.resources`); a user path always wins."""
     if len(path.parts) != 1 or path.suffix:
         raise InputError(f"{path} does not exist; pass a training --out folder or a weight file inside it.")
-    from tailor.world.zoo import adapter_path  # lazily: core does not depend on the world at import time
-
-    return adapter_path(str(path))
+    found = resources.resolve("artifact", str(path))
+    if found is None:
+        raise InputError(
+            f"{str(path)!r} is neither an existing file or folder nor a shipped adapter; pass a path or one of "
+            f"{resources.choices('artifact')}."
+        )
+    return Path(found)
 
 
 def _is_tailor_file(path: Path) -> bool:
@@ -58,9 +64,8 @@ def _is_tailor_file(path: Path) -> bool:
 
 def _named(method: Method, file: Path) -> Method:
     method.source_file = str(file)  # named in errors raised when the weights meet a base (Pipeline.attach)
-    inner = getattr(method, "inner", None)  # a composed method builds its inner one from the same file
-    if isinstance(inner, Method):
-        _named(inner, file)
+    if method.inner is not None:  # a composed method builds its inner one from the same file
+        _named(method.inner, file)
     return method
 
 
@@ -76,8 +81,7 @@ def load(path: str | Path) -> Method:
             )
         return _named(get_spec(meta["method"]).method.from_file(file), file)
     for spec in registry().values():
-        sniff = getattr(spec.method, "sniff", None)
-        if sniff is not None and sniff(file, meta):
+        if spec.method.sniff(file, meta):
             return _named(spec.method.from_file(file), file)
     raise FormatError(
         f"{file} names no tailor method and matches no known community format; "

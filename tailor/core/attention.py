@@ -12,7 +12,8 @@ per-layer list, or an InstantStyle dict like ``{"down": ..., "mid": ..., "up": {
 :func:`attach_branch` puts a :class:`DecoupledAttnProcessor` on the cross-attention layers (self-attention keeps its
 processor); several branches share it (several adapters at once); :func:`detach_branch` removes one and restores the
 original processor once none is left. Numerics are those of diffusers' ``IPAdapterAttnProcessor2_0`` (tested equal).
-IP-Adapter uses this today; InstantID and PhotoMaker-style ID adapters reuse it.
+IP-Adapter, InstantID and PuLID use it (:mod:`tailor.core.image_prompt`); the file layout of the branch weights is
+the ``ip_adapter`` method's (``formats.py``).
 """
 
 from __future__ import annotations
@@ -221,14 +222,3 @@ def is_attached(unet, branch: ImageBranch) -> bool:
         isinstance(p, DecoupledAttnProcessor) and any(b is branch for b, _ in p.branches)
         for p in unet.attn_processors.values()
     )
-
-
-def official_ip_weights(branch: ImageBranch) -> dict[str, torch.Tensor]:
-    """The branch's ``to_k_ip`` / ``to_v_ip`` under the official IP-Adapter keys (``ip_adapter.<2n+1>.to_k_ip.weight``:
-    the odd indices of the attention processors, self-attention taking the even ones), as diffusers'
-    ``load_ip_adapter`` reads them; shared by every method that saves the official layout."""
-    out = {}
-    for n in range(len(branch.layer_names)):
-        out[f"ip_adapter.{2 * n + 1}.to_k_ip.weight"] = branch.to_k_ip[n].weight.detach()
-        out[f"ip_adapter.{2 * n + 1}.to_v_ip.weight"] = branch.to_v_ip[n].weight.detach()
-    return out

@@ -1,7 +1,8 @@
 """Load a base model into :class:`Components`; build tiny random components for tests.
 
 A base is a diffusers folder (``model_index.json``), a single-file checkpoint (``.safetensors`` / ``.ckpt``, via
-diffusers' ``from_single_file`` with a local config folder), or a name: ``world`` (the shipped world model),
+diffusers' ``from_single_file`` with a local config folder), or a name: a registered ``base`` resource
+(:mod:`tailor.core.resources`; ``world``, the shipped world model, registered by the world package),
 ``tiny`` / ``tiny-xl`` (seeded random components of the SD / SDXL architectures, used by tests and the first demo).
 Both SD1.x/SD2-style bases and SDXL-style bases (two text encoders, added time ids) are supported. Nothing is ever
 downloaded: every loader is called with ``local_files_only=True``.
@@ -19,6 +20,7 @@ from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 from transformers.utils import logging as hf_logging
 
+from tailor.core import resources
 from tailor.core.io import atomic_dir
 from tailor.core.tokenizers import build_clip_tokenizer
 from tailor.errors import FormatError, IncompatibleError, InputError
@@ -26,6 +28,7 @@ from tailor.errors import FormatError, IncompatibleError, InputError
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+TINY = ("tiny", "tiny-xl")  # seeded random bases built here (tests, smoke runs)
 SD_SCHEDULER = dict(
     num_train_timesteps=1000,
     beta_start=0.00085,
@@ -162,12 +165,11 @@ def load_components(
     ``config`` is the diffusers folder whose configs a single-file checkpoint is read with (no downloads).
     """
     name = str(base)
-    if name == "world":
-        from tailor.world.zoo import base_path
-
-        comps = _from_folder(base_path())
-        comps.source = "world"
-    elif name in ("tiny", "tiny-xl"):
+    named = resources.resolve("base", name) if _bare(name) and name not in TINY else None
+    if named is not None:  # a registered name (``world``: the world zoo's base)
+        comps = _from_folder(Path(named))
+        comps.source = name
+    elif name in TINY:
         comps = tiny_components(sdxl=name == "tiny-xl")
     else:
         path = Path(name)
@@ -181,9 +183,18 @@ def load_components(
         elif path.is_file():
             comps = _from_single_file(path, config)
         else:
-            raise InputError(f"base model {name!r} not found; pass a diffusers folder, a checkpoint file, or 'world'.")
+            raise InputError(
+                f"base model {name!r} not found; pass a diffusers folder, a checkpoint file, or one of "
+                f"{resources.choices('base', *TINY)}."
+            )
         comps.source = str(path)
     return comps.to(device).freeze()
+
+
+def _bare(name: str) -> bool:
+    """A name without a folder part or suffix (``world``), which registered names claim before the filesystem."""
+    path = Path(name)
+    return len(path.parts) == 1 and not path.suffix
 
 
 def _from_folder(path: Path) -> Components:
@@ -364,17 +375,13 @@ def load_image_encoder(name: str | Path, device: str | torch.device = "cpu"):
     if name == "tiny":
         model = tiny_image_encoder()
     else:
-        if name == "world":
-            from tailor.world.zoo import clip_vision_path
-
-            folder = clip_vision_path()
-        else:
-            folder = Path(name)
-            if not (folder / "config.json").is_file():
-                raise InputError(
-                    f"image encoder {name!r} is not a CLIPVisionModelWithProjection folder (no "
-                    f"config.json); pass 'world' or a local image-encoder folder."
-                )
+        named = resources.resolve("image_encoder", name) if _bare(name) else None
+        folder = Path(named) if named is not None else Path(name)
+        if named is None and not (folder / "config.json").is_file():
+            raise InputError(
+                f"image encoder {name!r} is not a CLIPVisionModelWithProjection folder (no config.json); pass "
+                f"{resources.choices('image_encoder', 'tiny')} or a local image-encoder folder."
+            )
         try:
             model = CLIPVisionModelWithProjection.from_pretrained(str(folder), local_files_only=True)
         except (OSError, ValueError, KeyError, RuntimeError) as e:

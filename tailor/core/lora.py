@@ -16,7 +16,7 @@ Weights are exchanged in one *canonical* layout (the diffusers/peft keys plus ex
     <part>.<module path>.alpha           0-d tensor
 
 Arithmetic on canonical state dicts (merging several LoRAs into one) is in :mod:`tailor.core.lora_math`.
-Community layouts (kohya/A1111, diffusers files) are converted in :mod:`tailor.core.lora_formats`.
+Community layouts (kohya/A1111, diffusers files) are the lora method's (``tailor/methods/lora/formats.py``).
 """
 
 from __future__ import annotations

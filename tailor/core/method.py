@@ -74,6 +74,10 @@ class Method:
     config_cls: ClassVar[type[Config]] = Config
     #: True when the method changes what the text encoder produces (so text embeddings cannot be cached)
     trains_text_encoder: ClassVar[bool] = False
+    #: the registered method a composed method is built on (:class:`ComposedMethod`); None for a plain method
+    inner: Method | None = None
+    #: the file this method was loaded from (``tailor.load`` sets it), named in errors; None when built in memory
+    source_file: str | None = None
 
     def __init__(self, config: Config | None = None, **overrides: Any):
         if config is None:
@@ -104,7 +108,7 @@ class Method:
                 state, self._pending_state = self._pending_state, None
                 self.load_state_dict(state)
         except (ValueError, TypeError, KeyError, IndexError, AttributeError, RuntimeError) as e:
-            source = getattr(self, "source_file", None)
+            source = self.source_file
             if source is None or isinstance(e, TailorError):
                 raise
             self.components = None
@@ -198,6 +202,12 @@ class Method:
         path = Path(out_dir) / f"{self.name}.safetensors"
         save_tensors(path, self.state_dict(), self.metadata())
         return path
+
+    @classmethod
+    def sniff(cls, path: Path, metadata: dict[str, str]) -> bool:
+        """Whether ``path`` (a file without tailor metadata; ``metadata`` its safetensors metadata) is a community
+        file of this method, which :meth:`from_file` then reads; ``tailor.load`` asks every method (default: no)."""
+        return False
 
     @classmethod
     def from_file(cls, path: str | Path) -> Method:

@@ -16,7 +16,6 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from tailor.conditions.data import ConditionDataset, batch_conditions
 from tailor.core.conditioning import StepState
 from tailor.core.config import Config
 from tailor.core.control import condition_tensor, control_batch
@@ -56,17 +55,20 @@ class SingleModelMethod(Method):
         return [] if model is None else [model]
 
     # ------------------------------------------------------------------ the condition image
-    def wrap_dataset(self, dataset, config):
-        """Add ``condition`` to every item (ground truth where the data has it); remember the seed."""
-        self._seed = int(config.seed)
-        return ConditionDataset(dataset, self.config.condition)
+    def batch_condition(self, batch: dict[str, Any]) -> torch.Tensor:
+        """The condition of a training batch that carries none (e.g. a validation set): made from its images by a
+        subclass that knows the condition kinds (:class:`tailor.conditions.method.ConditionedModelMethod`)."""
+        raise FormatError(
+            f"the training batch has no condition image for {self.label or self.name}; wrap the data so that every "
+            f"item carries one."
+        )
 
     def condition_image(self, state: StepState) -> torch.Tensor | None:
         """The condition for this UNet call: the batch's (training) or the attachment's ``image`` at the latents'
         pixel size (sampling; converted once per image and size), not yet spread over the batch; None = no image."""
         if state.training:
             cond = state.inputs.get("condition")
-            return batch_conditions(state.inputs, self.config.condition) if cond is None else cond
+            return self.batch_condition(state.inputs) if cond is None else cond
         src = state.inputs.get("image", state.inputs.get("condition"))
         if src is None:
             return None

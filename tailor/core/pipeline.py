@@ -116,7 +116,7 @@ class Pipeline:
         try:
             method.patch(self.components)
         except (FormatError, IncompatibleError) as e:
-            source = getattr(method, "source_file", None)
+            source = method.source_file
             if source is None or Path(source).name in str(e):
                 raise
             raise type(e)(f"{source}: {e}") from e

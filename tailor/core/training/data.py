@@ -1,10 +1,10 @@
-"""Training data: world datasets, image folders with captions, the seeded sample order, batching and caches.
+"""Training data: image folders with captions, registered sources (world data), the seeded sample order, batching
+and caches.
 
-Sources (``TrainConfig.data``): ``world`` / ``world:<kind>`` / ``world:<kind>:<styles>`` (procedural world items,
-:mod:`tailor.world`; styles ``all`` or ``photo+sketch+...``, default photo; faces also take ``:ids=FIRST-STOP``,
-identities ``FIRST <= id < STOP``, ``ids=FIRST-`` up to the renderer's last, e.g. ``world:faces:all:ids=1000-``),
-``world-subject:<builtin name or spec string>`` (one subject in many renders), or a folder of images whose captions
-come from same-stem ``.txt`` files or a ``metadata.jsonl`` (``file_name`` + ``text``); ``caption`` overrides all.
+Sources (``TrainConfig.data``): a folder of images whose captions come from same-stem ``.txt`` files or a
+``metadata.jsonl`` (``file_name`` + ``text``), or a registered ``data`` resource (:mod:`tailor.core.resources`): the
+world package registers ``world`` / ``world:<kind>[:<styles>][:ids=A-B]`` / ``world-subject:<name or spec>``
+(:mod:`tailor.world.sources`); ``caption`` overrides all.
 
 Order: sample ``p`` of the run (a global position) reads item ``perm_e[p mod N]`` of the epoch ``e = p // N``, where
 ``perm_e`` is a permutation seeded by ``(seed, e)``; a resumed run therefore sees exactly the same items.
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,15 +22,12 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, Subset
 
+from tailor.core import resources
 from tailor.core.images import MAX_PIXELS, list_images, load_image, to_tensor
 from tailor.core.training.noise import STREAM_DATA, STREAM_SPLIT, generator
 from tailor.errors import InputError
 
 log = logging.getLogger("tailor")
-
-WORLD_KINDS = ("objects", "faces", "scenes", "mixed")
-WORLD_TRAIN_ITEMS = 100_000  # procedural: items are rendered on demand, so a long "epoch" costs nothing
-WORLD_VAL_ITEMS = 32  # held-out world items for validation loss (indices after the training range)
 
 
 # --------------------------------------------------------------------- folders
@@ -174,83 +171,6 @@ class CaptionOverride(Dataset):
         return {**self.dataset[i], "caption": self.caption}
 
 
-# --------------------------------------------------------------------- world
-def _world():
-    try:
-        import tailor.world as world
-
-        world.WorldDataset  # noqa: B018 - fail here, not later, when the world package is incomplete
-    except (ImportError, AttributeError) as e:
-        raise InputError(
-            f"data 'world' needs tailor.world, which cannot be imported ({e}); pass a folder of images instead."
-        ) from e
-    return world
-
-
-def _subject(world, spec: str):
-    """A world subject from a builtin name or a spec string."""
-    builtin = getattr(world, "subjects", None)
-    if isinstance(builtin, Mapping) and spec in builtin:
-        return builtin[spec]
-    if callable(builtin):
-        try:
-            return builtin(spec)
-        except (KeyError, ValueError, TypeError):
-            pass
-    cls = world.SubjectSpec
-    for name in ("parse", "from_string"):
-        if hasattr(cls, name):
-            try:
-                return getattr(cls, name)(spec)
-            except (KeyError, ValueError, TypeError) as e:
-                raise InputError(f"world subject {spec!r} is neither a builtin subject nor a valid spec ({e}).") from e
-    raise InputError(f"world subject {spec!r} is not a builtin subject; pick one of tailor.world.subjects.")
-
-
-def _identity_field(source: str, value: str) -> tuple[int, int]:
-    """``FIRST-STOP`` (``FIRST <= id < STOP``) or ``FIRST-`` (to the renderer's last identity)."""
-    from tailor.world.dataset import IDENTITY_LIMIT
-
-    first, _, stop = value.partition("-")
-    try:
-        return int(first), int(stop) if stop else IDENTITY_LIMIT
-    except ValueError:
-        raise InputError(f"data {source!r}: ids={value!r} is not FIRST-STOP; write ids=1000- or ids=0-800.") from None
-
-
-def world_datasets(source: str, size: int, seed: int, holdout: bool) -> tuple[Dataset, Dataset | None]:
-    world = _world()
-    head, _, arg = source.partition(":")
-    if head == "world-subject":
-        if not arg:
-            raise InputError("data 'world-subject:' needs a subject name or spec, e.g. world-subject:<name>.")
-        full = world.WorldDataset(kind="subject", size=size, seed=seed, subject=_subject(world, arg))
-        n = len(full)
-        if not holdout:
-            return full, None
-        n_val = min(WORLD_VAL_ITEMS, max(1, n // 5))
-        if n - n_val < 1:
-            raise InputError(f"world subject {arg!r} has {n} images, too few to hold any out; set val_fraction=0.")
-        return Subset(full, range(n - n_val)), Subset(full, range(n - n_val, n))
-    kind, *fields = arg.split(":")
-    kind = kind or "mixed"
-    if kind not in WORLD_KINDS:
-        raise InputError(f"unknown world data kind {kind!r}; use one of {', '.join(WORLD_KINDS)}.")
-    n_val = WORLD_VAL_ITEMS if holdout else 0
-    opts: dict[str, Any] = {}
-    for f in fields:
-        if f.startswith("ids="):
-            opts["identities"] = _identity_field(source, f[4:])
-        elif f and "styles" not in opts:
-            opts["styles"] = "all" if f == "all" else f.split("+")
-        elif f:
-            raise InputError(f"data {source!r} has an extra field {f!r}; write world:<kind>[:<styles>][:ids=A-B].")
-    full = world.WorldDataset(kind=kind, size=size, seed=seed, length=WORLD_TRAIN_ITEMS + n_val, **opts)
-    if not holdout:
-        return full, None
-    return Subset(full, range(WORLD_TRAIN_ITEMS)), Subset(full, range(WORLD_TRAIN_ITEMS, WORLD_TRAIN_ITEMS + n_val))
-
-
 # --------------------------------------------------------------------- entry point
 def build_datasets(
     data: str,
@@ -262,16 +182,19 @@ def build_datasets(
 ) -> tuple[Dataset, Dataset | None]:
     """(training set, held-out set or None) for a ``TrainConfig.data`` source."""
     source = str(data)
-    if source == "world" or source.startswith(("world:", "world-subject:")):
-        train, val = world_datasets(source, size, seed, val_fraction > 0)
+    folder = Path(source)
+    # a registered source (``world:faces``: the world package's) unless the data is a path with a folder part
+    factory = None if len(folder.parts) > 1 and folder.is_dir() else resources.resolve("data", source)
+    if factory is not None:
+        train, val = factory(size, seed, val_fraction > 0)
         if caption is not None:
             train = CaptionOverride(train, caption)
             val = None if val is None else CaptionOverride(val, caption)
         return train, val
-    folder = Path(source)
     if not folder.is_dir():
         raise InputError(
-            f"training data {source!r} is neither 'world[:kind]' nor an existing image folder; check the path."
+            f"training data {source!r} is neither an existing image folder nor one of {resources.choices('data')}; "
+            f"check the path."
         )
     full = FolderDataset(folder, size, caption, default_caption)
     if val_fraction <= 0:

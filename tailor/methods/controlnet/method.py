@@ -22,12 +22,13 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from tailor.conditions.method import ConditionedModelMethod
 from tailor.core.components import module_dtype
 from tailor.core.conditioning import StepExtras, StepState
 from tailor.core.control import drop_captions, hint_channels, pad_uncond
 from tailor.core.io import load_tensors, meta_json, read_metadata
 from tailor.core.method import ARTIFACT_FORMAT
-from tailor.core.model_method import SingleModelMethod, diffusers_folder
+from tailor.core.model_method import diffusers_folder
 from tailor.errors import FormatError, IncompatibleError
 from tailor.methods.controlnet import formats
 from tailor.methods.controlnet.config import ControlNetConfig
@@ -54,7 +55,7 @@ def controlnet_from_unet(unet, hint: tuple[int, ...]):
 UNET_PARTS = ("conv_in", "time_proj", "time_embedding", "class_embedding", "add_embedding", "down_blocks", "mid_block")
 
 
-class ControlNetMethod(SingleModelMethod):
+class ControlNetMethod(ConditionedModelMethod):
     """One ControlNet; attach it with ``image=<condition image>`` (path, PIL, uint8 array or [0, 1] tensor)."""
 
     name = "controlnet"

@@ -19,11 +19,11 @@ from typing import Any, ClassVar
 
 import torch
 
+from tailor.conditions.method import ConditionedModelMethod
 from tailor.core.conditioning import StepExtras, StepState
 from tailor.core.control import drop_captions
 from tailor.core.io import load_tensors, meta_json, read_metadata
 from tailor.core.method import ARTIFACT_FORMAT
-from tailor.core.model_method import SingleModelMethod
 from tailor.errors import FormatError, IncompatibleError
 from tailor.methods.controlnext.config import ControlNeXtConfig
 from tailor.methods.controlnext.modules import ControlNeXtModel, cross_normalize
@@ -31,7 +31,7 @@ from tailor.methods.controlnext.modules import ControlNeXtModel, cross_normalize
 _OFFICIAL_KEYS = ("embedding.0.weight", "mid_convs.1.weight")
 
 
-class ControlNeXtMethod(SingleModelMethod):
+class ControlNeXtMethod(ConditionedModelMethod):
     """One ControlNeXt module; attach it with ``image=<condition image>`` (path, PIL, uint8 array or tensor)."""
 
     name = "controlnext"

@@ -29,16 +29,12 @@ IP_FILES = ("ip-adapter.safetensors", "ip-adapter.bin")
 CONTROLNET_DIR = "ControlNetModel"
 
 
-def branch_from_official(ip: dict[str, torch.Tensor], layers: int) -> dict[str, torch.Tensor]:
+def check_layers(ip: dict[str, torch.Tensor], layers: int) -> None:
+    """The file's ``ip_adapter.*`` keys cover this base's ``layers`` cross-attention layers."""
     found = sum(k.endswith(".to_k_ip.weight") for k in ip)
     if found != layers:
         raise FormatError(f"the InstantID file has {found} cross-attention layers but this base has {layers}; use "
                           f"an InstantID trained for this base.")  # fmt: skip
-    return {
-        f"{kind}.{n}.weight": ip[f"{2 * n + 1}.{kind}.weight"]
-        for n in range(layers)
-        for kind in ("to_k_ip", "to_v_ip")
-    }
 
 
 def split(state: dict[str, torch.Tensor]) -> tuple[dict, dict, dict]:

@@ -23,50 +23,47 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from tailor.core.attention import ImageBranch, attach_branch, detach_branch, is_attached, official_ip_weights
+from tailor.core.attention import attach_branch, is_attached
 from tailor.core.conditioning import StepExtras, StepState
-from tailor.core.method import Method, get_spec, load_module_state
-from tailor.core.resampler import make_projection, proj_from_official, proj_to_official
-from tailor.errors import ConfigError, InputError
-from tailor.faces.inputs import FaceDataset, check_width, reference_faces
+from tailor.core.method import get_spec, load_module_state
+from tailor.errors import InputError
+from tailor.faces.id_adapter import FaceIDMethod
+from tailor.faces.inputs import FaceDataset, reference_faces
 from tailor.methods.instantid import formats
-from tailor.methods.instantid.config import MAX_SCALE, InstantIDConfig
-from tailor.methods.instantid.modules import batch_condition, embedder_width, keypoint_condition
+from tailor.methods.instantid.config import InstantIDConfig
+from tailor.methods.instantid.modules import batch_condition, keypoint_condition
 
 
-class InstantIDMethod(Method):
+class InstantIDMethod(FaceIDMethod):
     """Attach with ``pipe.attach(method, weight=1.0, face=IMG)`` (optionally ``keypoints=..., keypoints_size=...``)."""
 
     name = "instantid"
     config_cls = InstantIDConfig
-    default_lr: ClassVar[float] = 1e-4
 
     def __init__(self, config: InstantIDConfig | None = None, **overrides):
         super().__init__(config, **overrides)
-        self.proj: nn.Module | None = None
-        self.branch: ImageBranch | None = None
         self.identitynet = get_spec("controlnet").method(condition="keypoints", conditioning_scale=1.0)
-        self.embed_width = 0
         self._face: tuple | None = None  # (attachment inputs, embedding (1, D), keypoints, size)
         self._condition: tuple | None = None  # (key, keypoint image at the output size)
         self._fallback: tuple | None = None  # a training item's (embedding, keypoints, size) for sample grids
 
+    @classmethod
+    def file_layout(cls):
+        """The official IP-Adapter layout (the ``ip_adapter`` method's, through the registry)."""
+        return get_spec("ip_adapter").method.file_layout()
+
     def modules(self) -> list[nn.Module]:
-        return [self.proj, self.branch, *self.identitynet.modules()] if self._built else []
+        return [*super().modules(), *self.identitynet.modules()] if self._built else []
 
     # ------------------------------------------------------------------ attach / detach
     def build(self, components) -> None:
-        c = self.config
-        self.embed_width = embedder_width(c)
-        self.proj = make_projection(True, self.embed_width, components.cross_attention_dim, c.num_tokens,
-                                    c.resampler_depth).eval()  # fmt: skip
-        self.branch = ImageBranch(components.unet).eval()
+        super().build(components)
         self.identitynet.patch(components)
 
     def attach(self, components) -> None:
@@ -76,39 +73,22 @@ class InstantIDMethod(Method):
             attach_branch(components.unet, self.branch)
 
     def detach(self, components) -> None:
-        detach_branch(components.unet, self.branch)
+        super().detach(components)
         self.identitynet.unpatch()
         self._face = self._condition = None
 
-    def set_scale(self, scale: float) -> None:
-        if not 0.0 <= float(scale) <= MAX_SCALE:
-            raise ConfigError(f"instantid weight must lie in [0, {MAX_SCALE:g}]; got {scale}.")
-        self.scale = float(scale)
-        if self.branch is not None:  # training runs at scale 1
-            self.branch.scale = 1.0 if self.branch.training else self.scale * float(self.config.ip_scale)
-
     # ------------------------------------------------------------------ encode
-    def _tokens(self, emb: torch.Tensor) -> torch.Tensor:
-        p = next(self.proj.parameters())
-        return self.proj(emb.to(device=p.device, dtype=p.dtype)[:, None])  # a sequence of one face embedding
-
     def encode(self, cond, inputs: dict[str, Any]):
         if "pixel_values" in inputs:  # training / validation batch
-            emb = check_width(inputs["face_embedding"], self.embed_width, "the training batch")
-            self.branch.tokens = self._tokens(emb)
-            return cond
-        _, tok, utok, _, _ = self._reference(inputs)
-        b = cond.batch_size
-        rows = [utok.expand(b, -1, -1), tok.expand(b, -1, -1)] if cond.cfg else [tok.expand(b, -1, -1)]
-        self.branch.tokens = torch.cat(rows)
+            self.encode_batch(inputs)
+        else:
+            self.encode_reference(cond, self._reference(inputs))
         return cond
 
-    def _reference(self, inputs: dict[str, Any]) -> tuple:
-        """(inputs, tokens, uncond tokens, keypoints, size); the face analysis is cached per attachment inputs (held,
-        so the cache never matches a new dict at a recycled address), the tokens follow the current weights."""
-        if self._face is not None and self._face[0] is inputs:
-            _, emb, kps, size = self._face
-        else:
+    def _reference(self, inputs: dict[str, Any]) -> torch.Tensor:
+        """The (1, D) reference embedding; the face analysis (with keypoints and size) is cached per attachment
+        inputs (held, so the cache never matches a new dict at a recycled address)."""
+        if self._face is None or self._face[0] is not inputs:
             source = inputs.get("face", inputs.get("face_embedding"))
             if source is None and self._fallback is not None:
                 emb, kps, size = self._fallback
@@ -125,9 +105,7 @@ class InstantIDMethod(Method):
                 if size is None:
                     raise InputError("keypoints need keypoints_size=(width, height) of the image they were found on.")
             self._face = (inputs, emb, kps, size)
-        with torch.no_grad():
-            tok, utok = self._tokens(emb), self._tokens(torch.zeros_like(emb))
-        return inputs, tok, utok, kps, size
+        return self._face[1]
 
     # ------------------------------------------------------------------ the step
     def step_kwargs(self, state: StepState) -> StepExtras | None:
@@ -168,11 +146,9 @@ class InstantIDMethod(Method):
 
     # ------------------------------------------------------------------ weights
     def state_dict(self) -> dict[str, torch.Tensor]:
-        if not self._built:
-            return dict(self._pending_state or {})
-        out = {f"image_proj.{k}": v for k, v in proj_to_official(self.proj.state_dict(), plus=True).items()}
-        out.update(official_ip_weights(self.branch))
-        out.update({f"identitynet.{k}": v for k, v in self.identitynet.wrapped_model.state_dict().items()})
+        out = super().state_dict()
+        if self._built:
+            out.update({f"identitynet.{k}": v for k, v in self.identitynet.wrapped_model.state_dict().items()})
         return out
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
@@ -180,16 +156,12 @@ class InstantIDMethod(Method):
             self._pending_state = dict(state)
             return
         proj, ip, net = formats.split(state)
-        what = "instantid"
-        load_module_state(self.proj, proj_from_official(proj, plus=True), what)
-        load_module_state(self.branch, formats.branch_from_official(ip, len(self.branch.layer_names)), what)
+        what, layout, layers = "instantid", self.file_layout(), len(self.branch.layer_names)
+        load_module_state(self.proj, layout.proj_from_official(proj, plus=True), what)
+        formats.check_layers(ip, layers)
+        load_module_state(self.branch, layout.branch_from_official(ip, layers), what)
         if net:  # an official folder's IdentityNet arrives with its own (diffusers) weights
             self.identitynet.load_state_dict(net)
-
-    def metadata(self) -> dict:
-        meta = super().metadata()
-        meta["embed_dim"] = str(self.embed_width or self.config.embed_dim)
-        return meta
 
     def save(self, out_dir: str | Path) -> Path:
         """``instantid.safetensors`` plus the official pair: ``ip-adapter.safetensors`` and ``ControlNetModel/``."""

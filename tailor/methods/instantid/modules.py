@@ -1,9 +1,10 @@
-"""InstantID pieces (Wang et al. 2024): the face-embedding width, the IdentityNet condition (5 keypoints drawn in
-InstantID's style) for sampling and training batches, and the reference-face inputs.
+"""InstantID pieces (Wang et al. 2024): the IdentityNet condition (5 keypoints drawn in InstantID's style) for
+sampling and training batches.
 
-The ID adapter itself is core machinery: the Perceiver Resampler (:func:`tailor.core.resampler.make_projection`,
-diffusers' ``IPAdapterPlusImageProjection``; its input is a sequence of one face embedding) and decoupled
-cross-attention (:mod:`tailor.core.attention`). IdentityNet is the registered ``controlnet`` method, composed.
+The ID adapter itself is shared machinery (:class:`tailor.faces.id_adapter.FaceIDMethod`): the Perceiver Resampler
+(:func:`tailor.core.resampler.make_projection`, diffusers' ``IPAdapterPlusImageProjection``; its input is a sequence
+of one face embedding) and decoupled cross-attention (:mod:`tailor.core.attention`). IdentityNet is the registered
+``controlnet`` method, composed.
 """
 
 from __future__ import annotations
@@ -12,15 +13,6 @@ import numpy as np
 import torch
 
 from tailor.conditions import keypoints_image
-
-
-def embedder_width(config) -> int:
-    """The face-embedding width: ``embed_dim`` when set, else the conditioning embedder's (from its file)."""
-    if config.embed_dim:
-        return int(config.embed_dim)
-    from tailor.faces.models import conditioning_embedder, embed_dim
-
-    return embed_dim(conditioning_embedder(None if config.face_embedder == "world" else config.face_embedder))
 
 
 def keypoint_condition(points, size: tuple[int, int]) -> torch.Tensor:

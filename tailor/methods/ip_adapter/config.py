@@ -7,13 +7,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from tailor.core.config import Config, option
-
-MAX_SCALE = 5.0  # image-prompt scales beyond this only break images; refuse them
+from tailor.core.config import option
+from tailor.core.image_prompt import MAX_SCALE, ImagePromptConfig
 
 
 @dataclass
-class IPAdapterConfig(Config):
+class IPAdapterConfig(ImagePromptConfig):
     """Paper defaults: 4 tokens (Plus: 16 resampler queries), scale 1.0 image-only (~0.5 with a text prompt), drop
     text / image / both with p = 0.05 each; train with AdamW lr 1e-4 and weight decay 0.01 (``--weight-decay``)."""
 
@@ -34,7 +33,7 @@ class IPAdapterConfig(Config):
         c = self.check
         c(bool(str(self.image_encoder).strip()), "image_encoder is empty; pass 'world' or an image-encoder folder.")
         c(self.num_tokens >= 0, f"num_tokens must be 0 (the default) or positive; got {self.num_tokens}.")
-        c(0.0 <= self.scale <= MAX_SCALE, f"scale must lie in [0, {MAX_SCALE:g}]; got {self.scale}.")
+        super().validate()  # scale in [0, MAX_SCALE]
         c(all(0.0 <= s <= MAX_SCALE for s in self.block_scales),
           f"block_scales must lie in [0, {MAX_SCALE:g}]; got {self.block_scales}.")  # fmt: skip
         probs = (self.drop_text, self.drop_image, self.drop_both)

@@ -20,18 +20,19 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import nn
 
-from tailor.core.attention import ImageBranch, attach_branch, detach_branch, is_attached, official_ip_weights
+from tailor.core.attention import is_attached
 from tailor.core.components import load_image_encoder
+from tailor.core.image_prompt import ImagePromptMethod
 from tailor.core.io import meta_json, read_metadata
-from tailor.core.method import ARTIFACT_FORMAT, Method, load_module_state
-from tailor.errors import ConfigError, FormatError, IncompatibleError, InputError
+from tailor.core.method import ARTIFACT_FORMAT, load_module_state
+from tailor.errors import FormatError, IncompatibleError, InputError
 from tailor.methods.ip_adapter import formats
-from tailor.methods.ip_adapter.config import MAX_SCALE, IPAdapterConfig
+from tailor.methods.ip_adapter.config import IPAdapterConfig
 from tailor.methods.ip_adapter.modules import (
     DROP_BOTH,
     DROP_IMAGE,
@@ -56,17 +57,15 @@ def image_encoder(name: str, device) -> tuple[Any, Any]:
     return _ENCODERS[key]
 
 
-class IPAdapterMethod(Method):
+class IPAdapterMethod(ImagePromptMethod):
     """Train (or load) an IP-Adapter; attach with ``pipe.attach(method, weight=scale, ip_image=img)``."""
 
     name = "ip_adapter"
     config_cls = IPAdapterConfig
-    default_lr: ClassVar[float] = 1e-4  # the paper's AdamW lr (weight decay 0.01 is TrainConfig's default)
+    weight_word = "scale"
 
     def __init__(self, config: IPAdapterConfig | None = None, **overrides):
         super().__init__(config, **overrides)
-        self.proj: nn.Module | None = None
-        self.branch: ImageBranch | None = None
         self.encoder = self.processor = None
         self.cache = EmbeddingCache()
         self.block_scale_spec: Any = None  # set_block_scales(): a float, per-layer list or InstantStyle dict
@@ -75,8 +74,14 @@ class IPAdapterMethod(Method):
         self._empty_text: tuple[torch.Tensor, torch.Tensor | None] | None = None
         self._source_file = "the IP-Adapter"
 
-    def modules(self) -> list[nn.Module]:
-        return [self.proj, self.branch] if self._built else []
+    @classmethod
+    def file_layout(cls):
+        """This folder's ``formats`` (the official IP-Adapter layout; InstantID and PuLID files share it)."""
+        return formats
+
+    @property
+    def is_plus(self) -> bool:
+        return bool(self.config.plus)
 
     # ------------------------------------------------------------------ attach / detach
     def patch(self, components) -> None:
@@ -90,29 +95,16 @@ class IPAdapterMethod(Method):
                 self.proj = self.branch = None
             raise
 
-    def build(self, components) -> None:
+    def projection(self, components) -> nn.Module:
         c = self.config
         self.encoder, self.processor = image_encoder(c.image_encoder, components.device)
-        width = encoder_width(self.encoder, c.plus)
-        self.proj = make_projection(c.plus, width, components.cross_attention_dim, c.tokens).eval()
-        self.branch = ImageBranch(components.unet).eval()
+        return make_projection(c.plus, encoder_width(self.encoder, c.plus), components.cross_attention_dim, c.tokens)
 
     def attach(self, components) -> None:
         self._apply_block_scales()
-        if not is_attached(components.unet, self.branch):
-            attach_branch(components.unet, self.branch)
-
-    def detach(self, components) -> None:
-        detach_branch(components.unet, self.branch)
+        super().attach(components)
 
     # ------------------------------------------------------------------ scales
-    def set_scale(self, scale: float) -> None:
-        if not 0.0 <= float(scale) <= MAX_SCALE:
-            raise ConfigError(f"ip_adapter scale must lie in [0, {MAX_SCALE:g}]; got {scale}.")
-        self.scale = float(scale)
-        if self.branch is not None:  # training runs at scale 1, as in the paper
-            self.branch.scale = 1.0 if self.branch.training else self.scale * float(self.config.scale)
-
     def set_block_scales(self, spec: float | list[float] | dict | None) -> None:
         """Per-layer factors: a float, one value per cross-attention layer, or an InstantStyle dict such as
         ``{"up": {"block_0": [0.0, 1.0, 0.0]}}`` (blocks not named get 0, as in diffusers)."""
@@ -205,16 +197,6 @@ class IPAdapterMethod(Method):
         return batch, keys, positions
 
     # ------------------------------------------------------------------ weights
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        """The official layout: ``image_proj.*`` + ``ip_adapter.<2n+1>.to_{k,v}_ip.weight``."""
-        if not self._built:
-            return dict(self._pending_state or {})
-        out = {
-            f"image_proj.{k}": v for k, v in formats.proj_to_official(self.proj.state_dict(), self.config.plus).items()
-        }
-        out.update(official_ip_weights(self.branch))
-        return out
-
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         if not self._built:
             self._pending_state = dict(state)
@@ -223,11 +205,7 @@ class IPAdapterMethod(Method):
         self._check(proj, ip)
         what = f"ip_adapter ({self._source_file})"
         load_module_state(self.proj, formats.proj_from_official(proj, self.config.plus), what)
-        branch = {}
-        for n in range(len(self.branch.layer_names)):
-            for kind in ("to_k_ip", "to_v_ip"):
-                branch[f"{kind}.{n}.weight"] = ip[f"{2 * n + 1}.{kind}.weight"]
-        load_module_state(self.branch, branch, what)
+        load_module_state(self.branch, formats.branch_from_official(ip, len(self.branch.layer_names)), what)
 
     def _check(self, proj: dict, ip: dict) -> None:
         """One-sentence errors for a file made for another base, image encoder or variant."""

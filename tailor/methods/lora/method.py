@@ -16,12 +16,11 @@ from torch import nn
 
 from tailor.core.io import meta_json, save_tensors
 from tailor.core.lora import LoRA, find_targets, specs_from_state
-from tailor.core.lora_formats import canonical, detect_layout, to_diffusers
 from tailor.core.lora_math import merge, most_common
 from tailor.core.method import ARTIFACT_FORMAT, Method
 from tailor.errors import ConfigError
 from tailor.methods.lora.config import LoRAConfig
-from tailor.methods.lora.formats import read_file, sniff_keys, write_files
+from tailor.methods.lora.formats import canonical, detect_layout, read_file, sniff_keys, to_diffusers, write_files
 
 _ids = itertools.count()
 

@@ -23,7 +23,6 @@ SPEC = MethodSpec(
     config=PhotoMakerConfig,
     summary="identity: N reference images fused with the class word -> N stacked ID tokens ('a man img'), UNet LoRA",
     paper="Li et al. 2023, PhotoMaker: Customizing Realistic Human Photos via Stacked ID Embedding",
-    builds_on=("lora",),
     test_options={"image_encoder": "tiny", "rank": 4, "lora_alpha": 4.0},
     example_inputs=example_inputs,
     generate=GenerateInput(

@@ -6,25 +6,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from tailor.core.config import Config, option
-from tailor.faces.analysis import BACKENDS
-
-MAX_SCALE = 5.0
+from tailor.core.config import option
+from tailor.faces.id_adapter import FaceIDConfig
 
 
 @dataclass
-class PuLIDConfig(Config):
+class PuLIDConfig(FaceIDConfig):
     """Paper weights: semantic alignment 0.6, layout alignment 0.1, ID loss 1.0 on an image generated in a few fast
     steps (the paper: 4 Lightning steps). ID tokens: 32 [? the release's IDFormer; here a Resampler over the face
     embedding]."""
 
     paper: ClassVar[str] = "Guo et al. 2024, PuLID (arXiv:2404.16022)"
+    scale_fields: ClassVar[tuple[str, ...]] = ("id_scale",)
 
-    face_embedder: str = option("world", "conditioning face embedder: 'world' (shipped) or a face-model file")
-    face_backend: str = option("auto", "face analysis of reference images", choices=BACKENDS)
-    embed_dim: int = option(0, "face-embedding width the adapter reads (0 = the face embedder's)")
+    # face_embedder, face_backend, embed_dim, resampler_depth: FaceIDConfig's (num_tokens too, another default here)
     num_tokens: int = option(32, "ID tokens (the Resampler's learned queries)")
-    resampler_depth: int = option(4, "Resampler layers (paper 4; the official file loads in diffusers only at 4)")
     id_scale: float = option(1.0, "ID scale (times the attachment weight)")
     align_semantic: float = option(0.6, "weight of the semantic alignment loss")
     align_layout: float = option(0.1, "weight of the layout alignment loss")
@@ -33,10 +29,7 @@ class PuLIDConfig(Config):
 
     def validate(self) -> None:
         c = self.check
-        c(self.embed_dim >= 0, f"embed_dim must be 0 (the embedder's) or positive; got {self.embed_dim}.")
-        c(self.num_tokens >= 1, f"num_tokens must be at least 1; got {self.num_tokens}.")
-        c(self.resampler_depth >= 1, f"resampler_depth must be at least 1; got {self.resampler_depth}.")
-        c(0.0 <= self.id_scale <= MAX_SCALE, f"id_scale must lie in [0, {MAX_SCALE:g}]; got {self.id_scale}.")
+        super().validate()  # the shared options; id_scale in [0, MAX_SCALE]
         for name in ("align_semantic", "align_layout", "id_loss"):
             c(getattr(self, name) >= 0, f"{name} must be 0 or more; got {getattr(self, name)}.")
         c(1 <= self.id_steps <= 50, f"id_steps must lie in [1, 50]; got {self.id_steps}.")

@@ -17,85 +17,52 @@ File: ``pulid.safetensors`` with ``image_proj.*`` / ``ip_adapter.*`` in the IP-A
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
-from torch import nn
 
-from tailor.core.attention import ImageBranch, attach_branch, detach_branch, is_attached, official_ip_weights
 from tailor.core.latents import vae_decode
-from tailor.core.method import Method, load_module_state
+from tailor.core.method import get_spec, load_module_state
 from tailor.core.pipeline import call_unet
-from tailor.core.resampler import make_projection, proj_from_official, proj_to_official
 from tailor.core.samplers import make_scheduler
-from tailor.errors import ConfigError, FormatError, InputError
-from tailor.faces.inputs import FaceDataset, check_width, reference_faces
-from tailor.methods.pulid.config import MAX_SCALE, PuLIDConfig
+from tailor.errors import FormatError, InputError
+from tailor.faces.id_adapter import FaceIDMethod
+from tailor.faces.inputs import FaceDataset, reference_faces
+from tailor.methods.pulid.config import PuLIDConfig
 from tailor.methods.pulid.modules import Recorder, id_cosine_loss, semantic_and_layout
 
 
-class PuLIDMethod(Method):
+class PuLIDMethod(FaceIDMethod):
     """Attach with ``pipe.attach(method, weight=1.0, face=IMG)``."""
 
     name = "pulid"
     config_cls = PuLIDConfig
-    default_lr: ClassVar[float] = 1e-4
 
     def __init__(self, config: PuLIDConfig | None = None, **overrides):
         super().__init__(config, **overrides)
-        self.proj: nn.Module | None = None
-        self.branch: ImageBranch | None = None
-        self.embed_width = 0
         self.recorder: Recorder | None = None
         self._face: tuple | None = None  # (attachment inputs, mean face embedding (1, D))
         self._reference: torch.Tensor | None = None  # the training batch's face embeddings
         self._fallback: torch.Tensor | None = None
         self._seed = 0
 
-    def modules(self) -> list[nn.Module]:
-        return [self.proj, self.branch] if self._built else []
-
-    def _embedder_name(self) -> str | None:
-        return None if self.config.face_embedder == "world" else self.config.face_embedder
+    @classmethod
+    def file_layout(cls):
+        """The official IP-Adapter layout (the ``ip_adapter`` method's, through the registry)."""
+        return get_spec("ip_adapter").method.file_layout()
 
     # ------------------------------------------------------------------ attach / detach
-    def build(self, components) -> None:
-        from tailor.faces.models import conditioning_embedder, embed_dim
-
-        c = self.config
-        self.embed_width = c.embed_dim or embed_dim(conditioning_embedder(self._embedder_name()))
-        self.proj = make_projection(True, self.embed_width, components.cross_attention_dim, c.num_tokens,
-                                    c.resampler_depth).eval()  # fmt: skip
-        self.branch = ImageBranch(components.unet).eval()
-
-    def attach(self, components) -> None:
-        if not is_attached(components.unet, self.branch):
-            attach_branch(components.unet, self.branch)
-
     def detach(self, components) -> None:
-        detach_branch(components.unet, self.branch)
+        super().detach(components)
         if self.recorder is not None:
             self.recorder.remove()
             self.recorder = None
         self._face = None
 
-    def set_scale(self, scale: float) -> None:
-        if not 0.0 <= float(scale) <= MAX_SCALE:
-            raise ConfigError(f"pulid weight must lie in [0, {MAX_SCALE:g}]; got {scale}.")
-        self.scale = float(scale)
-        if self.branch is not None:
-            self.branch.scale = 1.0 if self.branch.training else self.scale * float(self.config.id_scale)
-
     # ------------------------------------------------------------------ encode
-    def _tokens(self, emb: torch.Tensor) -> torch.Tensor:
-        p = next(self.proj.parameters())
-        return self.proj(emb.to(device=p.device, dtype=p.dtype)[:, None])
-
     def encode(self, cond, inputs: dict[str, Any]):
         if "pixel_values" in inputs:
-            emb = check_width(inputs["face_embedding"], self.embed_width, "the training batch")
-            self.branch.tokens = self._tokens(emb)
-            self._reference = emb
+            self._reference = self.encode_batch(inputs)
             if torch.is_grad_enabled():  # a training step (not validation): record the ID path's features
                 if self.recorder is None:
                     self.recorder = Recorder(self.components.unet, self.branch.layer_names)
@@ -109,20 +76,16 @@ class PuLIDMethod(Method):
                 emb = self._fallback
             else:
                 c = self.config
-                emb = reference_faces(source, c.face_backend, self._embedder_name(), self.embed_width)[0]
+                emb = reference_faces(source, c.face_backend, self.embedder_name(), self.embed_width)[0]
             self._face = (inputs, emb.mean(0, keepdim=True))
         emb = self._face[1]
-        with torch.no_grad():  # the tokens follow the current weights
-            tok, utok = self._tokens(emb), self._tokens(torch.zeros_like(emb))
-        b = cond.batch_size
-        rows = [utok.expand(b, -1, -1), tok.expand(b, -1, -1)] if cond.cfg else [tok.expand(b, -1, -1)]
-        self.branch.tokens = torch.cat(rows)
+        self.encode_reference(cond, emb)
         return cond
 
     # ------------------------------------------------------------------ training
     def wrap_dataset(self, dataset, config):
         self._seed = int(config.seed)
-        data = FaceDataset(dataset, self._embedder_name(), keypoints=False)
+        data = FaceDataset(dataset, self.embedder_name(), keypoints=False)
         if len(data):
             self._fallback = data[0]["face_embedding"][None]
         return data
@@ -167,31 +130,18 @@ class PuLIDMethod(Method):
     def _face_of(self, images: torch.Tensor) -> torch.Tensor:
         from tailor.faces.models import conditioning_embedder
 
-        return conditioning_embedder(self._embedder_name())(images.float())
+        return conditioning_embedder(self.embedder_name())(images.float())
 
     # ------------------------------------------------------------------ weights
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        if not self._built:
-            return dict(self._pending_state or {})
-        out = {f"image_proj.{k}": v for k, v in proj_to_official(self.proj.state_dict(), plus=True).items()}
-        out.update(official_ip_weights(self.branch))
-        return out
-
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         if not self._built:
             self._pending_state = dict(state)
             return
-        proj = {k[len("image_proj.") :]: v for k, v in state.items() if k.startswith("image_proj.")}
-        ip = {k[len("ip_adapter.") :]: v for k, v in state.items() if k.startswith("ip_adapter.")}
+        layout = self.file_layout()
+        proj, ip = layout.split(state)
         n = len(self.branch.layer_names)
         if sum(k.endswith(".to_k_ip.weight") for k in ip) != n:
             raise FormatError(f"the PuLID file does not have this base's {n} cross-attention layers; use one trained "
                               f"for this base.")  # fmt: skip
-        load_module_state(self.proj, proj_from_official(proj, plus=True), "pulid")
-        branch = {
-            f"{kind}.{i}.weight": ip[f"{2 * i + 1}.{kind}.weight"] for i in range(n) for kind in ("to_k_ip", "to_v_ip")
-        }
-        load_module_state(self.branch, branch, "pulid")
-
-    def metadata(self) -> dict:
-        return {**super().metadata(), "embed_dim": str(self.embed_width or self.config.embed_dim)}
+        load_module_state(self.proj, layout.proj_from_official(proj, plus=True), "pulid")
+        load_module_state(self.branch, layout.branch_from_official(ip, n), "pulid")

@@ -20,11 +20,12 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from tailor.conditions.method import ConditionedModelMethod
 from tailor.core.conditioning import StepExtras, StepState
 from tailor.core.control import condition_tensor, control_batch
 from tailor.core.io import load_tensors, meta_json, read_metadata
 from tailor.core.method import ARTIFACT_FORMAT
-from tailor.core.model_method import SingleModelMethod, diffusers_folder
+from tailor.core.model_method import diffusers_folder
 from tailor.errors import FormatError, IncompatibleError
 from tailor.methods.t2i_adapter.config import T2IAdapterConfig
 
@@ -60,7 +61,7 @@ def adapter_config(unet_config, vae_factor: int, adapter_type: str, num_res_bloc
     )
 
 
-class T2IAdapterMethod(SingleModelMethod):
+class T2IAdapterMethod(ConditionedModelMethod):
     """One T2I-Adapter; attach it with ``image=<condition image>`` (path, PIL, uint8 array or [0, 1] tensor)."""
 
     name = "t2i_adapter"

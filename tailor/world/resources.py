@@ -1,0 +1,70 @@
+"""The world's named resources, registered into :mod:`tailor.core.resources` by ``tailor/__init__.py`` as
+``"tailor.world.resources:<function>"`` strings (nothing here is imported until a name is resolved).
+
+Each provider answers a name it knows with a path (or a data factory) and None for any other name; a known name whose
+weights are missing raises the zoo's one-sentence "not trained yet" error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from tailor.world import zoo
+
+
+def base(name: str) -> Path | None:
+    """``world`` -> the shipped base model's diffusers folder."""
+    return zoo.base_path() if name == "world" else None
+
+
+def image_encoder(name: str) -> Path | None:
+    """``world`` -> the world CLIP's vision tower (``CLIPVisionModelWithProjection`` folder)."""
+    return zoo.clip_vision_path() if name == "world" else None
+
+
+def world_names() -> list[str]:
+    return ["world"]
+
+
+def artifact(name: str) -> Path | None:
+    """A shipped adapter name (``canny``, ``world-plus``, ...) -> its folder (``tailor.load`` reads it)."""
+    return zoo.adapter_path(name) if name in zoo.ADAPTERS else None
+
+
+def artifact_names() -> list[str]:
+    return list(zoo.ADAPTERS)
+
+
+def _identity(kind: str, name: str) -> Path | None:
+    return zoo.identity_adapter(kind) if name == "world" else None
+
+
+def instantid(name: str) -> Path | None:
+    """``world`` given to ``instantid`` -> the shipped world InstantID weights."""
+    return _identity("instantid", name)
+
+
+def photomaker(name: str) -> Path | None:
+    """``world`` given to ``photomaker`` -> the shipped world PhotoMaker weights."""
+    return _identity("photomaker", name)
+
+
+def pulid(name: str) -> Path | None:
+    """``world`` given to ``pulid`` -> the shipped world PuLID weights."""
+    return _identity("pulid", name)
+
+
+def data(source: str) -> Callable | None:
+    """``world[:...]`` / ``world-subject:...`` -> ``factory(size, seed, holdout) -> (train, held-out or None)``."""
+    from tailor.world import sources
+
+    if not sources.is_world_source(source):
+        return None
+    return lambda size, seed, holdout: sources.world_datasets(source, size, seed, holdout)
+
+
+def data_names() -> list[str]:
+    from tailor.world.sources import SOURCES
+
+    return list(SOURCES)
