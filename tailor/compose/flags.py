@@ -70,12 +70,8 @@ def flag_of(method_name: str) -> str | None:
 
 def _shipped(methods: tuple[str, ...], name: str) -> Path | None:
     """Method-specific shipped weights a bare name stands for (``--instantid world``), or None."""
-    try:
-        from tailor.core.resources import resolve
-    except ImportError:  # before the resolver: the world zoo's own table
-        from tailor.world.zoo import IDENTITY_ADAPTERS, identity_adapter
+    from tailor.core.resources import resolve
 
-        return next((identity_adapter(m) for m in methods if name == "world" and m in IDENTITY_ADAPTERS), None)
     for m in methods:
         found = resolve(f"artifact:{m}", name)
         if found is not None:
@@ -93,8 +89,7 @@ def load_for(path: str, flag: Flag) -> Method:
     if p.is_dir() and not (p / "tailor.json").is_file():  # an official folder a method claims (InstantID's)
         for name in flag.methods:
             cls = get_spec(name).method
-            sniff = getattr(cls, "sniff", None)
-            if sniff is not None and sniff(p, {}):
+            if cls.sniff(p, {}):
                 return cls.from_file(p)
     method = load(p)
     if method.name not in flag.methods and p.is_dir():  # e.g. DreamBooth-LoRA's folder also holds lora.safetensors

@@ -127,7 +127,7 @@ class Pipeline:
         """The attachments as ``generation.json`` records them: method, source file, weight, start/end."""
         return [
             dict(method=a.method.name, source=str(a.method.source_file), weight=a.weight, start=a.start, end=a.end)
-            if getattr(a.method, "source_file", None)
+            if a.method.source_file
             else dict(method=a.method.name, weight=a.weight, start=a.start, end=a.end)
             for a in self.attachments
         ]

@@ -3,6 +3,7 @@ plus IdentityNet (a ControlNet on the 5 face keypoints, conditioned on the ID to
 
 from __future__ import annotations
 
+from tailor.core.image_prompt import MAX_SCALE
 from tailor.core.method import MethodSpec
 from tailor.core.surface import BenchRow, GenerateInput, Input
 from tailor.methods.instantid.config import InstantIDConfig
@@ -35,7 +36,7 @@ SPEC = MethodSpec(
             flag="--face",
             help="Reference face image for the identity flags (--instantid, --pulid; repeatable: faces average).",
         ),
-        max_weight=5.0,
+        max_weight=MAX_SCALE,
     ),
     bench=(BenchRow("identity", "instantid", 0, 0.0, note="zero-shot: the shipped world weights"),),
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tailor.core.image_prompt import MAX_SCALE
 from tailor.core.method import MethodSpec
 from tailor.core.surface import GenerateInput, Input
 from tailor.methods.ip_adapter.config import IPAdapterConfig
@@ -36,7 +37,7 @@ SPEC = MethodSpec(
             pairing="index",
             help="Reference image IMG[+IMG...][:scale] for the --ip-adapter of the same index (repeatable).",
         ),
-        max_weight=5.0,
+        max_weight=MAX_SCALE,
     ),
     example_inputs=example_inputs,
 )

@@ -3,6 +3,7 @@ replace it in the prompt (trigger word ``img``), LoRA on the UNet attention, tex
 
 from __future__ import annotations
 
+from tailor.core.image_prompt import MAX_SCALE
 from tailor.core.method import MethodSpec
 from tailor.core.surface import BenchRow, GenerateInput, Input
 from tailor.methods.photomaker.config import PhotoMakerConfig
@@ -32,7 +33,7 @@ SPEC = MethodSpec(
         input=Input(
             "id_images", "paths", flag="--id-images", help="Reference images (a folder or files) for --photomaker."
         ),
-        max_weight=5.0,
+        max_weight=MAX_SCALE,
         class_input="class_word",
     ),
     bench=(BenchRow("identity", "photomaker", 0, 0.0, note="zero-shot: the shipped world weights"),),

@@ -3,6 +3,7 @@ loss plus contrastive alignment (ID path vs text-only path) and an ID loss on a 
 
 from __future__ import annotations
 
+from tailor.core.image_prompt import MAX_SCALE
 from tailor.core.method import MethodSpec
 from tailor.core.surface import BenchRow, GenerateInput, Input
 from tailor.methods.pulid.config import PuLIDConfig
@@ -34,7 +35,7 @@ SPEC = MethodSpec(
             flag="--face",
             help="Reference face image for the identity flags (--instantid, --pulid; repeatable: faces average).",
         ),
-        max_weight=5.0,
+        max_weight=MAX_SCALE,
     ),
     bench=(BenchRow("identity", "pulid", 0, 0.0, note="zero-shot: the shipped world weights"),),
 )
