@@ -3,7 +3,7 @@ et al. 2021) on world images and their captions (objects in every style, faces, 
 
 It is the image encoder of image-prompt methods (IP-Adapter family: its vision tower is also saved as a
 ``CLIPVisionModelWithProjection`` folder with a 64-pixel ``CLIPImageProcessor``, what diffusers' ``load_ip_adapter``
-expects) and the scorer of the CLIP-I / CLIP-T-like metrics (:mod:`tailor.eval.world`).
+expects) and the scorer of the CLIP-I / CLIP-T-like metrics (the package's :mod:`tailor.world.zoo.clip` reads it).
 """
 
 from __future__ import annotations
@@ -24,12 +24,9 @@ from transformers import (
 )
 
 from tailor.core.io import atomic_dir
-from tailor.world.zoo.data import mixed_samples
-from tailor.world.zoo.loop import LoopConfig, train_loop
-
-MEAN = (0.48145466, 0.4578275, 0.40821073)  # CLIPImageProcessor's defaults, so diffusers' preprocessing matches
-STD = (0.26862954, 0.26130258, 0.27577711)
-MAX_LEN = 32  # world captions are short; keeps the text tower cheap
+from tailor.world.zoo.clip import MEAN, STD, features, pixel_values, text_inputs
+from zoo.data import mixed_samples
+from zoo.loop import LoopConfig, current_device, train_loop
 
 
 def build_clip(tokenizer: CLIPTokenizer, size: int = 64, width: int = 128, layers: int = 4) -> CLIPModel:
@@ -55,39 +52,23 @@ def build_clip(tokenizer: CLIPTokenizer, size: int = 64, width: int = 128, layer
     return CLIPModel(CLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=width))
 
 
-def pixel_values(images, size: int = 64) -> torch.Tensor:
-    """HxWx3 uint8 arrays / PIL images / (N,3,H,W) tensors in [0,1] -> normalised CLIP input at ``size``."""
-    if not isinstance(images, torch.Tensor):
-        from tailor.world.zoo.oracles import to_unit
-
-        images = to_unit(images)
-    x = images.float()
-    if x.shape[-1] != size or x.shape[-2] != size:
-        x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
-    return (x - torch.tensor(MEAN)[:, None, None]) / torch.tensor(STD)[:, None, None]
-
-
-def text_inputs(tokenizer: CLIPTokenizer, texts: list[str]) -> dict[str, torch.Tensor]:
-    return tokenizer(list(texts), padding="max_length", truncation=True, max_length=MAX_LEN, return_tensors="pt")
-
-
 def train_clip(
     out: str, tokenizer: CLIPTokenizer, steps: int = 2000, batch_size: int = 64, lr: float = 1e-3, seed: int = 21
 ) -> CLIPModel:
     torch.manual_seed(seed)
     model = build_clip(tokenizer)
 
+    dev = current_device()
+
     def loss_fn(step: int):
         samples = mixed_samples(batch_size, seed, step)
-        out_ = model(
-            pixel_values=pixel_values([s.image for s in samples]),
-            **text_inputs(tokenizer, [s.caption for s in samples]),
-        )
+        text = {k: v.to(dev) for k, v in text_inputs(tokenizer, [s.caption for s in samples]).items()}
+        out_ = model(pixel_values=pixel_values([s.image for s in samples]).to(dev), **text)
         logits = out_.logits_per_image
-        labels = torch.arange(len(samples))
+        labels = torch.arange(len(samples), device=dev)
         # captions can repeat inside a batch (same attributes): treat identical captions as positives
         caps = [s.caption for s in samples]
-        same = torch.tensor([[a == b for b in caps] for a in caps], dtype=torch.float32)
+        same = torch.tensor([[a == b for b in caps] for a in caps], dtype=torch.float32, device=dev)
         target = same / same.sum(1, keepdim=True)
         loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
         acc = (logits.argmax(1) == labels).float().mean()
@@ -129,31 +110,6 @@ def save_clip(model: CLIPModel, tokenizer: CLIPTokenizer, clip_dir: str | Path, 
         proc.save_pretrained(tmp)
 
 
-class WorldClip:
-    """The shipped world CLIP as a scorer: unit image / text embeddings."""
-
-    def __init__(self, folder: str | Path | None = None):
-        from tailor.world.zoo import clip_path
-
-        folder = Path(folder) if folder is not None else clip_path()
-        self.model = CLIPModel.from_pretrained(str(folder), local_files_only=True, dtype=torch.float32).eval()
-        self.tokenizer = CLIPTokenizer.from_pretrained(str(folder), local_files_only=True)
-        self.size = self.model.config.vision_config.image_size
-
-    @torch.no_grad()
-    def image_embeds(self, images, batch: int = 128) -> torch.Tensor:
-        outs = []
-        for i in range(0, len(images), batch):
-            e = self.model.get_image_features(pixel_values=pixel_values(images[i : i + batch], self.size))
-            outs.append(F.normalize(getattr(e, "pooler_output", e), dim=-1))
-        return torch.cat(outs)
-
-    @torch.no_grad()
-    def text_embeds(self, texts: list[str]) -> torch.Tensor:
-        e = self.model.get_text_features(**text_inputs(self.tokenizer, texts))
-        return F.normalize(getattr(e, "pooler_output", e), dim=-1)
-
-
 @torch.no_grad()
 def evaluate_clip(model: CLIPModel, tokenizer: CLIPTokenizer, n: int = 256, seed: int = 99_021) -> dict[str, float]:
     """Image->text retrieval top-1 among ``n`` fresh samples (identical captions count as hits)."""
@@ -161,11 +117,7 @@ def evaluate_clip(model: CLIPModel, tokenizer: CLIPTokenizer, n: int = 256, seed
     samples = mixed_samples(n, seed, 0)
     caps = [s.caption for s in samples]
     px = pixel_values([s.image for s in samples])
-    img = F.normalize(_features(model.get_image_features(pixel_values=px)), dim=-1)
-    txt = F.normalize(_features(model.get_text_features(**text_inputs(tokenizer, caps))), dim=-1)
+    img = F.normalize(features(model.get_image_features(pixel_values=px)), dim=-1)
+    txt = F.normalize(features(model.get_text_features(**text_inputs(tokenizer, caps))), dim=-1)
     best = (img @ txt.t()).argmax(1).tolist()
     return {"i2t_top1": float(np.mean([caps[b] == caps[i] for i, b in enumerate(best)]))}
-
-
-def _features(x):
-    return getattr(x, "pooler_output", x)

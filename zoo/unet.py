@@ -182,7 +182,7 @@ def warm_start(comps: Components, run: str | Path, use_ema: bool = False) -> Non
     ``run`` names (its EMA shadow with ``use_ema``): e.g. one trained on an earlier VAE, or the object-only run that
     continued training on faces starts from."""
     from tailor.core.training.checkpoint import find_resume
-    from tailor.world.zoo.export import load_checkpoint_weights
+    from zoo.export import load_checkpoint_weights
 
     load_checkpoint_weights(comps, find_resume(run, str(run)), use_ema)
 
