@@ -79,6 +79,13 @@ def train(
     checkpoint_every: Annotated[
         int | None, typer.Option(help="Checkpoint every N steps (default: the recipe's, 100-200).", min=1)
     ] = None,
+    num_workers: Annotated[
+        int, typer.Option(help="Data-loading worker processes of the diffusion stages (unet*, adapters).", min=0)
+    ] = 0,
+    weights: Annotated[
+        Path | None,
+        typer.Option(help="Export (export, adapters) into this folder (default: the package's shipped weights)."),
+    ] = None,
 ) -> None:
     """Train the world zoo (base model, world CLIP, oracles, adapters) and export it into the package's weights."""
     from zoo import loop, recipe
@@ -95,6 +102,8 @@ def train(
     recipe.set_threads(threads)
     unet_kw = {} if lr is None else {"lr": lr}
     ck = {} if checkpoint_every is None else {"checkpoint_every": checkpoint_every}
+    ck |= {"num_workers": num_workers} if num_workers else {}
+    out = {} if weights is None else {"weights": weights}
     loop.CHECKPOINT_EVERY = checkpoint_every
     for stage in stages:
         typer.echo(f"== {stage}")
@@ -114,9 +123,9 @@ def train(
             picked = tuple(n.strip() for n in oracles.split(",") if n.strip())
             recipe.stage_oracle(runs, picked, {n: steps for n in picked} if steps else None)
         elif stage == "adapters":
-            recipe.stage_adapters(runs, names, steps, base=base, **ck)
+            recipe.stage_adapters(runs, names, steps, base=base, **out, **ck)
         else:
-            typer.echo(json.dumps(recipe.stage_export(runs)))
+            typer.echo(json.dumps(recipe.stage_export(runs, **out)))
 
 
 UNET_PHASES = {
@@ -164,10 +173,17 @@ def run(args: list[str], prog_name: str = "python -m zoo", command: str | None =
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m zoo``: a user error prints one line and exits 2, as ``tailor`` does."""
+    import logging
+
     import click
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
 
     from tailor.errors import TailorError
 
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # the recipes' progress lines
+    diffusers_logging.disable_progress_bar()  # no loading bars on every model load
+    transformers_logging.disable_progress_bar()
     try:
         run(sys.argv[1:] if argv is None else argv)
     except TailorError as e:
