@@ -141,3 +141,25 @@ def test_gpu_script_runs_a_stage_into_the_run_folder_and_summarises(tmp_path):
     assert summary["stage"] == "oracle" and summary["exit"] == 0 and not summary["stopped_at_budget"]
     assert summary["runs"]["oracles/segmenter"]["newest_checkpoint"] == 2
     assert (runs / "oracles" / "final" / "segmenter.safetensors").is_file() and (runs / "gpu.log").is_file()
+
+
+def test_from_shipped_seeds_a_run_folder_that_unet_long_goes_on_from(tmp_path):
+    from diffusers import UNet2DConditionModel
+
+    from tailor.world.zoo import base_path
+    from zoo import recipe
+    from zoo.shipped import SHIPPED_WORDS, shipped_dir, stage_from_shipped
+    from zoo.unet import build_components, warm_start
+
+    runs = tmp_path / "runs"
+    stage_from_shipped(runs, n_images=16, n_faces=2)
+    comps = build_components(recipe.vae_dir(runs), recipe.tokenizer_dir(runs))
+    fresh = {k: v.clone() for k, v in comps.unet.state_dict().items()}
+    warm_start(comps, shipped_dir(runs))
+    shipped = UNet2DConditionModel.from_pretrained(str(base_path() / "unet"), local_files_only=True).state_dict()
+    assert all(torch.equal(v, shipped[k]) for k, v in comps.unet.state_dict().items())
+    assert not all(torch.equal(v, fresh[k]) for k, v in comps.unet.state_dict().items())
+    rows = (runs / "data" / "objects_faces_words" / "metadata.jsonl").read_text().splitlines()
+    assert len(rows) > 18 and any(w in rows[-1] for w in SHIPPED_WORDS)  # the words' images twice
+    result = recipe.stage_unet_long(runs, 1, batch_size=2, checkpoint_every=1, log_every=1, warmup_steps=0)
+    assert result.steps == 1 and (runs / "unet_long" / "checkpoints" / "step-000001").is_dir()

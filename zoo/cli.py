@@ -31,9 +31,10 @@ def stage_list(only: str | None) -> tuple[str, ...]:
     from zoo import recipe
 
     stages = recipe.DEFAULT_STAGES if only is None else tuple(s.strip() for s in only.split(",") if s.strip())
-    bad = [s for s in stages if s not in recipe.STAGES]
+    known = (*recipe.STAGES, "from-shipped")
+    bad = [s for s in stages if s not in known]
     if bad or not stages:
-        raise ConfigError(f"unknown stage {(bad or [only])[0]!r}; pick one of {', '.join(recipe.STAGES)}.")
+        raise ConfigError(f"unknown stage {(bad or [only])[0]!r}; pick one of {', '.join(known)}.")
     return stages
 
 
@@ -44,7 +45,8 @@ def train(
         typer.Option(
             help="Run these stages (comma-separated): tokenizer, vae, vae-decoder, unet, unet-faces, unet-cooldown, "
             "unet-words, unet-long, unet-long-decay, clip, oracle, export, "
-            "adapters (default: all, in order)."
+            "adapters (default: all, in order); from-shipped seeds RUNS from the shipped base (then unet-long goes "
+            "on from it)."
         ),
     ] = None,
     runs: Annotated[Path, typer.Option(help="Run folder (checkpoints; every stage resumes from it).")] = Path(
@@ -107,7 +109,11 @@ def train(
     loop.CHECKPOINT_EVERY = checkpoint_every
     for stage in stages:
         typer.echo(f"== {stage}")
-        if stage == "tokenizer":
+        if stage == "from-shipped":
+            from zoo.shipped import stage_from_shipped
+
+            stage_from_shipped(runs)
+        elif stage == "tokenizer":
             recipe.stage_tokenizer(runs)
         elif stage == "vae":
             recipe.stage_vae(runs, steps, stop_at=vae_stop_at, init=vae_init)

@@ -191,9 +191,14 @@ def stage_unet_words(
 def stage_unet_long(runs: Path, steps: int | None = None, batch_size: int = 16, lr: float = 5e-4, **kw):
     """A long constant-LR phase on the repaired text encoder (sixth session, docs/zoo.md): warm start from the
     ``unet-words`` run's EMA weights, the same data (the repaired words' images twice), the text encoder held,
-    AdamW ``lr`` constant after the warmup (phase 1's LR). Never exported itself (:func:`base_run`): the base comes
-    from its decay phase, ``unet-long-decay``."""
+    AdamW ``lr`` constant after the warmup (phase 1's LR); in a folder seeded by ``from-shipped``
+    (:mod:`zoo.shipped`) without a ``unet-words`` run it starts from the shipped base instead. Never exported itself
+    (:func:`base_run`): the base comes from its decay phase, ``unet-long-decay``."""
+    from zoo.shipped import shipped_dir
+
     data, init = runs / "data" / "objects_faces_words", runs / "unet_words"
+    if not any((init / "checkpoints").glob("step-*")) and (shipped_dir(runs) / "model_index.json").is_file():
+        init = shipped_dir(runs)  # a run folder seeded by `from-shipped`: go on from the shipped base
     kw = {"init": init, "init_ema": True, "lr_scheduler": "constant", "method_options": {"text_encoder_lr": 0.0}, **kw}
     return _phase(runs, "unet-long", data, steps, batch_size=batch_size, lr=lr, **kw)
 
