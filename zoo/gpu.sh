@@ -5,7 +5,8 @@
 #   zoo/gpu.sh [STAGE] [MINUTES] [RUNS]
 #
 # STAGE    any `python -m zoo train --only` value, comma-separated for several (default: adapters, which trains on
-#          the shipped base and so needs nothing but this checkout; the unet* stages need their earlier runs in RUNS)
+#          the shipped base and so needs nothing but this checkout; the unet* stages need their earlier runs in RUNS,
+#          or `from-shipped,unet-long` to go on from the shipped base)
 # MINUTES  wall-clock budget of the whole script, setup included (default 12, decimals allowed); training stops early
 #          enough (SIGTERM) to write the summary; rerun the same command and every stage resumes from its newest
 #          complete checkpoint in RUNS
