@@ -7,7 +7,7 @@ export TRANSFORMERS_OFFLINE := 1
 
 .PHONY: install demo test lint format bench reliability fuzz clean
 
-LINT := tailor tests $(wildcard benchmarks)
+LINT := tailor zoo tests $(wildcard benchmarks)
 
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)

@@ -28,7 +28,10 @@ import torch
 def photo_prompts(n: int, seed: int, holdout: bool) -> list[tuple[str, dict]]:
     from tailor.world.captions import caption_for
     from tailor.world.vocab import BACKGROUNDS, COLORS, PATTERNS, SHAPES, make_rng
-    from tailor.world.zoo.unet import holdout_combos
+    from tailor.world.zoo.cli import find_recipes
+
+    find_recipes()  # the checkout's zoo/ (the recipes are not installed) onto sys.path
+    from zoo.unet import holdout_combos
 
     combos = holdout_combos()
     rng = make_rng(seed)

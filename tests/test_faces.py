@@ -43,8 +43,8 @@ def test_detector_finds_world_faces_and_refuses_non_faces(tmp_path):
 
 
 def test_conditioning_embedder_is_not_the_oracle_and_separates_identities():
-    from tailor.world.zoo.oracle_recipes import evaluate_face
     from tailor.world.zoo.oracles import load_oracle
+    from zoo.oracle_recipes import evaluate_face
 
     mine, oracle = conditioning_embedder(), load_oracle("face")
     assert mine.config["width"] != oracle.config["width"] or mine.config["dim"] != oracle.config["dim"]

@@ -15,13 +15,13 @@ from tailor.errors import ConfigError, InputError
 
 @pytest.fixture(scope="module")
 def world_tokenizer():
-    from tailor.world.zoo.tokenizer import build_world_tokenizer
+    from zoo.tokenizer import build_world_tokenizer
 
     return build_world_tokenizer(n_captions=40)
 
 
 def test_tokenizer_words_are_single_tokens(world_tokenizer):
-    from tailor.world.zoo.tokenizer import SPARE_TOKENS, caption_words
+    from zoo.tokenizer import SPARE_TOKENS, caption_words
 
     tok = world_tokenizer
     for word in ("red", "striped", "star", "grass", "watercolor", "checkered", "hexagon", "photo"):
@@ -33,7 +33,7 @@ def test_tokenizer_words_are_single_tokens(world_tokenizer):
 
 
 def test_word_merges_keep_earlier_words():
-    from tailor.world.zoo.tokenizer import _bpe, word_merges
+    from zoo.tokenizer import _bpe, word_merges
 
     words = ["ear", "bear", "beard", "be"]
     merges = word_merges(words)
@@ -43,8 +43,8 @@ def test_word_merges_keep_earlier_words():
 
 
 def test_vae_recipe_trains_and_resumes(tmp_path):
-    from tailor.world.zoo.loop import list_checkpoints
-    from tailor.world.zoo.vae import evaluate_vae, train_vae
+    from zoo.loop import list_checkpoints
+    from zoo.vae import evaluate_vae, train_vae
 
     out = str(tmp_path / "vae")
     train_vae(out, steps=2, batch_size=2, size=32, channels=(16, 16))
@@ -57,7 +57,7 @@ def test_vae_recipe_trains_and_resumes(tmp_path):
 
 
 def test_gradient_loss_is_the_l1_of_finite_differences():
-    from tailor.world.zoo.vae import gradient_loss
+    from zoo.vae import gradient_loss
 
     x = torch.zeros(1, 3, 8, 8)
     x[..., 2:6, 2:6] = 1.0  # a square
@@ -71,8 +71,8 @@ def test_gradient_loss_is_the_l1_of_finite_differences():
 
 
 def test_decoder_refinement_keeps_the_latents(tmp_path):
-    from tailor.world.zoo.data import mixed_samples, to_batch
-    from tailor.world.zoo.vae import build_vae, finetune_decoder
+    from zoo.data import mixed_samples, to_batch
+    from zoo.vae import build_vae, finetune_decoder
 
     torch.manual_seed(0)
     vae = build_vae(channels=(16, 16), size=32)
@@ -89,7 +89,7 @@ def test_decoder_refinement_keeps_the_latents(tmp_path):
 
 def _tiny_runs(tmp_path: Path, tokenizer) -> Path:
     from tailor.core.tokenizers import save_tokenizer
-    from tailor.world.zoo.vae import build_vae
+    from zoo.vae import build_vae
 
     runs = tmp_path / "runs"
     save_tokenizer(tokenizer, runs / "tokenizer")
@@ -101,7 +101,7 @@ def _tiny_runs(tmp_path: Path, tokenizer) -> Path:
 def test_unet_recipe_on_the_trainer_exports_a_diffusers_folder(tmp_path, world_tokenizer):
     from diffusers import StableDiffusionPipeline
 
-    from tailor.world.zoo import recipe
+    from zoo import recipe
 
     runs = _tiny_runs(tmp_path, world_tokenizer)
     recipe.stage_unet(runs, steps=2, batch_size=2, n_images=6, checkpoint_every=1, log_every=1)
@@ -126,9 +126,9 @@ def test_unet_recipe_on_the_trainer_exports_a_diffusers_folder(tmp_path, world_t
 
 def test_faces_continuation_starts_from_the_object_runs_ema_and_is_exported(tmp_path, world_tokenizer):
     from tailor.core.training.checkpoint import find_resume
-    from tailor.world.zoo import recipe
-    from tailor.world.zoo.export import load_trained_components
-    from tailor.world.zoo.unet import FIRST_BASE_IDENTITY, build_components, warm_start
+    from zoo import recipe
+    from zoo.export import load_trained_components
+    from zoo.unet import FIRST_BASE_IDENTITY, build_components, warm_start
 
     runs = _tiny_runs(tmp_path, world_tokenizer)
     recipe.stage_unet(runs, steps=3, batch_size=2, n_images=6, checkpoint_every=3, log_every=1)
@@ -160,8 +160,8 @@ def test_faces_continuation_starts_from_the_object_runs_ema_and_is_exported(tmp_
 
 
 def test_oracles_train_save_and_load(tmp_path):
-    from tailor.world.zoo import oracle_recipes as R
     from tailor.world.zoo.oracles import load_oracle, to_unit
+    from zoo import oracle_recipes as R
 
     model = R.train_attributes(str(tmp_path / "attr"), steps=2, batch_size=4)
     path = R.export(model, "attributes", tmp_path / "final", {"shape": 0.1})
@@ -184,7 +184,7 @@ def test_oracles_train_save_and_load(tmp_path):
 
 
 def test_object_batch_hard_fraction_draws_the_confusable_pair():
-    from tailor.world.zoo import oracle_recipes as R
+    from zoo import oracle_recipes as R
 
     plain = R.object_batch(8, 3, 0)
     hard = R.object_batch(8, 3, 0, hard=0.5)
@@ -208,15 +208,14 @@ def test_arcface_loss_prefers_the_true_class():
 def test_world_clip_recipe_and_vision_export(tmp_path, world_tokenizer):
     from transformers import CLIPVisionModelWithProjection
 
-    from tailor.world.zoo.clip import WorldClip, save_clip, train_clip
+    from tailor.world.zoo.clip import WorldClip, pixel_values
+    from zoo.clip import save_clip, train_clip
 
     model = train_clip(str(tmp_path / "clip"), world_tokenizer, steps=2, batch_size=4)
     save_clip(model, world_tokenizer, tmp_path / "c", tmp_path / "v")
     vision = CLIPVisionModelWithProjection.from_pretrained(str(tmp_path / "v"), local_files_only=True)
     scorer = WorldClip(tmp_path / "c")
     x = torch.rand(2, 3, 64, 64)
-    from tailor.world.zoo.clip import pixel_values
-
     with torch.no_grad():
         a = torch.nn.functional.normalize(vision(pixel_values=pixel_values(x)).image_embeds, dim=-1)
     assert torch.allclose(a, scorer.image_embeds(x), atol=2e-2)  # the full CLIP is float16 on disk
@@ -303,8 +302,8 @@ def test_shipped_oracles_load():
 @pytest.mark.slow
 @pytest.mark.skipif(not _shipped("oracles/attributes.safetensors"), reason="oracles not trained yet")
 def test_attribute_oracle_accuracy_on_fresh_photo_renders():
-    from tailor.world.zoo.oracle_recipes import evaluate_attributes
     from tailor.world.zoo.oracles import load_oracle
+    from zoo.oracle_recipes import evaluate_attributes
 
     acc = evaluate_attributes(load_oracle("attributes"), n=300, seed=123_457, styles=("photo",))
     assert min(acc.values()) >= 0.98, acc
@@ -321,8 +320,8 @@ def test_world_path_command(capsys):
 
 
 def _world_components(tmp_path: Path, tokenizer):
-    from tailor.world.zoo import recipe
-    from tailor.world.zoo.unet import build_components
+    from zoo import recipe
+    from zoo.unet import build_components
 
     runs = _tiny_runs(tmp_path, tokenizer)
     return runs, build_components(recipe.vae_dir(runs), recipe.tokenizer_dir(runs))
@@ -336,8 +335,8 @@ def _collapse(comps, a: str, b: str) -> None:
 
 
 def test_collapsed_words_are_found_and_relearned_apart(tmp_path, world_tokenizer):
-    from tailor.world.zoo.unet import render_folder
-    from tailor.world.zoo.words import PROBE, collapsed_pairs, oversampled_folder, relearn_embeddings, word_distances
+    from zoo.unet import render_folder
+    from zoo.words import PROBE, collapsed_pairs, oversampled_folder, relearn_embeddings, word_distances
 
     runs, comps = _world_components(tmp_path, world_tokenizer)
     assert collapsed_pairs(comps) == []  # a random text encoder keeps every word apart
@@ -366,9 +365,9 @@ def test_collapsed_words_are_found_and_relearned_apart(tmp_path, world_tokenizer
 
 
 def test_words_stage_relearns_then_trains_the_unet_with_the_text_encoder_held(tmp_path, world_tokenizer, monkeypatch):
-    from tailor.world.zoo import recipe, unet
-    from tailor.world.zoo.export import load_trained_components
-    from tailor.world.zoo.words import collapsed_pairs
+    from zoo import recipe, unet
+    from zoo.export import load_trained_components
+    from zoo.words import collapsed_pairs
 
     runs = _tiny_runs(tmp_path, world_tokenizer)
     recipe.stage_unet(runs, steps=1, batch_size=2, n_images=24, checkpoint_every=1, log_every=1)
@@ -402,7 +401,7 @@ def test_words_stage_relearns_then_trains_the_unet_with_the_text_encoder_held(tm
 
 def test_export_keeps_the_bytes_of_unchanged_files(tmp_path):
     from tailor.core.io import save_tensors
-    from tailor.world.zoo.export import keep_unchanged
+    from zoo.export import keep_unchanged
 
     old, new = tmp_path / "old", tmp_path / "new"
     t = {"w": torch.arange(6.0).reshape(2, 3), "b": torch.ones(3, dtype=torch.float16)}
@@ -422,7 +421,7 @@ def test_export_keeps_the_bytes_of_unchanged_files(tmp_path):
 
 
 def test_unet_long_stage_goes_on_from_the_words_run_at_a_constant_lr_with_the_encoder_held(tmp_path, monkeypatch):
-    from tailor.world.zoo import recipe
+    from zoo import recipe
 
     seen = {}
     monkeypatch.setattr(
@@ -439,7 +438,7 @@ def test_unet_long_stage_goes_on_from_the_words_run_at_a_constant_lr_with_the_en
 
 
 def test_unet_long_decay_stage_warm_starts_from_the_newest_long_checkpoint_and_records_it(tmp_path, monkeypatch):
-    from tailor.world.zoo import recipe
+    from zoo import recipe
 
     seen = {}
     monkeypatch.setattr(

@@ -38,7 +38,7 @@ def render():
 
 
 def test_shipped_names_have_recipes():
-    from tailor.world.zoo.adapters import RECIPES
+    from zoo.adapters import RECIPES
 
     assert {n: (r.method, r.options.get("condition")) for n, r in RECIPES.items()} == ADAPTERS
 
@@ -166,7 +166,7 @@ def test_shipped_ip_adapter_loads_in_diffusers_load_ip_adapter(name, world, rend
 
 def test_recipe_trains_resumes_and_exports_float16(tmp_path, world):
     from tailor.core.io import load_tensors
-    from tailor.world.zoo import adapters
+    from zoo import adapters
 
     runs, weights = tmp_path / "runs", tmp_path / "weights"
     adapters.train_adapter(runs, "world", steps=1, batch_size=2)

@@ -37,7 +37,7 @@ def run(capsys, *args):
 def test_face_data_identity_range_and_errors():
     from tailor.core.training.data import build_datasets
     from tailor.world.dataset import IDENTITY_LIMIT
-    from tailor.world.zoo.adapters import FACE_DATA, FIRST_TRAIN_IDENTITY
+    from zoo.adapters import FACE_DATA, FIRST_TRAIN_IDENTITY
 
     data, _ = build_datasets("world:faces:all:ids=1000-1010", 32, 0)
     ids = [data.sample(i).attrs["identity"] for i in range(40)]
@@ -61,7 +61,7 @@ def test_face_data_identity_range_and_errors():
 
 # --------------------------------------------------------------------- recipes
 def test_identity_recipes_use_face_data_without_held_out_identities():
-    from tailor.world.zoo.adapters import FACE_DATA, IDENTITY_RECIPES, RECIPES
+    from zoo.adapters import FACE_DATA, IDENTITY_RECIPES, RECIPES
 
     assert set(IDENTITY_RECIPES) == set(KINDS) and all(RECIPES[k].method == k for k in KINDS)
     assert all(r.data == FACE_DATA for r in IDENTITY_RECIPES.values())
@@ -70,7 +70,7 @@ def test_identity_recipes_use_face_data_without_held_out_identities():
 
 def test_recipe_trains_on_a_given_base_and_exports_float16(tmp_path):
     from tailor.core.io import load_tensors, read_metadata
-    from tailor.world.zoo import adapters
+    from zoo import adapters
 
     runs, weights = tmp_path / "runs", tmp_path / "weights"
     result = adapters.train_adapter(runs, "instantid", steps=1, batch_size=1, base="tiny")

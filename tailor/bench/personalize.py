@@ -122,7 +122,7 @@ class Settings:
 @cache
 def world_words() -> frozenset[str]:
     """Words of the world's captions (its synonyms plus 300 rendered captions: every kind and style)."""
-    from tailor.world.zoo.tokenizer import caption_words
+    from tailor.world.zoo.vocabulary import caption_words
 
     return frozenset(caption_words(n_captions=300))
 

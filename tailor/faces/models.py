@@ -49,7 +49,8 @@ def weights_path(name: str) -> Path:
     path = FACES / name
     if not path.is_file():
         raise InputError(
-            f"the world face model {path} is missing; train it with `python -m tailor.faces.recipe` (or pass a file)."
+            f"the world face model {path} is missing; train it with `python -m zoo faces` in a source checkout "
+            "(or pass a file)."
         )
     return path
 

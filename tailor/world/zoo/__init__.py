@@ -13,8 +13,10 @@ Shipped under ``weights/`` (safetensors only):
   ``world`` and ``world-plus``, and the identity methods ``instantid``, ``photomaker``, ``pulid`` (the name
   ``world`` after ``--instantid`` / ``--photomaker`` / ``--pulid`` means these: :func:`identity_adapter`).
 
-The recipes live beside this file (``tokenizer``, ``vae``, ``unet``, ``clip``, ``oracles``, ``adapters``,
-``export``) and run through ``tailor world train-zoo``.
+This package keeps what runs at inference: these paths, the oracle models (:mod:`.oracles`), the world CLIP scorer
+(:mod:`.clip`, :mod:`.scorer`) and the caption vocabulary (:mod:`.vocabulary`). The recipes that trained the weights
+are not installed: they live in the source checkout's top-level ``zoo/`` folder (``python -m zoo train ...``, or
+``tailor world train-zoo`` run from that checkout; docs/zoo.md).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pathlib import Path
 from tailor.errors import InputError
 
 WEIGHTS = Path(__file__).parent / "weights"
-NOT_TRAINED = "the world model is not trained yet; run `tailor world train-zoo`"
+NOT_TRAINED = "the world model is not trained yet; run `tailor world train-zoo` from a source checkout"
 
 
 def _require(path: Path, what: str) -> Path:
@@ -53,7 +55,7 @@ def oracle_path(name: str) -> Path:
     return _require(WEIGHTS / "oracles" / f"{name}.safetensors", f"oracle {name!r}")
 
 
-#: shipped adapter name -> (method, condition kind or None); the recipes are in :mod:`tailor.world.zoo.adapters`
+#: shipped adapter name -> (method, condition kind or None); their recipes: the source checkout's ``zoo/adapters.py``
 ADAPTERS = {
     "canny": ("controlnet", "canny"),
     "seg": ("controlnet", "seg"),

@@ -1,98 +1,55 @@
-"""``tailor world train-zoo`` and ``tailor world path`` (registered into the ``world`` sub-app)."""
+"""``tailor world path`` and ``tailor world train-zoo`` (registered into the ``world`` sub-app).
+
+The zoo's training recipes are not part of the installed package: they live in the source checkout's top-level
+``zoo/`` folder (``python -m zoo train ...``). ``train-zoo`` finds them there (the checkout the package was
+installed from, editable, or any ``zoo`` on ``sys.path``) and hands them its command line; an installed wheel
+without them says where they are.
+"""
 
 from __future__ import annotations
 
-import json
+import importlib
+import sys
 from pathlib import Path
-from typing import Annotated
 
 import typer
 
 from tailor.errors import ConfigError
 
+NO_RECIPES = (
+    "the zoo's training recipes are not installed with the package: they live in the source checkout's zoo/ folder, "
+    "so clone the tailor repository and run `python -m zoo train --help` (or `tailor world train-zoo`) from its root."
+)
 
-def train_zoo(
-    only: Annotated[
-        str | None,
-        typer.Option(
-            help="Run one stage: tokenizer, vae, vae-decoder, unet, unet-faces, unet-cooldown, "
-            "unet-words, unet-long, unet-long-decay, clip, oracle, export, "
-            "adapters (default: all, in order)."
-        ),
-    ] = None,
-    runs: Annotated[Path, typer.Option(help="Run folder (checkpoints; every stage resumes from it).")] = Path(
-        "outputs/zoo"
-    ),
-    steps: Annotated[int | None, typer.Option(help="Steps of the selected stage (default: the recipe's).")] = None,
-    batch_size: Annotated[int, typer.Option(help="UNet batch size.")] = 32,
-    lr: Annotated[
-        float | None, typer.Option(help="UNet learning rate (default: the stage's: 5e-4, cooldown and words 2e-4).")
-    ] = None,
-    threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 1,
-    oracles: Annotated[str, typer.Option(help="Comma-separated oracles to train.")] = "attributes,segmenter,"
-    "instance,face",
-    adapters: Annotated[
-        str | None,
-        typer.Option(
-            help="Comma-separated adapters to train (canny, seg, t2i-canny, controlnext-canny, world, "
-            "world-plus, instantid, photomaker, pulid; default: all)."
-        ),  # fmt: skip
-    ] = None,
-    vae_stop_at: Annotated[
-        int | None, typer.Option(help="Freeze the VAE at its newest checkpoint instead of finishing its schedule.")
-    ] = None,
-    vae_init: Annotated[str | None, typer.Option(help="Warm-start the VAE from this AutoencoderKL folder.")] = None,
-    unet_init: Annotated[
-        str | None, typer.Option(help="Warm-start UNet + text encoder from this UNet run folder.")
-    ] = None,
-    base: Annotated[
-        str, typer.Option(help="Base the adapters train on: world (shipped) or a diffusers folder to ship next.")
-    ] = "world",
-) -> None:
-    """Train the world zoo (base model, world CLIP, oracles, adapters) and export it into the package's weights."""
-    from tailor.world.zoo import recipe
 
-    stages = recipe.DEFAULT_STAGES if only is None else (only,)
-    bad = [s for s in stages if s not in recipe.STAGES]
-    if bad:
-        raise ConfigError(f"unknown stage {bad[0]!r}; pick one of {', '.join(recipe.STAGES)}.")
-    recipe.set_threads(threads)
-    unet_lr = {} if lr is None else {"lr": lr}
-    for stage in stages:
-        typer.echo(f"== {stage}")
-        if stage == "tokenizer":
-            recipe.stage_tokenizer(runs)
-        elif stage == "vae":
-            recipe.stage_vae(runs, steps, stop_at=vae_stop_at, init=vae_init)
-        elif stage == "vae-decoder":
-            recipe.stage_vae_decoder(runs, steps)
-        elif stage == "unet":
-            recipe.stage_unet(runs, steps, batch_size=batch_size, init=unet_init, **unet_lr)
-        elif stage == "unet-faces":
-            recipe.stage_unet_faces(runs, steps, batch_size=batch_size, **unet_lr)
-        elif stage == "unet-cooldown":
-            recipe.stage_unet_cooldown(runs, steps, batch_size=batch_size, **unet_lr)
-        elif stage == "unet-words":
-            recipe.stage_unet_words(runs, steps, batch_size=batch_size, **unet_lr)
-        elif stage == "unet-long":
-            recipe.stage_unet_long(runs, steps, batch_size=batch_size, **unet_lr)
-        elif stage == "unet-long-decay":
-            recipe.stage_unet_long_decay(runs, steps, batch_size=batch_size, **unet_lr)
-        elif stage == "clip":
-            recipe.stage_clip(runs, steps)
-        elif stage == "oracle":
-            names = tuple(n.strip() for n in oracles.split(",") if n.strip())
-            recipe.stage_oracle(runs, names, {n: steps for n in names} if steps else None)
-        elif stage == "adapters":
-            names = None if adapters is None else tuple(n.strip() for n in adapters.split(",") if n.strip())
-            from tailor.world.zoo.adapters import NAMES
+def _is_recipes(folder: Path) -> bool:
+    return (folder / "zoo" / "recipe.py").is_file() and (folder / "zoo" / "cli.py").is_file()
 
-            unknown = [n for n in names or () if n not in NAMES]
-            if unknown:
-                raise ConfigError(f"unknown adapter {unknown[0]!r} in --adapters; pick some of {', '.join(NAMES)}.")
-            recipe.stage_adapters(runs, names, steps, base=base)
-        else:
-            typer.echo(json.dumps(recipe.stage_export(runs)))
+
+def find_recipes():
+    """The ``zoo`` recipes package, or None: the checkout beside the imported ``tailor`` package first (so recipes
+    and package match), else a ``zoo`` on ``sys.path`` that holds the recipes."""
+    import tailor
+
+    root = Path(tailor.__file__).resolve().parent.parent
+    loaded = sys.modules.get("zoo")
+    if loaded is not None and getattr(loaded, "__file__", None) and _is_recipes(Path(loaded.__file__).parent.parent):
+        return loaded
+    if _is_recipes(root) and str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    found = [p for p in sys.path if _is_recipes(Path(p or "."))]
+    if not found:
+        return None
+    return importlib.import_module("zoo")
+
+
+def train_zoo(ctx: typer.Context) -> None:
+    """Train the world zoo (base model, world CLIP, oracles, adapters): the source checkout's `python -m zoo train`
+    (see its --help)."""
+    recipes = find_recipes()
+    if recipes is None:
+        raise ConfigError(NO_RECIPES)
+    importlib.import_module("zoo.cli").run(ctx.args, "tailor world train-zoo", command="train")
 
 
 def path() -> None:
@@ -103,11 +60,7 @@ def path() -> None:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("train-zoo")(train_zoo)
+    # every argument (--help included) goes to the recipes' own command, which owns the options
+    forward = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
+    app.command("train-zoo", context_settings=forward, add_help_option=False)(train_zoo)
     app.command("path")(path)
-
-
-if __name__ == "__main__":  # `python -m tailor.world.zoo.cli ...` works before the world CLI registers these
-    standalone = typer.Typer(add_completion=False)
-    register(standalone)
-    standalone()

@@ -12,7 +12,7 @@ The repair: find collapsed pairs (:func:`collapsed_pairs`), then re-learn only t
 everything else frozen and a hinge that holds them apart (:func:`relearn_embeddings`, a few hundred steps at a
 textual-inversion learning rate on the training images whose captions use the words; the zoo's small loop, so it
 checkpoints and resumes), after which the UNet trains on the one trainer with the text encoder held
-(:func:`tailor.world.zoo.recipe.stage_unet_words`), the re-learned words' images oversampled. Measured on the
+(:func:`zoo.recipe.stage_unet_words`), the re-learned words' images oversampled. Measured on the
 shipped base's lineage (docs/zoo.md): the prompts come apart (distance 10.2), but its 6,000 cosine-decayed UNet
 steps did not raise shape accuracy by themselves; the constant-LR ``unet-long`` phase that follows on the repaired
 encoder, then its decay, did (shape 0.74 -> 0.845): the shipped base.
@@ -31,7 +31,7 @@ from tailor.core.components import Components
 from tailor.core.images import to_tensor
 from tailor.core.io import write_text
 from tailor.world.vocab import BACKGROUNDS, COLORS, PATTERNS, SHAPES
-from tailor.world.zoo.unet import link_or_copy
+from zoo.unet import link_or_copy
 
 PROBE = "a photo of a red striped {} on grass"
 # (template, words) whose filled-in captions must stay apart: every attribute word of the base's object captions
@@ -105,7 +105,7 @@ def relearn_embeddings(
     the hinge does; the diffusion loss keeps each word where the UNet still reads it. Writes the rows into
     ``comps`` and returns them."""
     from tailor.core.training.noise import compute_snr, generator, min_snr_weights, training_target
-    from tailor.world.zoo.loop import LoopConfig, train_loop
+    from zoo.loop import LoopConfig, train_loop
 
     tok, te, unet, sched = comps.tokenizer, comps.text_encoder, comps.unet, comps.scheduler
     words = tuple(sorted({w for _, a, b in pairs for w in (a, b)}))
@@ -135,6 +135,7 @@ def relearn_embeddings(
     mask[ids] = 1.0
     hook = embedding.weight.register_hook(lambda g: g * mask.to(g))  # other rows get exactly zero gradient
     prediction_type = sched.config.prediction_type
+    dev = unet.device  # the components' device (the stage puts them on the recipes' one)
     alphas = sched.alphas_cumprod
     T = sched.config.num_train_timesteps
 
@@ -144,14 +145,15 @@ def relearn_embeddings(
         x0 = latents[pick]
         noise = torch.randn(x0.shape, generator=g)
         t = torch.randint(0, T, (batch_size,), generator=g)
+        w = min_snr_weights(compute_snr(alphas, t), min_snr_gamma, prediction_type).to(dev)
+        x0, noise, t = x0.to(dev), noise.to(dev), t.to(dev)
         xt = sched.add_noise(x0, noise, t)
         target = training_target(sched, x0, noise, t, prediction_type)
         text = tok([captions[i] for i in pick], padding="max_length", max_length=tok.model_max_length,
-                   truncation=True, return_tensors="pt").input_ids  # fmt: skip
+                   truncation=True, return_tensors="pt").input_ids.to(dev)  # fmt: skip
         pred = unet(xt, t, te(text)[0]).sample
-        w = min_snr_weights(compute_snr(alphas, t), min_snr_gamma, prediction_type)
         diffusion = (w * ((pred.float() - target) ** 2).mean((1, 2, 3))).mean()
-        hidden = [te(p)[0] for p in probes]
+        hidden = [te(p.to(dev))[0] for p in probes]
         dist = torch.stack([(h[0] - h[1]).norm() for h in hidden])
         hinge = torch.relu(1.0 - dist / margin).mean()
         return diffusion + hinge, {"diffusion": diffusion.detach(), "min_dist": dist.detach().min()}

@@ -1,54 +1,21 @@
 """Recipe: the world's CLIP tokenizer (byte-level BPE, CLIP conventions) over the caption vocabulary.
 
-Merges are built so that every caption word (and every synonym the prompt parser reads) is a single token, and the
-vocabulary keeps the full byte-level alphabet (so any text tokenizes) plus ``SPARE_TOKENS`` never-used entries for
-rare-token identifiers (DreamBooth) and new placeholder tokens (Textual Inversion). Built with
-:func:`tailor.core.tokenizers.build_clip_tokenizer`; deterministic, so it is "trained" once and never again.
+Merges are built so that every caption word (and every synonym the prompt parser reads:
+:func:`tailor.world.zoo.vocabulary.caption_words`) is a single token, and the vocabulary keeps the full byte-level
+alphabet (so any text tokenizes) plus ``SPARE_TOKENS`` never-used entries for rare-token identifiers (DreamBooth)
+and new placeholder tokens (Textual Inversion). Built with :func:`tailor.core.tokenizers.build_clip_tokenizer`;
+deterministic, so it is "trained" once and never again.
 """
 
 from __future__ import annotations
 
-import re
-
 from transformers import CLIPTokenizer
 
 from tailor.core.tokenizers import build_clip_tokenizer
-from tailor.world import captions
-from tailor.world.vocab import STYLES, SYNONYMS, derive_seed
+from tailor.world.zoo.vocabulary import caption_words
 
 SPARE_TOKENS = 256
-# words of captions and common prompts beyond the attribute names (faces, scenes, prompt glue)
-EXTRA_WORDS = (
-    "a an the of with on in by up and next to beside background pattern wall table photo art pixel face person "
-    "portrait people man woman child object objects shape thing picture image drawing painting style small large big "
-    "left right top bottom center middle two three one is are at near under over"
-).split()
-WORD = re.compile(r"[a-z]+")
-
-
-def caption_words(n_captions: int = 3000) -> list[str]:
-    """Every word of the world's captions and synonyms, most frequent first (ties alphabetical)."""
-    from tailor.world.zoo.data import available_kinds, render
-
-    counts: dict[str, int] = {}
-
-    def add(text: str, weight: int = 1) -> None:
-        for w in WORD.findall(text.lower()):
-            counts[w] = counts.get(w, 0) + weight
-
-    for table in SYNONYMS.values():
-        for word in table:
-            add(word)
-    for table in (STYLES, captions.STYLE_WORD, captions.PATTERN_WITH, captions.BG_ON, captions.BG_IN):
-        for phrase in table.values():
-            add(phrase)
-    add(" ".join(EXTRA_WORDS))
-    kinds = available_kinds()
-    for i in range(n_captions):
-        kind = kinds[i % len(kinds)]
-        style = list(STYLES)[i % len(STYLES)]
-        add(render(kind, derive_seed(7, i), style=style, size=32).caption, weight=10)
-    return sorted(counts, key=lambda w: (-counts[w], w))
+__all__ = ["SPARE_TOKENS", "build_world_tokenizer", "caption_words", "word_merges"]
 
 
 def _bpe(pieces: list[str], ranks: dict[tuple[str, str], int]) -> list[str]:

@@ -1,15 +1,14 @@
 """Recipes of the world face models (see :mod:`tailor.faces.models`): a few minutes on one CPU thread each.
 
-``python -m tailor.faces.recipe --out RUNS`` trains the conditioning face embedder with the oracle's recipe
-(:func:`tailor.world.zoo.oracle_recipes.train_face`: ArcFace m=0.3 s=30 + SupCon over identities 0-799, fresh
-renders every step) at another width / embedding width / seed than the FaceSim oracle, measures its verification
+``python -m zoo faces --out RUNS`` (from a source checkout) trains the conditioning face embedder with the oracle's
+recipe (:func:`zoo.oracle_recipes.train_face`: ArcFace m=0.3 s=30 + SupCon over identities 0-799, fresh renders
+every step) at another width / embedding width / seed than the FaceSim oracle, measures its verification
 accuracy on held-out identities (800-999), trains the keypoint detector (smooth-L1 on the renderer's exact points
 and boxes) and measures its mean point error, then writes both (float16) to ``tailor/world/zoo/weights/faces/``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -19,9 +18,9 @@ import torch.nn.functional as F
 
 from tailor.faces.models import DETECTOR_FILE, EMBEDDER_FILE, FACES, KeypointDetector
 from tailor.world.vocab import STYLES, derive_seed, make_rng
-from tailor.world.zoo.loop import LoopConfig, train_loop
-from tailor.world.zoo.oracle_recipes import evaluate_face, export, train_face
 from tailor.world.zoo.oracles import save_oracle, to_unit
+from zoo.loop import LoopConfig, current_device, train_loop
+from zoo.oracle_recipes import evaluate_face, export, train_face
 
 #: the conditioning embedder: not the oracle's (width 32, dim 128, seed 14)
 EMBEDDER = {"dim": 64, "width": 16, "seed": 21, "kind": "face_cond"}
@@ -54,8 +53,10 @@ def train_keypoints(out: str, steps: int = 800, batch_size: int = 32, seed: int 
     torch.manual_seed(seed)
     model = KeypointDetector()
 
+    dev = current_device()
+
     def loss_fn(step: int):
-        x, y, present = keypoint_batch(batch_size, seed, step)
+        x, y, present = (t.to(dev) for t in keypoint_batch(batch_size, seed, step))
         pred, logit = model(x)
         face = present > 0
         err = (pred[face, :5] - y[face, :5]).norm(dim=-1).mean() * 64
@@ -76,29 +77,25 @@ def evaluate_keypoints(model: KeypointDetector, n: int = 200, seed: int = 99_005
             "presence_accuracy": float(((logit > 0).float() == present).float().mean())}  # fmt: skip
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default="outputs/faces_runs")
-    ap.add_argument("--embedder-steps", type=int, default=1500)
-    ap.add_argument("--keypoint-steps", type=int, default=800)
-    ap.add_argument("--only", choices=("embedder", "keypoints"), default=None)
-    ap.add_argument("--ship", default=str(FACES))
-    a = ap.parse_args(argv)
-    torch.set_num_threads(1)
-    ship = Path(a.ship)
+def run(
+    out: str | Path = "outputs/faces_runs",
+    embedder_steps: int = 1500,
+    keypoint_steps: int = 800,
+    only: str | None = None,
+    ship: str | Path = FACES,
+) -> dict[str, dict]:
+    """Train the conditioning face embedder and / or (``only``) the keypoint detector, measure them, ship them."""
+    ship = Path(ship)
     ship.mkdir(parents=True, exist_ok=True)
-    if a.only in (None, "embedder"):
-        cfg = dict(EMBEDDER)
-        model = train_face(str(Path(a.out) / "embedder"), steps=a.embedder_steps, **cfg)
-        metrics = evaluate_face(model)
+    done = {}
+    if only in (None, "embedder"):
+        model = train_face(str(Path(out) / "embedder"), steps=embedder_steps, **EMBEDDER)
+        done["embedder"] = metrics = evaluate_face(model)
         print("embedder held-out identities 800-999:", json.dumps(metrics), flush=True)
-        export(model, EMBEDDER_FILE.removesuffix(".safetensors"), ship, {**metrics, "steps": a.embedder_steps})
-    if a.only in (None, "keypoints"):
-        det = train_keypoints(str(Path(a.out) / "keypoints"), steps=a.keypoint_steps)
-        metrics = evaluate_keypoints(det)
+        export(model, EMBEDDER_FILE.removesuffix(".safetensors"), ship, {**metrics, "steps": embedder_steps})
+    if only in (None, "keypoints"):
+        det = train_keypoints(str(Path(out) / "keypoints"), steps=keypoint_steps)
+        done["keypoints"] = metrics = evaluate_keypoints(det)
         print("keypoint detector on 200 fresh renders:", json.dumps(metrics), flush=True)
-        save_oracle(det, ship / DETECTOR_FILE, {"metrics": {**metrics, "steps": a.keypoint_steps}})
-
-
-if __name__ == "__main__":
-    main()
+        save_oracle(det, ship / DETECTOR_FILE, {"metrics": {**metrics, "steps": keypoint_steps}})
+    return done

@@ -180,10 +180,17 @@ def train_config(out: str | Path, data: str | Path, steps: int, batch_size: int 
 def warm_start(comps: Components, run: str | Path, use_ema: bool = False) -> None:
     """Load the UNet / text-encoder weights of another run's newest complete checkpoint, or of the checkpoint folder
     ``run`` names (its EMA shadow with ``use_ema``): e.g. one trained on an earlier VAE, or the object-only run that
-    continued training on faces starts from."""
+    continued training on faces starts from; or of a diffusers base folder (the shipped base: its weights are the
+    exported EMA ones, so ``use_ema`` does not apply)."""
     from tailor.core.training.checkpoint import find_resume
-    from tailor.world.zoo.export import load_checkpoint_weights
+    from zoo.export import load_checkpoint_weights
 
+    if (Path(run) / "model_index.json").is_file():
+        unet = UNet2DConditionModel.from_pretrained(str(Path(run) / "unet"), local_files_only=True)
+        te = CLIPTextModel.from_pretrained(str(Path(run) / "text_encoder"), local_files_only=True)
+        comps.unet.load_state_dict(unet.state_dict())
+        comps.text_encoder.load_state_dict(te.state_dict())
+        return
     load_checkpoint_weights(comps, find_resume(run, str(run)), use_ema)
 
 

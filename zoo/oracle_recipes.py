@@ -1,7 +1,7 @@
 """Recipes: train the oracle evaluators (:mod:`tailor.world.zoo.oracles`) on fresh world renders.
 
 Every batch is rendered from ``(seed, step)`` (resumable, never repeats), so the oracles never overfit a fixed set;
-their accuracy is then measured on renders from other seeds (:func:`tailor.world.zoo.oracle_recipes.evaluate`).
+their accuracy is then measured on renders from other seeds (:func:`zoo.oracle_recipes.evaluate`).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from tailor.world.vocab import BACKGROUNDS, COLORS, PATTERNS, SHAPES, STYLES, derive_seed, make_rng
-from tailor.world.zoo.loop import LoopConfig, train_loop
 from tailor.world.zoo.oracles import ATTRIBUTES, AttributeClassifier, Embedder, Segmenter, save_oracle, to_unit
+from zoo.loop import LoopConfig, current_device, train_loop
 
 CLASSES = {
     "shape": list(SHAPES),
@@ -71,11 +71,14 @@ def train_attributes(
     if init is not None:
         model.load_state_dict(init.state_dict())
 
+    dev = current_device()
+
     def loss_fn(step: int):
         samples = object_batch(batch_size, seed, step, styles=TRAIN_STYLES, hard=hard)
-        logits = model(to_unit([s.image for s in samples]))
-        losses = {k: F.cross_entropy(logits[k], _labels(samples, k)) for k in ATTRIBUTES}
-        acc = {f"acc_{k}": (logits[k].argmax(-1) == _labels(samples, k)).float().mean() for k in ATTRIBUTES}
+        logits = model(to_unit([s.image for s in samples]).to(dev))
+        labels = {k: _labels(samples, k).to(dev) for k in ATTRIBUTES}
+        losses = {k: F.cross_entropy(logits[k], labels[k]) for k in ATTRIBUTES}
+        acc = {f"acc_{k}": (logits[k].argmax(-1) == labels[k]).float().mean() for k in ATTRIBUTES}
         return sum(ATTRIBUTE_WEIGHTS[k] * v for k, v in losses.items()), acc
 
     train_loop(model, loss_fn, LoopConfig(out=out, steps=steps, lr=lr, seed=seed), name="attributes")
@@ -107,13 +110,14 @@ def evaluate_attributes(
 def train_segmenter(out: str, steps: int = 800, batch_size: int = 32, seed: int = 12) -> Segmenter:
     torch.manual_seed(seed)
     model = Segmenter(SEG_CLASSES)
+    dev = current_device()
 
     def loss_fn(step: int):
         samples = object_batch(batch_size, seed, step)
         target = torch.stack(
             [torch.from_numpy(s.mask.astype(np.int64) * (1 + SHAPES.index(s.attrs["shape"]))) for s in samples]
-        )
-        logits = model(to_unit([s.image for s in samples]))
+        ).to(dev)
+        logits = model(to_unit([s.image for s in samples]).to(dev))
         return F.cross_entropy(logits, target), {"pix_acc": (logits.argmax(1) == target).float().mean()}
 
     train_loop(model, loss_fn, LoopConfig(out=out, steps=steps, lr=1e-3, seed=seed), name="segmenter")
@@ -160,7 +164,7 @@ def instance_pairs(n: int, seed: int, step: int):
 def supcon(emb: torch.Tensor, labels: torch.Tensor, t: float = 0.1) -> torch.Tensor:
     """Supervised contrastive loss (Khosla et al. 2020) over unit embeddings."""
     sim = emb @ emb.t() / t
-    eye = torch.eye(len(labels), dtype=torch.bool)
+    eye = torch.eye(len(labels), dtype=torch.bool, device=emb.device)
     sim = sim.masked_fill(eye, -1e9)
     pos = (labels[:, None] == labels[None, :]) & ~eye
     logp = sim - torch.logsumexp(sim, dim=1, keepdim=True)
@@ -170,10 +174,11 @@ def supcon(emb: torch.Tensor, labels: torch.Tensor, t: float = 0.1) -> torch.Ten
 def train_instance(out: str, steps: int = 1200, batch_subjects: int = 32, seed: int = 13) -> Embedder:
     torch.manual_seed(seed)
     model = Embedder(kind="instance")
+    dev = current_device()
 
     def loss_fn(step: int):
         views, labels, _ = instance_pairs(batch_subjects, seed, step)
-        return supcon(model(to_unit(views)), labels), {}
+        return supcon(model(to_unit(views).to(dev)), labels.to(dev)), {}
 
     train_loop(model, loss_fn, LoopConfig(out=out, steps=steps, lr=1e-3, seed=seed), name="instance")
     return model
@@ -235,9 +240,11 @@ def train_face(
     torch.manual_seed(seed)
     model = Embedder(dim=dim, width=width, kind=kind, num_classes=train_ids)
 
+    dev = current_device()
+
     def loss_fn(step: int):
         views, labels = face_batch(n_ids, per_id, seed, step, (0, train_ids))
-        emb = model(to_unit(views))
+        emb, labels = model(to_unit(views).to(dev)), labels.to(dev)
         return model.arcface_loss(emb, labels) + supcon(emb, labels), {}
 
     train_loop(model, loss_fn, LoopConfig(out=out, steps=steps, lr=lr, seed=seed), name=kind)

@@ -5,9 +5,9 @@ on the one trainer, single objects) -> ``unet-faces`` (continued on objects + fa
 decay) -> ``unet-words`` (repairs caption words the text encoder collapsed, then a second decay) -> ``unet-long``
 (constant LR on the repaired encoder) -> ``unet-long-decay`` (its decay: the shipped base) and, in parallel,
 ``vae-decoder`` (decoder-only refinement: latents unchanged), ``clip`` and ``oracle``;
-then ``export`` writes the shipped weights (:mod:`tailor.world.zoo.export`); last ``adapters`` (ControlNets,
+then ``export`` writes the shipped weights (:mod:`zoo.export`); last ``adapters`` (ControlNets,
 T2I-Adapter, ControlNeXt, IP-Adapters and the identity methods, trained on that exported base, each exported when
-it finishes, :mod:`tailor.world.zoo.adapters`).
+it finishes, :mod:`zoo.adapters`).
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def load_tokenizer(runs: Path) -> CLIPTokenizer:
 
 def stage_tokenizer(runs: Path) -> Path:
     from tailor.core.tokenizers import save_tokenizer
-    from tailor.world.zoo.tokenizer import build_world_tokenizer
+    from zoo.tokenizer import build_world_tokenizer
 
     folder = tokenizer_dir(runs)
     if not (folder / "tokenizer_config.json").is_file():  # built once: later stages depend on its ids
@@ -79,8 +79,8 @@ def stage_tokenizer(runs: Path) -> Path:
 
 def stage_vae(runs: Path, steps: int | None = None, stop_at: int | None = None, init: str | None = None) -> Path:
     """Train the VAE (``stop_at`` ends early at a step, keeping the schedule of ``steps``), then freeze it."""
-    from tailor.world.zoo.loop import latest_state
-    from tailor.world.zoo.vae import build_vae, evaluate_vae, latent_scaling, train_vae
+    from zoo.loop import latest_state
+    from zoo.vae import build_vae, evaluate_vae, latent_scaling, train_vae
 
     out = vae_dir(runs)
     if (out / "config.json").is_file():
@@ -97,7 +97,7 @@ def stage_vae(runs: Path, steps: int | None = None, stop_at: int | None = None, 
 
 
 def stage_vae_decoder(runs: Path, steps: int | None = None) -> Path:
-    from tailor.world.zoo.vae import evaluate_vae, finetune_decoder
+    from zoo.vae import evaluate_vae, finetune_decoder
 
     vae = AutoencoderKL.from_pretrained(str(vae_dir(runs)), local_files_only=True)
     vae = finetune_decoder(str(runs / "vae_decoder"), vae, steps=steps or DEFAULT_STEPS["vae-decoder"])
@@ -109,7 +109,7 @@ def stage_vae_decoder(runs: Path, steps: int | None = None) -> Path:
 
 def _phase(runs: Path, stage: str, data: Path, steps: int | None, **kw):
     """One UNet phase on the one trainer, in ``runs/<stage with _>`` (resumes there)."""
-    from tailor.world.zoo.unet import train_unet
+    from zoo.unet import train_unet
 
     out = runs / stage.replace("-", "_")
     return train_unet(out, vae_dir(runs), tokenizer_dir(runs), data, steps or DEFAULT_STEPS[stage], **kw)
@@ -118,7 +118,7 @@ def _phase(runs: Path, stage: str, data: Path, steps: int | None, **kw):
 def stage_unet(
     runs: Path, steps: int | None = None, batch_size: int = 32, lr: float = 5e-4, n_images: int = 12000, **kw
 ):
-    from tailor.world.zoo.unet import render_folder
+    from zoo.unet import render_folder
 
     data = render_folder(runs / "data" / "objects", n_images)
     return _phase(runs, "unet", data, steps, batch_size=batch_size, lr=lr, **kw)
@@ -138,7 +138,7 @@ def stage_unet_faces(
 ):
     """Continued training (issue #7): the object run's EMA weights go on training, UNet + text encoder, on its
     objects plus ``n_faces`` faces in every style, so the base draws ``a photo of a woman on snow`` too."""
-    from tailor.world.zoo.unet import mixed_folder, render_folder
+    from zoo.unet import mixed_folder, render_folder
 
     objects = render_folder(runs / "data" / "objects", kw.pop("n_images", 12000))
     data = mixed_folder(runs / "data" / "objects_faces", objects, n_faces)
@@ -157,20 +157,23 @@ def stage_unet_cooldown(runs: Path, steps: int | None = None, batch_size: int = 
 def stage_unet_words(
     runs: Path, steps: int | None = None, batch_size: int = 32, lr: float = 2e-4, relearn_steps: int = 300, **kw
 ):
-    """Repair collapsed caption words (:mod:`tailor.world.zoo.words`): warm start from the cooldown run's EMA
+    """Repair collapsed caption words (:mod:`zoo.words`): warm start from the cooldown run's EMA
     weights, re-learn the embedding rows of every word whose captions the text encoder cannot tell apart, then the
     UNet goes on training (the text encoder held as re-learned: ``text_encoder_lr=0``, so the joint loss cannot
     collapse the words again before the UNet reads them apart) on the objects + faces data with those words' images
     twice (cosine ``lr`` -> 0). The words are recorded in ``unet_words/words.json`` (a resumed run reads them)."""
-    from tailor.world.zoo.unet import build_components, warm_start
-    from tailor.world.zoo.words import collapsed_pairs, oversampled_folder, relearn_embeddings
+    from zoo.unet import build_components, warm_start
+    from zoo.words import collapsed_pairs, oversampled_folder, relearn_embeddings
 
     out = runs / "unet_words"
     source = runs / "data" / "objects_faces"
     comps = None
     if not any((out / "checkpoints").glob("step-*")):
+        from zoo.loop import current_device
+
         comps = build_components(vae_dir(runs), tokenizer_dir(runs))
         warm_start(comps, runs / "unet_cooldown", use_ema=True)
+        comps.to(current_device())
         pairs = collapsed_pairs(comps)
         rows = relearn_embeddings(comps, pairs, source, out / "embeddings", relearn_steps) if pairs else {}
         still = collapsed_pairs(comps)
@@ -188,9 +191,14 @@ def stage_unet_words(
 def stage_unet_long(runs: Path, steps: int | None = None, batch_size: int = 16, lr: float = 5e-4, **kw):
     """A long constant-LR phase on the repaired text encoder (sixth session, docs/zoo.md): warm start from the
     ``unet-words`` run's EMA weights, the same data (the repaired words' images twice), the text encoder held,
-    AdamW ``lr`` constant after the warmup (phase 1's LR). Never exported itself (:func:`base_run`): the base comes
-    from its decay phase, ``unet-long-decay``."""
+    AdamW ``lr`` constant after the warmup (phase 1's LR); in a folder seeded by ``from-shipped``
+    (:mod:`zoo.shipped`) without a ``unet-words`` run it starts from the shipped base instead. Never exported itself
+    (:func:`base_run`): the base comes from its decay phase, ``unet-long-decay``."""
+    from zoo.shipped import shipped_dir
+
     data, init = runs / "data" / "objects_faces_words", runs / "unet_words"
+    if not any((init / "checkpoints").glob("step-*")) and (shipped_dir(runs) / "model_index.json").is_file():
+        init = shipped_dir(runs)  # a run folder seeded by `from-shipped`: go on from the shipped base
     kw = {"init": init, "init_ema": True, "lr_scheduler": "constant", "method_options": {"text_encoder_lr": 0.0}, **kw}
     return _phase(runs, "unet-long", data, steps, batch_size=batch_size, lr=lr, **kw)
 
@@ -216,7 +224,7 @@ def stage_unet_long_decay(runs: Path, steps: int | None = None, batch_size: int 
 
 
 def stage_clip(runs: Path, steps: int | None = None, batch_size: int = 32) -> Path:
-    from tailor.world.zoo.clip import evaluate_clip, save_clip, train_clip
+    from zoo.clip import evaluate_clip, save_clip, train_clip
 
     tok = load_tokenizer(runs)
     model = train_clip(str(runs / "clip"), tok, steps=steps or DEFAULT_STEPS["clip"], batch_size=batch_size)
@@ -231,7 +239,7 @@ def stage_oracle(
     which: tuple[str, ...] = ("attributes", "segmenter", "instance", "face"),
     steps: dict[str, int] | None = None,
 ) -> dict[str, dict]:
-    from tailor.world.zoo import oracle_recipes as R
+    from zoo import oracle_recipes as R
 
     steps = {**DEFAULT_STEPS, **(steps or {})}
     results = {}
@@ -262,14 +270,15 @@ def stage_adapters(
     steps: int | None = None,
     weights: Path = WEIGHTS,
     base: str = "world",
+    **kw,
 ) -> dict[str, str]:
     """Train (resuming) each named adapter on ``base`` (the shipped one, or the folder about to ship), then export it
-    into ``weights/adapters/<name>``."""
-    from tailor.world.zoo import adapters
+    into ``weights/adapters/<name>`` (``kw``: more ``TrainConfig`` fields, e.g. ``checkpoint_every``)."""
+    from zoo import adapters
 
     done = {}
     for name in names or adapters.NAMES:
-        adapters.train_adapter(runs, name, steps=steps, base=base)
+        adapters.train_adapter(runs, name, steps=steps, base=base, **kw)
         done[name] = str(adapters.export_adapter(runs, name, weights))
         print(json.dumps({name: done[name]}), flush=True)
     return done
@@ -280,8 +289,8 @@ def stage_export(runs: Path, weights: Path = WEIGHTS) -> dict[str, str]:
     import shutil
 
     from tailor.core.io import atomic_dir, read_metadata
-    from tailor.world.zoo.export import export_checkpoint, keep_unchanged, readable
     from tailor.world.zoo.oracles import load_oracle, save_oracle
+    from zoo.export import export_checkpoint, keep_unchanged, readable
 
     done = {}
     if list((base_run(runs) / "checkpoints").glob("step-*")):
@@ -296,7 +305,7 @@ def stage_export(runs: Path, weights: Path = WEIGHTS) -> dict[str, str]:
             keep_unchanged(tmp, weights / "oracles")
             readable(tmp)
         done["oracles"] = str(weights / "oracles")
-    from tailor.world.zoo.adapters import NAMES, export_adapter, run_dir
+    from zoo.adapters import NAMES, export_adapter, run_dir
 
     for name in NAMES:  # finished adapter runs (their tailor.json is written last)
         if (run_dir(runs, name) / "tailor.json").is_file():

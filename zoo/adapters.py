@@ -150,7 +150,7 @@ def export_adapter(runs: str | Path, name: str, weights: str | Path | None = Non
     from tailor.core.artifacts import resolve_artifact
     from tailor.core.io import atomic_dir, load_tensors, read_metadata, write_json
     from tailor.world.zoo import WEIGHTS
-    from tailor.world.zoo.export import keep_unchanged, readable
+    from zoo.export import keep_unchanged, readable
 
     src = run_dir(runs, name)
     artifact = resolve_artifact(src)

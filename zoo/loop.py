@@ -4,12 +4,16 @@ It shares the trainer's checkpoint, logging and EMA utilities (:mod:`tailor.core
 ``<out>/checkpoints/step-N`` folders written atomically, ``resume`` continues from the newest complete one, and the
 run logs to ``log.jsonl`` / ``log.csv`` / ``loss.png``. Batches are a function of ``(seed, step)`` (the recipe's
 ``loss_fn`` renders them), so a resumed run sees exactly the batches an uninterrupted one would.
+
+The device (``--device``: ``cuda`` when available, else ``cpu``) is one setting for every recipe
+(:func:`set_device`): this loop trains on it, the diffusion stages' trainer (accelerate) is told it too.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,8 +24,46 @@ from torch import nn
 
 from tailor.core.training.checkpoint import find_resume, list_checkpoints, remove_stale, save_checkpoint
 from tailor.core.training.logs import TrainLog
+from tailor.errors import ConfigError
 
 log = logging.getLogger("tailor")
+DEVICES = ("auto", "cuda", "cpu")
+_device: str | None = None  # None: auto
+#: ``--checkpoint-every`` of the command line: overrides every recipe's own cadence when set
+CHECKPOINT_EVERY: int | None = None
+
+
+def resolve_device(name: str | None = None) -> str:
+    """``cuda`` or ``cpu``: ``auto`` / None picks ``cuda`` when torch sees a GPU."""
+    name = (name or "auto").lower()
+    if name not in DEVICES:
+        raise ConfigError(f"unknown device {name!r}; pick one of {', '.join(DEVICES)}.")
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for but torch sees no GPU; pass --device cpu (or auto).")
+    return name
+
+
+def set_device(name: str | None) -> str:
+    """Make ``name`` the device of every recipe in this process and return it resolved (``cuda`` / ``cpu``).
+
+    The diffusion stages train on the one trainer, whose accelerate ``Accelerator`` picks the GPU by itself; on
+    ``cpu`` it is told so through ``ACCELERATE_USE_CPU``. On ``cuda`` float32 matmuls may use TF32."""
+    global _device
+    _device = resolve_device(name)
+    if _device == "cpu":
+        os.environ["ACCELERATE_USE_CPU"] = "true"
+    else:
+        os.environ.pop("ACCELERATE_USE_CPU", None)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return _device
+
+
+def current_device() -> torch.device:
+    """The device :func:`set_device` chose (``auto`` before any call)."""
+    return torch.device(_device or resolve_device())
 
 
 @dataclass
@@ -51,15 +93,18 @@ def lr_at(step: int, cfg: LoopConfig) -> float:
 
 
 def _state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
 
 
 def train_loop(
     model: nn.Module, loss_fn: Callable[[int], tuple[torch.Tensor, dict]], cfg: LoopConfig, name: str = "zoo"
 ) -> nn.Module:
-    """Optimise ``model`` for ``cfg.steps`` steps of ``loss_fn(step) -> (loss, logs)``; resumable."""
+    """Optimise ``model`` for ``cfg.steps`` steps of ``loss_fn(step) -> (loss, logs)`` on :func:`current_device`
+    (``loss_fn`` puts its batch there); resumable. The model goes back to the device it came from."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
+    home = next(model.parameters()).device
+    model.to(current_device())
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     start = 0
@@ -98,7 +143,8 @@ def train_loop(
                 + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in rec.items()),
                 flush=True,
             )
-        if (cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == cfg.steps:
+        every = CHECKPOINT_EVERY or cfg.checkpoint_every
+        if (every and done % every == 0) or done == cfg.steps:
             save_checkpoint(
                 out, done, {"recipe": name}, _state(model), {"optimizer": opt.state_dict()}, None, cfg.keep_checkpoints
             )
@@ -106,6 +152,7 @@ def train_loop(
         logs.plot()
     except Exception as e:  # a plot is a convenience; never lose a trained model over it
         log.warning("could not draw loss.png: %s", e)
+    model.to(home)
     model.eval()
     return model
 

@@ -16,7 +16,7 @@ def load_trained_components(
 ):
     """Components with the UNet/text encoder of ``run``'s checkpoint (its EMA shadow when present)."""
     from tailor.core.training.checkpoint import find_resume
-    from tailor.world.zoo.unet import build_components
+    from zoo.unet import build_components
 
     ck = find_resume(run, checkpoint)
     prediction_type = ck.info.get("resolved", {}).get("prediction_type", "v_prediction")

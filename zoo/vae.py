@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL
 
-from tailor.world.zoo.data import mixed_samples, to_batch
-from tailor.world.zoo.loop import LoopConfig, train_loop
+from zoo.data import mixed_samples, to_batch
+from zoo.loop import LoopConfig, current_device, train_loop
 
 KL_WEIGHT = 1e-6
 COLOUR_WEIGHT = 2.0
@@ -77,8 +77,10 @@ def train_vae(
     if init is not None:  # GroupNorm's parameters do not depend on the number of groups: any grouping loads
         vae.load_state_dict(AutoencoderKL.from_pretrained(init, local_files_only=True).state_dict())
 
+    dev = current_device()
+
     def loss_fn(step: int):
-        return vae_loss(vae, to_batch(mixed_samples(batch_size, seed, step, size)))
+        return vae_loss(vae, to_batch(mixed_samples(batch_size, seed, step, size)).to(dev))
 
     cfg = LoopConfig(
         out=out,
@@ -114,8 +116,10 @@ def finetune_decoder(
     for m in (vae.decoder, vae.post_quant_conv):
         m.requires_grad_(True)
 
+    dev = current_device()
+
     def loss_fn(step: int):
-        x = to_batch(mixed_samples(batch_size, seed, step, size))
+        x = to_batch(mixed_samples(batch_size, seed, step, size)).to(dev)
         with torch.no_grad():
             z = vae.encode(x).latent_dist.sample()
         rec = vae.decode(z).sample
@@ -141,7 +145,7 @@ def latent_scaling(vae: AutoencoderKL, n: int = 256, size: int = 64, seed: int =
 @torch.no_grad()
 def evaluate_vae(vae: AutoencoderKL, n: int = 256, size: int = 64, seed: int = 4321) -> dict[str, float]:
     """Reconstruction error on fresh renders (pixels in [0, 1]): MSE, MAE, PSNR; per kind and overall."""
-    from tailor.world.zoo.data import available_kinds
+    from zoo.data import available_kinds
 
     vae.eval()
     out: dict[str, float] = {}

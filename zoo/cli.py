@@ -1,0 +1,206 @@
+"""``python -m zoo``: the world zoo's recipes, run from a source checkout (they are not installed with the package).
+
+``train`` runs the stages of the world base, world CLIP, oracles and adapters (``tailor world train-zoo`` from a
+source checkout forwards here, with the same options); ``faces`` trains the world face models (the conditioning
+face embedder and the keypoint detector). Both take ``--device`` (``auto``: ``cuda`` when torch sees a GPU).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tailor.errors import ConfigError
+
+app = typer.Typer(
+    help="The world zoo's training recipes (run from a source checkout).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+DEVICE = Annotated[str, typer.Option(help="cuda, cpu or auto (cuda when torch sees a GPU).")]
+THREADS = Annotated[int, typer.Option(help="torch CPU threads.")]
+
+
+def stage_list(only: str | None) -> tuple[str, ...]:
+    """``--only`` as stages: one name or several, comma-separated (default: all, in order)."""
+    from zoo import recipe
+
+    stages = recipe.DEFAULT_STAGES if only is None else tuple(s.strip() for s in only.split(",") if s.strip())
+    known = (*recipe.STAGES, "from-shipped")
+    bad = [s for s in stages if s not in known]
+    if bad or not stages:
+        raise ConfigError(f"unknown stage {(bad or [only])[0]!r}; pick one of {', '.join(known)}.")
+    return stages
+
+
+@app.command("train")
+def train(
+    only: Annotated[
+        str | None,
+        typer.Option(
+            help="Run these stages (comma-separated): tokenizer, vae, vae-decoder, unet, unet-faces, unet-cooldown, "
+            "unet-words, unet-long, unet-long-decay, clip, oracle, export, "
+            "adapters (default: all, in order); from-shipped seeds RUNS from the shipped base (then unet-long goes "
+            "on from it)."
+        ),
+    ] = None,
+    runs: Annotated[Path, typer.Option(help="Run folder (checkpoints; every stage resumes from it).")] = Path(
+        "outputs/zoo"
+    ),
+    steps: Annotated[int | None, typer.Option(help="Steps of the selected stage (default: the recipe's).")] = None,
+    batch_size: Annotated[int, typer.Option(help="UNet batch size.")] = 32,
+    lr: Annotated[
+        float | None, typer.Option(help="UNet learning rate (default: the stage's: 5e-4, cooldown and words 2e-4).")
+    ] = None,
+    threads: THREADS = 1,
+    oracles: Annotated[str, typer.Option(help="Comma-separated oracles to train.")] = "attributes,segmenter,"
+    "instance,face",
+    adapters: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated adapters to train (canny, seg, t2i-canny, controlnext-canny, world, "
+            "world-plus, instantid, photomaker, pulid; default: all)."
+        ),  # fmt: skip
+    ] = None,
+    vae_stop_at: Annotated[
+        int | None, typer.Option(help="Freeze the VAE at its newest checkpoint instead of finishing its schedule.")
+    ] = None,
+    vae_init: Annotated[str | None, typer.Option(help="Warm-start the VAE from this AutoencoderKL folder.")] = None,
+    unet_init: Annotated[
+        str | None, typer.Option(help="Warm-start UNet + text encoder from this UNet run folder.")
+    ] = None,
+    base: Annotated[
+        str, typer.Option(help="Base the adapters train on: world (shipped) or a diffusers folder to ship next.")
+    ] = "world",
+    device: DEVICE = "auto",
+    checkpoint_every: Annotated[
+        int | None, typer.Option(help="Checkpoint every N steps (default: the recipe's, 100-200).", min=1)
+    ] = None,
+    num_workers: Annotated[
+        int, typer.Option(help="Data-loading worker processes of the diffusion stages (unet*, adapters).", min=0)
+    ] = 0,
+    weights: Annotated[
+        Path | None,
+        typer.Option(help="Export (export, adapters) into this folder (default: the package's shipped weights)."),
+    ] = None,
+) -> None:
+    """Train the world zoo (base model, world CLIP, oracles, adapters) and export it into the package's weights."""
+    from zoo import loop, recipe
+
+    stages = stage_list(only)
+    names = None if adapters is None else tuple(n.strip() for n in adapters.split(",") if n.strip())
+    if "adapters" in stages:
+        from zoo.adapters import NAMES
+
+        unknown = [n for n in names or () if n not in NAMES]
+        if unknown:
+            raise ConfigError(f"unknown adapter {unknown[0]!r} in --adapters; pick some of {', '.join(NAMES)}.")
+    typer.echo(f"device: {loop.set_device(device)}")
+    recipe.set_threads(threads)
+    unet_kw = {} if lr is None else {"lr": lr}
+    ck = {} if checkpoint_every is None else {"checkpoint_every": checkpoint_every}
+    ck |= {"num_workers": num_workers} if num_workers else {}
+    out = {} if weights is None else {"weights": weights}
+    loop.CHECKPOINT_EVERY = checkpoint_every
+    for stage in stages:
+        typer.echo(f"== {stage}")
+        if stage == "from-shipped":
+            from zoo.shipped import stage_from_shipped
+
+            stage_from_shipped(runs)
+        elif stage == "tokenizer":
+            recipe.stage_tokenizer(runs)
+        elif stage == "vae":
+            recipe.stage_vae(runs, steps, stop_at=vae_stop_at, init=vae_init)
+        elif stage == "vae-decoder":
+            recipe.stage_vae_decoder(runs, steps)
+        elif stage == "unet":
+            recipe.stage_unet(runs, steps, batch_size=batch_size, init=unet_init, **unet_kw, **ck)
+        elif stage in UNET_PHASES:
+            getattr(recipe, UNET_PHASES[stage])(runs, steps, batch_size=batch_size, **unet_kw, **ck)
+        elif stage == "clip":
+            recipe.stage_clip(runs, steps)
+        elif stage == "oracle":
+            picked = tuple(n.strip() for n in oracles.split(",") if n.strip())
+            recipe.stage_oracle(runs, picked, {n: steps for n in picked} if steps else None)
+        elif stage == "adapters":
+            recipe.stage_adapters(runs, names, steps, base=base, **out, **ck)
+        else:
+            typer.echo(json.dumps(recipe.stage_export(runs, **out)))
+
+
+UNET_PHASES = {
+    "unet-faces": "stage_unet_faces",
+    "unet-cooldown": "stage_unet_cooldown",
+    "unet-words": "stage_unet_words",
+    "unet-long": "stage_unet_long",
+    "unet-long-decay": "stage_unet_long_decay",
+}
+
+
+@app.command("faces")
+def faces(
+    out: Annotated[Path, typer.Option(help="Run folder (checkpoints; resumes from it).")] = Path("outputs/faces_runs"),
+    embedder_steps: Annotated[int, typer.Option(help="Steps of the conditioning face embedder.")] = 1500,
+    keypoint_steps: Annotated[int, typer.Option(help="Steps of the keypoint detector.")] = 800,
+    only: Annotated[str | None, typer.Option(help="Train only one: embedder or keypoints.")] = None,
+    ship: Annotated[
+        Path | None, typer.Option(help="Folder the models are written to (default: the package's).")
+    ] = None,
+    threads: THREADS = 1,
+    device: DEVICE = "auto",
+) -> None:
+    """Train the world face models (conditioning face embedder, keypoint detector) and ship them."""
+    import torch
+
+    from zoo import loop
+    from zoo.faces import run
+
+    if only not in (None, "embedder", "keypoints"):
+        raise ConfigError(f"unknown --only {only!r}; pick embedder or keypoints.")
+    typer.echo(f"device: {loop.set_device(device)}")
+    torch.set_num_threads(max(1, threads))
+    run(out, embedder_steps, keypoint_steps, only, **({} if ship is None else {"ship": ship}))
+
+
+def run(args: list[str], prog_name: str = "python -m zoo", command: str | None = None) -> None:
+    """Run a command line (of one ``command`` alone when given); errors propagate (``tailor world train-zoo`` runs
+    ``train`` this way and prints them as the tailor CLI does)."""
+    cli = typer.main.get_command(app)
+    if command is not None:
+        cli = cli.commands[command]
+    cli.main(args=list(args), prog_name=prog_name, standalone_mode=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m zoo``: a user error prints one line and exits 2, as ``tailor`` does."""
+    import logging
+
+    import click
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    from tailor.errors import TailorError
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # the recipes' progress lines
+    diffusers_logging.disable_progress_bar()  # no loading bars on every model load
+    transformers_logging.disable_progress_bar()
+    try:
+        run(sys.argv[1:] if argv is None else argv)
+    except TailorError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.ClickException as e:
+        e.show()
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# One command on a lent GPU machine (nothing set up there): train world-zoo stage(s) on CUDA within a time budget,
+# checkpointing often, resumable, then write a short summary.
+#
+#   zoo/gpu.sh [STAGE] [MINUTES] [RUNS]
+#
+# STAGE    any `python -m zoo train --only` value, comma-separated for several (default: adapters, which trains on
+#          the shipped base and so needs nothing but this checkout; the unet* stages need their earlier runs in RUNS,
+#          or `from-shipped,unet-long` to go on from the shipped base)
+# MINUTES  wall-clock budget of the whole script, setup included (default 12, decimals allowed); training stops early
+#          enough (SIGTERM) to write the summary; rerun the same command and every stage resumes from its newest
+#          complete checkpoint in RUNS
+# RUNS     run folder (default: $OUT/zoo_runs when $OUT is set, else outputs/zoo_gpu); trained weights are exported
+#          into RUNS/weights, never into the package
+# Env: ZOO_ARGS (more `python -m zoo train` options, e.g. "--steps 2000 --adapters canny,seg"), ZOO_DEVICE (auto),
+#      ZOO_CHECKPOINT_EVERY (50), ZOO_THREADS (8), ZOO_WORKERS (4: data workers of the diffusion stages),
+#      ZOO_RESERVE_S (40: seconds kept for the summary), PYTHON (default python3).
+# Writes RUNS/gpu.log (the run's output) and gpu_summary.json (into $OUT when set, else RUNS); exits with the
+# training's status (0 finished, 124 stopped at the budget: resumable).
+set -uo pipefail
+cd "$(dirname "$0")/.." || exit 1
+t0=$(date +%s)
+STAGE=${1:-adapters}
+MINUTES=${2:-12}
+RUNS=${3:-${OUT:+$OUT/zoo_runs}}
+RUNS=${RUNS:-outputs/zoo_gpu}
+SUMMARY_DIR=${OUT:-$RUNS}
+PY=${PYTHON:-python3}
+mkdir -p "$RUNS" "$SUMMARY_DIR"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
+
+# 1. a python with what tailor needs: the system one when it imports them, else pip installs what is missing
+missing=$("$PY" - <<'EOF'
+import importlib.util
+mods = {"torch": "torch", "diffusers": "diffusers>=0.32", "transformers": "transformers>=4.45", "peft": "peft>=0.13",
+        "accelerate": "accelerate>=1.0", "safetensors": "safetensors", "tokenizers": "tokenizers", "PIL": "pillow",
+        "numpy": "numpy", "cv2": "opencv-python-headless", "typer": "typer>=0.12,<0.29", "rich": "rich",
+        "yaml": "pyyaml"}
+print(" ".join(p for m, p in mods.items() if importlib.util.find_spec(m) is None))
+EOF
+)
+if [ -n "$missing" ]; then
+    echo "installing: $missing"
+    # shellcheck disable=SC2086
+    "$PY" -m pip install -q --disable-pip-version-check $missing >"$RUNS/pip.log" 2>&1 \
+        || { echo "pip could not install: $missing (see $RUNS/pip.log)"; exit 3; }
+fi
+
+# 2. the device
+DEVICE=${ZOO_DEVICE:-auto}
+"$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(),
+      torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')"
+command -v nvidia-smi >/dev/null && nvidia-smi -L
+
+# 3. train until done or the budget (minus a reserve for the summary) runs out
+budget=$(awk -v m="$MINUTES" 'BEGIN { printf "%d", m * 60 }')
+left=$((budget - ($(date +%s) - t0) - ${ZOO_RESERVE_S:-40}))
+if [ "$left" -lt 20 ]; then echo "no time left for training (${MINUTES} min budget)"; exit 3; fi
+echo "== $STAGE on $DEVICE for at most ${left}s, runs in $RUNS"
+# shellcheck disable=SC2086
+timeout --signal=TERM --kill-after=15 "$left" "$PY" -m zoo train --only "$STAGE" --runs "$RUNS" \
+    --device "$DEVICE" --checkpoint-every "${ZOO_CHECKPOINT_EVERY:-50}" --threads "${ZOO_THREADS:-8}" \
+    --num-workers "${ZOO_WORKERS:-4}" --weights "$RUNS/weights" ${ZOO_ARGS:-} 2>&1 | tee "$RUNS/gpu.log"
+status=${PIPESTATUS[0]}
+
+# 4. summary: per run folder its newest complete checkpoint and last logged line
+"$PY" - "$RUNS" "$STAGE" "$status" "$(($(date +%s) - t0))" "$SUMMARY_DIR/gpu_summary.json" <<'EOF'
+import json, sys
+from pathlib import Path
+
+from tailor.core.training.checkpoint import list_checkpoints
+
+runs, stage, status, secs, dest = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+out = {"stage": stage, "exit": status, "stopped_at_budget": status in (124, 137), "wall_s": secs, "runs": {}}
+for log in sorted(runs.rglob("log.jsonl")):
+    folder = log.parent
+    steps = [step for step, _ in list_checkpoints(folder)]
+    lines = [ln for ln in log.read_text().splitlines() if ln.strip()]
+    out["runs"][str(folder.relative_to(runs))] = {"newest_checkpoint": steps[-1] if steps else None,
+                                                 "last_log": json.loads(lines[-1]) if lines else None}
+Path(dest).write_text(json.dumps(out, indent=1))
+print(json.dumps(out))
+EOF
+exit "$status"
