@@ -29,7 +29,13 @@ PY=${PYTHON:-python3}
 mkdir -p "$RUNS" "$SUMMARY_DIR"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
 
-# 1. a python with what tailor needs: the system one when it imports them, else pip installs what is missing
+# 1. a python with what tailor needs: wheels carried in .whl/ (zoo/gpu_wheels.sh; the GPU image has no network and
+#    no diffusers), then the system python's own packages, else pip installs what is missing
+if compgen -G ".whl/*.whl" >/dev/null; then
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/zoo-site .whl/*.whl \
+        || { echo "could not install the carried wheels in .whl/"; exit 3; }
+    export PYTHONPATH="/tmp/zoo-site:$PYTHONPATH"
+fi
 missing=$("$PY" - <<'EOF'
 import importlib.util
 mods = {"torch": "torch", "diffusers": "diffusers>=0.32", "transformers": "transformers>=4.45", "peft": "peft>=0.13",
