@@ -131,7 +131,8 @@ def test_gpu_script_runs_a_stage_into_the_run_folder_and_summarises(tmp_path):
     runs = tmp_path / "runs"
     env = {k: v for k, v in os.environ.items() if k not in ("OUT", "PYTHONPATH")}
     env |= {"PYTHON": sys.executable, "ZOO_DEVICE": "cpu", "ZOO_THREADS": "1", "ZOO_WORKERS": "0",
-            "ZOO_RESERVE_S": "5", "ZOO_ARGS": "--oracles segmenter --steps 2", "OMP_NUM_THREADS": "1"}  # fmt: skip
+            "ZOO_RESERVE_S": "5", "ZOO_ARGS": "--oracles segmenter --steps 2", "OMP_NUM_THREADS": "1",
+            "ZOO_WHEELS": str(tmp_path / "no-wheels")}  # fmt: skip
     done = subprocess.run(
         ["bash", str(ROOT / "zoo" / "gpu.sh"), "oracle", "3", str(runs)],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=170,

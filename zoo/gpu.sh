@@ -14,7 +14,8 @@
 #          into RUNS/weights, never into the package
 # Env: ZOO_ARGS (more `python -m zoo train` options, e.g. "--steps 2000 --adapters canny,seg"), ZOO_DEVICE (auto),
 #      ZOO_CHECKPOINT_EVERY (50), ZOO_THREADS (8), ZOO_WORKERS (4: data workers of the diffusion stages),
-#      ZOO_RESERVE_S (40: seconds kept for the summary), PYTHON (default python3).
+#      ZOO_RESERVE_S (40: seconds kept for the summary), ZOO_WHEELS (.whl: carried wheels, see zoo/gpu_wheels.sh),
+#      PYTHON (default python3).
 # Writes RUNS/gpu.log (the run's output) and gpu_summary.json (into $OUT when set, else RUNS); exits with the
 # training's status (0 finished, 124 stopped at the budget: resumable).
 set -uo pipefail
@@ -31,8 +32,9 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1 TRANSFORMER
 
 # 1. a python with what tailor needs: wheels carried in .whl/ (zoo/gpu_wheels.sh; the GPU image has no network and
 #    no diffusers), then the system python's own packages, else pip installs what is missing
-if compgen -G ".whl/*.whl" >/dev/null; then
-    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/zoo-site .whl/*.whl \
+WHEELS=${ZOO_WHEELS:-.whl}
+if compgen -G "$WHEELS/*.whl" >/dev/null; then
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/zoo-site "$WHEELS"/*.whl \
         || { echo "could not install the carried wheels in .whl/"; exit 3; }
     export PYTHONPATH="/tmp/zoo-site:$PYTHONPATH"
 fi
