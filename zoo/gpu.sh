@@ -34,7 +34,8 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1 TRANSFORMER
 #    no diffusers), then the system python's own packages, else pip installs what is missing
 WHEELS=${ZOO_WHEELS:-.whl}
 if compgen -G "$WHEELS/*.whl" >/dev/null; then
-    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/zoo-site "$WHEELS"/*.whl \
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/zoo-site \
+        "$WHEELS"/*.whl \
         || { echo "could not install the carried wheels in .whl/"; exit 3; }
     export PYTHONPATH="/tmp/zoo-site:$PYTHONPATH"
 fi
