@@ -11,8 +11,9 @@ import sys
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
-from tailor.errors import TailorError
+from tailor.errors import TailorError, from_oserror
 
 err = Console(stderr=True)
 
@@ -112,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     except TailorError as e:
         err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
         return e.exit_code
+    except OSError as e:  # the file system refused a read or write: one sentence naming the path and the fix
+        err.print(f"[bold red]error:[/] {escape(str(from_oserror(e)))}", highlight=False, soft_wrap=True)
+        return 2
     except click.exceptions.Exit as e:  # --help / no arguments inside a sub-group
         return e.exit_code
     except click.exceptions.Abort:

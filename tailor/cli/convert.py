@@ -110,11 +110,15 @@ def merge(
     base: Annotated[str, typer.Option(help="Base model that resolves kohya files' module names.")] = "world",
 ) -> None:
     """Merge several LoRAs into one file."""
+    import math
+
     from tailor.methods.lora.formats import detect_layout, read_file
     from tailor.methods.lora.method import merge_files
 
     files = [_lora_file(p) for p in loras]
     weights = list(weight) if weight else [1.0] * len(files)
+    if not all(math.isfinite(w) for w in weights):
+        raise ConfigError(f"--weight must be a finite number; got {', '.join(map(str, weights))}.")
     if len(weights) != len(files):
         raise ConfigError(f"{len(files)} LoRAs but {len(weights)} --weight values; give one weight per LoRA or none.")
     comps = None
@@ -136,9 +140,11 @@ def fuse(
     """Bake LoRAs into the base weights and save the result as a diffusers pipeline folder."""
     import tailor
     from tailor.compose import load_kind
+    from tailor.core.fsguard import check_new_target
     from tailor.core.lora import bake
     from tailor.core.surface import parse_weight_spec
 
+    check_new_target(out, "tailor-pipeline.json")  # never replace a file or a folder this command did not write
     comps = tailor.load_components(base, config=base_config)
     pipe = tailor.Pipeline(comps)
     methods, weights = [], []

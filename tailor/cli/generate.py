@@ -204,18 +204,26 @@ def attach_all(
 
 def run(flags, values: dict, order: list[str] | None = None) -> None:
     import tailor
-    from tailor.core.images import make_grid
-    from tailor.core.io import atomic_path, write_json
+    from tailor.core.fsguard import check_out
+    from tailor.core.outputs import guarded_out
 
     texts = read_prompts(values.get("prompt"), values.get("prompts"))
     config = settings_from(values)
+    check_out(values["out"])  # before the model loads: a file or a user's folder as --out is refused at once
     comps = tailor.load_components(values["base"], config=values.get("base_config"))
     pipe = tailor.Pipeline(comps)
     size = (config.width or comps.default_size, config.height or comps.default_size)
     texts = attach_all(pipe, flags, values, texts, size, order)
     result = pipe.generate(texts, config, progress=True)
-    out = Path(values["out"])
-    out.mkdir(parents=True, exist_ok=True)
+    with guarded_out(values["out"], "tailor generate") as out:
+        write_outputs(out, result, config, len(texts))
+
+
+def write_outputs(out: Path, result, config, n_prompts: int) -> None:
+    """The PNGs, ``grid.png`` and ``generation.json`` of one generation into ``out``."""
+    from tailor.core.images import make_grid
+    from tailor.core.io import atomic_path, write_json
+
     records = []
     for i, (img, p, s) in enumerate(zip(result.images, result.prompts, result.seeds)):
         name = f"{i:03d}.png"
@@ -223,7 +231,7 @@ def run(flags, values: dict, order: list[str] | None = None) -> None:
             img.save(tmp, format="PNG")
         records.append({"file": name, "prompt": p, "seed": s})
     with atomic_path(out / "grid.png") as tmp:
-        make_grid(result.images, cols=config.n if len(texts) > 1 else None).save(tmp, format="PNG")
+        make_grid(result.images, cols=config.n if n_prompts > 1 else None).save(tmp, format="PNG")
     record = {"version": GENERATION_VERSION, "images": records, "settings": result.settings}
     write_json(out / "generation.json", record)
     click.echo(f"wrote {len(records)} images, grid.png and generation.json to {out}")

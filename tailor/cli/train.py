@@ -19,6 +19,7 @@ import click
 from tailor.cli.options import config_options, given
 from tailor.core.config import load_yaml
 from tailor.core.method import MethodSpec, get_spec, method_names
+from tailor.core.outputs import guarded_out
 from tailor.errors import ConfigError
 
 
@@ -101,7 +102,8 @@ def make_train_command(spec: MethodSpec, name: str | None = None, hidden: bool =
         ft, fm = split_config(file_values, TrainConfig, spec.config, str(source))
         train_cfg = build_config(TrainConfig, ft, given(values, TrainConfig), source, "training options")
         method_cfg = build_config(spec.config, fm, given(values, spec.config), source, f"{spec.name} options")
-        result = train(spec.method(method_cfg), train_cfg)
+        with guarded_out(train_cfg, f"tailor train {spec.name}"):  # one writer per --out, never a user's folder
+            result = train(spec.method(method_cfg), train_cfg)
         click.echo(f"trained {spec.name}: {result.artifact} (final loss {result.loss:.4f}, {result.seconds:.0f} s)")
 
     params = config_options(TrainConfig) + config_options(spec.config)

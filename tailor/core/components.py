@@ -21,7 +21,8 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProject
 from transformers.utils import logging as hf_logging
 
 from tailor.core import resources
-from tailor.core.io import atomic_dir
+from tailor.core.fsguard import check_new_target
+from tailor.core.io import atomic_dir, write_json
 from tailor.core.tokenizers import build_clip_tokenizer
 from tailor.errors import FormatError, IncompatibleError, InputError
 
@@ -149,11 +150,17 @@ class Components:
         bars = hf_logging.is_progress_bar_enabled()
         hf_logging.disable_progress_bar()  # no "Writing model shards" bar per text encoder
         try:
+            check_new_target(folder, PIPELINE_RECORD)  # replaces only a pipeline folder tailor wrote
             with atomic_dir(folder) as tmp:
                 self.save_pretrained(tmp)
+                write_json(Path(tmp) / PIPELINE_RECORD, {"written_by": "tailor", "kind": "diffusers pipeline"})
         finally:
             if bars:
                 hf_logging.enable_progress_bar()
+
+
+#: the record save_pipeline leaves in its folder: only a folder holding it is replaced by a later save
+PIPELINE_RECORD = "tailor-pipeline.json"
 
 
 # --------------------------------------------------------------------- loading

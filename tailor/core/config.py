@@ -9,6 +9,7 @@ where an unknown or wrongly typed key is an error naming the key and the file.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -42,6 +43,7 @@ class Config:
         for f in dataclasses.fields(self):
             choices = f.metadata.get("choices")
             value = getattr(self, f.name)
+            check_number(f.name, value)
             if choices and value not in choices:
                 raise ConfigError(
                     f"{f.name}={value!r} is not one of {', '.join(map(str, choices))}; pick one of those."
@@ -78,12 +80,51 @@ class Config:
         return dataclasses.replace(self, **changes)
 
 
+#: the bounds of every integer option (64-bit, what torch and numpy take); seeds must also be >= 0
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
+
+
+def check_number(name: str, value: Any) -> None:
+    """Every float option (and each float of a list option) must be finite; every integer must fit in 64 bits and
+    a seed must not be negative — the one place that holds every config (training, methods, generation)."""
+    for v in value if isinstance(value, list | tuple) else (value,):
+        if isinstance(v, bool):
+            continue
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ConfigError(f"{name} must be a finite number; got {v}.")
+        if isinstance(v, int) and not INT_MIN <= v <= INT_MAX:
+            raise ConfigError(f"{name}={v} does not fit in 64 bits; use a value between {INT_MIN} and {INT_MAX}.")
+        if isinstance(v, int) and (name == "seed" or name.endswith("_seed")) and v < 0:
+            raise ConfigError(f"{name} must be 0 or more (at most 2**63-1); got {v}.")
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a mapping with a key given twice (plain YAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, typing.Hashable) and key in seen:
+                raise DuplicateKeyError(key, key_node.start_mark.line + 1)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+class DuplicateKeyError(yaml.YAMLError):
+    def __init__(self, key: Any, line: int):
+        super().__init__(f"{key!r} line {line}")
+        self.key, self.line = key, line
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"config file {path} does not exist; check the path.")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}
+    except DuplicateKeyError as e:
+        raise ConfigError(f"{path}: option {e.key!r} is given twice (line {e.line}); keep one.") from None
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path} is not valid YAML ({e.__class__.__name__}); fix its syntax.") from e
     if not isinstance(data, dict):

@@ -22,6 +22,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from tailor.core.fsguard import dir_mode, file_mode
 from tailor.errors import FormatError, InputError, UnsafeFileError
 
 PICKLE_SUFFIXES = {".pt", ".pth", ".bin", ".ckpt"}
@@ -33,6 +34,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, file_mode())  # mkstemp makes 0600; the file gets the user's umask like any other
     os.close(fd)
     tmp = Path(tmp)
     try:
@@ -53,6 +55,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp.chmod(dir_mode())  # mkdtemp makes 0700
     try:
         yield tmp
         old = None
