@@ -35,7 +35,10 @@ def read_prompts(prompt: list[str], prompts_file: Path | None) -> list[str]:
             lines = prompts_file.read_text().splitlines()
         except UnicodeDecodeError as e:
             raise InputError(f"prompts file {prompts_file} is not UTF-8 text; save it as UTF-8.") from e
-        prompts += [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+        from_file = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+        if not from_file:
+            raise InputError(f"prompts file {prompts_file} holds no prompt (only blank or # lines); add one per line.")
+        prompts += from_file
     if not prompts:
         raise ConfigError("no prompt given; pass --prompt TEXT (repeatable) or --prompts FILE.")
     return prompts
@@ -60,6 +63,13 @@ def _fixed_options() -> list[click.Option]:
             "method reads (repeatable).",
         ),
         click.Option(["--out"], type=click.Path(), default="outputs/generate", help="Output folder."),
+        click.Option(
+            ["--allow-large"],
+            is_flag=True,
+            default=False,
+            help="Allow a size above the limit (16x the base's default pixels, or what free memory holds): memory and "
+            "time grow with the pixel count.",
+        ),
     ]
 
 
@@ -204,6 +214,7 @@ def attach_all(
 
 def run(flags, values: dict, order: list[str] | None = None) -> None:
     import tailor
+    from tailor.core.bounds import check_generation_size
     from tailor.core.fsguard import check_out
     from tailor.core.outputs import guarded_out
 
@@ -213,6 +224,7 @@ def run(flags, values: dict, order: list[str] | None = None) -> None:
     comps = tailor.load_components(values["base"], config=values.get("base_config"))
     pipe = tailor.Pipeline(comps)
     size = (config.width or comps.default_size, config.height or comps.default_size)
+    check_generation_size(*size, comps, allow_large=bool(values.get("allow_large")))
     texts = attach_all(pipe, flags, values, texts, size, order)
     result = pipe.generate(texts, config, progress=True)
     with guarded_out(values["out"], "tailor generate") as out:

@@ -174,7 +174,7 @@ def coerce(value: Any, hint: Any, where: str) -> Any:
             f = float(value)
         except ValueError:
             raise ConfigError(f"{where} must be an integer; got {value!r}.") from None
-        if f != int(f):
+        if not math.isfinite(f) or f != int(f):
             raise ConfigError(f"{where} must be an integer; got {value!r}.")
         return int(f)
     if hint is float:

@@ -99,7 +99,13 @@ def list_images(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"image folder {folder} does not exist; check the path.")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+    from tailor.core.fsguard import NOT_DATA  # grid.png & co: tailor's files for a person, never data
+
+    files = sorted(
+        p
+        for p in folder.iterdir()
+        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.name not in NOT_DATA
+    )
     if not files:
         raise InputError(f"{folder} holds no images (.png/.jpg/.webp); add some or pick another folder.")
     return files

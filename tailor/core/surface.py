@@ -20,6 +20,7 @@ accept the older ``MODEL:IMG[:scale[:start:end]]`` (``ref_sep=":"``).
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -150,6 +151,9 @@ def parse_weight_spec(
         parts = text.split(":")
         nums = _peel_numbers(parts, 1)
         path = ":".join(parts)
+        head, _, tail = path.rpartition(":")
+        if head and not os.path.exists(path) and os.path.exists(head):
+            raise ConfigError(f"{what} {text!r}: {tail!r} after ':' is not a number; write e.g. {head}:0.8.")
     if not path:
         raise ConfigError(f"{what} {text!r} names no file; give PATH[:weight[:start:end]].")
     if len(nums) == 2:

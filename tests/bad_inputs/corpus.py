@@ -326,3 +326,5 @@ for _name in sorted(registry()):
 for _name in ("lora", "textual_inversion", "hypernetwork"):
     CASES[f"nan_weights_{_name}"] = _nan_weights(_name)
     CASES[f"wrong_dtype_{_name}"] = _wrong_dtype(_name)
+
+from bad_inputs import edge  # noqa: E402,F401  (registers issue 18's cases: environment, NaN / bounds, YAML keys)

@@ -58,6 +58,8 @@ def read_captions(folder: Path, files: list[Path], fixed: str | None, fallback: 
                 meta[str(row["file_name"])] = str(row["text"])
             except (json.JSONDecodeError, KeyError, TypeError):
                 raise InputError(f"{meta_path} line {n} is not a JSON object with file_name and text.") from None
+            if not (folder / str(row["file_name"])).is_file():  # hardening: a row naming no image is an error
+                raise InputError(f"{meta_path} line {n} names {row['file_name']!r}, which is not in {folder}; fix it.")
     captions = []
     for f in files:
         if f.name in meta:
