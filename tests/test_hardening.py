@@ -1,0 +1,151 @@
+"""Issue 18: a full disk mid-run, one writer per output folder, stale locks, file modes, never displacing a user's
+file, and tailor's own files never counted as data. (The one-line refusals are cases of tests/bad_inputs.)"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from bad_inputs.corpus import _method_file, png_bytes
+
+import tailor.core.io as tio
+from tailor.cli import main as cli
+from tailor.core.locks import LOCK_NAME, output_lock
+from tailor.core.method import registry
+from tailor.errors import EnvironmentFault
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN = ["train", "lora", "--base", "tiny", "--steps", "4", "--batch-size", "1", "--resolution", "32"]
+
+
+def test_disk_full_mid_run_keeps_the_last_checkpoint_resumable(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    real = tio.save_file
+
+    def full_at_step_3(tensors, path, metadata=None):
+        if ".step-000003." in str(path):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(tensors, path, metadata=metadata)
+
+    monkeypatch.setattr(tio, "save_file", full_at_step_3)
+    argv = [*TRAIN, "--checkpoint-every", "1", "--out", str(out)]
+    assert cli(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "\n" not in err and "disk is full" in err and "step-000003" in err, err
+    ckpts = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert ckpts == ["step-000001", "step-000002"], ckpts  # no half-written step-3, no temporary folder
+    assert not (out / "lora.safetensors").exists() and not (out / LOCK_NAME).exists()
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+
+    monkeypatch.setattr(tio, "save_file", real)
+    assert cli([*argv, "--resume", "latest"]) == 0, capsys.readouterr().err
+    assert (out / "lora.safetensors").is_file()
+    assert json.loads((out / "checkpoints" / "step-000004" / "trainer.json").read_text())["step"] == 4
+
+
+HOLDER = (
+    "import sys, time\nfrom tailor.core.locks import output_lock\n"
+    "with output_lock(sys.argv[1], 'tailor train holder'):\n    print('ready', flush=True)\n    time.sleep(120)\n"
+)
+
+
+def test_second_writer_is_refused_and_a_killed_holders_lock_is_cleared(tmp_path, capsys, caplog):
+    out = tmp_path / "shared"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(out)], cwd=ROOT, env=env, stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline().strip() == b"ready"
+        assert cli([*TRAIN, "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and str(out) in err and f"process {holder.pid}" in err and "holder" in err, err
+        assert cli(["generate", "--base", "tiny", "-p", "x", "-n", "1", "--steps", "1", "--out", str(out)]) == 2
+        assert str(holder.pid) in capsys.readouterr().err
+    finally:
+        holder.kill()
+        holder.wait()
+    assert (out / LOCK_NAME).read_text().startswith(f"{holder.pid} ")  # killed: no cleanup ran
+    with caplog.at_level(logging.WARNING, logger="tailor"), output_lock(out, "test") as held:
+        assert (held / LOCK_NAME).read_text().startswith(f"{os.getpid()} test")
+    assert f"process {holder.pid}" in caplog.text and "stale" in caplog.text
+    assert not (out / LOCK_NAME).exists()
+
+
+def test_lock_is_exclusive_in_process_but_reentrant(tmp_path):
+    import fcntl
+
+    with output_lock(tmp_path / "o") as out, output_lock(out):  # nested: the same holder
+        fd = os.open(out / LOCK_NAME, os.O_RDWR)
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.close(fd)
+    assert not (tmp_path / "o").exists()  # created by the lock, left empty: removed
+
+
+def test_lock_refusal_names_folder_and_holder(tmp_path):
+    code = HOLDER.replace("time.sleep(120)", "time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE)
+    try:
+        holder.stdout.readline()
+        with pytest.raises(EnvironmentFault, match=rf"{tmp_path} is in use by process {holder.pid} "):
+            with output_lock(tmp_path):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o027, 0o002])
+def test_atomic_writes_follow_the_umask(tmp_path, mask):
+    old = os.umask(mask)
+    try:
+        tio.write_text(tmp_path / "a.txt", "x")
+        with tio.atomic_dir(tmp_path / "d") as tmp:
+            (tmp / "f").write_text("y")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o666 & ~mask
+    assert (tmp_path / "d").stat().st_mode & 0o777 == 0o777 & ~mask
+
+
+def test_fuse_never_displaces_a_users_file_and_replaces_its_own_folder(tmp_path, capsys):
+    lora = _method_file(registry()["lora"], tmp_path)
+    mine = tmp_path / "mine.bin"
+    mine.write_bytes(b"precious")
+    assert cli(["lora", "fuse", str(lora), "--base", "tiny", "--out", str(mine)]) == 2
+    assert mine.read_bytes() == b"precious" and not list(tmp_path.glob(".mine.bin*"))
+    fused = tmp_path / "fused"
+    for _ in range(2):  # the second run replaces the folder the first wrote
+        assert cli(["lora", "fuse", str(lora), "--base", "tiny", "--out", str(fused)]) == 0, capsys.readouterr().err
+    assert (fused / "model_index.json").is_file() and (fused / "tailor-pipeline.json").is_file()
+
+
+def test_tailor_outputs_are_not_data_and_eval_pair_counts_real_pairs(tmp_path, capsys):
+    from tailor.core.images import list_images
+
+    for name in ("made", "refs"):
+        (tmp_path / name).mkdir()
+        for f in ("a.png", "grid.png", "loss.png"):
+            (tmp_path / name / f).write_bytes(png_bytes())
+        (tmp_path / name / "generation.json").write_text("{}")
+    assert [p.name for p in list_images(tmp_path / "made")] == ["a.png"]
+    made, refs = str(tmp_path / "made"), str(tmp_path / "refs")
+    assert cli(["eval", "pair", "--images", made, "--reference", refs, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["pairs"] == 1
+
+
+def test_generate_output_mode_and_rerun_into_own_folder(tmp_path, capsys):
+    out = tmp_path / "gen"
+    argv = ["generate", "--base", "tiny", "-p", "x", "-n", "1", "--steps", "1", "--out", str(out)]
+    old = os.umask(0o022)
+    try:
+        assert cli(argv) == 0 and cli(argv) == 0, capsys.readouterr().err  # its own folder: written again
+    finally:
+        os.umask(old)
+    assert sorted(p.name for p in out.iterdir()) == ["000.png", "generation.json", "grid.png"]
+    assert all(p.stat().st_mode & 0o777 == 0o644 for p in out.iterdir())
