@@ -149,3 +149,51 @@ def test_generate_output_mode_and_rerun_into_own_folder(tmp_path, capsys):
         os.umask(old)
     assert sorted(p.name for p in out.iterdir()) == ["000.png", "generation.json", "grid.png"]
     assert all(p.stat().st_mode & 0o777 == 0o644 for p in out.iterdir())
+
+
+def test_non_tty_progress_is_a_plain_line_every_n_seconds(capsys, monkeypatch):
+    from tailor.core.heartbeat import Heartbeat
+
+    quiet = Heartbeat(5, 0, every=1000.0)
+    for step in range(1, 6):
+        quiet.tick(step, "loss 0.5")
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == [lines[0]] and lines[0].startswith("training: step 5/5 (100%), loss 0.5, ")  # the last step only
+    monkeypatch.setenv("TAILOR_PROGRESS_SECONDS", "0")
+    every = Heartbeat(3, 1)
+    for step in (2, 3):
+        every.tick(step)
+    assert [ln.split(",")[0] for ln in capsys.readouterr().err.splitlines()] == [
+        "training: step 2/3 (66%)",
+        "training: step 3/3 (100%)",
+    ]
+
+
+def test_repeated_warnings_print_once_with_a_count(caplog):
+    from tailor.core import warn_once
+
+    log = logging.getLogger("tailor")
+    warn_once.install()
+    with caplog.at_level(logging.WARNING, logger="tailor"):
+        for i in range(4):
+            log.warning("%d prompt(s) were truncated, e.g. %r", 1, f"caption {i}", extra={"once": True})
+        log.warning("another warning")
+        log.warning("another warning")
+        warn_once.report()
+    texts = [r.getMessage() for r in caplog.records]
+    assert texts[:2] == ["1 prompt(s) were truncated, e.g. 'caption 0'", "another warning"]
+    assert "repeated 3 more times" in texts[2] and "repeated 1 more time" in texts[3] and len(texts) == 4
+    warn_once.install()  # the next command starts afresh
+    with caplog.at_level(logging.WARNING, logger="tailor"):
+        log.warning("another warning")
+    assert caplog.records[-1].getMessage() == "another warning"
+
+
+def test_dreambooth_class_images_default_under_out(tmp_path):
+    import tailor
+
+    spec = registry()["dreambooth"]
+    method = spec.method(class_word="star", num_class_images=1, class_steps=1, lora_rank=2)
+    method.patch(tailor.tiny_components())
+    folder = method.ensure_class_images(out=tmp_path / "run")
+    assert folder.parent == tmp_path / "run" / "class_images" and len(list(folder.glob("*.png"))) == 1

@@ -100,8 +100,18 @@ def quiet_loaders() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from tailor.core import warn_once
+
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    warn_once.install()  # a repeated warning prints once, with a count at the end
     quiet_loaders()
+    try:
+        return _run(argv)
+    finally:
+        warn_once.report()
+
+
+def _run(argv: list[str] | None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
     try:
         if args[:1] == ["train"]:  # the train group alone: a training process need not load typer and the rest

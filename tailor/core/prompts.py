@@ -23,7 +23,13 @@ def tokenize(tokenizer, prompts: list[str], device: torch.device) -> torch.Tenso
     ids = tokenizer(prompts, padding="max_length", max_length=max_len, truncation=True, return_tensors="pt").input_ids
     long = [p for p in prompts if len(tokenizer(p).input_ids) > max_len]
     if long:
-        log.warning("%d prompt(s) longer than %d tokens were truncated, e.g. %r", len(long), max_len, long[0][:60])
+        log.warning(
+            "%d prompt(s) longer than %d tokens were truncated, e.g. %r",
+            len(long),
+            max_len,
+            long[0][:60],
+            extra={"once": True},  # shown once per command, repeats counted (tailor.core.warn_once)
+        )
     return ids.to(device)
 
 

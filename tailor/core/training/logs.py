@@ -122,8 +122,12 @@ class ProgressBar:
     def __init__(self, total: int, start: int, description: str = "training"):
         from rich.console import Console
 
-        self.progress = None
-        if Console().is_terminal:
+        self.progress = self.heartbeat = None
+        if not Console().is_terminal:  # a pipe or a file: a plain line every N seconds (tailor.core.heartbeat)
+            from tailor.core.heartbeat import Heartbeat
+
+            self.heartbeat = Heartbeat(total, start, description)
+        else:
             from tailor.core.progress import make_progress
 
             self.progress = make_progress()
@@ -135,6 +139,8 @@ class ProgressBar:
         if self.progress is not None:
             fields = {} if info is None else {"info": info}
             self.progress.update(self.task, completed=step, **fields)
+        elif self.heartbeat is not None:
+            self.heartbeat.tick(step, info)
 
     def line(self, text: str) -> None:
         if self.progress is None:

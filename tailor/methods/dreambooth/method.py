@@ -121,13 +121,15 @@ class DreamBoothMethod(ComposedMethod):
         }
 
     @torch.no_grad()
-    def ensure_class_images(self, size: int | None = None) -> Path:
-        """The class-image folder, generating what the cache lacks with the frozen base (this method made inert)."""
+    def ensure_class_images(self, size: int | None = None, out: str | Path | None = None) -> Path:
+        """The class-image folder, generating what it lacks with the frozen base (this method made inert): under
+        ``class_dir``, else ``<out>/class_images`` (the training run's folder), else the user cache."""
         from tailor.core.pipeline import Pipeline
 
         c = self.components
         spec = self.class_spec(size or c.default_size)
-        folder = class_folder(self.config.class_dir or default_cache_root(), spec)
+        root = self.config.class_dir or (Path(out) / "class_images" if out is not None else default_cache_root())
+        folder = class_folder(root, spec)
         modes = [m.training for m in self.modules()]
         scale = self.scale
         self.set_scale(0.0)  # LoRA adds nothing; a full fine-tune has not changed the base yet when training starts
@@ -150,7 +152,7 @@ class DreamBoothMethod(ComposedMethod):
         size = config.resolution or self.components.default_size
         classes = None
         if self.config.with_prior_preservation:
-            classes = FolderDataset(self.ensure_class_images(), size, caption=self.class_prompt)
+            classes = FolderDataset(self.ensure_class_images(out=config.out), size, caption=self.class_prompt)
         return PriorDataset(dataset, self.instance_prompt, classes, self.class_prompt)
 
     def expand_batch(self, batch, keys, positions):
