@@ -197,3 +197,30 @@ def test_dreambooth_class_images_default_under_out(tmp_path):
     method.patch(tailor.tiny_components())
     folder = method.ensure_class_images(out=tmp_path / "run")
     assert folder.parent == tmp_path / "run" / "class_images" and len(list(folder.glob("*.png"))) == 1
+
+
+@pytest.mark.parametrize(
+    "code, words",
+    [
+        (errno.EEXIST, "already exists"),
+        (errno.ENOTDIR, "not a folder"),
+        (errno.EISDIR, "is a folder"),
+        (errno.EROFS, "read-only"),
+        (errno.ENOSPC, "disk is full"),
+        (errno.ELOOP, "link loop"),
+        (errno.EACCES, "permission denied"),
+        (errno.ENAMETOOLONG, "too long"),
+        (errno.EPROTO, "check the path"),  # anything else: the OS's reason, the path and a generic fix
+    ],
+)
+def test_every_oserror_becomes_one_sentence_naming_the_path(code, words, capsys, monkeypatch, tmp_path):
+    import tailor.cli as tcli
+
+    class Failing:
+        def main(self, **kw):
+            raise OSError(code, os.strerror(code), str(tmp_path / "x"))
+
+    monkeypatch.setattr(tcli, "build", Failing)  # any command that meets this OSError
+    assert tcli.main(["methods"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and str(tmp_path / "x") in err and words in err, err
