@@ -207,6 +207,11 @@ def _bare(name: str) -> bool:
 def _from_folder(path: Path) -> Components:
     from diffusers import DiffusionPipeline
 
+    from tailor.core.io import PICKLE_SUFFIXES, check_pickle
+
+    for weights in sorted(path.glob("*/*")):  # name the real reason: a pickled model part that would run code
+        if weights.suffix in PICKLE_SUFFIXES and not weights.with_suffix(".safetensors").exists():
+            check_pickle(weights)
     try:
         pipe = DiffusionPipeline.from_pretrained(str(path), local_files_only=True, safety_checker=None)
     except (OSError, ValueError, KeyError, RuntimeError) as e:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import torch
+
 from bad_inputs.corpus import TRAIN, _method_file, case, data_dir, generate, png_bytes, train
 from tailor.core.method import registry
 
@@ -303,3 +305,20 @@ def metadata_row_names_missing_image(d, out):
         '{"file_name": "a.png", "text": "a star"}\n{"file_name": "gone.png", "text": "a star"}\n'
     )
     return train(folder, out), "gone.png"
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (print, ("this pickle ran code",))
+
+
+@case
+def base_folder_with_unsafe_pickle(d, out):
+    import tailor
+
+    base = d / "base"
+    tailor.tiny_components().save_pipeline(base)
+    weights = base / "unet" / "diffusion_pytorch_model.safetensors"
+    weights.unlink()
+    torch.save({"conv_in.weight": _RunsCode()}, weights.with_suffix(".bin"))
+    return ["generate", "--base", str(base), "-p", "x", "--out", str(out)], "diffusion_pytorch_model.bin"
