@@ -215,19 +215,18 @@ def attach_all(
 def run(flags, values: dict, order: list[str] | None = None) -> None:
     import tailor
     from tailor.core.bounds import check_generation_size
-    from tailor.core.fsguard import check_out
     from tailor.core.outputs import guarded_out
 
     texts = read_prompts(values.get("prompt"), values.get("prompts"))
     config = settings_from(values)
-    check_out(values["out"])  # before the model loads: a file or a user's folder as --out is refused at once
-    comps = tailor.load_components(values["base"], config=values.get("base_config"))
-    pipe = tailor.Pipeline(comps)
-    size = (config.width or comps.default_size, config.height or comps.default_size)
-    check_generation_size(*size, comps, allow_large=bool(values.get("allow_large")))
-    texts = attach_all(pipe, flags, values, texts, size, order)
-    result = pipe.generate(texts, config, progress=True)
+    # before the model loads: a file or a user's folder as --out is refused at once, a second writer too
     with guarded_out(values["out"], "tailor generate") as out:
+        comps = tailor.load_components(values["base"], config=values.get("base_config"))
+        pipe = tailor.Pipeline(comps)
+        size = (config.width or comps.default_size, config.height or comps.default_size)
+        check_generation_size(*size, comps, allow_large=bool(values.get("allow_large")))
+        texts = attach_all(pipe, flags, values, texts, size, order)
+        result = pipe.generate(texts, config, progress=True)
         write_outputs(out, result, config, len(texts))
 
 
