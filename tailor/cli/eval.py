@@ -117,7 +117,11 @@ def identity(
     from tailor.core.images import load_image
     from tailor.eval.identity import identity_scores
     from tailor.eval.world import read_images
+    from tailor.faces.analysis import analyze
 
     _, imgs = read_images(images)
-    refs = read_images(reference)[1] if reference.is_dir() else [load_image(reference)]
+    ref_files, refs = read_images(reference) if reference.is_dir() else ([reference], [load_image(reference)])
+    for f in ref_files:  # a reference without a face would still give a (meaningless) score
+        if not analyze(f, embed=False):
+            raise InputError(f"no face found in the reference {f}; pass a clearly visible, roughly frontal face.")
     _emit(identity_scores(imgs, refs), as_json)

@@ -322,3 +322,11 @@ def base_folder_with_unsafe_pickle(d, out):
     weights.unlink()
     torch.save({"conv_in.weight": _RunsCode()}, weights.with_suffix(".bin"))
     return ["generate", "--base", str(base), "-p", "x", "--out", str(out)], "diffusion_pytorch_model.bin"
+
+
+@case
+def eval_identity_reference_without_face(d, out):
+    (d / "made").mkdir()
+    (d / "made" / "000.png").write_bytes(png_bytes((64, 64)))
+    (d / "blank.png").write_bytes(png_bytes((64, 64)))
+    return ["eval", "identity", "--images", str(d / "made"), "--reference", str(d / "blank.png")], "blank.png"
