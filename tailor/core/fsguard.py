@@ -49,8 +49,13 @@ _FIX = {
 
 def describe_oserror(e: OSError) -> str:
     """``"<path>: <what happened>; <fix>."`` for an ``OSError`` (both paths of a rename when it has two)."""
-    where = " -> ".join(str(p) for p in (e.filename, e.filename2) if p is not None) or "a file tailor uses"
+    paths = [str(p) for p in (e.filename, e.filename2) if p is not None]
+    if len(paths) == 2 and Path(paths[0]).name.startswith(".") and paths[0].endswith(".tmp"):
+        paths = paths[1:]  # the rename of tailor's temporary file: the destination is what the user named
+    where = " -> ".join(paths) or "a file tailor uses"
     fix = _FIX.get(e.errno or -1)
+    if e.errno == errno.EEXIST and paths and Path(paths[-1]).is_file():
+        fix = "it is an existing file where a folder is needed; pick another path (the file is kept)"
     if fix is None:
         reason = e.strerror or e.__class__.__name__
         fix = f"{reason[:1].lower() + reason[1:]}; check the path and the disk"

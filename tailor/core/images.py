@@ -22,6 +22,8 @@ MAX_PIXELS = 64_000_000  # refuse decompression bombs well before they exhaust m
 def load_image(path: str | Path) -> Image.Image:
     """Open an image as 8-bit RGB; unusual but usable modes (CMYK, 16-bit, palette, alpha) are converted."""
     path = Path(path)
+    if path.is_symlink() and not path.exists():
+        raise InputError(f"image {path} is a broken or looping symbolic link; fix or remove the link.")
     if not path.is_file():
         raise InputError(f"image {path} does not exist; check the path.")
     if path.stat().st_size == 0:

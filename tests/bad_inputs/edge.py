@@ -94,7 +94,8 @@ def generate_out_link_loop(d, out):
 def image_link_loop(d, out):
     data = good_data(d)
     os.symlink(data / "spin.png", data / "spin.png")
-    return train(data, out), "spin.png"
+    (data / "spin.txt").write_text("a star")
+    return train(data, out), "symbolic link"
 
 
 @case
@@ -145,7 +146,7 @@ def fuse_out_is_a_training_run(d, out):
 def convert_dst_is_a_folder(d, out):
     (d / "dest").mkdir()
     (d / "dest" / "x.txt").write_text("x")
-    return ["convert", "lora", str(lora_file(d)), str(d / "dest"), "--to", "kohya"], "dest"
+    return ["convert", "lora", str(lora_file(d)), str(d / "dest"), "--to", "kohya"], f"{d / 'dest'}: it is a folder"
 
 
 @case
@@ -160,7 +161,7 @@ def merge_out_is_a_folder(d, out):
 def merge_out_under_a_file(d, out):
     (d / "plain.txt").write_text("x")
     f = lora_file(d)
-    return ["lora", "merge", str(f), str(f), "--out", str(d / "plain.txt" / "m.safetensors")], "plain.txt"
+    return ["lora", "merge", str(f), str(f), "--out", str(d / "plain.txt" / "m.safetensors")], "existing file"
 
 
 # --------------------------------------------------------------------- numbers: NaN, inf, bounds
