@@ -86,8 +86,16 @@ class Objective:
     def text(self, captions: list[str]) -> Conditioning:
         c, res = self.components, self.resolution
         if not self.config.cache_text:
+            # each distinct caption once (a batch often repeats one: DreamBooth's "a sks dog", its class prompt)
+            unique = list(dict.fromkeys(captions))
             with torch.set_grad_enabled(self.method.trains_text_encoder and torch.is_grad_enabled()):
-                return encode_prompts(c, captions, cfg=False, height=res, width=res)
+                cond = encode_prompts(c, unique, cfg=False, height=res, width=res)
+            if len(unique) == len(captions):
+                return cond
+            rows = torch.tensor([unique.index(p) for p in captions], device=cond.encoder_hidden_states.device)
+            added = {k: v[rows] for k, v in (cond.added_cond_kwargs or {}).items()} or None
+            hidden = cond.encoder_hidden_states[rows]
+            return Conditioning(hidden, batch_size=len(captions), cfg=False, added_cond_kwargs=added, prompts=captions)
         missing = [p for p in dict.fromkeys(captions) if p not in self.text_cache]
         if missing:
             with torch.no_grad():
