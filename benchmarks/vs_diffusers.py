@@ -20,8 +20,9 @@ none of its code is copied here. Jobs, each on the shipped world base (``tailor 
   by 8, the world VAE by 4), passed as ``--controlnet_model_name_or_path``. Both drop 50% of the captions.
 
 tailor runs with its caches (``--cache-latents``, and ``--cache-text`` where the text encoder is frozen), its best
-settings for the job. Every variant of a job runs ``--repeats`` times, interleaved (A B C A B C ...), each a fresh
-process through ``benchmarks/step_timer.py``: a global optimizer-step hook stamps the end of every step, so ``s/step``
+settings for the job. Every variant of a job runs ``--repeats`` times, interleaved with every other round reversed
+(A B C C B A A B C ...), each a fresh process through ``benchmarks/step_timer.py``: a global optimizer-step hook
+stamps the end of every step, so ``s/step``
 = (end of the last step - end of step ``warmup``) / (steps - warmup) on both sides, i.e. start-up, model loading, class
 images and the first ``warmup`` steps are left out. ``img/s`` = instance images per second (batch / s_per_step; prior
 rows are extra); ``CPU s/step`` is the same over the child's CPU time, less disturbed by other processes on a shared
@@ -274,7 +275,9 @@ def main() -> None:
                         **{v: c for v, c in variants.items() if v != "tailor"}}  # fmt: skip
         results: dict[str, list[dict]] = {v: [] for v in variants}
         for r in range(a.repeats):
-            for v, argv in variants.items():  # interleaved: A B C A B C ...
+            order = list(variants.items())
+            # interleaved, every other round reversed (A B C C B A ...): no variant always runs first after another
+            for v, argv in order[::-1] if r % 2 else order:
                 ours = v.startswith("tailor")
                 e = {**env, "PYTHONPATH": tailor_pp if ours else script_pp}
                 if v == "tailor@baseline":
