@@ -2,6 +2,7 @@
 
     python benchmarks/vs_diffusers.py --diffusers-examples /work/diffusers-src [--jobs dreambooth_lora,...]
         [--steps 40] [--warmup 5] [--repeats 3] [--batch-size 2] [--threads 1] [--out outputs/bench/vs_diffusers]
+        [--baseline /path/to/another/tailor/checkout]
 
 ``--diffusers-examples`` is a diffusers source checkout (or its ``examples/`` folder) kept outside this repository;
 none of its code is copied here. Jobs, each on the shipped world base (``tailor world path``), 64 px, fp32
@@ -19,13 +20,16 @@ none of its code is copied here. Jobs, each on the shipped world base (``tailor 
   by 8, the world VAE by 4), passed as ``--controlnet_model_name_or_path``. Both drop 50% of the captions.
 
 tailor runs with its caches (``--cache-latents``, and ``--cache-text`` where the text encoder is frozen), its best
-settings for the job. Every variant of a job runs ``--repeats`` times, interleaved (A B C A B C ...), each a fresh
-process through ``benchmarks/step_timer.py``: a global optimizer-step hook stamps the end of every step, so ``s/step``
+settings for the job. Every variant of a job runs ``--repeats`` times, interleaved with every other round reversed
+(A B C C B A A B C ...), each a fresh process through ``benchmarks/step_timer.py``: a global optimizer-step hook
+stamps the end of every step, so ``s/step``
 = (end of the last step - end of step ``warmup``) / (steps - warmup) on both sides, i.e. start-up, model loading, class
 images and the first ``warmup`` steps are left out. ``img/s`` = instance images per second (batch / s_per_step; prior
 rows are extra); ``CPU s/step`` is the same over the child's CPU time, less disturbed by other processes on a shared
 machine. Peak RSS = the child's ``VmHWM`` (its own peak; ``ru_maxrss`` would include this launcher's, kept across
 exec). The table gives medians over repeats and the ratio script / tailor (> 1: tailor is faster / smaller).
+``--baseline DIR`` adds a ``tailor@baseline`` variant, the same tailor command with ``DIR`` (e.g. ``git archive`` of an
+earlier commit) first on its ``PYTHONPATH``, interleaved with the rest: a paired before / after of tailor itself.
 
 The scripts import torchvision, which has no CPU build here: ``benchmarks/shims/torchvision`` (a small stand-in of
 the transforms they use) goes on their ``sys.path`` after diffusers and transformers have decided torchvision is
@@ -239,6 +243,7 @@ def main() -> None:
     ap.add_argument("--extra-pythonpath", default="", help="prepended to the scripts' PYTHONPATH (e.g. datasets)")
     ap.add_argument("--out", default="outputs/bench/vs_diffusers")
     ap.add_argument("--compile", action="store_true", help="also run tailor with --compile (torch.compile the UNet)")
+    ap.add_argument("--baseline", default=None, help="another tailor checkout, run as variant tailor@baseline (A/B)")
     a = ap.parse_args()
     examples = Path(a.diffusers_examples)
     examples = examples / "examples" if (examples / "examples").is_dir() else examples
@@ -265,11 +270,18 @@ def main() -> None:
         if a.compile:  # the compile itself falls in the untimed warm-up steps; its seconds are in the run's log
             variants = {"tailor": variants["tailor"], "tailor+compile": [*variants["tailor"], "--compile"],
                         **{v: c for v, c in variants.items() if v != "tailor"}}  # fmt: skip
+        if a.baseline:  # the same tailor command on another checkout, interleaved with the rest
+            variants = {"tailor": variants["tailor"], "tailor@baseline": variants["tailor"],
+                        **{v: c for v, c in variants.items() if v != "tailor"}}  # fmt: skip
         results: dict[str, list[dict]] = {v: [] for v in variants}
         for r in range(a.repeats):
-            for v, argv in variants.items():  # interleaved: A B C A B C ...
+            order = list(variants.items())
+            # interleaved, every other round reversed (A B C C B A ...): no variant always runs first after another
+            for v, argv in order[::-1] if r % 2 else order:
                 ours = v.startswith("tailor")
                 e = {**env, "PYTHONPATH": tailor_pp if ours else script_pp}
+                if v == "tailor@baseline":
+                    e["PYTHONPATH"] = os.pathsep.join(p for p in (a.baseline, env.get("PYTHONPATH", "")) if p)
                 if not ours:
                     e["BENCH_SHIMS"] = str(HERE / "shims")
                 run_dir = out / "runs" / job / f"{v}-{r}"
@@ -279,6 +291,10 @@ def main() -> None:
                       f"  {res['peak_rss_mb']:.0f} MB", file=sys.stderr, flush=True)  # fmt: skip
         summary = {v: summarize(rs, a.warmup, a.batch_size) for v, rs in results.items()}
         t, tc = summary["tailor"], summary.get("tailor+compile")
+        if "tailor@baseline" in summary:  # > 1: this checkout is faster than the baseline
+            b = summary["tailor@baseline"]
+            b["speedup_vs_baseline"] = b["s_per_step"] / t["s_per_step"]
+            b["cpu_speedup_vs_baseline"] = b["cpu_s_per_step"] / t["cpu_s_per_step"]
         for v, s in summary.items():
             if not v.startswith("tailor"):
                 s["speedup_tailor"] = s["s_per_step"] / t["s_per_step"]
@@ -299,6 +315,8 @@ def table(report: dict) -> str:
     for job, j in report["jobs"].items():
         for v, s in j["variants"].items():
             ratio = f"{s['speedup_tailor']:.2f}x ({s['cpu_speedup_tailor']:.2f}x)" if "speedup_tailor" in s else ""
+            if "speedup_vs_baseline" in s:
+                ratio = f"baseline/tailor {s['speedup_vs_baseline']:.2f}x ({s['cpu_speedup_vs_baseline']:.2f}x)"
             rss = f"{s['rss_ratio_tailor']:.2f}" if "rss_ratio_tailor" in s else ""
             comp = (f"{s['speedup_tailor_compile']:.2f}x ({s['cpu_speedup_tailor_compile']:.2f}x)"
                     if "speedup_tailor_compile" in s else "")  # fmt: skip

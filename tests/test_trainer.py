@@ -15,10 +15,12 @@ import torch
 from PIL import Image
 
 from tailor.core.components import tiny_components
+from tailor.core.prompts import encode_prompts
 from tailor.core.training import TrainConfig, TrainResult, train
 from tailor.core.training.checkpoint import find_resume, list_checkpoints
 from tailor.core.training.data import FolderDataset, SampleOrder, build_datasets, center_crop_resize
 from tailor.core.training.noise import compute_snr, draw, min_snr_weights, training_target
+from tailor.core.training.objective import Objective
 from tailor.errors import ConfigError, InputError, TrainingError
 from tailor.methods.finetune import FinetuneConfig, FinetuneMethod
 
@@ -368,3 +370,71 @@ def test_world_data_trains(tmp_path):
     assert math.isfinite(result.loss) and result.val_loss is not None
     with pytest.raises(InputError, match="unknown world data kind"):
         build_datasets("world:planets", 32, 0)
+
+
+# --------------------------------------------------------------------- the text encoder runs once per caption
+class FullBatchText(Objective):
+    """The objective before it encoded each distinct caption once: the whole batch through the text encoder."""
+
+    def text(self, captions):
+        if self.config.cache_text:
+            return super().text(captions)
+        with torch.set_grad_enabled(self.method.trains_text_encoder and torch.is_grad_enabled()):
+            return encode_prompts(self.components, captions, cfg=False, height=self.resolution, width=self.resolution)
+
+
+def test_text_encoder_sees_each_distinct_caption_once():
+    from tailor.methods.textual_inversion import TextualInversionMethod
+
+    comps = tiny_components()
+    method = TextualInversionMethod(token="<s*>", init_word="shape")
+    method.patch(comps)
+    config = TrainConfig(base="tiny")
+    fast, full = Objective(comps, method, config, 32), FullBatchText(comps, method, config, 32)
+    seen = []
+    hook = comps.text_encoder.register_forward_hook(lambda mod, args, out: seen.append(args[0].shape[0]))
+    captions = ["a <s*> here", "the <s*>", "a <s*> here", "a <s*> here"]
+    weights = torch.randn(4, 77, comps.text_encoder.config.hidden_size, generator=torch.Generator().manual_seed(0))
+    grads = []
+    for obj in (fast, full):
+        with torch.enable_grad():
+            cond = obj.text(captions)
+            (cond.encoder_hidden_states * weights[:, : cond.encoder_hidden_states.shape[1]]).sum().backward()
+        grads.append(method.vectors["clip_l"].grad.clone())
+        method.vectors["clip_l"].grad = None
+        assert cond.batch_size == 4 and cond.prompts == captions
+    hook.remove()
+    assert seen == [2, 4]  # two distinct captions, then the whole batch
+    assert (grads[0] - grads[1]).abs().max() <= 1e-6 * grads[1].abs().max()
+    rows = fast.text(captions).encoder_hidden_states
+    assert torch.equal(rows[0], rows[2]) and (rows - full.text(captions).encoder_hidden_states).abs().max() <= 1e-6
+
+
+@pytest.mark.parametrize("batch_size", [1, 2])
+def test_textual_inversion_trains_as_with_the_whole_batch_in_the_text_encoder(tmp_path, data, batch_size, monkeypatch):
+    """A few TI steps on repeating captions match the full-batch objective (bit for bit when every caption differs)."""
+    from tailor.core.training import loop, objective
+    from tailor.methods.textual_inversion import TextualInversionMethod
+
+    encoded = []
+
+    def counting(components, prompts, *args, **kw):
+        encoded.append(len(prompts))
+        return encode_prompts(components, prompts, *args, **kw)
+
+    monkeypatch.setattr(objective, "encode_prompts", counting)
+    init = TextualInversionMethod(token="<s*>", init_word="shape")
+    init.patch(tiny_components())
+    results = []
+    for name, cls in (("fast", Objective), ("full", FullBatchText)):
+        monkeypatch.setattr(loop, "Objective", cls)
+        method = TextualInversionMethod(token="<s*>", init_word="shape", templates="caption")
+        result, _ = run(tmp_path / name, data, method=method, steps=6, batch_size=batch_size, lr=5e-2, log_every=1)
+        results.append((result.loss, method.vectors["clip_l"].detach().clone()))
+    (loss_a, a), (loss_b, b) = results
+    assert (a - init.vectors["clip_l"]).abs().max() > 1e-3  # it trained
+    if batch_size == 1:
+        assert loss_a == loss_b and torch.equal(a, b)
+    else:
+        assert 1 in encoded  # the data's 3 captions repeated within a batch of 2 at least once
+        assert abs(loss_a - loss_b) <= 1e-6 and (a - b).abs().max() <= 1e-6

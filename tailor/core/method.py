@@ -174,6 +174,20 @@ class Method:
     def load_training_state(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`training_state` returned (override both together)."""
 
+    # ----------------------------------------------------------------- trainer hooks
+    #: the learning rate ``tailor train`` uses when no ``--lr`` is given (a class attribute or a property)
+    default_lr: ClassVar[float] = 1e-4
+
+    def wrap_dataset(self, dataset: Any, config: Any) -> Any:
+        """The training dataset this method trains on, given the data's dataset and the ``TrainConfig``."""
+        return dataset
+
+    def expand_batch(
+        self, batch: dict[str, Any], keys: list, positions: list[int]
+    ) -> tuple[dict[str, Any], list, list[int]]:
+        """A micro-batch as the rows the UNet sees, with their cache keys and positions (DreamBooth: + class rows)."""
+        return batch, keys, positions
+
     # ----------------------------------------------------------------- weights and files
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Trainable/saved tensors, keys prefixed with the method name (DESIGN.md #8)."""

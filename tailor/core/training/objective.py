@@ -21,30 +21,34 @@ from tailor.core.latents import scale_latents
 from tailor.core.method import Method
 from tailor.core.pipeline import Attachment, call_unet, encode_with_methods, unet_kwargs
 from tailor.core.prompts import encode_prompts
+from tailor.core.training.config import TrainConfig
 from tailor.core.training.noise import compute_snr, draw, min_snr_weights, training_target
 
 
 @dataclass
 class Objective:
-    """The per-run constants of a micro-step (components, method, schedule, options, caches)."""
+    """The per-run constants of a micro-step: components, method, the run's options (``config``), caches.
+
+    The noise schedule is the base's betas (a ``DDPMScheduler``) predicting ``config.prediction_type`` or, when it is
+    None, the base scheduler's own prediction type."""
 
     components: Any
     method: Method
-    noise_scheduler: Any  # a DDPMScheduler with the base's betas
-    prediction_type: str
+    config: TrainConfig  # seed, noise_offset, caption_dropout, min_snr_gamma, cache_latents, cache_text, ...
     resolution: int
-    seed: int
-    noise_offset: float = 0.0
-    caption_dropout: float = 0.0
-    min_snr_gamma: float | None = None
-    cache_latents: bool = False
-    cache_text: bool = False
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
+    prediction_type: str = field(init=False)
+    noise_scheduler: Any = field(init=False)  # a DDPMScheduler with the base's betas
     attachment: Attachment = field(init=False)
     latent_cache: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
     text_cache: dict[str, tuple[torch.Tensor, dict[str, torch.Tensor]]] = field(default_factory=dict)
 
     def __post_init__(self):
+        from diffusers import DDPMScheduler
+
+        base = self.components.scheduler.config
+        self.prediction_type = self.config.prediction_type or base.get("prediction_type", "epsilon")
+        self.noise_scheduler = DDPMScheduler.from_config(base, prediction_type=self.prediction_type)
         self.attachment = Attachment(self.method)
 
     # ------------------------------------------------------------------ latents
@@ -81,9 +85,17 @@ class Objective:
     # ------------------------------------------------------------------ text
     def text(self, captions: list[str]) -> Conditioning:
         c, res = self.components, self.resolution
-        if not self.cache_text:
+        if not self.config.cache_text:
+            # each distinct caption once (a batch often repeats one: DreamBooth's "a sks dog", its class prompt)
+            unique = list(dict.fromkeys(captions))
             with torch.set_grad_enabled(self.method.trains_text_encoder and torch.is_grad_enabled()):
-                return encode_prompts(c, captions, cfg=False, height=res, width=res)
+                cond = encode_prompts(c, unique, cfg=False, height=res, width=res)
+            if len(unique) == len(captions):
+                return cond
+            rows = torch.tensor([unique.index(p) for p in captions], device=cond.encoder_hidden_states.device)
+            added = {k: v[rows] for k, v in (cond.added_cond_kwargs or {}).items()} or None
+            hidden = cond.encoder_hidden_states[rows]
+            return Conditioning(hidden, batch_size=len(captions), cfg=False, added_cond_kwargs=added, prompts=captions)
         missing = [p for p in dict.fromkeys(captions) if p not in self.text_cache]
         if missing:
             with torch.no_grad():
@@ -108,25 +120,18 @@ class Objective:
         dropout: bool = True,
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """Loss of one micro-batch; ``keys`` name the items (for the latent cache), ``positions`` their randoms."""
-        expand = getattr(self.method, "expand_batch", None)
-        if expand is not None:  # a method may turn each item into several rows (DreamBooth: instance + class image)
-            batch, keys, positions = expand(batch, keys, positions)
+        # a method may turn each item into several rows (DreamBooth: instance + class image)
+        batch, keys, positions = self.method.expand_batch(batch, keys, positions)
         device = self.components.device
         sched = self.noise_scheduler
         num_t = int(sched.config.num_train_timesteps)
-        d = draw(
-            self.seed,
-            stream,
-            positions,
-            self.latent_shape,
-            num_t,
-            self.method.sample_timesteps,
-            self.noise_offset,
-            self.caption_dropout if dropout else 0.0,
-        )
+        cfg = self.config
+        dropout_p = cfg.caption_dropout if dropout else 0.0
+        d = draw(cfg.seed, stream, positions, self.latent_shape, num_t, self.method.sample_timesteps, cfg.noise_offset,
+                 dropout_p)  # fmt: skip
         batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
         with self.autocast():
-            if self.cache_latents:
+            if cfg.cache_latents:
                 mean, std = self.cached_posterior(batch["pixel_values"], keys)
             else:
                 mean, std = self.posterior(batch["pixel_values"])
@@ -153,8 +158,8 @@ class Objective:
             pred = call_unet(self.components.unet, noisy, t, cond, extra)
 
             weights = None
-            if self.min_snr_gamma is not None:
+            if cfg.min_snr_gamma is not None:
                 snr = compute_snr(sched.alphas_cumprod, t)
-                weights = min_snr_weights(snr, self.min_snr_gamma, self.prediction_type)
+                weights = min_snr_weights(snr, cfg.min_snr_gamma, self.prediction_type)
             loss, logs = self.method.loss(pred, target, state, weights)
         return loss, logs
