@@ -224,3 +224,20 @@ def test_every_oserror_becomes_one_sentence_naming_the_path(code, words, capsys,
     assert tcli.main(["methods"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err and str(tmp_path / "x") in err and words in err, err
+
+
+def test_python_api_train_is_guarded_like_the_cli(tmp_path):
+    import tailor
+    from tailor.errors import TailorError
+
+    users = tmp_path / "my_photos"
+    users.mkdir()
+    (users / "notes.txt").write_text("mine")
+    method = tailor.get_spec("lora").method(rank=2)
+    with pytest.raises(TailorError, match="my_photos"):  # a folder tailor did not write is never written into
+        tailor.train(method, tailor.TrainConfig(base="tiny", out=str(users), steps=1, batch_size=1, resolution=32))
+    assert sorted(p.name for p in users.iterdir()) == ["notes.txt"]
+    with output_lock(tmp_path / "busy"):  # held by this process: re-entrant, so the same process may train there
+        tailor.train(method, tailor.TrainConfig(base="tiny", out=str(tmp_path / "busy"), steps=1, batch_size=1,
+                                                resolution=32))  # fmt: skip
+    assert (tmp_path / "busy" / "tailor.json").is_file() and not (tmp_path / "busy" / LOCK_NAME).exists()

@@ -2,8 +2,8 @@
 
 ``with guarded_out(train_config, "tailor train lora"): train(...)`` refuses an ``--out`` that is a file, a folder
 tailor did not write, or a folder inside the training data (:func:`tailor.core.fsguard.check_out`), then holds the
-folder's lock (:func:`tailor.core.locks.output_lock`) for the block. Training calls it from the CLI today; the
-training loop may call it itself (the lock is re-entrant within a process).
+folder's lock (:func:`tailor.core.locks.output_lock`) for the block. :func:`tailor.core.training.train` holds it
+for the whole run, so the Python API is guarded as the CLI is (the lock is re-entrant within a process).
 """
 
 from __future__ import annotations
@@ -23,7 +23,11 @@ def guarded_out(
     config_or_out: Any, command: str | None = None, inputs: Iterable[str | os.PathLike | None] = ()
 ) -> Iterator[Path]:
     """Check and lock an output folder for the block; ``config_or_out`` is a path or a config with ``out`` (and
-    ``data``, then an input folder too)."""
+    ``data``, then an input folder too). In a multi-process launch (``accelerate launch``, ``torchrun``) only the
+    main process checks and locks: the others share its folder by design."""
+    if os.environ.get("RANK", "0") != "0" or os.environ.get("LOCAL_RANK", "0") != "0":
+        yield Path(config_or_out if isinstance(config_or_out, str | os.PathLike) else config_or_out.out)
+        return
     if isinstance(config_or_out, str | os.PathLike):
         out, inputs = Path(config_or_out), list(inputs)
     else:

@@ -27,6 +27,7 @@ import yaml
 from tailor.core.components import Components, load_components
 from tailor.core.io import write_json, write_text
 from tailor.core.method import Method
+from tailor.core.outputs import guarded_out
 from tailor.core.training.checkpoint import find_resume, remove_after, remove_stale, save_checkpoint
 from tailor.core.training.config import TrainConfig
 from tailor.core.training.data import SampleOrder, build_datasets, iterate_batches, micro_positions
@@ -56,16 +57,17 @@ class TrainResult:
 def train(method: Method, config: TrainConfig, components: Components | None = None) -> TrainResult:
     """Train ``method`` on ``config.data`` over ``components`` (loaded from ``config.base`` when None)."""
     t_start = time.perf_counter()
-    run = _setup(method, config, components)
-    try:
-        for step in range(run.start, config.steps):
-            _step(run, step)
-            _log_and_validate(run, step + 1)
-            _checkpoint(run, step + 1)
-    finally:
-        if run.bar is not None:
-            run.bar.close()
-    return _finish(run, t_start)
+    with guarded_out(config, f"tailor train {method.name}"):  # one writer per --out, never a user's folder
+        run = _setup(method, config, components)
+        try:
+            for step in range(run.start, config.steps):
+                _step(run, step)
+                _log_and_validate(run, step + 1)
+                _checkpoint(run, step + 1)
+        finally:
+            if run.bar is not None:
+                run.bar.close()
+        return _finish(run, t_start)
 
 
 @dataclass
