@@ -247,3 +247,78 @@ def test_convert_embedding_to_a1111_keeps_step_and_checkpoint_name(capsys, tmp_p
         raw = torch.load(dst, weights_only=True)
         assert raw["step"] == 1234 and raw["sd_checkpoint_name"] == "models/my-sd15.safetensors", src
         assert torch.equal(raw["string_to_param"]["*"], trained["string_to_param"]["*"])
+
+
+# --------------------------------------------------------------------- training defaults of the base at hand
+def with_defaults(folder, tmp_path, defaults: dict):
+    """A copy-free base folder: the tiny base's files linked, plus a ``tailor_defaults.json``."""
+    base = tmp_path / "base"
+    base.mkdir()
+    for p in folder.iterdir():
+        (base / p.name).symlink_to(p)
+    (base / "tailor_defaults.json").write_text(json.dumps({"_about": "test", **defaults}))
+    return base
+
+
+def test_precedence_flag_over_config_over_base_over_method(tmp_path):
+    from tailor.core.training.defaults import BASE, CONFIG, FLAG, base_defaults, resolve_train_options
+
+    (tmp_path / "tailor_defaults.json").write_text(json.dumps({"lora": {"lr": 0.01, "steps": 50, "rank": 2}}))
+    values, sources = resolve_train_options("lora", tmp_path, {"steps": 7}, {"lr": 0.003})
+    assert values == {"lr": 0.003, "steps": 7, "rank": 2}
+    assert sources == {"lr": CONFIG, "steps": FLAG, "rank": BASE}
+    assert base_defaults(tmp_path, "hypernetwork") == {} and base_defaults(tmp_path / "nowhere", "lora") == {}
+    assert base_defaults("tiny", "lora") == {} and base_defaults(None, "lora") == {}
+
+
+def test_world_defaults_name_real_methods_and_options():
+    """Every method and option the world base recommends exists (a typo would fail every `tailor train`)."""
+    import dataclasses
+
+    from tailor.cli.train import split_config
+    from tailor.core.method import get_spec
+    from tailor.core.training import TrainConfig
+    from tailor.core.training.defaults import FILE, read_defaults
+    from tailor.world.zoo import base_path
+
+    defaults = read_defaults(base_path() / FILE)
+    assert {"lora", "dreambooth", "textual_inversion", "hypernetwork"} <= set(defaults)
+    for name, options in defaults.items():
+        spec = get_spec(name)
+        t, m = split_config(options, TrainConfig, spec.config, FILE)
+        assert t["lr"] >= 2 * getattr(spec.method(), "default_lr", 1e-4)  # world-scale rates, not SD1.5's
+        assert t["steps"] <= 300 and set(m) <= {f.name for f in dataclasses.fields(spec.config)}
+
+
+def test_cli_prints_the_chosen_values_and_their_sources(capsys, tiny_folder, tmp_path, monkeypatch):
+    from tailor.core.io import read_metadata
+
+    base = with_defaults(tiny_folder, tmp_path, {"lora": {"lr": 0.0123, "steps": 1, "rank": 2, "batch_size": 1}})
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(2):
+        Image.new("RGB", (32, 32), (40 * i, 90, 200)).save(images / f"{i}.png")
+    common = ["train", "lora", "--base", base, "--images", images, "--token", "sks", "--class", "star"]
+    code, out, err = run(capsys, *common, "--out", tmp_path / "a")
+    assert code == 0, err
+    line = out.splitlines()[0]
+    assert line.startswith("training lora on ") and "lr=0.0123 (base defaults)" in line, out
+    assert "steps=1 (base defaults)" in line and "rank=2 (base defaults)" in line and "tailor_defaults.json" in out
+    meta = read_metadata(tmp_path / "a" / "lora.safetensors")
+    assert json.loads(meta["config"])["rank"] == 2  # the base's method option reached the method
+    # a --config value beats the base, a flag beats both
+    (tmp_path / "c.yaml").write_text("lr: 0.002\nrank: 3\n")
+    code, out, err = run(capsys, *common, "--config", tmp_path / "c.yaml", "--rank", "1", "--out", tmp_path / "b")
+    assert code == 0, err
+    assert "lr=0.002 (--config)" in out and "rank=1 (flag)" in out and "steps=1 (base defaults)" in out
+    assert json.loads(read_metadata(tmp_path / "b" / "lora.safetensors")["config"])["rank"] == 1
+    # a base without the file keeps the method's own defaults (the papers' values)
+    code, out, err = run(capsys, *common[:3], tiny_folder, *common[4:], "--steps", "1", "--out", tmp_path / "c")
+    assert code == 0, err
+    assert "lr=0.0001 (method default)" in out and "steps=1 (flag)" in out and "batch_size=4 (default)" in out
+
+
+def test_a_bad_defaults_file_names_itself(capsys, tiny_folder, tmp_path):
+    base = with_defaults(tiny_folder, tmp_path, {"lora": {"lr": 0.01, "rnak": 2}})
+    code, _, err = run(capsys, "train", "lora", "--base", base, "--steps", "1", "--out", tmp_path / "o")
+    assert code == 2 and "tailor_defaults.json" in err and "'rnak'" in err

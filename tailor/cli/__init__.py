@@ -1,7 +1,10 @@
 """The ``tailor`` command line: ``methods``, ``train <method>``, ``generate``, ``world ...``, ``eval ...``,
-``bench ...``.
+``convert ...``, ``export ...``, ``bench ...``.
 
-User errors (``tailor.errors.TailorError``) are printed as one line without a traceback and exit with status 2.
+User errors (``tailor.errors.TailorError``) are printed as one line without a traceback and exit with status 2, as
+are click's usage errors (unknown command or option, with a "did you mean"). Messages print literally (never as rich
+markup). ``tailor --verbose ...`` (or ``TAILOR_VERBOSE=1``) lets diffusers / transformers show their own bars and
+warnings (:func:`tailor.core.progress.quiet_libraries`).
 """
 
 from __future__ import annotations

@@ -106,17 +106,16 @@ def train_base_folder(base: str):
     return folder
 
 
-def options_line(name: str, base: str, train_cfg, method, sources: dict[str, str], defaults) -> str:
-    """One or two lines: the chosen lr / steps / batch size (and every option the base's defaults set), each with
-    where it came from (flag, --config, base defaults, default)."""
+def options_line(name: str, base: str, train_cfg, method, sources: dict[str, str], defaults, also=()) -> str:
+    """One or two lines: the chosen lr / steps / batch size (and the options named in ``also``: those the base's
+    defaults set), each with where it came from (flag, --config, base defaults, default)."""
     from tailor.core.training.defaults import describe
 
-    values = {k: getattr(train_cfg, k, getattr(method.config, k, None)) for k in ("lr", "steps", "batch_size")}
-    for key in sources:
-        values.setdefault(key, getattr(train_cfg, key, getattr(method.config, key, None)))
+    shown = ("lr", "steps", "batch_size")
+    values = {k: getattr(train_cfg, k, getattr(method.config, k, None)) for k in (*shown, *also)}
     if train_cfg.lr is None:
         values["lr"], sources = float(getattr(method, "default_lr", 1e-4)), {**sources, "lr": "method default"}
-    line = f"training {name} on {base}: {describe(values, sources, ('lr', 'steps', 'batch_size'))}"
+    line = f"training {name} on {base}: {describe(values, sources, shown, also)}"
     if defaults is not None:
         line += f"\n  (base defaults from {defaults}; a flag or --config value overrides each)"
     return line
@@ -136,14 +135,15 @@ def make_train_command(spec: MethodSpec, name: str | None = None, hidden: bool =
         flags = {**given(values, TrainConfig), **given(values, spec.config)}
         base = flags.get("base", ft.get("base", TrainConfig.__dataclass_fields__["base"].default))
         folder = train_base_folder(base)
-        bt, bm = split_config(base_defaults(folder, spec.name), TrainConfig, spec.config, str(defaults_file(folder)))
+        recommended = base_defaults(folder, spec.name)
+        bt, bm = split_config(recommended, TrainConfig, spec.config, str(defaults_file(folder)))
         train_cfg = build_config(TrainConfig, {**bt, **ft}, given(values, TrainConfig), source, "training options")
         method_cfg = build_config(
             spec.config, {**bm, **fm}, given(values, spec.config), source, f"{spec.name} options"
         )
         method = spec.method(method_cfg)
         _, sources = resolve_train_options(spec.name, folder, flags, {**ft, **fm})
-        click.echo(options_line(spec.name, base, train_cfg, method, sources, defaults_file(folder)))
+        click.echo(options_line(spec.name, base, train_cfg, method, sources, defaults_file(folder), [*bt, *bm]))
         result = train(method, train_cfg)
         click.echo(f"trained {spec.name}: {result.artifact} (final loss {result.loss:.4f}, {result.seconds:.0f} s)")
 

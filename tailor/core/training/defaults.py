@@ -86,10 +86,10 @@ def resolve_train_options(
     return values, sources
 
 
-def describe(values: dict[str, Any], sources: dict[str, str], shown: tuple[str, ...] = ()) -> str:
+def describe(values: dict[str, Any], sources: dict[str, str], shown: tuple[str, ...] = (), also=()) -> str:
     """``lr=0.005 (base defaults), steps=120 (base defaults), batch_size=4 (default)``: the ``shown`` names, then
-    every other name a base-defaults file set."""
-    names = list(shown) + [k for k, s in sources.items() if s == BASE and k not in shown]
+    ``also`` (e.g. every name the base's defaults set, whoever set it in the end)."""
+    names = list(dict.fromkeys([*shown, *also]))
     return ", ".join(f"{k}={_fmt(values.get(k))} ({sources.get(k, DEFAULT)})" for k in names)
 
 
