@@ -76,10 +76,12 @@ def personalize(base: str, subject: str, steps: int | None, out: Path, key: str 
 def main(argv: list[str] | None = None) -> int:
     import tailor
     from tailor.core.images import make_grid
+    from tailor.core.progress import quiet_libraries
     from tailor.core.training import TrainConfig, train
     from tailor.eval.image_metrics import canny, edge_f1, ssim
     from tailor.world import render
 
+    quiet_libraries()  # no diffusers / transformers loading bars (TAILOR_VERBOSE=1 shows them)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="outputs/demo")
     ap.add_argument("--steps", type=int, default=30)

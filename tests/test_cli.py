@@ -142,7 +142,8 @@ def test_train_command_loads_one_method_and_no_typer(tmp_path):
         "'--class', 'star'])\n"
     )
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120)
-    assert out.stdout.split("\n")[0] == "['textual_inversion'] False", out.stdout + out.stderr
+    lines = out.stdout.splitlines()  # the options line (chosen lr / steps and their sources), then the probe's
+    assert lines[0].startswith("training textual_inversion on tiny: lr=") and lines[1] == "['textual_inversion'] False"
 
 
 def test_registry_loads_every_method_and_get_spec_one():

@@ -84,34 +84,21 @@ def condition_batch(samples: list, kind: str) -> torch.Tensor:
     return torch.stack([to_condition_tensor(from_truth(kind, truth_of_sample(s))) for s in samples])
 
 
-@torch.no_grad()
 def seg_miou(images, samples: list) -> float:
     """Mean over images of the mIoU (classes present in truth or prediction) of the segmenter oracle vs truth."""
     from tailor.conditions import truth_of_sample
-    from tailor.world.zoo.oracles import load_oracle, to_unit
+    from tailor.eval.control import label_miou, segment
 
-    model = load_oracle("segmenter")
-    size = samples[0].mask.shape
-    pred = model(to_unit([im.resize(size[::-1]) for im in images])).argmax(1).numpy()
-    scores = []
-    for p, s in zip(pred, samples):
-        t = truth_of_sample(s)["labels_map"]
-        ious = [
-            ((p == c) & (t == c)).sum() / ((p == c) | (t == c)).sum() for c in np.union1d(np.unique(p), np.unique(t))
-        ]
-        scores.append(float(np.mean(ious)))
-    return float(np.mean(scores))
+    pred = segment(images, samples[0].mask.shape)
+    return float(np.mean([label_miou(p, truth_of_sample(s)["labels_map"]) for p, s in zip(pred, samples)]))
 
 
 def edge_f1_scores(images, samples: list) -> float:
     from tailor.conditions import from_truth, truth_of_sample
-    from tailor.eval.image_metrics import canny, edge_f1
+    from tailor.eval.control import edge_f1_to_map
 
-    out = []
-    for im, s in zip(images, samples):
-        truth = from_truth("canny", truth_of_sample(s))[..., 0] > 0
-        out.append(edge_f1(canny(np.asarray(im.resize(truth.shape[::-1]))), truth))
-    return float(np.mean(out))
+    return float(np.mean([edge_f1_to_map(im, from_truth("canny", truth_of_sample(s))[..., 0] > 0)
+                          for im, s in zip(images, samples)]))  # fmt: skip
 
 
 def train_seconds_per_step(method_name: str, config, s: Settings, folder: Path) -> dict[str, float]:

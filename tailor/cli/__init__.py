@@ -1,18 +1,23 @@
 """The ``tailor`` command line: ``methods``, ``train <method>``, ``generate``, ``world ...``, ``eval ...``,
-``bench ...``.
+``convert ...``, ``export ...``, ``bench ...``.
 
-User errors (``tailor.errors.TailorError``) are printed as one line without a traceback and exit with status 2.
+User errors (``tailor.errors.TailorError``) are printed as one line without a traceback and exit with status 2, as
+are click's usage errors (unknown command or option, with a "did you mean"). Messages print literally (never as rich
+markup). ``tailor --verbose ...`` (or ``TAILOR_VERBOSE=1``) lets diffusers / transformers show their own bars and
+warnings (:func:`tailor.core.progress.quiet_libraries`).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import click
 from rich.console import Console
-from rich.markup import escape
+from rich.text import Text
 
+from tailor.core.progress import quiet_libraries
 from tailor.errors import TailorError, from_oserror
 
 err = Console(stderr=True)
@@ -22,7 +27,10 @@ err = Console(stderr=True)
 SUBAPPS = {
     "faces": ("tailor.cli.faces", "faces_app", "Face analysis: boxes, 5 keypoints, identity embeddings."),
     "eval": ("tailor.cli.eval", "eval_app", "Scores: every command takes --json and then prints one JSON object."),
-    "convert": ("tailor.cli.convert", "convert_app", "Write community files: LoRA kohya <-> diffusers, embeddings."),
+    "convert": (
+        "tailor.cli.convert", "convert_app", "Write community files: LoRA kohya <-> diffusers, embeddings, ControlNet."
+    ),
+    "export": ("tailor.cli.export", "export_app", "Export a base as one original-layout single-file checkpoint."),
     "lora": ("tailor.cli.convert", "lora_app", "LoRA files: merge several into one, fuse into the base."),
     "bench": (
         "tailor.cli.bench", "bench_app", "World benches: personalize, control, image_prompt, identity (--json, --out)."
@@ -44,6 +52,19 @@ def build() -> click.Group:
         add_completion=False,
         pretty_exceptions_enable=False,
     )
+
+    @app.callback()
+    def root(
+        verbose: bool = typer.Option(
+            False,
+            "--verbose",
+            help="Show diffusers' / transformers' own progress bars and warnings (or TAILOR_VERBOSE=1).",
+        ),
+    ) -> None:
+        """tailor: personalize and control text-to-image diffusion models."""
+        if verbose:
+            os.environ["TAILOR_VERBOSE"] = "1"
+            quiet_libraries()
 
     @app.command("methods")
     def methods() -> None:
@@ -89,30 +110,43 @@ def lazy_commands(group: click.Group, names) -> None:
     group.list_commands = listed  # type: ignore[method-assign]
 
 
-def quiet_loaders() -> None:
-    """No "Loading pipeline components" / "Loading weights" bars from diffusers and transformers on every model
-    load: the CLI shows its own progress for the work that takes time."""
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
+def click_errors(name: str) -> tuple[type[BaseException], ...]:
+    """``name`` (``ClickException``, ``Exit``, ``Abort``) from click and from typer's own copy of click: typer's
+    commands raise the latter, which is no subclass of click's."""
+    found = [getattr(click.exceptions, name)]
+    try:
+        from typer._click import exceptions as typer_click
 
-    diffusers_logging.disable_progress_bar()
-    transformers_logging.disable_progress_bar()
+        found.append(getattr(typer_click, name))
+    except (ImportError, AttributeError):  # an older typer uses click itself
+        pass
+    return tuple(found)
 
 
 def main(argv: list[str] | None = None) -> int:
     from tailor.core import warn_once
 
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    args = sys.argv[1:] if argv is None else list(argv)
+    verbose_before = os.environ.get("TAILOR_VERBOSE")
     warn_once.install()  # a repeated warning prints once, with a count at the end
-    quiet_loaders()
     try:
-        return _run(argv)
-    finally:
+        if args[:1] == ["--verbose"]:  # also a documented option of the top group (see build)
+            args = args[1:]
+            os.environ["TAILOR_VERBOSE"] = "1"
+        return run(args)
+    finally:  # main() called in-process (tests, scripts) leaves the process as it found it
+        if verbose_before is None:
+            os.environ.pop("TAILOR_VERBOSE", None)
+        else:
+            os.environ["TAILOR_VERBOSE"] = verbose_before
+        quiet_libraries()
         warn_once.report()
 
 
-def _run(argv: list[str] | None) -> int:
-    args = sys.argv[1:] if argv is None else list(argv)
+def run(args: list[str]) -> int:
+    """Run one command line; user errors become one line and exit status 2."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    quiet_libraries()
     try:
         if args[:1] == ["train"]:  # the train group alone: a training process need not load typer and the rest
             from tailor.cli.train import train_group
@@ -121,17 +155,17 @@ def _run(argv: list[str] | None) -> int:
         else:
             build().main(args=args, prog_name="tailor", standalone_mode=False)
     except TailorError as e:
-        err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        err.print(Text("error:", style="bold red"), Text(str(e)), highlight=False, soft_wrap=True)
         return e.exit_code
     except OSError as e:  # the file system refused a read or write: one sentence naming the path and the fix
-        err.print(f"[bold red]error:[/] {escape(str(from_oserror(e)))}", highlight=False, soft_wrap=True)
+        err.print(Text("error:", style="bold red"), Text(str(from_oserror(e))), highlight=False, soft_wrap=True)
         return 2
-    except click.exceptions.Exit as e:  # --help / no arguments inside a sub-group
+    except click_errors("Exit") as e:  # --help / no arguments inside a sub-group
         return e.exit_code
-    except click.exceptions.Abort:
+    except click_errors("Abort"):
         err.print("aborted")
         return 130
-    except click.ClickException as e:
+    except click_errors("ClickException") as e:  # unknown command / option, bad value: click's usage line
         e.show()
         return 2
     except KeyboardInterrupt:

@@ -6,6 +6,9 @@
   needs ``--base`` to resolve them (default: the world base).
 * ``tailor convert embedding --to a1111|diffusers IN OUT``: a Textual Inversion embedding to A1111's ``.pt``
   (``string_to_param``; SDXL: ``clip_l``/``clip_g`` safetensors) or diffusers' ``learned_embeds.safetensors``.
+* ``tailor convert controlnet --to original|diffusers IN OUT [--base B]``: a ControlNet to the original
+  ``control_model.*`` layout (lllyasviel/ControlNet, A1111's sd-webui-controlnet, ComfyUI) or a diffusers folder
+  (``ControlNetModel.from_pretrained``); the base names the layers (default: the world base).
 * ``tailor lora merge A B ... --out FILE [--weight w ...] [--mode concat|svd --rank r]``: several LoRAs into one file
   (``concat`` stacks the ranks and is exact; ``svd`` truncates the weighted sum to ``--rank``).
 * ``tailor lora fuse LORA[:w] ... --base B --out DIR``: bake LoRAs into the base and save a diffusers pipeline folder.
@@ -95,9 +98,54 @@ def convert_embedding(
         formats.write_diffusers(dst, token, vec["clip_l"])
     elif "clip_g" in vec or dst.suffix == ".safetensors":
         formats.write_a1111_safetensors(dst, vec)
-    else:
-        formats.write_a1111_pt(dst, vec["clip_l"], formats.token_from_stem(dst), 0, None)
+    else:  # keep what the training recorded (its .pt beside the artifact, or the .pt given)
+        fields = formats.a1111_fields(src, token)
+        formats.write_a1111_pt(dst, vec["clip_l"], formats.token_from_stem(dst), fields["step"],
+                               fields.get("sd_checkpoint_name"), fields.get("sd_checkpoint"))  # fmt: skip
     typer.echo(f"wrote {to} embedding {dst} ({vec['clip_l'].shape[0]} vector(s); A1111 token: {dst.stem})")
+
+
+@convert_app.command("controlnet")
+def convert_controlnet(
+    src: Annotated[
+        Path, typer.Argument(help="ControlNet: tailor file or --out folder, diffusers folder, original file.")
+    ],
+    dst: Annotated[Path, typer.Argument(help="Output: a .safetensors file (original) or a folder (diffusers).")],
+    to: Annotated[str, typer.Option("--to", help="original (control_model.*, lllyasviel/A1111) or diffusers.")],
+    base: Annotated[str, typer.Option(help="Base model the ControlNet was made for (names its layers).")] = "world",
+    base_config: Annotated[str, typer.Option(help="Config folder for a single-file base.")] = None,
+) -> None:
+    """Convert a ControlNet between the original control_model.* layout and a diffusers folder."""
+    import json
+
+    import tailor
+    from tailor.core.io import save_tensors, write_text
+    from tailor.methods.controlnet import formats
+
+    if to not in ("original", "diffusers"):
+        raise ConfigError(f"--to {to!r} is not a ControlNet layout; use original or diffusers.")
+    method = tailor.load(src)
+    if method.name != "controlnet":
+        raise InputError(f"{src} is a {method.name} file, not a ControlNet; pass a ControlNet file or folder.")
+    method.patch(tailor.load_components(base, config=base_config))  # the base gives the layer names and depths
+    net, condition = method.controlnet, method.config.condition
+    if src.suffix == ".safetensors":  # an original file this command wrote says its condition in its metadata
+        from tailor.core.io import read_metadata
+
+        condition = read_metadata(src).get("condition") or condition
+    if to == "original":
+        if dst.suffix != ".safetensors":
+            raise InputError(f"{dst}: an original-layout ControlNet is written as .safetensors; change the suffix.")
+        state = net.state_dict()
+        original = formats.original_from_diffusers(state, int(net.config.layers_per_block))
+        save_tensors(dst, {k: v.contiguous() for k, v in original.items()}, {"condition": condition})
+        typer.echo(f"wrote original-layout ControlNet {dst} ({len(original)} tensors, condition {condition})")
+    else:
+        net.save_pretrained(str(dst))
+        # the diffusers folder does not say its condition: tailor.json beside it does (and names the weights)
+        write_text(dst / "tailor.json", json.dumps({"artifact": "diffusion_pytorch_model.safetensors",
+                                                    "condition": condition}))  # fmt: skip
+        typer.echo(f"wrote diffusers ControlNet folder {dst} (condition {condition})")
 
 
 @lora_app.command("merge")

@@ -1,4 +1,5 @@
-"""``tailor eval``: scores; every command takes ``--json`` and then prints one JSON object."""
+"""``tailor eval``: scores (metrics, pair, world, subject, prompt, identity, control); every command takes ``--json``
+and then prints one JSON object."""
 
 from __future__ import annotations
 
@@ -125,3 +126,23 @@ def identity(
         if not analyze(f, embed=False):
             raise InputError(f"no face found in the reference {f}; pass a clearly visible, roughly frontal face.")
     _emit(identity_scores(imgs, refs), as_json)
+
+
+@eval_app.command("control")
+def control(
+    kind: Annotated[str, typer.Option(help="canny (edge F1) or seg (mIoU by the world segmenter oracle).")],
+    images: Annotated[Path, typer.Option(help="Folder of generated images.")],
+    conditions: Annotated[Path, typer.Option(help="Folder of their condition maps, paired by file name (stem).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Controllability: how well each image follows its condition map (ControlNet++'s edge F1 / mIoU)."""
+    from tailor.eval.control import control_scores
+
+    result = control_scores(kind, images, conditions)
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    typer.echo(f"{'image':<16} {result['metric']}")
+    for stem, score in result["per_image"].items():
+        typer.echo(f"{stem:<16} {score:.4f}")
+    typer.echo(f"{'mean':<16} {result['score']:.4f}  ({result['pairs']} pairs, {kind})")

@@ -19,7 +19,6 @@ import click
 from tailor.cli.options import config_options, given
 from tailor.core.config import load_yaml
 from tailor.core.method import MethodSpec, get_spec, method_names
-from tailor.core.outputs import guarded_out
 from tailor.errors import ConfigError
 
 
@@ -90,20 +89,62 @@ def subject_values(spec: MethodSpec, values: dict) -> None:
         values["default_caption"] = " ".join(["a", *given_words])
 
 
+def train_base_folder(base: str):
+    """The folder ``base`` is read from (None: no folder, so no base defaults)."""
+    from tailor.core.training.defaults import base_folder
+
+    folder = base_folder(base)
+    if folder is None and str(base) == "world":  # without the core resolver: the world zoo's base folder
+        from tailor.errors import TailorError
+
+        try:
+            from tailor.world.zoo import base_path
+
+            folder = base_path()
+        except TailorError:  # weights missing: training names the problem
+            return None
+    return folder
+
+
+def options_line(name: str, base: str, train_cfg, method, sources: dict[str, str], defaults, also=()) -> str:
+    """One or two lines: the chosen lr / steps / batch size (and the options named in ``also``: those the base's
+    defaults set), each with where it came from (flag, --config, base defaults, default)."""
+    from tailor.core.training.defaults import describe
+
+    shown = ("lr", "steps", "batch_size")
+    values = {k: getattr(train_cfg, k, getattr(method.config, k, None)) for k in (*shown, *also)}
+    if train_cfg.lr is None:
+        values["lr"], sources = float(getattr(method, "default_lr", 1e-4)), {**sources, "lr": "method default"}
+    line = f"training {name} on {base}: {describe(values, sources, shown, also)}"
+    if defaults is not None:
+        line += f"\n  (base defaults from {defaults}; a flag or --config value overrides each)"
+    return line
+
+
 def make_train_command(spec: MethodSpec, name: str | None = None, hidden: bool = False) -> click.Command:
     from tailor.core.training import TrainConfig
 
     def callback(**values):
         from tailor.core.training import train
+        from tailor.core.training.defaults import base_defaults, defaults_file, resolve_train_options
 
         subject_values(spec, values)
         source = values.pop("config", None)
         file_values = load_yaml(source) if source else {}
         ft, fm = split_config(file_values, TrainConfig, spec.config, str(source))
-        train_cfg = build_config(TrainConfig, ft, given(values, TrainConfig), source, "training options")
-        method_cfg = build_config(spec.config, fm, given(values, spec.config), source, f"{spec.name} options")
-        with guarded_out(train_cfg, f"tailor train {spec.name}"):  # one writer per --out, never a user's folder
-            result = train(spec.method(method_cfg), train_cfg)
+        flags = {**given(values, TrainConfig), **given(values, spec.config)}
+        base = flags.get("base", ft.get("base", TrainConfig.__dataclass_fields__["base"].default))
+        folder = train_base_folder(base)
+        recommended = base_defaults(folder, spec.name)
+        bt, bm = split_config(recommended, TrainConfig, spec.config, str(defaults_file(folder)))
+        train_cfg = build_config(TrainConfig, {**bt, **ft}, given(values, TrainConfig), source, "training options")
+        method_cfg = build_config(
+            spec.config, {**bm, **fm}, given(values, spec.config), source, f"{spec.name} options"
+        )
+        method = spec.method(method_cfg)
+        _, sources = resolve_train_options(spec.name, folder, flags, {**ft, **fm})
+        click.echo(options_line(spec.name, base, train_cfg, method, sources, defaults_file(folder), [*bt, *bm]))
+        result = train(method, train_cfg)  # train() guards --out: one writer, never a user's folder
         click.echo(f"trained {spec.name}: {result.artifact} (final loss {result.loss:.4f}, {result.seconds:.0f} s)")
 
     params = config_options(TrainConfig) + config_options(spec.config)
@@ -130,6 +171,17 @@ class TrainGroup(click.Group):
         spec = get_spec(cmd_name)  # imports this method's folder only
         alias = cmd_name != spec.name  # `tailor train t2i-adapter` works as well as `t2i_adapter`
         return make_train_command(spec, cmd_name if alias else None, hidden=alias)
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        """Click's "No such command" usage error, with the registered methods closest to a typo."""
+        name = args[0] if args else ""
+        if name and not name.startswith("-") and self.get_command(ctx, name) is None:
+            import difflib
+
+            close = difflib.get_close_matches(name.replace("-", "_"), list(method_names()), n=3)
+            hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+            ctx.fail(f"No such command {name!r}.{hint} Run 'tailor methods' for the list.")
+        return super().resolve_command(ctx, args)
 
 
 def train_group() -> click.Group:

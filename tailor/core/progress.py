@@ -1,7 +1,10 @@
-"""Rich progress bars shared by sampling, training and rendering (quiet when not on a terminal in CI)."""
+"""Rich progress bars shared by sampling, training and rendering (quiet when not on a terminal in CI), and
+:func:`quiet_libraries`, which keeps diffusers' and transformers' own bars and warnings out of tailor's output."""
 
 from __future__ import annotations
 
+import os
+import warnings
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
@@ -10,12 +13,38 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 T = TypeVar("T")
 
 
+def verbose() -> bool:
+    """Whether the user asked for the libraries' own output: ``tailor --verbose ...`` or ``TAILOR_VERBOSE=1``."""
+    return os.environ.get("TAILOR_VERBOSE", "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def quiet_libraries(loud: bool | None = None) -> None:
+    """No "Loading pipeline components" / "Loading weights" bars and no info/warning logs from diffusers and
+    transformers (tailor prints its own line per long stage), unless ``loud`` (default: :func:`verbose`).
+
+    The one place that decides it: the CLI, ``make demo`` and the benches call it before loading models."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    loud = verbose() if loud is None else loud
+    for lib in (diffusers_logging, transformers_logging):
+        if loud:
+            lib.enable_progress_bar()
+            lib.set_verbosity_warning()
+        else:
+            lib.disable_progress_bar()
+            lib.set_verbosity_error()
+    action = "default" if loud else "ignore"
+    for module in ("diffusers", "transformers", "huggingface_hub"):
+        warnings.filterwarnings(action, module=module)
+
+
 def make_progress(*extra_columns) -> Progress:
     return Progress(
-        TextColumn("[bold]{task.description}"),
+        TextColumn("{task.description}", style="bold", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
+        TextColumn("{task.fields[info]}", markup=False),
         TimeElapsedColumn(),
         TextColumn("eta"),
         TimeRemainingColumn(),

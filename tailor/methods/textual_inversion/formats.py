@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -133,18 +134,49 @@ def check_width(emb_vectors: dict[str, torch.Tensor], widths: dict[str, int], pa
 
 
 # --------------------------------------------------------------------- writers
-def write_a1111_pt(path: Path, vec: torch.Tensor, name: str, step: int, checkpoint_name: str | None) -> None:
+def write_a1111_pt(
+    path: Path, vec: torch.Tensor, name: str, step: int, checkpoint_name: str | None, checkpoint: str | None = None
+) -> None:
     """A1111's ``.pt`` layout, plain containers only (A1111, ComfyUI and diffusers read it)."""
     data = {
         "string_to_token": {"*": A1111_STAR_ID},
         "string_to_param": {"*": vec.detach().float().cpu().clone().contiguous()},
         "name": name,
         "step": int(step),
-        "sd_checkpoint": None,
+        "sd_checkpoint": checkpoint,
         "sd_checkpoint_name": checkpoint_name,
     }
     with atomic_path(path) as tmp:
         torch.save(data, str(tmp))
+
+
+def a1111_fields(source: str | Path, token: str) -> dict[str, Any]:
+    """``step``, ``sd_checkpoint`` and ``sd_checkpoint_name`` of the A1111 ``.pt`` that ``source`` is, or that sits
+    beside it (a training ``--out`` folder, or the folder of its ``textual_inversion.safetensors``, holds
+    ``<token stem>.pt``); ``{"step": 0}`` when there is none, so a conversion keeps what the training recorded."""
+    source = Path(source)
+    if source.suffix in PICKLE_SUFFIXES:
+        candidates = [source]
+    else:
+        folder = source if source.is_dir() else source.parent
+        candidates = [folder / f"{file_stem(token)}.pt"]
+    for path in candidates:
+        if not path.is_file():
+            continue
+        try:
+            data = safe_torch_load(path)
+        except FormatError:
+            continue
+        if isinstance(data, dict) and "string_to_param" in data:
+            step = data.get("step")
+            return {
+                "step": int(step) if isinstance(step, int) else 0,
+                "sd_checkpoint": data.get("sd_checkpoint") if isinstance(data.get("sd_checkpoint"), str) else None,
+                "sd_checkpoint_name": data.get("sd_checkpoint_name")
+                if isinstance(data.get("sd_checkpoint_name"), str)
+                else None,
+            }
+    return {"step": 0}
 
 
 def write_a1111_safetensors(path: Path, vectors: dict[str, torch.Tensor]) -> None:
