@@ -13,7 +13,8 @@ none of its code is copied here. Jobs, each on the shipped world base (``tailor 
   ``_prior`` adds prior preservation on the same 8 class images (made once by tailor's frozen base, then handed to
   the script as ``--class_data_dir``). The script runs twice: plain and with its ``--pre_compute_text_embeddings``.
 * ``textual_inversion``: ``tailor train textual_inversion`` vs ``examples/textual_inversion/textual_inversion.py``
-  (token ``<s*>`` initialised from ``star``, object templates on both sides).
+  (token ``<s*>`` initialised from ``star``, object templates on both sides: ``--templates object`` overrides the
+  world base's recommended ``caption``; DreamBooth passes the script's class guidance 7.5 the same way).
 * ``controlnet``: ``tailor train controlnet`` (canny) vs ``examples/controlnet/train_controlnet.py`` on 16 world
   renders; the script reads a parquet dataset (``datasets``) with the canny maps tailor's extractor made, and starts
   from a ``ControlNetModel.from_unet`` folder with the world VAE's hint widths (its default hint encoder downsamples
@@ -167,6 +168,7 @@ def commands(job: str, paths: dict[str, Path], a, runs: Path, examples: Path) ->
             cls = str(paths["class"])
             # tailor's class cache already holds these images (same spec as class_images): nothing is generated
             t += ["--with-prior-preservation", "--num-class-images", str(NUM_CLASS_IMAGES), "--class-steps", "10",
+                  "--class-guidance", "7.5",
                   "--class-dir", str(paths["class"].parent / "class_cache")]  # fmt: skip
             d += ["--with_prior_preservation", "--class_data_dir", cls, "--class_prompt", "a star",
                   "--num_class_images", str(NUM_CLASS_IMAGES), "--prior_loss_weight", "1.0"]  # fmt: skip
@@ -175,7 +177,7 @@ def commands(job: str, paths: dict[str, Path], a, runs: Path, examples: Path) ->
         return {"tailor": t, "diffusers": d, "diffusers+precompute": [*d, "--pre_compute_text_embeddings"]}
     if job == "textual_inversion":
         t = ["-m", "tailor", "train", "textual_inversion", *common_t, "--lr", "5e-4", "--images", inst,
-             "--token", "<s*>", "--class", "star", "--out", "{out}"]  # fmt: skip
+             "--token", "<s*>", "--class", "star", "--templates", "object", "--out", "{out}"]  # fmt: skip
         d = [str(examples / "textual_inversion" / "textual_inversion.py"), *common_d, "--learning_rate", "5e-4",
              "--train_data_dir", inst, "--learnable_property", "object", "--placeholder_token", "<s*>",
              "--initializer_token", "star", "--center_crop", "--save_steps", "1000000",
