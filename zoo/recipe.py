@@ -162,30 +162,32 @@ def stage_unet_words(
     UNet goes on training (the text encoder held as re-learned: ``text_encoder_lr=0``, so the joint loss cannot
     collapse the words again before the UNet reads them apart) on the objects + faces data with those words' images
     twice (cosine ``lr`` -> 0). The words are recorded in ``unet_words/words.json`` (a resumed run reads them)."""
+    from tailor.core.outputs import guarded_out
     from zoo.unet import build_components, warm_start
     from zoo.words import collapsed_pairs, oversampled_folder, relearn_embeddings
 
     out = runs / "unet_words"
     source = runs / "data" / "objects_faces"
-    comps = None
-    if not any((out / "checkpoints").glob("step-*")):
-        from zoo.loop import current_device
+    with guarded_out(out, "zoo train --only unet-words"):  # its records are written before training starts
+        comps = None
+        if not any((out / "checkpoints").glob("step-*")):
+            from zoo.loop import current_device
 
-        comps = build_components(vae_dir(runs), tokenizer_dir(runs))
-        warm_start(comps, runs / "unet_cooldown", use_ema=True)
-        comps.to(current_device())
-        pairs = collapsed_pairs(comps)
-        rows = relearn_embeddings(comps, pairs, source, out / "embeddings", relearn_steps) if pairs else {}
-        still = collapsed_pairs(comps)
-        if still:
-            raise RuntimeError(f"re-learning did not separate {still}; delete {out} and rerun.")
-        record = {"pairs": pairs, "words": sorted(rows), "norms": {w: float(v.norm()) for w, v in rows.items()}}
-        write_json(out / "words.json", record)
-        log.info("unet-words: re-learned %s", ", ".join(rows) or "nothing (no collapsed words)")
-    words = tuple(json.loads((out / "words.json").read_text())["words"])
-    data = oversampled_folder(runs / "data" / "objects_faces_words", source, words) if words else source
-    kw = {"components": comps, "method_options": {"text_encoder_lr": 0.0}, "lr_scheduler": "cosine", **kw}
-    return _phase(runs, "unet-words", data, steps, batch_size=batch_size, lr=lr, **kw)
+            comps = build_components(vae_dir(runs), tokenizer_dir(runs))
+            warm_start(comps, runs / "unet_cooldown", use_ema=True)
+            comps.to(current_device())
+            pairs = collapsed_pairs(comps)
+            rows = relearn_embeddings(comps, pairs, source, out / "embeddings", relearn_steps) if pairs else {}
+            still = collapsed_pairs(comps)
+            if still:
+                raise RuntimeError(f"re-learning did not separate {still}; delete {out} and rerun.")
+            record = {"pairs": pairs, "words": sorted(rows), "norms": {w: float(v.norm()) for w, v in rows.items()}}
+            write_json(out / "words.json", record)
+            log.info("unet-words: re-learned %s", ", ".join(rows) or "nothing (no collapsed words)")
+        words = tuple(json.loads((out / "words.json").read_text())["words"])
+        data = oversampled_folder(runs / "data" / "objects_faces_words", source, words) if words else source
+        kw = {"components": comps, "method_options": {"text_encoder_lr": 0.0}, "lr_scheduler": "cosine", **kw}
+        return _phase(runs, "unet-words", data, steps, batch_size=batch_size, lr=lr, **kw)
 
 
 def stage_unet_long(runs: Path, steps: int | None = None, batch_size: int = 16, lr: float = 5e-4, **kw):
