@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -31,20 +31,15 @@ from typing import Any
 import numpy as np
 
 from tailor.bench import common as C
+from tailor.core.surface import BenchRow
 from tailor.errors import ConfigError
 
 
 @dataclass(frozen=True)
-class Recipe:
-    """How the bench trains one row: registry name, options, steps, learning rate, batch size."""
+class Recipe(BenchRow):
+    """A method's declared ``BenchRow`` with the registry name of the method that declared it."""
 
-    method: str
-    steps: int
-    lr: float
-    options: dict[str, Any] = field(default_factory=dict)
-    batch_size: int = 4
-    note: str = ""
-    default: bool = True
+    method: str = ""
 
 
 def recipes() -> dict[str, Recipe]:
@@ -53,7 +48,7 @@ def recipes() -> dict[str, Recipe]:
     from tailor.core.method import registry
 
     return {
-        row.key: Recipe(spec.name, row.steps, row.lr, dict(row.options), row.batch_size, row.note, row.default)
+        row.key: Recipe(**{f.name: getattr(row, f.name) for f in fields(BenchRow)}, method=spec.name)
         for spec in registry().values()
         for row in spec.bench
         if row.bench == "personalize"
@@ -194,7 +189,7 @@ def train_references(key: str, name: str, refs, cls: str, s: Settings, root: Pat
 
     word = identifier_for(comps, cls)
     r = recipes()[key]
-    r = Recipe(r.method, r.steps, s.lrs.get(key, r.lr), r.options, r.batch_size, r.note, r.default)
+    r = replace(r, lr=s.lrs.get(key, r.lr))
     steps = s.steps or r.steps
     opts = method_options(key, s, cls, word)
     fields = _config_fields(r.method)

@@ -19,8 +19,18 @@ from torch import nn
 from tailor.core.config import option
 from tailor.core.image_prompt import ImagePromptConfig, ImagePromptMethod
 from tailor.core.resampler import make_projection
+from tailor.core.surface import Input
 from tailor.faces.analysis import BACKENDS
 from tailor.faces.inputs import check_width
+
+#: the reference faces every face-ID method reads at inference: ``--face IMG`` (repeatable; several average) or
+#: ``--<method> PATH=FACE``; a ``labels.json`` beside a world render gives its exact keypoints
+FACE_INPUT = Input(
+    "face",
+    "paths",
+    flag="--face",
+    help="Reference face image for the identity flags (--instantid, --pulid; repeatable: faces average).",
+)
 
 
 @dataclass

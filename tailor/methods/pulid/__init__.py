@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from tailor.core.image_prompt import MAX_SCALE
 from tailor.core.method import MethodSpec
-from tailor.core.surface import BenchRow, GenerateInput, Input
+from tailor.core.surface import BenchRow, GenerateInput
+from tailor.faces.id_adapter import FACE_INPUT
 from tailor.methods.pulid.config import PuLIDConfig
 from tailor.methods.pulid.method import PuLIDMethod
 
@@ -29,12 +30,7 @@ SPEC = MethodSpec(
         "--pulid",
         "PuLID model (a path, or world: shipped) and its reference face(s); the --face images when none is given; "
         "repeatable.",
-        input=Input(
-            "face",
-            "paths",
-            flag="--face",
-            help="Reference face image for the identity flags (--instantid, --pulid; repeatable: faces average).",
-        ),
+        input=FACE_INPUT,
         max_weight=MAX_SCALE,
     ),
     bench=(BenchRow("identity", "pulid", 0, 0.0, note="zero-shot: the shipped world weights"),),
