@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from bad_inputs.corpus import _method_file, png_bytes
 
 import tailor.core.io as tio
@@ -105,11 +106,13 @@ def test_atomic_writes_follow_the_umask(tmp_path, mask):
     old = os.umask(mask)
     try:
         tio.write_text(tmp_path / "a.txt", "x")
+        tio.save_tensors(tmp_path / "w.safetensors", {"w": torch.zeros(2)}, {})  # safetensors writes its own temp
         with tio.atomic_dir(tmp_path / "d") as tmp:
             (tmp / "f").write_text("y")
     finally:
         os.umask(old)
     assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o666 & ~mask
+    assert (tmp_path / "w.safetensors").stat().st_mode & 0o777 == 0o666 & ~mask
     assert (tmp_path / "d").stat().st_mode & 0o777 == 0o777 & ~mask
 
 
