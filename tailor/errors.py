@@ -40,10 +40,3 @@ class TrainingError(TailorError):
 
 class EnvironmentFault(TailorError):
     """The file system refused a read or write (exists, not a folder, read-only, full, permission, link loop...)."""
-
-
-def from_oserror(e: OSError) -> EnvironmentFault:
-    """One sentence naming the path and the fix for an ``OSError`` no command caught (see ``tailor.core.fsguard``)."""
-    from tailor.core.fsguard import describe_oserror
-
-    return EnvironmentFault(describe_oserror(e))

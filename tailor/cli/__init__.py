@@ -17,8 +17,9 @@ import click
 from rich.console import Console
 from rich.text import Text
 
+from tailor.core.fsguard import from_oserror
 from tailor.core.progress import quiet_libraries
-from tailor.errors import TailorError, from_oserror
+from tailor.errors import TailorError
 
 err = Console(stderr=True)
 

@@ -1,7 +1,7 @@
 """The file system at the edge: OS errors as one sentence, output folders tailor may write, file modes.
 
 * :func:`describe_oserror` turns any ``OSError`` on a path into one sentence naming the path and the fix, by errno;
-  the CLI's ``main`` sends every uncaught ``OSError`` through it (:func:`tailor.errors.from_oserror`), exit 2.
+  the CLI's ``main`` sends every uncaught ``OSError`` through it (:func:`from_oserror`), exit 2.
 * :func:`check_out` refuses an ``--out`` that is a file, a folder tailor did not make (one that holds files but
   none of tailor's own records), or a folder equal to / inside an input folder.
 * :func:`file_mode` / :func:`dir_mode`: the modes a new file / folder gets under the user's umask (``mkstemp`` and
@@ -127,3 +127,8 @@ def check_new_target(path: str | os.PathLike, marker: str, what: str = "--out") 
                 f"{what} {path} is a folder this command did not write; pick a new folder name (the folder is kept)."
             )
     return path
+
+
+def from_oserror(e: OSError) -> EnvironmentFault:
+    """One sentence naming the path and the fix for an ``OSError`` no command caught."""
+    return EnvironmentFault(describe_oserror(e))
