@@ -244,3 +244,16 @@ def test_python_api_train_is_guarded_like_the_cli(tmp_path):
         tailor.train(method, tailor.TrainConfig(base="tiny", out=str(tmp_path / "busy"), steps=1, batch_size=1,
                                                 resolution=32))  # fmt: skip
     assert (tmp_path / "busy" / "tailor.json").is_file() and not (tmp_path / "busy" / LOCK_NAME).exists()
+
+
+def test_world_and_bench_commands_keep_out_of_a_users_folder(tmp_path, capsys):
+    users = tmp_path / "mine"
+    users.mkdir()
+    (users / "notes.txt").write_text("mine")
+    render = ["world", "render", "--prompt", "a photo of a red star", "-n", "1"]
+    assert cli([*render, "--out", str(users)]) == 2 and "did not write" in capsys.readouterr().err
+    assert sorted(p.name for p in users.iterdir()) == ["notes.txt"]
+    assert cli([*render, "--out", str(tmp_path / "r")]) == 0
+    assert cli([*render, "--seed", "3", "--out", str(tmp_path / "r")]) == 0  # its own renders: written again
+    assert cli(["bench", "control", "--quick", "--base", "tiny", "--out", str(users)]) == 2
+    assert "did not write" in capsys.readouterr().err and sorted(p.name for p in users.iterdir()) == ["notes.txt"]

@@ -238,10 +238,13 @@ def settings_json(s) -> dict[str, Any]:
 
 def start(s) -> Path:
     """A bench run's start: one thread, the settings checked, the output folder made (returned)."""
+    from tailor.core.io import write_json
+
     single_thread()
     s.check()
     root = Path(s.out)
     root.mkdir(parents=True, exist_ok=True)
+    write_json(root / "tailor-bench.json", settings_json(s))  # marks the folder as a bench's (rerun, resume)
     return root
 
 

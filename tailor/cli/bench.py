@@ -34,13 +34,16 @@ def pairs(values: list[str] | None, flag: str, example: str = "mine=outputs/cont
 
 
 def emit(run, settings, as_json: bool) -> None:
-    if not as_json:
-        result = run(settings)
-        typer.echo(result["table"])
-        typer.echo(f"{result['seconds']:.0f} s; images, results.json and grid.png in {settings.out}")
-        return
-    with contextlib.redirect_stdout(sys.stderr):  # progress bars and training logs must not corrupt the JSON
-        result = run(settings)
+    from tailor.core.outputs import guarded_out
+
+    with guarded_out(settings.out, "tailor bench"):  # never into a user's folder; one bench per folder at a time
+        if not as_json:
+            result = run(settings)
+            typer.echo(result["table"])
+            typer.echo(f"{result['seconds']:.0f} s; images, results.json and grid.png in {settings.out}")
+            return
+        with contextlib.redirect_stdout(sys.stderr):  # progress bars and training logs must not corrupt the JSON
+            result = run(settings)
     typer.echo(json.dumps(result))
 
 

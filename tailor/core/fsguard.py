@@ -22,10 +22,12 @@ from tailor.errors import EnvironmentFault
 #: files tailor writes beside images for a person to read; never training data, never an eval pair
 NOT_DATA = frozenset({"grid.png", "generation.json", "labels.json", "loss.png"})
 
-#: names whose presence marks a folder as one tailor wrote (a training run, a generation, a fused pipeline)
+#: names whose presence marks a folder as one tailor wrote (a training run, a generation, a fused pipeline, world
+#: renders, a bench run)
 TAILOR_RECORDS = frozenset(
-    {"tailor.json", "log.jsonl", "checkpoints", "generation.json", "tailor-pipeline.json", ".tailor.lock"}
-)
+    {"tailor.json", "log.jsonl", "checkpoints", "generation.json", "tailor-pipeline.json", ".tailor.lock",
+     "labels.json", "tailor-bench.json"}
+)  # fmt: skip
 
 _FIX = {
     errno.EEXIST: "it already exists; remove it or pick another path",

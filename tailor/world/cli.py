@@ -53,8 +53,11 @@ def write_samples(out: Path, samples: list[Sample], extra: dict | None = None) -
 def _run(n: int, seed: int, out: Path, fn: Callable[[int], Sample], extra: dict | None = None) -> None:
     if n < 1:
         raise ConfigError(f"-n must be at least 1, got {n}.")
+    from tailor.core.outputs import guarded_out
+
     samples = [fn(derive_seed(seed, i)) for i in range(n)]
-    write_samples(out, samples, extra)
+    with guarded_out(out, "tailor world"):  # never into a user's folder; one writer at a time
+        write_samples(out, samples, extra)
     typer.echo(f"wrote {n} images, labels.json and grid.png to {out}")
 
 
