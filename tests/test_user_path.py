@@ -322,3 +322,22 @@ def test_a_bad_defaults_file_names_itself(capsys, tiny_folder, tmp_path):
     base = with_defaults(tiny_folder, tmp_path, {"lora": {"lr": 0.01, "rnak": 2}})
     code, _, err = run(capsys, "train", "lora", "--base", base, "--steps", "1", "--out", tmp_path / "o")
     assert code == 2 and "tailor_defaults.json" in err and "'rnak'" in err
+
+
+def test_python_api_loads_quietly_and_restores_the_libraries_state(capfd, tiny_folder, monkeypatch):
+    from diffusers.utils import logging as diffusers_logging
+
+    from tailor.core.components import load_components
+
+    monkeypatch.delenv("TAILOR_VERBOSE", raising=False)
+    diffusers_logging.enable_progress_bar()  # a user's process with the library's defaults
+    try:
+        capfd.readouterr()
+        load_components(tiny_folder)
+        err = capfd.readouterr().err
+        assert not any(bar in err for bar in BARS), err
+        assert diffusers_logging.is_progress_bar_enabled()  # the user's setting is left as it was
+    finally:
+        from tailor.core.progress import quiet_libraries
+
+        quiet_libraries()

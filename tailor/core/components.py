@@ -171,7 +171,13 @@ def load_components(
 
     ``config`` is the diffusers folder whose configs a single-file checkpoint is read with (no downloads).
     """
-    name = str(base)
+    from tailor.core.progress import quiet_loading
+
+    with quiet_loading():
+        return _load_components(str(base), config).to(device).freeze()
+
+
+def _load_components(name: str, config: str | Path | None) -> Components:
     named = resources.resolve("base", name) if _bare(name) and name not in TINY else None
     if named is not None:  # a registered name (``world``: the world zoo's base)
         comps = _from_folder(Path(named))
@@ -195,7 +201,7 @@ def load_components(
                 f"{resources.choices('base', *TINY)}."
             )
         comps.source = str(path)
-    return comps.to(device).freeze()
+    return comps
 
 
 def _bare(name: str) -> bool:
@@ -380,9 +386,15 @@ def tiny_image_encoder(seed: int = 0):
 def load_image_encoder(name: str | Path, device: str | torch.device = "cpu"):
     """``(CLIPVisionModelWithProjection, CLIPImageProcessor)`` for ``world`` (the zoo's vision tower), ``tiny`` (seeded
     random, tests) or a local folder; the processor is the folder's own or diffusers' default for the image size."""
+    from tailor.core.progress import quiet_loading
+
+    with quiet_loading():
+        return _load_image_encoder(str(name), device)
+
+
+def _load_image_encoder(name: str, device: str | torch.device):
     from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
-    name = str(name)
     folder = None
     if name == "tiny":
         model = tiny_image_encoder()

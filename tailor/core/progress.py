@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from collections.abc import Iterable, Iterator
@@ -37,6 +38,25 @@ def quiet_libraries(loud: bool | None = None) -> None:
     action = "default" if loud else "ignore"
     for module in ("diffusers", "transformers", "huggingface_hub"):
         warnings.filterwarnings(action, module=module)
+
+
+@contextlib.contextmanager
+def quiet_loading() -> Iterator[None]:
+    """No diffusers / transformers loading bars for the block (unless :func:`verbose`), their previous state restored
+    after: ``load_components`` and the image-encoder loader use it, so the Python API is as quiet as the CLI."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    libs = [lib for lib in (diffusers_logging, transformers_logging) if lib.is_progress_bar_enabled()]
+    if verbose():
+        libs = []
+    for lib in libs:
+        lib.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for lib in libs:
+            lib.enable_progress_bar()
 
 
 def make_progress(*extra_columns) -> Progress:
