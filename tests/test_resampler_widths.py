@@ -63,7 +63,8 @@ def test_official_sdxl_plus_file_of_another_width_matches_diffusers(width, tmp_p
     enc.save_pretrained(folder / "image_encoder")
     m = IPAdapterMethod.from_file(folder / "ip_adapter.safetensors", image_encoder="tiny")
     c = m.config
-    assert (c.plus, c.num_tokens, c.resampler_width, c.resampler_heads, c.resampler_depth) == (True, 16, width, heads, 4)
+    sizes = (c.plus, c.num_tokens, c.resampler_width, c.resampler_heads, c.resampler_depth)
+    assert sizes == (True, 16, width, heads, 4)
     img = ref_image(0)
     mine = ours(comps, [(m, img, 0.8)])
     theirs = diffusers_run(comps, [folder], img, 0.8)
@@ -91,7 +92,8 @@ def test_official_instantid_file_of_another_width_matches_diffusers(tmp_path):
     save_file(state, str(folder / "ip-adapter.safetensors"))
     m = InstantIDMethod.from_file(folder)
     c = m.config
-    assert (c.embed_dim, c.num_tokens, c.resampler_width, c.resampler_heads, c.resampler_depth) == (embed, 16, 128, 2, 4)
+    sizes = (c.embed_dim, c.num_tokens, c.resampler_width, c.resampler_heads, c.resampler_depth)
+    assert sizes == (embed, 16, 128, 2, 4)
     m.config = c.replace(controlnet_scale=0.0, ip_scale=1.0)  # IdentityNet off, as in test_instantid
     emb = torch.randn(1, embed, generator=torch.Generator().manual_seed(1))
     mine = run(comps, m, weight=0.7, face=emb)
