@@ -2,10 +2,10 @@
 conditioning face embedder -> a Perceiver Resampler -> ID tokens in decoupled cross-attention.
 
 :class:`FaceIDConfig` holds the options both share (face embedder and backend, embedding width, tokens, Resampler
-depth); :class:`FaceIDMethod` (an :class:`~tailor.core.image_prompt.ImagePromptMethod`) builds the Resampler over one
-face embedding and turns embeddings into the branch's tokens: a training batch's ``face_embedding`` rows, or at
-sampling one reference embedding for the cond half and, as the official pipelines do, a zero embedding for the uncond
-half. Each method keeps its own extras (InstantID's IdentityNet, PuLID's losses).
+depth, width and heads); :class:`FaceIDMethod` (an :class:`~tailor.core.image_prompt.ImagePromptMethod`) builds the
+Resampler over one face embedding and turns embeddings into the branch's tokens: a training batch's
+``face_embedding`` rows, or at sampling one reference embedding for the cond half and, as the official pipelines do,
+a zero embedding for the uncond half. Each method keeps its own extras (InstantID's IdentityNet, PuLID's losses).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from torch import nn
 
 from tailor.core.config import option
 from tailor.core.image_prompt import ImagePromptConfig, ImagePromptMethod
-from tailor.core.resampler import make_projection
+from tailor.core.resampler import check_options, make_projection
 from tailor.core.surface import Input
 from tailor.faces.analysis import BACKENDS
 from tailor.faces.inputs import check_width
@@ -42,12 +42,14 @@ class FaceIDConfig(ImagePromptConfig):
     embed_dim: int = option(0, "face-embedding width the adapter reads (0 = the face embedder's; InsightFace 512)")
     num_tokens: int = option(16, "ID tokens (the Resampler's learned queries)")
     resampler_depth: int = option(4, "Resampler layers (paper 4; the official file loads in diffusers only at 4)")
+    resampler_width: int = option(0, "Resampler width (0 = the base's cross-attention width; official SDXL 1280)")
+    resampler_heads: int = option(0, "Resampler attention heads of 64 (0 = resampler width / 64; official SDXL 20)")
 
     def validate(self) -> None:
         c = self.check
         c(self.embed_dim >= 0, f"embed_dim must be 0 (the embedder's) or positive; got {self.embed_dim}.")
         c(self.num_tokens >= 1, f"num_tokens must be at least 1; got {self.num_tokens}.")
-        c(self.resampler_depth >= 1, f"resampler_depth must be at least 1; got {self.resampler_depth}.")
+        check_options(self)  # resampler width, heads, depth
         super().validate()  # the scales
 
 
@@ -67,7 +69,9 @@ class FaceIDMethod(ImagePromptMethod):
 
         c = self.config
         self.embed_width = int(c.embed_dim) or embed_dim(conditioning_embedder(self.embedder_name()))
-        return make_projection(True, self.embed_width, components.cross_attention_dim, c.num_tokens, c.resampler_depth)
+        cad = components.cross_attention_dim
+        return make_projection(True, self.embed_width, cad, c.num_tokens, c.resampler_depth, c.resampler_width,
+                               c.resampler_heads)  # fmt: skip
 
     def _tokens(self, emb: torch.Tensor) -> torch.Tensor:
         """(B, D) face embeddings -> (B, T, cross-attention width) ID tokens (a sequence of one embedding each)."""

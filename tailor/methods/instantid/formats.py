@@ -1,7 +1,8 @@
 """InstantID files in the official release's layout (Wang et al. 2024, instantX-research/InstantID):
 ``ip-adapter.bin`` / ``.safetensors`` = ``{"image_proj": Resampler, "ip_adapter": {"<2n+1>.to_k_ip.weight", ...}}``
 (the IP-Adapter-Plus layout: diffusers' ``load_ip_adapter`` reads it, the resampler's input width being the face
-embedding's) and ``ControlNetModel/`` = IdentityNet as a diffusers ControlNet folder.
+embedding's; its own width, heads, depth and queries are read from the weights, the SDXL release's 1280, 20, 4, 16)
+and ``ControlNetModel/`` = IdentityNet as a diffusers ControlNet folder.
 
 tailor's own file ``instantid.safetensors`` carries all three parts with metadata: ``image_proj.*``,
 ``ip_adapter.*`` and ``identitynet.<diffusers ControlNet key>``.
@@ -23,6 +24,7 @@ from tailor.core.io import (
     save_tensors,
 )
 from tailor.core.method import ARTIFACT_FORMAT
+from tailor.core.resampler import resampler_sizes
 from tailor.errors import FormatError
 
 IP_FILES = ("ip-adapter.safetensors", "ip-adapter.bin")
@@ -93,10 +95,11 @@ def load(cls, path: Path):
     ip = read_ip(next(folder / f for f in IP_FILES if (folder / f).is_file()))
     if "image_proj.latents" not in ip or "image_proj.proj_in.weight" not in ip:
         raise FormatError(f"{folder}'s ip-adapter file has no Resampler (image_proj.latents); it is not InstantID's.")
-    layers = {int(k.split(".")[2]) for k in ip if k.startswith("image_proj.layers.")}
-    config = cls.config_cls(embed_dim=int(ip["image_proj.proj_in.weight"].shape[1]),
-                            num_tokens=int(ip["image_proj.latents"].shape[1]),
-                            resampler_depth=max(layers, default=3) + 1)  # fmt: skip
+    proj, _, _ = split(ip)
+    sizes = resampler_sizes(proj, str(folder))  # the resampler's own sizes, as diffusers' loader reads them
+    config = cls.config_cls(embed_dim=sizes["embed_dim"], num_tokens=sizes["num_tokens"],
+                            resampler_depth=sizes["depth"], resampler_width=sizes["width"],
+                            resampler_heads=sizes["heads"])  # fmt: skip
     method = cls(config)
     net = get_spec("controlnet").method.from_diffusers_folder(folder / CONTROLNET_DIR)
     if net is None:

@@ -30,6 +30,7 @@ from tailor.core.components import load_image_encoder
 from tailor.core.image_prompt import ImagePromptMethod
 from tailor.core.io import meta_json, read_metadata
 from tailor.core.method import ARTIFACT_FORMAT, load_module_state
+from tailor.core.resampler import resampler_sizes
 from tailor.errors import FormatError, IncompatibleError, InputError
 from tailor.methods.ip_adapter import formats
 from tailor.methods.ip_adapter.config import IPAdapterConfig
@@ -98,7 +99,8 @@ class IPAdapterMethod(ImagePromptMethod):
     def projection(self, components) -> nn.Module:
         c = self.config
         self.encoder, self.processor = image_encoder(c.image_encoder, components.device)
-        return make_projection(c.plus, encoder_width(self.encoder, c.plus), components.cross_attention_dim, c.tokens)
+        width, cad = encoder_width(self.encoder, c.plus), components.cross_attention_dim
+        return make_projection(c.plus, width, cad, c.tokens, c.resampler_depth, c.resampler_width, c.resampler_heads)
 
     def attach(self, components) -> None:
         self._apply_block_scales()
@@ -249,7 +251,8 @@ class IPAdapterMethod(ImagePromptMethod):
     @classmethod
     def from_file(cls, path: str | Path, image_encoder: str | None = None) -> IPAdapterMethod:
         """A tailor ``ip_adapter.safetensors`` or an official IP-Adapter ``.safetensors`` / ``.bin``; official files
-        do not name their image encoder: ``image_encoder`` (default ``world``) does."""
+        do not name their image encoder: ``image_encoder`` (default ``world``) does; a Plus file's resampler sizes
+        (width, heads, depth, queries) are read from its weights, as diffusers' loader reads them."""
         path = Path(path)
         meta = read_metadata(path) if path.suffix == ".safetensors" else {}
         state = formats.read(path)
@@ -271,7 +274,12 @@ class IPAdapterMethod(ImagePromptMethod):
                     f"{path} has image_proj / ip_adapter weights of unexpected shapes ({type(e).__name__}: {e}); the "
                     f"file is damaged — re-download it."
                 ) from e
-            config = IPAdapterConfig.from_dict({"plus": plus, "num_tokens": tokens}, source=str(path))
+            options: dict[str, Any] = {"plus": plus, "num_tokens": tokens}
+            if plus:  # the resampler's own width, heads and depth, read from the file as diffusers' loader does
+                sizes = resampler_sizes(proj, str(path))
+                options.update(resampler_width=sizes["width"], resampler_heads=sizes["heads"],
+                               resampler_depth=sizes["depth"])  # fmt: skip
+            config = IPAdapterConfig.from_dict(options, source=str(path))
         if image_encoder is not None:
             config = config.replace(image_encoder=image_encoder)
         method = cls(config)

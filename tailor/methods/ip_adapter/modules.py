@@ -3,8 +3,9 @@ cache and the training drop draws.
 
 The projections are diffusers' own modules, so diffusers' loader builds the same thing from our files:
 ``ImageProjection`` (Linear(d_img -> T * cad), reshape to T tokens, LayerNorm) on the encoder's projected image
-embedding, and for Plus ``IPAdapterPlusImageProjection`` (Perceiver resampler: T learned latents, 4 layers,
-dim_head 64, heads = width / 64, feed-forward x4) on the encoder's penultimate hidden states.
+embedding, and for Plus ``IPAdapterPlusImageProjection`` (Perceiver resampler: T learned latents of its own width,
+4 layers, dim_head 64, heads = width / 64, feed-forward x4; ``tailor.core.resampler``) on the encoder's penultimate
+hidden states.
 """
 
 from __future__ import annotations
