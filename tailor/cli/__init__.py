@@ -9,6 +9,7 @@ warnings (:func:`tailor.core.progress.quiet_libraries`).
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 import sys
@@ -24,8 +25,10 @@ from tailor.errors import TailorError
 err = Console(stderr=True)
 
 
-# sub-command groups: (module, typer app, help), imported only when a command line (or the help listing) asks for one
+# sub-commands: (module, typer app or click-command builder, help), imported only when a command line (or the help
+# listing) asks for one; `generate` is built from every method's declaration, so other commands do not import them
 SUBAPPS = {
+    "generate": ("tailor.cli.generate", "make_generate_command", "Generate images with any attached methods."),
     "faces": ("tailor.cli.faces", "faces_app", "Face analysis: boxes, 5 keypoints, identity embeddings."),
     "eval": ("tailor.cli.eval", "eval_app", "Scores: every command takes --json and then prints one JSON object."),
     "convert": (
@@ -44,7 +47,6 @@ def build() -> click.Group:
     """The full click group: typer commands plus the generated ``train`` group and the lazy :data:`SUBAPPS`."""
     import typer
 
-    from tailor.cli.generate import make_generate_command
     from tailor.cli.train import train_group
 
     app = typer.Typer(
@@ -76,7 +78,6 @@ def build() -> click.Group:
             typer.echo(f"{spec.name:<20} {spec.summary}" + (f"  [{spec.paper}]" if spec.paper else ""))
 
     group = typer.main.get_group(app)
-    group.add_command(make_generate_command(), "generate")
     group.add_command(train_group(), "train")
     lazy_commands(group, SUBAPPS)
     return group
@@ -89,7 +90,10 @@ def subapp(name: str) -> click.Command:
     import typer
 
     module, attr, help_text = SUBAPPS[name]
-    cmd = typer.main.get_group(getattr(importlib.import_module(module), attr))  # a group even of one command
+    made = getattr(importlib.import_module(module), attr)
+    if not isinstance(made, typer.Typer):  # a builder of a generated click command (`generate`)
+        return made()
+    cmd = typer.main.get_group(made)  # a group even of one command
     cmd.name, cmd.help = name, help_text
     return cmd
 
@@ -107,8 +111,20 @@ def lazy_commands(group: click.Group, names) -> None:
     def listed(ctx: click.Context) -> list[str]:
         return [*list_commands(ctx), *(n for n in names if n not in group.commands)]
 
+    resolve = group.resolve_command
+
+    def resolved(ctx: click.Context, args: list[str]):
+        try:
+            return resolve(ctx, args)
+        except click_errors("UsageError") as e:  # typer suggests from the commands built so far: add the lazy ones
+            close = difflib.get_close_matches(args[0], listed(ctx)) if args else []
+            if close and "Did you mean" not in e.message:
+                e.message = e.message.rstrip(".") + ". Did you mean " + ", ".join(repr(m) for m in close) + "?"
+            raise
+
     group.get_command = get  # type: ignore[method-assign]
     group.list_commands = listed  # type: ignore[method-assign]
+    group.resolve_command = resolved  # type: ignore[method-assign]
 
 
 def click_errors(name: str) -> tuple[type[BaseException], ...]:
