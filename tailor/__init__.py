@@ -42,9 +42,10 @@ def _register_world() -> None:
 _register_world()
 
 from tailor.core.artifacts import load  # noqa: E402
-from tailor.core.components import Components, load_components, tiny_components  # noqa: E402
+from tailor.core.components import Components, load_components  # noqa: E402
 from tailor.core.method import Method, MethodSpec, get_spec, registry  # noqa: E402
 from tailor.core.pipeline import Pipeline  # noqa: E402
+from tailor.core.tiny import tiny_components  # noqa: E402
 
 
 def __getattr__(name: str):

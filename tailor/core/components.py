@@ -1,4 +1,4 @@
-"""Load a base model into :class:`Components`; build tiny random components for tests.
+"""Load a base model into :class:`Components` (tiny random ones: :mod:`tailor.core.tiny`).
 
 A base is a diffusers folder (``model_index.json``), a single-file checkpoint (``.safetensors`` / ``.ckpt``, via
 diffusers' ``from_single_file`` with a local config folder), or a name: a registered ``base`` resource
@@ -16,14 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+from diffusers import AutoencoderKL, UNet2DConditionModel
+from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 from transformers.utils import logging as hf_logging
 
 from tailor.core import resources
 from tailor.core.fsguard import check_new_target
 from tailor.core.io import atomic_dir, write_json
-from tailor.core.tokenizers import build_clip_tokenizer
 from tailor.errors import FormatError, IncompatibleError, InputError
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -178,7 +177,7 @@ def load_components(
 
 
 def _load_components(name: str, config: str | Path | None) -> Components:
-    named = resources.resolve("base", name) if _bare(name) and name not in TINY else None
+    named = resources.resolve("base", name) if resources.bare(name) and name not in TINY else None
     if named is not None:  # a registered name (``world``: the world zoo's base)
         comps = _from_folder(Path(named))
         comps.source = name
@@ -202,12 +201,6 @@ def _load_components(name: str, config: str | Path | None) -> Components:
             )
         comps.source = str(path)
     return comps
-
-
-def _bare(name: str) -> bool:
-    """A name without a folder part or suffix (``world``), which registered names claim before the filesystem."""
-    path = Path(name)
-    return len(path.parts) == 1 and not path.suffix
 
 
 def _from_folder(path: Path) -> Components:
@@ -300,119 +293,6 @@ def _from_pipeline(pipe) -> Components:
     )
 
 
-# --------------------------------------------------------------------- tiny random components
-def tiny_components(seed: int = 0, sdxl: bool = False, sample_size: int = 16, cross_attention_dim: int = 64):
-    """Seeded tiny random components of the real classes (SD or SDXL layout) for tests and smoke runs."""
-    torch.manual_seed(seed)
-    # SDXL: two encoders of different widths (3:5, like CLIP-L 768 : OpenCLIP-bigG 1280) whose hidden states are
-    # concatenated; diffusers' from_single_file tells the two apart only by width, so equal widths cannot round-trip.
-    text_hidden = cross_attention_dim * 3 // 8 if sdxl else cross_attention_dim
-    text_hidden_2 = cross_attention_dim - text_hidden
-    unet_kw: dict[str, Any] = dict(
-        sample_size=sample_size,
-        in_channels=4,
-        out_channels=4,
-        layers_per_block=1,
-        block_out_channels=(32, 64),
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=cross_attention_dim,
-        attention_head_dim=8,
-        norm_num_groups=16,
-    )
-    if sdxl:
-        unet_kw.update(
-            addition_embed_type="text_time",
-            addition_time_embed_dim=8,
-            projection_class_embeddings_input_dim=text_hidden_2 + 6 * 8,
-            use_linear_projection=True,
-        )
-    unet = UNet2DConditionModel(**unet_kw)
-    torch.manual_seed(seed + 1)
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        block_out_channels=(16, 32),
-        latent_channels=4,
-        norm_num_groups=16,
-        sample_size=sample_size * 2,
-    )
-    tok_kw = dict(vocab_size=1000, bos_token_id=514, eos_token_id=515, pad_token_id=515, max_position_embeddings=77)
-    text_cfg = CLIPTextConfig(
-        hidden_size=text_hidden,
-        intermediate_size=2 * text_hidden,
-        num_attention_heads=4,
-        num_hidden_layers=2,
-        projection_dim=text_hidden,
-        **tok_kw,
-    )
-    torch.manual_seed(seed + 2)
-    text_encoder = CLIPTextModel(text_cfg)
-    tokenizer = build_clip_tokenizer()
-    te2 = tok2 = None
-    if sdxl:
-        torch.manual_seed(seed + 3)
-        te2 = CLIPTextModelWithProjection(
-            CLIPTextConfig(
-                hidden_size=text_hidden_2,
-                intermediate_size=2 * text_hidden_2,
-                num_attention_heads=4,
-                num_hidden_layers=2,
-                projection_dim=text_hidden_2,
-                **tok_kw,
-            )
-        )
-        tok2 = build_clip_tokenizer()
-    scheduler = DDIMScheduler(**SD_SCHEDULER)
-    name = "tiny-xl" if sdxl else "tiny"
-    return Components(unet, vae, text_encoder, tokenizer, scheduler, te2, tok2, source=name).freeze()
-
-
-# --------------------------------------------------------------------- image encoders (IP-Adapter and kin)
-def tiny_image_encoder(seed: int = 0):
-    """A seeded tiny random ``CLIPVisionModelWithProjection`` (32x32 images, patch 8, width 64, projection 64)."""
-    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
-
-    cfg = CLIPVisionConfig(image_size=32, patch_size=8, hidden_size=64, intermediate_size=128, num_attention_heads=4,
-                           num_hidden_layers=2, projection_dim=64)  # fmt: skip
-    with torch.random.fork_rng(devices=[]):  # seeded without disturbing the caller's random state
-        torch.manual_seed(seed)
-        model = CLIPVisionModelWithProjection(cfg)
-    return model.eval().requires_grad_(False)
-
-
-def load_image_encoder(name: str | Path, device: str | torch.device = "cpu"):
-    """``(CLIPVisionModelWithProjection, CLIPImageProcessor)`` for ``world`` (the zoo's vision tower), ``tiny`` (seeded
-    random, tests) or a local folder; the processor is the folder's own or diffusers' default for the image size."""
-    from tailor.core.progress import quiet_loading
-
-    with quiet_loading():
-        return _load_image_encoder(str(name), device)
-
-
-def _load_image_encoder(name: str, device: str | torch.device):
-    from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
-
-    folder = None
-    if name == "tiny":
-        model = tiny_image_encoder()
-    else:
-        named = resources.resolve("image_encoder", name) if _bare(name) else None
-        folder = Path(named) if named is not None else Path(name)
-        if named is None and not (folder / "config.json").is_file():
-            raise InputError(
-                f"image encoder {name!r} is not a CLIPVisionModelWithProjection folder (no config.json); pass "
-                f"{resources.choices('image_encoder', 'tiny')} or a local image-encoder folder."
-            )
-        try:
-            model = CLIPVisionModelWithProjection.from_pretrained(str(folder), local_files_only=True)
-        except (OSError, ValueError, KeyError, RuntimeError) as e:
-            raise InputError(f"cannot load the image encoder in {folder} ({e}); check the folder is complete.") from e
-    size = int(model.config.image_size)
-    if folder is not None and (folder / "preprocessor_config.json").is_file():
-        processor = CLIPImageProcessor.from_pretrained(str(folder), local_files_only=True)
-    else:  # what diffusers' load_ip_adapter builds when a pipeline has no feature extractor
-        processor = CLIPImageProcessor(size=size, crop_size=size)
-    return model.to(device).eval().requires_grad_(False), processor
+# kept importable from here (tests and users' scripts import them): built in their own modules
+from tailor.core.image_encoder import load_image_encoder, tiny_image_encoder  # noqa: E402, F401
+from tailor.core.tiny import tiny_components  # noqa: E402, F401

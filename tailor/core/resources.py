@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from tailor.errors import InputError
@@ -82,3 +83,9 @@ def choices(kind: str, *builtin: str) -> str:
     """``'a', 'b' or 'c'``: ``builtin`` names then the registered ones, for one-sentence errors."""
     items = [f"'{n}'" for n in dict.fromkeys([*builtin, *names(kind)])]
     return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} or {items[-1]}" if items else "(none)"
+
+
+def bare(name: str) -> bool:
+    """A name without a folder part or suffix (``world``), which registered names claim before the filesystem."""
+    path = Path(name)
+    return len(path.parts) == 1 and not path.suffix
