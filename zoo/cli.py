@@ -43,8 +43,8 @@ def train(
     only: Annotated[
         str | None,
         typer.Option(
-            help="Run these stages (comma-separated): tokenizer, vae, vae-decoder, unet, unet-faces, unet-cooldown, "
-            "unet-words, unet-long, unet-long-decay, clip, oracle, export, "
+            help="Run these stages (comma-separated): tokenizer, vae, vae-decoder, vae-wide, unet, unet-faces, "
+            "unet-cooldown, unet-words, unet-long, unet-long-decay, clip, oracle, export, "
             "adapters (default: all, in order); from-shipped seeds RUNS from the shipped base (then unet-long goes "
             "on from it)."
         ),
@@ -119,6 +119,8 @@ def train(
             recipe.stage_vae(runs, steps, stop_at=vae_stop_at, init=vae_init)
         elif stage == "vae-decoder":
             recipe.stage_vae_decoder(runs, steps)
+        elif stage == "vae-wide":
+            recipe.stage_vae_wide(runs, steps)
         elif stage == "unet":
             recipe.stage_unet(runs, steps, batch_size=batch_size, init=unet_init, **unet_kw, **ck)
         elif stage in UNET_PHASES:

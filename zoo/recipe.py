@@ -26,7 +26,7 @@ from tailor.world.zoo import WEIGHTS
 
 log = logging.getLogger("tailor")
 STAGES = (
-    "tokenizer", "vae", "vae-decoder", "unet", "unet-faces", "unet-cooldown", "unet-words", "unet-long",
+    "tokenizer", "vae", "vae-decoder", "vae-wide", "unet", "unet-faces", "unet-cooldown", "unet-words", "unet-long",
     "unet-long-decay", "clip", "oracle", "export", "adapters",
 )  # fmt: skip
 # what `train-zoo` runs without --only: every stage, in order (the shipped base is unet-long-decay's, docs/zoo.md)
@@ -34,6 +34,7 @@ DEFAULT_STAGES = STAGES
 DEFAULT_STEPS = {
     "vae": 1500,
     "vae-decoder": 2000,
+    "vae-wide": 4000,
     "unet": 8000,
     "unet-faces": 8000,
     "unet-cooldown": 2000,
@@ -58,9 +59,12 @@ def vae_dir(runs: Path) -> Path:
 
 
 def decoder_dir(runs: Path) -> Path:
-    """The refined-decoder VAE when that stage ran, else the base VAE."""
-    best = runs / "vae_decoder" / "final"
-    return best if (best / "config.json").is_file() else vae_dir(runs)
+    """The sharpest VAE on the base VAE's latents: the wide student (``vae-wide``), else the refined decoder
+    (``vae-decoder``), else the base VAE."""
+    for best in (runs / "vae_wide" / "final", runs / "vae_decoder" / "final"):
+        if (best / "config.json").is_file():
+            return best
+    return vae_dir(runs)
 
 
 def load_tokenizer(runs: Path) -> CLIPTokenizer:
@@ -104,6 +108,23 @@ def stage_vae_decoder(runs: Path, steps: int | None = None) -> Path:
     out = runs / "vae_decoder" / "final"
     vae.eval().save_pretrained(str(out))
     write_json(runs / "vae_decoder" / "metrics.json", evaluate_vae(vae))
+    return out
+
+
+def stage_vae_wide(runs: Path, steps: int | None = None, batch_size: int = 32) -> Path:
+    """A wider VAE on the same latents (:mod:`zoo.vae_wide`); its teacher is the refined decoder's VAE (its encoder
+    is the base VAE's: every UNet phase trained on it)."""
+    from zoo.vae import evaluate_vae
+    from zoo.vae_wide import latent_agreement, train_wide_vae
+
+    teacher_dir = runs / "vae_decoder" / "final"
+    teacher_dir = teacher_dir if (teacher_dir / "config.json").is_file() else vae_dir(runs)
+    teacher = AutoencoderKL.from_pretrained(str(teacher_dir), local_files_only=True)
+    student = train_wide_vae(str(runs / "vae_wide"), teacher, steps or DEFAULT_STEPS["vae-wide"], batch_size)
+    out = runs / "vae_wide" / "final"
+    student.eval().save_pretrained(str(out))
+    metrics = {"teacher": evaluate_vae(teacher), "student": evaluate_vae(student)}
+    write_json(runs / "vae_wide" / "metrics.json", metrics | latent_agreement(student, teacher))
     return out
 
 
