@@ -2,6 +2,9 @@
 generate, train a few steps and watch progress, compose the result in Generate, upload a broken image and see the
 CLI's error, try a path outside the workspace and see it refused. Screenshots go to ``outputs/ui/``.
 
+``TAILOR_UI_TEST_BASE=world`` runs it on the shipped world base (more sampling steps; screenshots in
+``outputs/ui/world/``), for pictures a person can judge.
+
 Skipped (with the reason) when Chromium, its driver or Selenium is not installed (``.ci/run`` installs them).
 """
 
@@ -20,7 +23,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SHOTS = ROOT / "outputs" / "ui"
+BASE = os.environ.get("TAILOR_UI_TEST_BASE", "tiny")
+SHOTS = ROOT / "outputs" / "ui" / ("" if BASE == "tiny" else BASE)
+STEPS = 4 if BASE == "tiny" else 20
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
 
@@ -47,7 +52,7 @@ def server(tmp_path_factory):
     port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tailor", "ui", "--base", "tiny", "--port", str(port), "--workspace", str(ws)],
+        [sys.executable, "-m", "tailor", "ui", "--base", BASE, "--port", str(port), "--workspace", str(ws)],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -120,21 +125,21 @@ def test_the_whole_workflow_in_a_browser(server, browser, tmp_path):
     # generate: an image in the gallery, generation.json beside it, the equivalent command
     fill(d, "prompt", "a red star on grass")
     fill(d, "gen-n", 2)
-    fill(d, "gen-steps", 4)
+    fill(d, "gen-steps", STEPS)
     d.find_element(By.ID, "show-command").click()
-    wait(d, lambda d: "tailor generate --base tiny" in d.find_element(By.ID, "command").text)
+    wait(d, lambda d: f"tailor generate --base {BASE}" in d.find_element(By.ID, "command").text)
     d.find_element(By.ID, "generate").click()
     wait(d, lambda d: loaded_images(d, "#gallery img") == 2)
     assert "done" in d.find_element(By.ID, "generate-status").text
     record = json.loads(next(ws.glob("generate/*/generation.json")).read_text())
-    assert record["settings"]["steps"] == 4 and len(record["images"]) == 2
+    assert record["settings"]["steps"] == STEPS and len(record["images"]) == 2
     shot(d, "generate")
 
     # train a few steps on a world subject: progress, loss plot, validation samples, a usable result
     tab(d, "train")
     Select(d.find_element(By.ID, "train-method")).select_by_value("lora")
     wait(d, lambda d: d.find_elements(By.ID, "tt-steps"))
-    for name, value in {"steps": 6, "batch_size": 1, "log_every": 1, "val_every": 3, "val_steps": 2}.items():
+    for name, value in {"steps": 6, "batch_size": 1, "log_every": 1, "val_every": 3, "val_steps": STEPS // 2}.items():
         fill(d, f"tt-{name}", value)
     d.find_element(By.ID, "train-start").click()
     wait(

@@ -84,8 +84,8 @@ def train_args(ws: Workspace, base: str, form: dict[str, Any]) -> tuple[list[lis
 
 
 def tool_args(ws: Workspace, form: dict[str, Any]) -> tuple[list[list[str]], str | None]:
-    """``form``: ``command`` (``"eval pair"``, ``"lora merge"``, ...) and ``options``; the output folder is the
-    command's ``--out`` / destination when it has one."""
+    """``form``: ``command`` (``"eval pair"``, ``"lora merge"``, ...) and ``options``; the folder shown with the
+    result is the command's ``--out`` / destination, else the image folder it scores (a contact sheet)."""
     group, _, name = str(form.get("command") or "").partition(" ")
     tabs = {g for groups in catalog.TOOL_GROUPS.values() for g in groups}
     if group not in tabs:
@@ -96,5 +96,5 @@ def tool_args(ws: Workspace, form: dict[str, Any]) -> tuple[list[list[str]], str
         raise ConfigError(f"tailor {group} has no command {name!r}; reload the page.") from None
     options = dict(form.get("options") or {})
     args = [group, name, *argv(cmd, options, ws)]
-    out = next((str(options[k]) for k in ("out", "dst") if options.get(k)), None)
+    out = next((str(options[k]) for k in ("out", "dst", "images") if options.get(k)), None)
     return [args], out

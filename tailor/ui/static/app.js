@@ -179,7 +179,11 @@ function lossPlot(records) {
 function toolTab(tab) {
   const sel = $(tab + "-command"), cmds = INFO.tools[tab];
   Object.keys(cmds).forEach((c) => sel.append(el("option", {value: c, text: "tailor " + c})));
-  const draw = () => renderFields($(tab + "-form"), cmds[sel.value], tab);
+  const draw = () => {
+    renderFields($(tab + "-form"), cmds[sel.value], tab);
+    const json = cmds[sel.value].find((f) => f.flag === "--json");  // scores as a table
+    if (json) $(`${tab}-${json.name}`).checked = true;
+  };
   sel.addEventListener("change", draw);
   draw();
   $(tab + "-run").addEventListener("click", () => submit(tab, "/api/tool",
@@ -210,13 +214,17 @@ async function poll() {
     $("queue").textContent = running ? `running ${running.kind} ${running.id}, ${queued} queued` : `idle, ${queued} queued`;
     const t = $("jobs");
     t.innerHTML = "<tr><th>id</th><th>kind</th><th>state</th><th>command</th><th></th></tr>";
-    jobs.forEach((j) => t.append(el("tr", {}, el("td", {text: j.id}), el("td", {text: j.kind}),
+    jobs.forEach((j) => t.append(el("tr", {onclick: () => showLog(j.id)}, el("td", {text: j.id}), el("td", {text: j.kind}),
       el("td", {text: j.state + (j.rc !== null ? ` (${j.rc})` : "")}), el("td", {text: j.meta.command || ""}),
       el("td", {}, ["queued", "running"].includes(j.state) ?
         el("button", {text: "cancel", onclick: () => call(`/api/jobs/${j.id}/cancel`, {})}) : ""))));
     for (const [tab, id] of Object.entries(watch)) await showJob(tab, await call("/api/jobs/" + id));
   } catch (e) { $("queue").textContent = "server unreachable"; }
   setTimeout(poll, 700);
+}
+async function showLog(id) {
+  const d = await call("/api/jobs/" + id);
+  $("job-log").textContent = d.log || "(no output yet)";
 }
 async function showJob(tab, d) {
   const p = d.progress, j = d.job, r = d.results;
