@@ -176,8 +176,23 @@ def test_the_whole_workflow_in_a_browser(server, browser, tmp_path):
     assert "lora" in json.dumps(json.loads(latest.read_text())["settings"])
     shot(d, "compose")
 
-    # a broken upload: the CLI's one-sentence error in the page, nothing written
+    # stop a longer training, then resume it from its last checkpoint
     tab(d, "train")
+    for name, value in {"steps": 60, "val_every": 0, "checkpoint_every": 10, "log_every": 10}.items():
+        fill(d, f"tt-{name}", value)
+    d.find_element(By.ID, "train-start").click()
+    progress = d.find_element(By.ID, "train-progress")
+    wait(d, lambda d: int(progress.get_attribute("value") or 0) >= 15 and progress.get_attribute("max") == "60")
+    d.find_element(By.ID, "train-stop").click()
+    wait(d, lambda d: "cancelled" in d.find_element(By.ID, "train-status").text)
+    d.find_element(By.ID, "train-resume").click()
+    wait(d, lambda d: "--resume latest" in d.find_element(By.ID, "train-command-line").text)
+    wait(d, lambda d: "done" in d.find_element(By.ID, "train-status").text, timeout=180)
+    assert progress.get_attribute("value") == "60"
+    folder = d.find_element(By.ID, "train-command-line").text.split("--out ")[1].split()[0]
+    assert (ws / folder / "lora.safetensors").is_file() and (ws / folder / "checkpoints").is_dir()
+
+    # a broken upload: the CLI's one-sentence error in the page, nothing written
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"this is not a png")
     d.find_element(By.ID, "train-upload").send_keys(str(broken))
