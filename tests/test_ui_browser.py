@@ -204,8 +204,18 @@ def test_the_whole_workflow_in_a_browser(server, browser, tmp_path):
     # a path outside the workspace is refused
     tab(d, "evaluate")
     Select(d.find_element(By.ID, "evaluate-command")).select_by_value("eval world")
-    fill(d, "evaluate-images", "../../etc")
+    fill(d, "evaluate-opt-images", "../../etc")
     d.find_element(By.ID, "evaluate-run").click()
     error = wait(d, lambda d: d.find_element(By.ID, "evaluate-error").text)
     assert "outside the workspace" in error
     shot(d, "outside-workspace")
+
+    # evaluate the first generation: scores as a table, the scored images as a contact sheet
+    first = sorted(ws.glob("generate/*/generation.json"))[0].parent.relative_to(ws).as_posix()
+    fill(d, "evaluate-opt-images", first)
+    d.find_element(By.ID, "evaluate-run").click()
+    wait(d, lambda d: "done" in d.find_element(By.ID, "evaluate-status").text)
+    wait(d, lambda d: "accuracy.shape" in d.find_element(By.ID, "evaluate-table").text)
+    assert not d.find_element(By.ID, "evaluate-error").text
+    wait(d, lambda d: loaded_images(d, "div#evaluate-images img") >= 2)
+    shot(d, "evaluate")

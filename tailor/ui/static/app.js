@@ -180,14 +180,14 @@ function toolTab(tab) {
   const sel = $(tab + "-command"), cmds = INFO.tools[tab];
   Object.keys(cmds).forEach((c) => sel.append(el("option", {value: c, text: "tailor " + c})));
   const draw = () => {
-    renderFields($(tab + "-form"), cmds[sel.value], tab);
+    renderFields($(tab + "-form"), cmds[sel.value], tab + "-opt");
     const json = cmds[sel.value].find((f) => f.flag === "--json");  // scores as a table
-    if (json) $(`${tab}-${json.name}`).checked = true;
+    if (json) $(`${tab}-opt-${json.name}`).checked = true;
   };
   sel.addEventListener("change", draw);
   draw();
   $(tab + "-run").addEventListener("click", () => submit(tab, "/api/tool",
-    {command: sel.value, options: readFields(cmds[sel.value], tab)}));
+    {command: sel.value, options: readFields(cmds[sel.value], tab + "-opt")}));
 }
 function table(tableEl, obj) {
   tableEl.innerHTML = "";
