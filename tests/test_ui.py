@@ -189,6 +189,11 @@ def test_uploads_are_checked_like_the_cli(client, ws):
         folder = "../o" if needle == "outside" else "up"
         r = client.post(f"/api/upload?folder={folder}&name={name}", content=b"x")
         assert r.status_code == 400 and needle in r.json()["error"], name
+    import pickle
+
+    r = client.post("/api/upload?folder=up&name=evil.safetensors", content=pickle.dumps({"a": 1}))
+    assert r.status_code == 400 and r.json()["error"].startswith("evil.safetensors is not a readable .safetensors")
+    assert not (ws.root / "up").exists()
     buf = io.BytesIO()
     Image.new("RGB", (8, 8), "red").save(buf, format="PNG")
     r = client.post("/api/upload?folder=up&name=red.png", content=buf.getvalue())
@@ -254,3 +259,24 @@ def test_progress_hook_writes_json_lines(tmp_path, monkeypatch):
     monkeypatch.setenv("TAILOR_PROGRESS_FILE", str(tmp_path / "missing-dir" / "p.jsonl"))
     report("sampling", 1, 1)  # an unwritable file never fails the run
     assert not os.path.exists(tmp_path / "missing-dir")
+
+
+def test_the_real_worker_runs_the_cli(ws):
+    """The worker process itself: warm on the tiny base, runs ``tailor generate`` with ``tailor.cli.main``, streams
+    progress lines, and a user error ends the job with the CLI's sentence and status 2."""
+    runner = Runner(ws, "tiny")
+    try:
+        good = runner.submit("generate", [["generate", "--base", "tiny", "-p", "a star", "-n", "1", "--steps", "3",
+                                           "--out", "gen"]], out="gen")  # fmt: skip
+        bad = runner.submit("generate", [["generate", "--base", "tiny", "-p", "x", "--prompts", "missing.txt"]])
+        assert _wait(lambda: bad.state in ("done", "failed"), timeout=240), runner.log(good)
+        assert (
+            good.state == "done"
+            and (ws.root / "gen/000.png").is_file()
+            and (ws.root / "gen/generation.json").is_file()
+        )
+        assert runner.progress(good) == {"what": "sampling", "step": 3, "total": 3}
+        assert bad.state == "failed" and bad.rc == 2
+        assert "error: prompts file missing.txt does not exist; check the path." in runner.log(bad)
+    finally:
+        runner.close()
