@@ -48,7 +48,7 @@ def client(ws):
     from tailor.ui.server import create_app
 
     runner = FakeRunner(ws)
-    with TestClient(create_app(ws.root, "tiny", runner=runner)) as c:
+    with TestClient(create_app(ws.root, "tiny", runner=runner), base_url="http://127.0.0.1:7860") as c:
         c.runner = runner
         yield c
 
@@ -198,6 +198,16 @@ def test_uploads_are_checked_like_the_cli(client, ws):
     Image.new("RGB", (8, 8), "red").save(buf, format="PNG")
     r = client.post("/api/upload?folder=up&name=red.png", content=buf.getvalue())
     assert r.status_code == 200 and r.json()["path"] == "up/red.png" and (ws.root / "up/red.png").is_file()
+
+
+def test_other_sites_cannot_drive_the_server(client):
+    r = client.post("/api/generate", json={"prompt": "a"}, headers={"origin": "http://evil.example"})
+    assert r.status_code == 403 and "another site" in r.json()["error"] and not client.runner.jobs
+    r = client.post("/api/upload?folder=up&name=a.txt", content=b"x", headers={"origin": "http://evil.example"})
+    assert r.status_code == 403
+    assert client.get("/api/jobs", headers={"host": "evil.example:7860"}).status_code == 400  # DNS rebinding
+    r = client.post("/api/generate", json={"prompt": "a"}, headers={"origin": "http://127.0.0.1:7860"})
+    assert r.status_code == 200
 
 
 # --------------------------------------------------------------------- the job queue
