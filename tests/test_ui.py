@@ -147,6 +147,9 @@ def test_info_is_built_from_the_registry(client):
     assert [m["name"] for m in info["methods"]] == list(method_names())
     assert {f["name"] for f in info["generate"]["settings"]} >= {"n", "seed", "steps", "guidance", "sampler"}
     assert "canny" in info["shipped"]["--control"] and info["subjects"]
+    other = {f["name"]: f for f in info["generate"]["other"]}
+    assert other["face"]["upload"] and other["ip_image"]["upload"] and other["prompts"]["upload"]  # reference images
+    assert not other["allow_large"]["upload"]
     assert "eval pair" in info["tools"]["evaluate"] and "lora fuse" in info["tools"]["convert"]
     schema = client.get("/api/train-schema?method=textual_inversion").json()
     assert {f["name"] for f in schema["method_options"]} >= {"token", "init_word", "num_vectors"}
