@@ -293,3 +293,13 @@ def test_the_real_worker_runs_the_cli(ws):
         assert "error: prompts file missing.txt does not exist; check the path." in runner.log(bad)
     finally:
         runner.close()
+
+
+def test_a_base_that_does_not_load_fails_jobs_with_its_sentence(ws):
+    runner = Runner(ws, "no-such-base")
+    try:
+        job = runner.submit("generate", [["generate", "--base", "no-such-base", "-p", "x"]])
+        assert _wait(lambda: job.state == "failed", timeout=240)
+        assert "error: the worker process ended (error: base model 'no-such-base' not found;" in runner.log(job)
+    finally:
+        runner.close()

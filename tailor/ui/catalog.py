@@ -49,6 +49,7 @@ def _flags() -> dict:
     return generate_flags()
 
 
+@cache
 def generate_schema() -> dict[str, Any]:
     """Settings (``GenerateConfig``), attachment kinds (every declared flag and ``--apply``) and other options."""
     from tailor.compose import shared_inputs
@@ -129,6 +130,7 @@ def methods() -> list[dict[str, str]]:
     return [{"name": s.name, "summary": s.summary, "flag": _flag_of(s.name)} for s in registry().values()]
 
 
+@cache
 def tools_schema() -> dict[str, dict[str, dict[str, list]]]:
     """``{tab: {"group command": fields}}`` for the Evaluate and Convert tabs."""
     from tailor.cli import subapp
