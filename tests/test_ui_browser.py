@@ -219,3 +219,21 @@ def test_the_whole_workflow_in_a_browser(server, browser, tmp_path):
     assert not d.find_element(By.ID, "evaluate-error").text
     wait(d, lambda d: loaded_images(d, "div#evaluate-images img") >= 2)
     shot(d, "evaluate")
+
+    # convert the trained LoRA to the diffusers layout; the queue lists every job with its command line
+    tab(d, "convert")
+    Select(d.find_element(By.ID, "convert-command")).select_by_value("convert lora")
+    for name, value in {"src": folder, "dst": "converted/lora-diffusers.safetensors", "to": "diffusers"}.items():
+        fill(d, f"convert-opt-{name}", value)
+    d.find_element(By.ID, "convert-run").click()
+    wait(d, lambda d: "done" in d.find_element(By.ID, "convert-status").text)
+    assert (ws / "converted/lora-diffusers.safetensors").is_file()
+    tab(d, "jobs")
+    # 7 jobs: 2 generations, 3 trainings (one stopped, one resumed), an evaluation, a conversion; newest first
+    rows = wait(
+        d, lambda d: d.execute_script("return [...document.querySelectorAll('#jobs tr')].map(r => r.innerText)")
+    )
+    assert len(rows) == 1 + 7 and "tailor convert lora" in rows[1] and "cancelled" in rows[4]
+    d.execute_script("document.querySelectorAll('#jobs tr')[1].click()")  # the table redraws: click in the page
+    wait(d, lambda d: "[exit 0" in d.find_element(By.ID, "job-log").text)
+    shot(d, "jobs")
