@@ -193,6 +193,15 @@ def test_the_whole_workflow_in_a_browser(server, browser, tmp_path):
     assert (ws / folder / "lora.safetensors").is_file() and (ws / folder / "checkpoints").is_dir()
 
     # a broken upload: the CLI's one-sentence error in the page, nothing written
+    from PIL import Image
+
+    good = [tmp_path / f"subject-{i}.png" for i in range(2)]
+    for i, path in enumerate(good):
+        Image.new("RGB", (64, 64), (200, 40 * i, 40)).save(path)
+    d.find_element(By.ID, "train-upload").send_keys("\n".join(str(p) for p in good))
+    wait(d, lambda d: d.find_element(By.ID, "train-uploaded").text.startswith("2 images in uploads/lora-"))
+    assert d.find_element(By.CSS_SELECTOR, "input[name=data][value=images]").is_selected()
+    assert len(list(ws.glob("uploads/lora-*/subject-*.png"))) == 2
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"this is not a png")
     d.find_element(By.ID, "train-upload").send_keys(str(broken))
