@@ -165,6 +165,9 @@ def test_generate_endpoint_queues_and_shows_the_command(client, ws):
     assert r.status_code == 400 and "outside the workspace" in r.json()["error"]
     r = client.post("/api/generate", json={"prompt": "a star"})
     assert r.status_code == 200 and client.runner.jobs["j0"].commands[0][0] == "generate"
+    for bad in ("[1, 2]", "not json"):
+        r = client.post("/api/generate", content=bad, headers={"content-type": "application/json"})
+        assert r.status_code == 400 and "not a JSON object" in r.json()["error"]
 
 
 def test_files_stay_in_the_workspace(client, ws, tmp_path):

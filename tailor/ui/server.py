@@ -57,11 +57,13 @@ def api(fn):
             return _error(PermissionError("a request from another site was refused; use the page itself."), 403)
         try:
             body = await request.json() if request.method == "POST" and request.headers.get("content-length") else {}
+            if not isinstance(body, dict):
+                raise json.JSONDecodeError("not an object", "", 0)
             result = await run_in_threadpool(fn, request, body)
         except TailorError as e:
             return _error(e)
         except json.JSONDecodeError:
-            return _error(ValueError("the request is not JSON; reload the page."))
+            return _error(ValueError("the request is not a JSON object; reload the page."))
         return result if isinstance(result, Response) else JSONResponse(result)
 
     return endpoint
@@ -132,7 +134,7 @@ def create_app(
         return [
             {"name": p.name, "path": ws.relative(p), "dir": p.is_dir()}
             for p in sorted(folder.iterdir())
-            if not p.name.startswith(".") and not ws.escapes(ws.relative(p) if not p.is_symlink() else str(p))
+            if not p.name.startswith(".") and not p.is_symlink()  # a link may point out of the workspace
         ]
 
     async def upload(request: Request) -> Response:
@@ -204,6 +206,17 @@ def _json_output(log: str) -> Any:
         return None
 
 
+def _records(log: Path) -> list[dict]:
+    """The training's ``log.jsonl`` records (a line being written is skipped)."""
+    records = []
+    for line in log.read_text().splitlines() if log.is_file() else []:
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
 def results(ws: Workspace, job: Job) -> dict[str, Any]:
     """What a finished or running job has written: images with their settings, training records and samples,
     the JSON a tool printed, and images in its output folder."""
@@ -219,9 +232,7 @@ def results(ws: Workspace, job: Job) -> dict[str, Any]:
         out["generation"] = f"{rel}/generation.json"
     if job.kind == "train":
         log = folder / "log.jsonl"
-        out["records"] = (
-            [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.is_file() else []
-        )
+        out["records"] = _records(log)
         out["samples"] = [f"{rel}/samples/{p.name}" for p in sorted((folder / "samples").glob("*.png"))]
         out["artifact"] = (folder / "tailor.json").is_file()
         out["folder"] = rel
