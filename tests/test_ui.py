@@ -197,6 +197,11 @@ def test_uploads_are_checked_like_the_cli(client, ws):
         assert r.status_code == 400 and needle in r.json()["error"], name
     import pickle
 
+    from tailor.ui import uploads
+
+    r = client.post("/api/upload?folder=up&name=big.png", content=b"0" * (uploads.MAX_BYTES + 1))
+    assert r.status_code == 400 and r.json()["error"].startswith("big.png is larger than 64 MB")
+
     r = client.post("/api/upload?folder=up&name=evil.safetensors", content=pickle.dumps({"a": 1}))
     assert r.status_code == 400 and r.json()["error"].startswith("evil.safetensors is not a readable .safetensors")
     assert not (ws.root / "up").exists()

@@ -141,7 +141,7 @@ def create_app(
         if cross_site(request):
             return _error(PermissionError("a request from another site was refused; use the page itself."), 403)
         try:
-            data = await request.body()
+            data = await _capped_body(request, request.query_params.get("name", ""))
             q = request.query_params
             path = await run_in_threadpool(uploads.save, ws, q.get("folder", "uploads"), q.get("name", ""), data)
         except TailorError as e:
@@ -188,6 +188,17 @@ def create_app(
     app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
     app.state.runner, app.state.workspace = runner, ws
     return app
+
+
+async def _capped_body(request: Request, name: str) -> bytes:
+    """The upload's bytes, refused once past :data:`uploads.MAX_BYTES` (never read whole into memory first)."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > uploads.MAX_BYTES:
+            raise uploads.too_large(name)
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _last_error(log: str) -> str | None:
