@@ -129,6 +129,10 @@ def test_train_and_tool_commands(ws):
             commands.train_args(ws, "tiny", bad)
     (args,), out = commands.tool_args(ws, {"command": "eval pair", "options": {"images": "a", "reference": "b"}})
     assert args == ["eval", "pair", "--images", "a", "--reference", "b"] and out == "a"
+    (args,), _ = commands.tool_args(
+        ws, {"command": "convert lora", "options": {"src": "-a", "dst": "b", "to": "kohya"}}
+    )
+    assert args == ["convert", "lora", "--to", "kohya", "--", "-a", "b"]  # a value is never read as an option
     (args,), out = commands.tool_args(ws, {"command": "lora merge", "options": {"loras": ["a", "b"], "out": "m"}})
     assert args[:2] == ["lora", "merge"] and args[-2:] == ["a", "b"] and out == "m"
     with pytest.raises(TailorError, match="outside the workspace"):
