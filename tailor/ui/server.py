@@ -248,5 +248,6 @@ def results(ws: Workspace, job: Job) -> dict[str, Any]:
         out["artifact"] = (folder / "tailor.json").is_file()
         out["folder"] = rel
     if job.kind == "tool":
-        out["images"] = [ws.relative(p) for p in sorted(folder.rglob("*.png"))[:24]]
+        pngs = sorted(folder.rglob("*.png"), key=lambda p: (not p.name.startswith("grid"), p))  # contact sheets first
+        out["images"] = [ws.relative(p) for p in pngs[:24]]
     return out
