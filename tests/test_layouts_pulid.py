@@ -177,7 +177,7 @@ def official_image(comps, sd, tokens, num_zero, id_scale):
 
 
 # --------------------------------------------------------------------- tests
-@pytest.mark.parametrize("which", ["v1", "v1.1"])
+@pytest.mark.parametrize("which", [pytest.param("v1", marks=pytest.mark.slow), "v1.1"])
 def test_release_file_gives_the_official_tokens_and_images(which, tmp_path):
     comps = xl2048()
     sd = v1_state(comps.unet) if which == "v1" else v11_state(comps.unet)
