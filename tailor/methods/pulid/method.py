@@ -25,7 +25,7 @@ from tailor.core.latents import vae_decode
 from tailor.core.method import get_spec, load_module_state
 from tailor.core.pipeline import call_unet
 from tailor.core.samplers import make_scheduler
-from tailor.errors import FormatError, InputError
+from tailor.errors import ConfigError, FormatError, InputError
 from tailor.faces.id_adapter import FaceIDMethod
 from tailor.faces.inputs import FaceDataset, reference_faces
 from tailor.methods.pulid.config import PuLIDConfig
@@ -76,7 +76,7 @@ class PuLIDMethod(FaceIDMethod):
                 emb = self._fallback
             else:
                 c = self.config
-                emb = reference_faces(source, c.face_backend, self.embedder_name(), self.embed_width)[0]
+                emb = reference_faces(source, c.face_backend, self.embedder_name(inputs), self.embed_width)[0]
             self._face = (inputs, emb.mean(0, keepdim=True))
         emb = self._face[1]
         self.encode_reference(cond, emb)
@@ -85,6 +85,11 @@ class PuLIDMethod(FaceIDMethod):
     # ------------------------------------------------------------------ training
     def wrap_dataset(self, dataset, config):
         self._seed = int(config.seed)
+        if self.config.id_loss > 0 and not self.face_embedder().differentiable:
+            raise ConfigError(
+                f"pulid's ID loss back-propagates through the face embedder, which {self.embedder_name()} (ONNX) "
+                "cannot; train with --id-loss 0 or a world (.safetensors) face embedder."
+            )
         data = FaceDataset(dataset, self.embedder_name(), keypoints=False)
         if len(data):
             self._fallback = data[0]["face_embedding"][None]
@@ -128,9 +133,7 @@ class PuLIDMethod(FaceIDMethod):
         return (vae_decode(comps.vae, x) / 2 + 0.5).clamp(0, 1)
 
     def _face_of(self, images: torch.Tensor) -> torch.Tensor:
-        from tailor.faces.models import conditioning_embedder
-
-        return conditioning_embedder(self.embedder_name())(images.float())
+        return self.face_embedder().embed(images.float())
 
     # ------------------------------------------------------------------ weights
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
