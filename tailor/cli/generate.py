@@ -90,8 +90,8 @@ def _setting_options() -> list[click.Option]:
 
 
 def _method_options(flags) -> list[click.Option]:
-    """The declared flags, their shared reference flags, switches and prompt-tag folders."""
-    from tailor.compose import shared_inputs
+    """The declared flags, their shared reference flags and options, switches and prompt-tag folders."""
+    from tailor.compose import input_options, shared_inputs
 
     opts = [
         click.Option(
@@ -101,6 +101,8 @@ def _method_options(flags) -> list[click.Option]:
     ]
     for flag, inp in shared_inputs(flags).items():
         opts.append(click.Option([flag, _dest(flag)], multiple=True, default=(), help=inp.help))
+    for flag, opt in input_options(flags).items():
+        opts.append(click.Option([flag, _dest(flag)], default=None, metavar="PATH", help=opt.help))
     ready = {f.decl.input.ready_flag: f.decl.input for f in flags.values() if f.decl.input and f.decl.input.ready_flag}
     opts += [click.Option([flag, _dest(flag)], is_flag=True, default=False, help=i.help) for flag, i in ready.items()]
     for f in flags.values():
@@ -187,10 +189,18 @@ def attach_all(
 ) -> list[str]:
     """Attach ``--apply``, every declared flag's values (in ``order``: flag dests as written on the command line)
     and the prompt tags; returns the prompts without tags."""
-    from tailor.compose import apply_name_matches, apply_prompt_tags, apply_values, attach_flag_values, shared_inputs
+    from tailor.compose import (
+        apply_name_matches,
+        apply_prompt_tags,
+        apply_values,
+        attach_flag_values,
+        input_options,
+        shared_inputs,
+    )
 
     apply_values(pipe, list(values.get("apply") or ()), size)
     shared = {flag: list(values.get(_dest(flag)) or ()) for flag in shared_inputs(flags)}
+    options = {flag: values.get(_dest(flag)) for flag in input_options(flags) if values.get(_dest(flag))}
     used = set()
     rank = {dest: i for i, dest in enumerate(order or [])}
     for f in sorted(flags.values(), key=lambda f: rank.get(f.dest, len(rank))):
@@ -199,11 +209,17 @@ def attach_all(
             continue
         inp = f.decl.input
         ready = bool(values.get(_dest(inp.ready_flag))) if inp and inp.ready_flag else False
-        attach_flag_values(pipe, f, given_values, shared, ready=ready, size=size)
+        attach_flag_values(pipe, f, given_values, shared, ready=ready, size=size, options=options)
         used.add(inp.flag if inp else None)
+        used.update(o.flag for o in (inp.options if inp else ()))
     unused = [flag for flag, v in shared.items() if v and flag not in used]
     if unused:
         takers = [f.name for f in flags.values() if f.decl.input and f.decl.input.flag == unused[0]]
+        raise ConfigError(f"{unused[0]} is given but nothing reads it; pass it with {' or '.join(takers)}.")
+    unused = [flag for flag in options if flag not in used]
+    if unused:
+        readers = [(f.name, f.decl.input.options) for f in flags.values() if f.decl.input]
+        takers = [name for name, opts in readers if unused[0] in [o.flag for o in opts]]
         raise ConfigError(f"{unused[0]} is given but nothing reads it; pass it with {' or '.join(takers)}.")
     tag_dirs = {f.decl.tag: values.get(_dest(f.decl.dir_flag)) for f in flags.values() if f.decl.tag}
     texts = apply_prompt_tags(pipe, texts, tag_dirs)

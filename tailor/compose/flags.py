@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tailor.core.method import Method, MethodSpec, get_spec, registry
-from tailor.core.surface import GenerateInput, Input, parse_weight_spec
+from tailor.core.surface import GenerateInput, Input, InputOption, parse_weight_spec
 from tailor.errors import ConfigError, IncompatibleError, InputError
 
 
@@ -60,6 +60,11 @@ def generate_flags(specs: Iterable[MethodSpec] | None = None) -> dict[str, Flag]
 def shared_inputs(flags: dict[str, Flag]) -> dict[str, Input]:
     """The shared reference flags (``--face``, ``--ip-image``, ``--id-images``) and the input each supplies."""
     return {f.decl.input.flag: f.decl.input for f in flags.values() if f.decl.input and f.decl.input.flag}
+
+
+def input_options(flags: dict[str, Flag]) -> dict[str, InputOption]:
+    """The one-value option flags (``--face-embedder``) of the declared inputs."""
+    return {o.flag: o for f in flags.values() if f.decl.input for o in f.decl.input.options}
 
 
 def flag_of(method_name: str) -> str | None:
@@ -146,8 +151,10 @@ def attach_flag_values(
     shared: dict[str, list[str]] | None = None,
     ready: bool = False,
     size: tuple[int, int] | None = None,
+    options: dict[str, Any] | None = None,
 ) -> None:
-    """Load and attach every value of ``flag`` with its references (from the value or the shared flag)."""
+    """Load and attach every value of ``flag`` with its references (from the value or the shared flag) and the
+    given values of its input's option flags (``options``: flag -> value)."""
     decl, inp = flag.decl, flag.decl.input
     size = size or (pipe.components.default_size,) * 2
     pending = _pending_refs(flag, values, shared or {})
@@ -167,6 +174,7 @@ def attach_flag_values(
                 raise InputError(f"{flag.name} {spec.path} needs reference inputs; pass {via}{flag.name} PATH=IMG.")
             method = load_for(spec.path, flag)
             inputs[inp.name] = reference_value(inp, refs, method, size, ready)
+            inputs.update({o.name: options[o.flag] for o in inp.options if (options or {}).get(o.flag)})
         else:
             method = load_for(spec.path, flag)
         pipe.attach(method, weight=1.0 if weight is None else weight, start=spec.start, end=spec.end, **inputs)

@@ -125,7 +125,7 @@ class PuLIDMethod(FaceIDMethod):
                 emb = self._fallback
             else:
                 c = self.config
-                emb = reference_faces(source, c.face_backend, self.embedder_name(), self.embed_width)[0]
+                emb = reference_faces(source, c.face_backend, self.embedder_name(inputs), self.embed_width)[0]
             self._face = (inputs, emb.mean(0, keepdim=True))
         emb = self._face[1]
         self.encode_reference(cond, emb)
@@ -134,6 +134,11 @@ class PuLIDMethod(FaceIDMethod):
     # ------------------------------------------------------------------ training
     def wrap_dataset(self, dataset, config):
         self._seed = int(config.seed)
+        if self.config.id_loss > 0 and not self.face_embedder().differentiable:
+            raise ConfigError(
+                f"pulid's ID loss back-propagates through the face embedder, which {self.embedder_name()} (ONNX) "
+                "cannot; train with --id-loss 0 or a world (.safetensors) face embedder."
+            )
         data = FaceDataset(dataset, self.embedder_name(), keypoints=False)
         if len(data):
             self._fallback = data[0]["face_embedding"][None]
@@ -177,9 +182,7 @@ class PuLIDMethod(FaceIDMethod):
         return (vae_decode(comps.vae, x) / 2 + 0.5).clamp(0, 1)
 
     def _face_of(self, images: torch.Tensor) -> torch.Tensor:
-        from tailor.faces.models import conditioning_embedder
-
-        return conditioning_embedder(self.embedder_name())(images.float())
+        return self.face_embedder().embed(images.float())
 
     # ------------------------------------------------------------------ weights
     def state_dict(self) -> dict[str, torch.Tensor]:
