@@ -78,6 +78,9 @@ class Method:
     inner: Method | None = None
     #: the file this method was loaded from (``tailor.load`` sets it), named in errors; None when built in memory
     source_file: str | None = None
+    #: extra UNet input channels this method's ``step_kwargs`` supplies (it widened ``conv_in`` by that many,
+    #: :mod:`tailor.core.input_channels`); the pipeline feeds zeros there outside the method's start/end window
+    input_channels: int = 0
 
     def __init__(self, config: Config | None = None, **overrides: Any):
         if config is None:
