@@ -170,6 +170,27 @@ def faces(
     run(out, embedder_steps, keypoint_steps, only, **({} if ship is None else {"ship": ship}))
 
 
+@app.command("ocr")
+def ocr(
+    out: Annotated[Path, typer.Option(help="Run folder (checkpoints; resumes from it).")] = Path("outputs/ocr_runs"),
+    steps: Annotated[int, typer.Option(help="Training steps.", min=1)] = 2000,
+    ship: Annotated[
+        Path | None, typer.Option(help="Folder the oracle is written to (default: the package's weights/ocr).")
+    ] = None,
+    threads: THREADS = 1,
+    device: DEVICE = "auto",
+) -> None:
+    """Train the OCR oracle on fresh glyph renders, measure Sen.ACC / NED (clean and after the VAE), ship it."""
+    import torch
+
+    from zoo import loop
+    from zoo.ocr import run as run_ocr
+
+    typer.echo(f"device: {loop.set_device(device)}")
+    torch.set_num_threads(max(1, threads))
+    run_ocr(out, steps, ship)
+
+
 def run(args: list[str], prog_name: str = "python -m zoo", command: str | None = None) -> None:
     """Run a command line (of one ``command`` alone when given); errors propagate (``tailor world train-zoo`` runs
     ``train`` this way and prints them as the tailor CLI does)."""

@@ -44,7 +44,11 @@ def write_samples(out: Path, samples: list[Sample], extra: dict | None = None) -
     for i, s in enumerate(samples):
         name = f"{i:03d}.png"
         _save_png(out / name, s.pil())
-        labels.append({"file": name, **s.labels(), **(extra or {})})
+        files = {}
+        for key, arr in s.extras.items():  # albedo, glyph image, ...: written beside the image
+            files[key] = f"{i:03d}_{key}.png"
+            _save_png(out / files[key], Image.fromarray(arr))
+        labels.append({"file": name, **s.labels(), **(extra or {}), **({"files": files} if files else {})})
     write_json(out / "labels.json", labels)
     _save_png(out / "grid.png", make_grid([s.pil() for s in samples]))
     return out
@@ -63,16 +67,28 @@ def _run(n: int, seed: int, out: Path, fn: Callable[[int], Sample], extra: dict 
 
 @world_app.command("render")
 def render(
-    prompt: Annotated[str, typer.Option(help="A caption, e.g. 'a photo of a red striped star on grass'.")],
+    prompt: Annotated[
+        str | None, typer.Option(help="A caption, e.g. 'a photo of a red striped star on grass'.")
+    ] = None,
     n: N = 8,
     seed: SEED = 0,
     out: OUT = Path("outputs/world/render"),
     size: SIZE = 64,
+    kind: Annotated[
+        str, typer.Option(help="prompt (draw --prompt), light (lit renders + albedo), glyph (words on signs).")
+    ] = "prompt",
+    style: Annotated[str | None, typer.Option(help="Render style of --kind light / glyph (default: photo).")] = None,
+    subject: Annotated[str | None, typer.Option(help="--kind light: object, face or scene.")] = None,
+    text: Annotated[str | None, typer.Option(help="--kind glyph: the word (A-Z, 0-9; default: sampled).")] = None,
+    surface: Annotated[str | None, typer.Option(help="--kind glyph: sign, plate or object.")] = None,
 ) -> None:
-    """Render a prompt; attributes it leaves out are sampled per image."""
-    from tailor.world.render import render as render_prompt
+    """Render a prompt or a kind (light, glyph); what it leaves out is sampled per image."""
+    from tailor.world.kinds import render_kind
 
-    _run(n, seed, out, lambda s: render_prompt(prompt, s, size=size), {"prompt": prompt})
+    opts = {"subject": subject, "text": text, "surface": surface}
+    render_kind(kind, 0, size, prompt, style, **opts)  # bad options fail before anything is written
+    extra = {"prompt": prompt} if prompt else {}
+    _run(n, seed, out, lambda s: render_kind(kind, s, size, prompt, style, **opts), extra)
 
 
 @world_app.command("subject")

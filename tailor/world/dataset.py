@@ -22,7 +22,7 @@ from tailor.world.scenes import render_scene
 from tailor.world.subjects import SubjectSpec, render_subject
 from tailor.world.vocab import STYLES, canonical, check_seed, check_size, derive_seed, make_rng
 
-KINDS = ("objects", "faces", "scenes", "subject", "mixed")
+KINDS = ("objects", "faces", "scenes", "subject", "mixed", "light", "glyphs")
 MIXED_WEIGHTS = {"objects": 0.6, "faces": 0.2, "scenes": 0.2}
 # (shape, colour) pairs never drawn when holdout=HOLDOUT_COMBOS, for compositional evaluation.
 HOLDOUT_COMBOS: frozenset[tuple[str, str]] = frozenset(
@@ -66,7 +66,9 @@ class WorldDataset(Dataset):
 
     - ``pixel_values``: float32 3xHxW in [-1, 1]; ``mask``/``edges``: float32 1xHxW in {0, 1}.
     - ``keypoints``: float32 (5, 2) pixels, only for ``kind="faces"``.
-    - ``kind``: objects | faces | scenes | subject (needs ``subject``) | mixed (objects/faces/scenes 60/20/20).
+    - ``kind``: objects | faces | scenes | subject (needs ``subject``) | mixed (objects/faces/scenes 60/20/20) |
+      light (lit objects, faces, scenes; items add ``albedo``, ``foreground``, ``background`` as 3xHxW in [-1, 1]) |
+      glyphs (words on signs, plates, objects; items add the glyph image ``glyphs``, 1xHxW in [0, 1]).
     - ``styles``: names from ``STYLES`` or ``"all"``; each item draws one.
     - ``holdout``: (shape, colour) pairs, or a callable ``attrs -> bool``, whose images are never returned.
     - ``identities``: ``(first, stop)``: faces draw their identity uniformly from ``first <= id < stop`` (default:
@@ -132,6 +134,14 @@ class WorldDataset(Dataset):
             return render_face(seed, identity=identity, style=style, size=self.size)
         if kind == "scenes":
             return render_scene(seed, style=style, size=self.size)
+        if kind == "light":
+            from tailor.world.light import render_lit
+
+            return render_lit(seed, style=style, size=self.size)
+        if kind == "glyphs":
+            from tailor.world.glyphs import render_glyph
+
+            return render_glyph(seed, style=style, size=self.size)
         return render_subject(self.subject, seed, style=style, size=self.size)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
@@ -145,6 +155,10 @@ class WorldDataset(Dataset):
         }
         if self.kind == "faces":
             item["keypoints"] = torch.from_numpy(s.keypoints)
+        for key, arr in s.extras.items():  # light: albedo, foreground, background; glyphs: the glyph image
+            if key != "mask":
+                t = torch.from_numpy(arr).float()
+                item[key] = t.permute(2, 0, 1).div_(127.5).sub_(1.0) if t.ndim == 3 else t.div_(255.0)[None]
         return item
 
     @staticmethod

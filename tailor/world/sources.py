@@ -17,7 +17,7 @@ from tailor.errors import InputError
 from tailor.world.dataset import IDENTITY_LIMIT, WorldDataset
 from tailor.world.subjects import SubjectSpec
 
-WORLD_KINDS = ("objects", "faces", "scenes", "mixed")
+WORLD_KINDS = ("objects", "faces", "scenes", "mixed", "light", "glyphs")
 WORLD_TRAIN_ITEMS = 100_000  # procedural: items are rendered on demand, so a long "epoch" costs nothing
 WORLD_VAL_ITEMS = 32  # held-out world items for validation loss (indices after the training range)
 #: what ``data`` names this module serves (for messages)
