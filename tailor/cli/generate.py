@@ -99,6 +99,8 @@ def _method_options(flags) -> list[click.Option]:
         )
         for f in flags.values()
     ]
+    for f in flags.values():
+        opts += _declared_options(f)
     for flag, inp in shared_inputs(flags).items():
         opts.append(click.Option([flag, _dest(flag)], multiple=True, default=(), help=inp.help))
     ready = {f.decl.input.ready_flag: f.decl.input for f in flags.values() if f.decl.input and f.decl.input.ready_flag}
@@ -115,6 +117,23 @@ def _method_options(flags) -> list[click.Option]:
                 )
             )
     return opts
+
+
+def _declared_options(flag) -> list[click.Option]:
+    """``<flag>-<field>`` for each config field the flag's method declares (``GenerateInput.options``)."""
+    from tailor.cli.options import config_options
+    from tailor.core.method import get_spec
+
+    if not flag.decl.options:
+        return []
+    config = get_spec(flag.methods[0]).config
+    by_name = {o.name: o for o in config_options(config)}
+    out = []
+    for name in flag.decl.options:
+        opt = by_name[name]
+        out.append(click.Option([flag.decl.option_flag(name), _dest(flag.decl.option_flag(name))], type=opt.type,
+                                default=None, help=f"{flag.name}: {opt.help}"))  # fmt: skip
+    return out
 
 
 def _in_order(ctx: click.Context, param: click.Parameter, value):
@@ -196,10 +215,15 @@ def attach_all(
     for f in sorted(flags.values(), key=lambda f: rank.get(f.dest, len(rank))):
         given_values = list(values.get(f.dest) or ())
         if not given_values:
+            stray = [n for n in f.decl.options if values.get(_dest(f.decl.option_flag(n))) is not None]
+            if stray:
+                raise ConfigError(f"{f.decl.option_flag(stray[0])} is given without {f.name}; add {f.name} IMG.")
             continue
         inp = f.decl.input
         ready = bool(values.get(_dest(inp.ready_flag))) if inp and inp.ready_flag else False
-        attach_flag_values(pipe, f, given_values, shared, ready=ready, size=size)
+        options = {n: values.get(_dest(f.decl.option_flag(n))) for n in f.decl.options}
+        options = {k: v for k, v in options.items() if v is not None}
+        attach_flag_values(pipe, f, given_values, shared, ready=ready, size=size, options=options)
         used.add(inp.flag if inp else None)
     unused = [flag for flag, v in shared.items() if v and flag not in used]
     if unused:
