@@ -64,6 +64,14 @@ def _fixed_options() -> list[click.Option]:
         ),
         click.Option(["--out"], type=click.Path(), default="outputs/generate", help="Output folder."),
         click.Option(
+            ["--save-attention"],
+            multiple=True,
+            default=(),
+            metavar="WORD[,WORD...]",
+            help="Also write NNN_attn_WORD.png per image: where the prompt's WORD attends (cross-attention maps "
+            "averaged over layers and steps, over the image).",
+        ),
+        click.Option(
             ["--allow-large"],
             is_flag=True,
             default=False,
@@ -250,8 +258,45 @@ def run(flags, values: dict, order: list[str] | None = None) -> None:
         size = (config.width or comps.default_size, config.height or comps.default_size)
         check_generation_size(*size, comps, allow_large=bool(values.get("allow_large")))
         texts = attach_all(pipe, flags, values, texts, size, order)
+        store, tokens = watch_attention(comps, texts, values.get("save_attention") or ())
         result = pipe.generate(texts, config, progress=True)
         write_outputs(out, result, config, len(texts))
+        if store is not None:
+            store.detach()
+            write_attention(out, result, store, tokens)
+
+
+def watch_attention(comps, prompts: list[str], values) -> tuple:
+    """``--save-attention WORD[,WORD...]``: an attention store on the UNet and each (prompt, word)'s token positions,
+    checked before anything is generated; (None, {}) when no word is asked for."""
+    from tailor.core.attention_store import AttentionStore, word_tokens
+
+    words = [w.strip() for v in values for w in str(v).split(",") if w.strip()]
+    if not words:
+        return None, {}
+    tokens = {(p, w): word_tokens(comps.tokenizer, p, w) for p in dict.fromkeys(prompts) for w in words}
+    return AttentionStore().attach(comps.unet), tokens
+
+
+def write_attention(out: Path, result, store, tokens: dict) -> None:
+    """``NNN_attn_WORD.png`` beside each image: the word's heatmap blended over the image."""
+    import re
+
+    from PIL import Image
+
+    from tailor.core.attention_store import colorize
+    from tailor.core.io import atomic_path
+
+    n, (h, w) = len(result.images), result.array.shape[1:3]
+    for (prompt, word), idx in tokens.items():
+        maps = store.heatmaps([idx], (h, w), images=n)[:, 0]
+        for i, p in enumerate(result.prompts):
+            if p != prompt:
+                continue
+            name = f"{i:03d}_attn_{re.sub(r'[^A-Za-z0-9_-]+', '_', word)}.png"
+            with atomic_path(out / name) as tmp:
+                Image.fromarray(colorize(maps[i].numpy(), result.array[i])).save(tmp, format="PNG")
+    click.echo(f"wrote attention maps of {', '.join(dict.fromkeys(w for _, w in tokens))} beside the images")
 
 
 def write_outputs(out: Path, result, config, n_prompts: int) -> None:
