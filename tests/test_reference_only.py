@@ -221,17 +221,20 @@ def test_equals_community_reference_pipeline(tiny, case):
 def test_single_row_pass_is_shared_and_close(tiny):
     """reference_pass=cond: one reference row per image, read by both guidance rows (the pass costs half)."""
     image = ref_image()
-    calls = []
+    calls, outs = [], []
     hook = tiny.unet.register_forward_pre_hook(lambda m, args: calls.append(args[0].shape[0]))
+    tail = tiny.unet.conv_out.register_forward_pre_hook(lambda m, args: outs.append(args[0].shape[0]))
     try:
         pipe = Pipeline(tiny).attach(ReferenceOnlyMethod(mode="attn+adain"), reference=image)
-        cond_out = pipe.generate(PROMPT, n=1, seed=0, steps=2, guidance=3.0).array
+        cond_out = pipe.generate(PROMPT, n=1, seed=0, steps=3, guidance=3.0).array
         pipe.detach()
     finally:
         hook.remove()
-    assert calls == [1, 2, 1, 2]  # reference pass (1 row), then the guided call (2 rows), per step
+        tail.remove()
+    assert calls == [1, 2] * 3  # reference pass (1 row), then the guided call (2 rows), per step
+    assert outs == [1, 2, 2, 2]  # after the first pass, passes stop after their last write (no conv_out)
     pipe = Pipeline(tiny).attach(ReferenceOnlyMethod(mode="attn+adain", reference_pass="both"), reference=image)
-    both_out = pipe.generate(PROMPT, n=1, seed=0, steps=2, guidance=3.0).array
+    both_out = pipe.generate(PROMPT, n=1, seed=0, steps=3, guidance=3.0).array
     pipe.detach()
     assert 0 < np.abs(cond_out - both_out).max() < 0.1
 

@@ -45,6 +45,10 @@ _ROWS: contextvars.ContextVar[torch.Tensor | None] = contextvars.ContextVar("tai
 EPS = 1e-6  # the community pipeline's floor on the variance
 
 
+class _PassDone(Exception):
+    """Raised inside a reference pass once every writing bank has what it reads: the rest of the UNet is skipped."""
+
+
 def in_reference_pass() -> bool:
     """True while :func:`reference_pass` runs a UNet (hooks that record or read sampling calls skip it)."""
     return _PASS.get()
@@ -136,6 +140,10 @@ class ReferenceBank:
         self.stats: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self.groups = 1  # references per row: the pass's rows are [ref_0 rows..., ref_1 rows...]
         self._hooks: list[Any] = []
+        # the order the pass writes in (learnt on the first full pass): later passes stop after the last needed write
+        self.order: list[tuple[str, Any]] | None = None
+        self._seen: list[tuple[str, Any]] = []
+        self._last: tuple[str, Any] | None = None
 
     # ------------------------------------------------------------------ attach / detach
     def attach(self) -> None:
@@ -171,9 +179,37 @@ class ReferenceBank:
         self.stats.clear()
         self.mode = "idle"
 
+    def needs(self, event: tuple[str, Any]) -> bool:
+        """Whether the next read uses this write (at the current scale)."""
+        kind, key = event
+        if kind == "attn":
+            return self.reader is not None and self.scale > self.layer_gate[key]
+        return self.adain and self.scale >= self.points[key][1]
+
+    def begin_write(self, groups: int) -> None:
+        self.features.clear()
+        self.stats.clear()
+        self.groups = groups
+        self.mode = "write"
+        self._seen = []
+        needed = [e for e in self.order or () if self.needs(e)]
+        self._last = needed[-1] if needed else None
+
+    def end_write(self) -> None:
+        if self.order is None:
+            self.order = list(self._seen)
+        self.mode = "read"
+
+    def _wrote(self, event: tuple[str, Any]) -> None:
+        self._seen.append(event)
+        if event == self._last:
+            self.mode = "done"
+            _maybe_stop()
+
     # ------------------------------------------------------------------ writing
     def write(self, name: str, hidden_states: torch.Tensor) -> None:
         self.features[name] = hidden_states.detach()
+        self._wrote(("attn", name))
 
     def reading(self) -> bool:
         return self.mode == "read" and self.scale > 0 and not in_reference_pass()
@@ -201,6 +237,7 @@ class ReferenceBank:
                         var = var.view(self.groups, -1, *var.shape[1:]).mean(0)
                         mean = mean.view(self.groups, -1, *mean.shape[1:]).mean(0)
                     self.stats[index] = (mean.detach(), var.detach())
+                self._wrote(("adain", index))
                 return None
             if not self.reading() or index not in self.stats:
                 return None
@@ -252,7 +289,7 @@ class ReferenceAttnProcessor:
         if in_reference_pass():
             for bank in self.banks:
                 if bank.mode == "write":
-                    bank.write(self.name, hidden_states)
+                    bank.write(self.name, hidden_states)  # may end the pass here
             return self.base(attn, hidden_states, encoder_hidden_states, attention_mask, temb=temb, **kwargs)
         rows = hidden_states.shape[0]
         concat = [b for b in self.banks if b.reader == "attn" and b.reading()]
@@ -276,23 +313,35 @@ class ReferenceAttnProcessor:
         return out
 
 
+_WRITING: contextvars.ContextVar[tuple[ReferenceBank, ...]] = contextvars.ContextVar("tailor_banks", default=())
+
+
+def _maybe_stop() -> None:
+    """Stop the pass once every bank writing in it is done (the UNet's remaining layers would change nothing)."""
+    banks = _WRITING.get()
+    if banks and all(b.mode == "done" for b in banks):
+        raise _PassDone
+
+
 @contextlib.contextmanager
 def reference_pass(banks: list[ReferenceBank], groups: int = 1, rows: torch.Tensor | None = None) -> Iterator[None]:
     """Run a UNet inside: ``banks`` record (``groups`` references per row, stacked reference-major), then read at
-    the next ordinary call; ``rows``: the sampling batch's row each pass row stands for (:func:`pass_rows`)."""
+    the next ordinary call; ``rows``: the sampling batch's row each pass row stands for (:func:`pass_rows`). The
+    first pass runs the whole UNet and learns the order of the writes; later ones stop after the last write a bank
+    reads at its current scale."""
     for b in banks:
-        b.features.clear()
-        b.stats.clear()
-        b.groups = groups
-        b.mode = "write"
-    token, token_rows = _PASS.set(True), _ROWS.set(rows)
+        b.begin_write(groups)
+    token, token_rows, token_banks = _PASS.set(True), _ROWS.set(rows), _WRITING.set(tuple(banks))
     try:
         yield
+    except _PassDone:
+        pass
     finally:
         _PASS.reset(token)
         _ROWS.reset(token_rows)
+        _WRITING.reset(token_banks)
         for b in banks:
-            b.mode = "read"
+            b.end_write()
 
 
 def run_reference_pass(
