@@ -155,22 +155,23 @@ def test_world_render_kinds_cli(tmp_path, capsys):
     labels = json.loads((out / "labels.json").read_text())
     for rec in labels:
         assert set(rec["files"]) == {"albedo", "foreground", "background", "mask"}
+        assert all(f.startswith("extras/") for f in rec["files"].values())
         assert all((out / f).is_file() for f in rec["files"].values()) and rec["attrs"]["lights"]
     out = tmp_path / "glyph"
     assert main(["world", "render", "--kind", "glyph", "--text", "sun", "-n", "2", "--out", str(out)]) == 0
     labels = json.loads((out / "labels.json").read_text())
     assert [r["attrs"]["text"] for r in labels] == ["SUN", "SUN"] and labels[0]["files"] == {
-        "glyphs": "000_glyphs.png"
+        "glyphs": "extras/000_glyphs.png"
     }
     capsys.readouterr()
     bad = [
-        (["--kind", "neon"], "unknown --kind 'neon'; valid render kinds are: prompt, light, glyph"),
+        (["--kind", "neon"], "unknown render kind 'neon' (--kind); valid kinds are: glyph, light, pair"),
         (["--kind", "glyph", "--text", "hé"], "--text 'hé' has characters the world font lacks"),
         (["--kind", "glyph", "--text", "ZEBRA"], "--text 'ZEBRA' has 5 characters"),
         (["--kind", "glyph", "--surface", "wall"], "valid surfaces are: sign, plate, object"),
         (["--kind", "light", "--subject", "car"], "valid subjects are: object, face, scene"),
-        (["--kind", "light", "--text", "HI"], "--text applies to --kind glyph"),
-        (["--kind", "prompt"], "--kind prompt needs --prompt"),
+        (["--kind", "light", "--text", "HI"], "--kind light has no option '--text'"),
+        (["--text", "HI"], "options of a --kind need --kind"),
     ]
     for args, msg in bad:
         bad_out = tmp_path / "bad"
@@ -187,7 +188,7 @@ def test_dataset_kinds_light_and_glyphs():
     item = lit[0]
     assert {"albedo", "foreground", "background"} <= set(item) and item["albedo"].shape == (3, 64, 64)
     assert float(item["albedo"].min()) >= -1 and float(item["albedo"].max()) <= 1
-    g = WorldDataset("glyphs", length=3)
+    g = WorldDataset("glyph", length=3)
     batch = WorldDataset.collate([g[i] for i in range(3)])
     assert batch["glyphs"].shape == (3, 1, 64, 64) and all('says "' in c or 'word "' in c for c in batch["caption"])
     assert np.array_equal(g[1]["pixel_values"].numpy(), g[1]["pixel_values"].numpy())

@@ -1,5 +1,5 @@
-"""``tailor eval``: scores (metrics, pair, world, subject, prompt, identity, control, ocr); every command takes
-``--json`` and then prints one JSON object."""
+"""``tailor eval``: scores (metrics, pair, world, subject, prompt, identity, control, ocr, relations); every command
+takes ``--json`` and then prints one JSON object."""
 
 from __future__ import annotations
 
@@ -79,6 +79,19 @@ def world(
 
     files, imgs = read_images(images)
     _emit(world_scores(imgs, prompts_for(images, files, prompts)), as_json)
+
+
+@eval_app.command("relations")
+def relations(
+    images: Annotated[Path, typer.Option(help="Folder of images (a relation render's labels.json or prompts).")],
+    prompts: Annotated[Path, typer.Option(help="File of prompts (one per image or per equal group).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Object and relation accuracy (VISOR) from the world detector oracle's boxes, against the folder's
+    labels.json (`tailor world render --kind relation`; then also the detector's mAP) or each image's prompt."""
+    from tailor.eval.relations import evaluate_folder
+
+    _emit(evaluate_folder(images, prompts), as_json)
 
 
 @eval_app.command("subject")

@@ -44,11 +44,7 @@ def write_samples(out: Path, samples: list[Sample], extra: dict | None = None) -
     for i, s in enumerate(samples):
         name = f"{i:03d}.png"
         _save_png(out / name, s.pil())
-        files = {}
-        for key, arr in s.extras.items():  # albedo, glyph image, ...: written beside the image
-            files[key] = f"{i:03d}_{key}.png"
-            _save_png(out / files[key], Image.fromarray(arr))
-        labels.append({"file": name, **s.labels(), **(extra or {}), **({"files": files} if files else {})})
+        labels.append({"file": name, **s.labels(), **(extra or {})})
     write_json(out / "labels.json", labels)
     _save_png(out / "grid.png", make_grid([s.pil() for s in samples]))
     return out
@@ -65,30 +61,61 @@ def _run(n: int, seed: int, out: Path, fn: Callable[[int], Sample], extra: dict 
     typer.echo(f"wrote {n} images, labels.json and grid.png to {out}")
 
 
-@world_app.command("render")
+@world_app.command("render", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def render(
+    ctx: typer.Context,
     prompt: Annotated[
         str | None, typer.Option(help="A caption, e.g. 'a photo of a red striped star on grass'.")
+    ] = None,
+    kind: Annotated[
+        str | None,
+        typer.Option(help="Render a kind with its own options and labels (see `tailor world kinds`), e.g. relation."),
     ] = None,
     n: N = 8,
     seed: SEED = 0,
     out: OUT = Path("outputs/world/render"),
     size: SIZE = 64,
-    kind: Annotated[
-        str, typer.Option(help="prompt (draw --prompt), light (lit renders + albedo), glyph (words on signs).")
-    ] = "prompt",
-    style: Annotated[str | None, typer.Option(help="Render style of --kind light / glyph (default: photo).")] = None,
-    subject: Annotated[str | None, typer.Option(help="--kind light: object, face or scene.")] = None,
-    text: Annotated[str | None, typer.Option(help="--kind glyph: the word (A-Z, 0-9; default: sampled).")] = None,
-    surface: Annotated[str | None, typer.Option(help="--kind glyph: sign, plate or object.")] = None,
 ) -> None:
-    """Render a prompt or a kind (light, glyph); what it leaves out is sampled per image."""
-    from tailor.world.kinds import render_kind
+    """Render a prompt (attributes it leaves out are sampled per image), or -n groups of a --kind (pair, relation,
+    story, ...: `tailor world kinds` lists them and their options)."""
+    if kind is not None:
+        from tailor.world.kinds import get_kind, parse_options, write_groups
 
-    opts = {"subject": subject, "text": text, "surface": surface}
-    render_kind(kind, 0, size, prompt, style, **opts)  # bad options fail before anything is written
-    extra = {"prompt": prompt} if prompt else {}
-    _run(n, seed, out, lambda s: render_kind(kind, s, size, prompt, style, **opts), extra)
+        k = get_kind(kind)
+        opts = parse_options(k, ctx.args)
+        if prompt is not None and not k.takes_prompt:
+            raise ConfigError(f"--kind {kind} takes no --prompt; its options are: "
+                              f"{', '.join(o.flag for o in k.options)}.")  # fmt: skip
+        if n < 1:
+            raise ConfigError(f"-n must be at least 1, got {n}.")
+        from tailor.core.outputs import guarded_out
+
+        groups = [k.render(derive_seed(seed, i), size=size, prompt=prompt, **opts) for i in range(n)]
+        with guarded_out(out, "tailor world"):
+            write_groups(out, k, groups, {"prompt": prompt} if prompt else None)
+        typer.echo(f"wrote {n} {kind} groups ({sum(map(len, groups))} images), labels.json and grid.png to {out}")
+        return
+    if ctx.args:
+        raise ConfigError(f"unknown option {ctx.args[0]!r} for `tailor world render --prompt`; options of a --kind "
+                          f"need --kind (see `tailor world kinds`).")  # fmt: skip
+    if prompt is None:
+        from tailor.world.kinds import kinds
+
+        raise ConfigError(f"give --prompt TEXT or --kind KIND (kinds: {', '.join(kinds())}).")
+    from tailor.world.render import render as render_prompt
+
+    _run(n, seed, out, lambda s: render_prompt(prompt, s, size=size), {"prompt": prompt})
+
+
+@world_app.command("kinds")
+def list_kinds() -> None:
+    """List the render kinds of `tailor world render --kind` and their options."""
+    from tailor.world.kinds import kinds
+
+    for name, k in kinds().items():
+        typer.echo(f"{name:<10} {k.help}")
+        for o in k.options:
+            typer.echo(f"    {o.flag:<14} {o.help}" + (f" (default {o.default})" if o.default is not None else ""))
 
 
 @world_app.command("subject")
