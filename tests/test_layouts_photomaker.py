@@ -139,6 +139,7 @@ def test_release_file_loads_gives_the_official_embedding_and_lora_and_round_trip
     ours = pipe.generate(PROMPT, n=1, seed=0, steps=2, guidance=3.0).array
     handle.remove()
     want = official_embeds(parts["id_encoder"], comps, images)
+    print(f"photomaker: max |tailor - official| prompt embedding {(seen[0][0][1] - want).abs().max():.2e}")
     assert (seen[0][0][1] - want).abs().max() <= 1e-5
     # read -> write is bit-exact: the state, the release file and tailor's own file of it
     back = m.state_dict()
@@ -158,6 +159,7 @@ def test_release_file_loads_gives_the_official_embedding_and_lora_and_round_trip
               negative_pooled_prompt_embeds=pooled[:1], num_inference_steps=2, guidance_scale=3.0,
               output_type="np")  # fmt: skip
     theirs = pipe_d(generator=[torch.Generator().manual_seed(0)], **kw).images
+    print(f"photomaker: max |tailor - diffusers load_lora_weights| image {np.abs(theirs - ours).max():.2e}")
     assert np.abs(theirs - ours).max() <= 1e-4
     pipe_d.unload_lora_weights()
     plain = pipe_d(generator=[torch.Generator().manual_seed(0)], **kw).images
@@ -187,6 +189,7 @@ def test_tailor_layout_written_in_the_release_layout_gives_the_same_tokens(tmp_p
     r = tailor.load(tmp_path / "release.safetensors")
     r.patch(tailor.tiny_components(sdxl=True))
     got = r.id_encoder(r._embed(images), cls)
+    print(f"photomaker: tailor layout -> release layout, max token difference {(got - want).abs().max():.2e}")
     assert (got - want).abs().max() <= 1e-5 and want.abs().max() > 0.1
 
 

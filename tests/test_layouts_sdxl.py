@@ -118,6 +118,7 @@ def test_sdxl_kohya_file_has_ldm_names_and_loads_in_diffusers_like_ours(structur
     # diffusers' own loader: sgm block remapping + kohya conversion, UNet and both text encoders
     fresh = sdxl_structure() if structure else tailor.tiny_components(sdxl=True)
     theirs = diffusers_image(fresh, tmp_path / "lora_kohya.safetensors")
+    print(f"sdxl kohya ({comps.source}): max |tailor - diffusers load_lora_weights| {np.abs(theirs - ours).max():.2e}")
     assert np.abs(theirs - ours).max() <= 1e-4
     plain = Pipeline(sdxl_structure() if structure else tailor.tiny_components(sdxl=True)).generate(PROMPT, **GEN)
     assert np.abs(plain.array - ours).max() > 1e-3  # the LoRA does something
