@@ -20,6 +20,7 @@ from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
 
 import tailor
 import tailor.world as world
+from tailor.cli import main
 from tailor.core.pipeline import Pipeline
 from tailor.core.samplers import make_scheduler
 from tailor.errors import ConfigError, FormatError
@@ -180,8 +181,11 @@ def test_tailor_layout_written_in_the_release_layout_gives_the_same_tokens(tmp_p
     emb = m._embed(images)
     cls = torch.randn(1, m.id_encoder.layer_norm.normalized_shape[0], generator=g)
     want = m.id_encoder(emb, cls)
-    m.save_release(tmp_path / "release.safetensors")
+    m.save(tmp_path / "train")
     m.unpatch()
+    # tailor convert photomaker: the tailor-layout file -> the release layout (the base names the text widths)
+    args = ["convert", "photomaker", tmp_path / "train", tmp_path / "release.safetensors", "--base", "tiny-xl"]
+    assert main([str(a) for a in args]) == 0
     keys = load_file(str(tmp_path / "release.safetensors"))
     assert keys["id_encoder.visual_projection.weight"].shape == (24, 64)  # the tiny tower is 64 wide
     assert keys["id_encoder.visual_projection_2.weight"].shape == (40, 64)
