@@ -142,13 +142,14 @@ def test_release_file_loads_gives_the_official_embedding_and_lora_and_round_trip
     want = official_embeds(parts["id_encoder"], comps, images)
     print(f"photomaker: max |tailor - official| prompt embedding {(seen[0][0][1] - want).abs().max():.2e}")
     assert (seen[0][0][1] - want).abs().max() <= 1e-5
-    # read -> write is bit-exact: the state, the release file and tailor's own file of it
+    # read -> write is bit-exact: the state and the release file (a release model's save() writes that state)
     back = m.state_dict()
     assert back.keys() == state.keys() and all(torch.equal(back[k], state[k]) for k in state)
     m.save_release(tmp_path / "again.safetensors")
     again = load_file(str(tmp_path / "again.safetensors"))
     assert again.keys() == state.keys() and all(torch.equal(again[k], state[k]) for k in state)
-    assert load_file(str(m.save(tmp_path / "out"))).keys() == state.keys()
+    for big in ("photomaker-v1.safetensors", "again.safetensors"):  # ~150 MB each: keep the temp folder small
+        (tmp_path / big).unlink()
     pipe.detach()
     # the official pipeline loads lora_weights with diffusers' load_lora_weights: same image from the same embeddings
     pipe_d = comps.diffusers_pipeline()
