@@ -23,7 +23,8 @@ from tailor.core.method import registry
 
 pytestmark = pytest.mark.realarch
 HERE = Path(__file__).resolve().parent
-CASES = [(name, kind) for kind in KINDS for name in [*sorted(registry()), *VARIANTS]]
+CASES = [(name, kind) for kind in KINDS for name in sorted(registry())]
+CASES += [(case, kind) for case, kinds in VARIANTS.items() for kind in kinds]
 RECORDS: list[dict] = []
 
 #: cross-attention width and the UNet block widths of each base
@@ -164,6 +165,12 @@ def check_t2i_adapter(shapes, kind, configs):
     assert state["adapter.conv_in.weight"] == [320, 3 * {"sd15": 64, "sdxl": 256}[kind], 3, 3]
 
 
+def check_t2i_light(shapes, kind, configs):
+    """diffusers' light adapter (SD1.5 release: (320, 640, 1280), 4 blocks per stage)."""
+    cfg = next(v for k, v in configs.items() if "channels" in v)
+    assert (cfg["channels"], cfg["adapter_type"], cfg["num_res_blocks"]) == ([320, 640, 1280], "light_adapter", 4)
+
+
 def check_lora(shapes, kind, configs):
     state = one(shapes, "lora.safetensors")
     k = [s for n, s in state.items() if n.endswith("attn2.to_k.lora_A.weight")]
@@ -208,5 +215,6 @@ CHECKS = {
     "lora": check_lora,
     "pulid": check_pulid,
     "t2i_adapter": check_t2i_adapter,
+    "t2i_adapter:light": check_t2i_light,
     "textual_inversion": check_textual_inversion,
 }
