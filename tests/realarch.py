@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -219,6 +220,7 @@ def run(case: str, kind: str, root: Path, out: Path) -> dict[str, Any]:
     cfg = TrainConfig(base=base, out=str(out / "run"), steps=1, batch_size=1, resolution=SIZE, lr=1e-4)
     result = train(method, cfg, components=comps)
     times["train"] = time.perf_counter() - t
+    shutil.rmtree(out / "run" / "checkpoints", ignore_errors=True)  # the resumable state: GBs at these sizes
     t = time.perf_counter()
     trained = sample(method, comps)
     times["sample"] = time.perf_counter() - t
