@@ -1,5 +1,5 @@
 """The ``tailor`` command line: ``methods``, ``train <method>``, ``generate``, ``world ...``, ``eval ...``,
-``convert ...``, ``export ...``, ``bench ...``.
+``convert ...``, ``export ...``, ``bench ...``, ``ui``.
 
 User errors (``tailor.errors.TailorError``) are printed as one line without a traceback and exit with status 2, as
 are click's usage errors (unknown command or option, with a "did you mean"). Messages print literally (never as rich
@@ -40,6 +40,7 @@ SUBAPPS = {
         "tailor.cli.bench", "bench_app", "World benches: personalize, control, image_prompt, identity (--json, --out)."
     ),
     "world": ("tailor.world.cli", "world_app", "The procedural world: render images, subjects, faces, scenes."),
+    "ui": ("tailor.cli.ui", "make_ui_command", "Local web UI: generate, train, evaluate, convert."),
 }  # fmt: skip
 
 

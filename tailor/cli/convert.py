@@ -67,7 +67,12 @@ def convert_lora(
     state, comps = _canonical_lora(src, base)
     if to == "kohya":
         sdxl = bool(comps is not None and comps.is_sdxl) or any(k.startswith("text_encoder_2.") for k in state)
-        save_tensors(dst, to_kohya(state, sdxl=sdxl), kohya_metadata(state))
+        if sdxl and comps is None and base:  # the SDXL UNet names map through the base's block structure
+            import tailor
+
+            comps = tailor.load_components(base)
+        save_tensors(dst, to_kohya(state, sdxl=sdxl, unet=comps.unet if comps is not None else None),
+                     kohya_metadata(state))  # fmt: skip
     else:
         tensors, meta = to_diffusers(state)
         save_tensors(dst, tensors, meta)

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tailor.core.reference_bank import pass_rows
 from tailor.errors import ConfigError
 
 
@@ -165,6 +166,7 @@ class DecoupledAttnProcessor:
             tokens = branch.tokens
             if scale == 0 or tokens is None:
                 continue
+            tokens = pass_rows(tokens)  # a reference pass runs some of the sampling batch's rows
             if tokens.shape[0] != batch_size:
                 raise RuntimeError(
                     f"image tokens for a batch of {tokens.shape[0]} reached a UNet batch of "

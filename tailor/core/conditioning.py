@@ -57,6 +57,9 @@ class StepState:
     fraction: float = 0.0  # step / num_steps: where in the schedule this call is
     training: bool = False
     inputs: dict[str, Any] = field(default_factory=dict)  # the attachment's inputs or the training batch
+    #: the sampling scheduler of this generation (``add_noise`` / ``scale_model_input`` for reference passes);
+    #: None in training
+    scheduler: Any = None
 
 
 @dataclass

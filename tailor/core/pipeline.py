@@ -7,7 +7,9 @@ attachments, not a subclass). Per UNet call the pipeline:
 
 1. calls ``set_scale(weight)`` (or ``set_scale(0)`` outside the method's start/end window) on every attachment,
 2. collects ``step_kwargs`` from the active ones, scales their residuals by the weight and sums them,
-3. runs the UNet once on the ``[uncond, cond]`` batch (the latents followed by the extra input channels of an
+3. calls ``before_unet(state)`` on the active ones (reference passes that fill a reference bank run here, after
+   every scale is set, so the pass sees the same patched model),
+4. runs the UNet once on the ``[uncond, cond]`` batch (the latents followed by the extra input channels of an
    inpainting base and of the methods that widen ``conv_in``, :mod:`tailor.core.input_channels`) and applies
    classifier-free guidance.
 
@@ -61,13 +63,14 @@ class Attachment:
 
 
 def unet_kwargs(attachments: list[Attachment], state: StepState) -> dict[str, Any]:
-    """Set every attachment's scale for this call and merge the active ones' step extras (a method that widens the
-    UNet input gets zero channels outside its window)."""
-    parts = []
+    """Set every attachment's scale for this call, run the active ones' ``before_unet`` and merge their step extras
+    (a method that widens the UNet input gets zero channels outside its window)."""
+    parts, active = [], []
     for a in attachments:
         on = state.training or a.active(state.step, state.num_steps)
         a.method.set_scale(a.weight if on else 0.0)
         if on:
+            active.append(a)
             state.inputs = a.inputs if not state.training else state.inputs
             extras = a.method.step_kwargs(state)
             if extras is not None:
@@ -78,6 +81,10 @@ def unet_kwargs(attachments: list[Attachment], state: StepState) -> dict[str, An
                 parts.append(extras.scaled(a.weight))
         elif a.method.input_channels:
             parts.append(StepExtras(input_channels=zero_channels(state.latents, a.method.input_channels)))
+    for a in active:
+        if type(a.method).before_unet is not Method.before_unet:
+            state.inputs = a.inputs if not state.training else state.inputs
+            a.method.before_unet(state)
     kwargs = merge_extras(parts)
     if state.cond.cross_attention_kwargs:
         kwargs["cross_attention_kwargs"] = {
@@ -245,7 +252,9 @@ class Pipeline:
         for i, t in it:
             model_in = torch.cat([latents] * 2) if cfg else latents
             model_in = scheduler.scale_model_input(model_in, t)
-            state = StepState(model_in, t, cond, step=i, num_steps=len(timesteps), fraction=i / len(timesteps))
+            state = StepState(
+                model_in, t, cond, step=i, num_steps=len(timesteps), fraction=i / len(timesteps), scheduler=scheduler
+            )
             pred = call_unet(c.unet, model_in, t, cond, unet_kwargs(self.attachments, state), base_channels)
             if cfg:
                 uncond, text = pred.chunk(2)

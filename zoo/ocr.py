@@ -1,0 +1,146 @@
+"""Recipe of the OCR oracle (:mod:`tailor.world.zoo.ocr`): CTC on fresh glyph renders, a quarter of them through
+the base's VAE.
+
+``python -m zoo ocr --out RUNS`` (from a source checkout) trains it on batches rendered from ``(seed, step)``
+(resumable, never repeated): world glyph renders (80% photo, 20% the other styles), 8% renders without text (target
+``""``), a quarter of each batch encoded and decoded by the world base's VAE and half the rest degraded (blur,
+down-up sampling, noise, contrast), so it reads what a generator makes, not only clean renders. It then measures
+Sen.ACC / NED on fresh photo renders of other seeds, clean and after the VAE round trip, and ships the model
+(float16) to ``tailor/world/zoo/weights/ocr/ocr.safetensors``. One CPU thread: about 25 minutes.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from tailor.world.vocab import STYLES, derive_seed, make_rng
+from tailor.world.zoo.ocr import OCR_FILE, OCRNet, ocr_scores
+from tailor.world.zoo.oracles import save_oracle, to_unit
+from zoo.loop import LoopConfig, current_device, train_loop
+
+NEGATIVES = 0.08
+VAE_SHARE = 0.25
+
+
+def load_vae():
+    """The world base's VAE (float32, eval), or None when the base is not shipped."""
+    from diffusers import AutoencoderKL
+
+    from tailor.world.zoo import WEIGHTS
+
+    folder = WEIGHTS / "base" / "vae"
+    if not (folder / "config.json").is_file():
+        return None
+    return AutoencoderKL.from_pretrained(folder).eval()
+
+
+@torch.no_grad()
+def vae_round_trip(vae, x: torch.Tensor, batch: int = 64) -> torch.Tensor:
+    """Encode (latent mode) and decode images in [0, 1]; returns [0, 1], quantised to 8 bits as a saved PNG is."""
+    out = []
+    for i in range(0, len(x), batch):
+        z = vae.encode(x[i : i + batch] * 2 - 1).latent_dist.mode()
+        out.append(((vae.decode(z).sample.clamp(-1, 1) + 1) * 127.5).round() / 255.0)
+    return torch.cat(out)
+
+
+def glyph_batch(n: int, seed: int, step: int, styles=None, negatives: float = NEGATIVES, size: int = 64):
+    """``n`` fresh renders as (uint8 images, texts): glyph renders and a ``negatives`` share of objects/scenes."""
+    from tailor.world.glyphs import render_glyph
+    from tailor.world.objects import render_object
+    from tailor.world.scenes import render_scene
+
+    rng = make_rng(seed, step, 7)
+    others = [s for s in STYLES if s != "photo"]
+    images, texts = [], []
+    for i in range(n):
+        sd = derive_seed(seed, step, i)
+        st = "photo" if styles is None and rng.random() < 0.8 else None
+        st = st or (styles[int(rng.integers(len(styles)))] if styles else others[int(rng.integers(len(others)))])
+        if rng.random() < negatives:
+            s = (render_object if rng.random() < 0.5 else render_scene)(sd, style=st, size=size)
+            texts.append("")
+        else:
+            s = render_glyph(sd, style=st, size=size)
+            texts.append(s.attrs["text"])
+        images.append(s.image)
+    return images, texts
+
+
+def degrade(images: list[np.ndarray], rng: np.random.Generator, share: float = 0.5) -> list[np.ndarray]:
+    """Blur, down-up sampling, noise and contrast changes on a ``share`` of the images (what a decoder does)."""
+    out = []
+    for img in images:
+        if rng.random() >= share:
+            out.append(img)
+            continue
+        x = img.astype(np.float32)
+        h, w = x.shape[:2]
+        if rng.random() < 0.5:
+            x = cv2.GaussianBlur(x, (0, 0), float(rng.uniform(0.4, 1.1)))
+        if rng.random() < 0.4:
+            f = float(rng.uniform(0.55, 0.8))
+            small = cv2.resize(x, (max(8, round(w * f)), max(8, round(h * f))), interpolation=cv2.INTER_AREA)
+            x = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+        x = (x - 127.5) * float(rng.uniform(0.75, 1.15)) + 127.5 + float(rng.uniform(-15, 15))
+        x += rng.standard_normal(x.shape).astype(np.float32) * float(rng.uniform(0, 6))
+        out.append(np.clip(x + 0.5, 0, 255).astype(np.uint8))
+    return out
+
+
+def train_ocr(out: str, steps: int = 2000, batch_size: int = 32, seed: int = 31, lr: float = 1.5e-3) -> OCRNet:
+    torch.manual_seed(seed)
+    model = OCRNet()
+    vae = load_vae()
+    dev = current_device()
+    if vae is not None:
+        vae.to(dev)
+
+    def loss_fn(step: int):
+        images, texts = glyph_batch(batch_size, seed, step)
+        rng = make_rng(seed, step, 8)
+        k = round(VAE_SHARE * batch_size) if vae is not None else 0
+        x = to_unit(images[:k] + degrade(images[k:], rng)).to(dev)
+        if k:
+            x[:k] = vae_round_trip(vae, x[:k])
+        logp = model(x)
+        targets, lengths = model.encode_targets(texts)
+        t = torch.full((len(texts),), logp.shape[0], dtype=torch.long)
+        loss = F.ctc_loss(logp, targets.to(dev), t, lengths, blank=0, zero_infinity=True)
+        acc = ocr_scores(model.decode(logp.detach()), texts)["sen_acc"]
+        return loss, {"sen_acc": acc}
+
+    train_loop(model, loss_fn, LoopConfig(out=out, steps=steps, lr=lr, seed=seed, log_every=25), name="ocr")
+    return model
+
+
+@torch.no_grad()
+def evaluate_ocr(model: OCRNet, n: int = 500, seed: int = 99_010, vae=None) -> dict[str, float]:
+    """Sen.ACC / NED on ``n`` fresh photo glyph renders (seeds never trained on), clean and after the VAE."""
+    images, texts = glyph_batch(n, seed, 0, styles=("photo",), negatives=0.0)
+    x = to_unit(images)
+    res = {f"clean_{k}": v for k, v in ocr_scores(model.read(x), texts).items()}
+    if vae is not None:
+        res |= {f"vae_{k}": v for k, v in ocr_scores(model.read(vae_round_trip(vae, x)), texts).items()}
+    neg, _ = glyph_batch(200, seed + 1, 0, styles=("photo",), negatives=1.0)
+    res["no_text_read_empty"] = float(np.mean([t == "" for t in model.read(to_unit(neg))]))
+    return res
+
+
+def run(out: str | Path = "outputs/ocr_runs", steps: int = 2000, ship: str | Path | None = None) -> dict:
+    """Train, measure and ship the OCR oracle."""
+    from tailor.world.zoo.ocr import OCR_DIR
+
+    ship = Path(ship) if ship is not None else OCR_DIR
+    model = train_ocr(str(Path(out) / "ocr"), steps=steps)
+    metrics = evaluate_ocr(model, vae=load_vae())
+    print("ocr oracle on fresh glyph renders:", json.dumps(metrics), flush=True)
+    ship.mkdir(parents=True, exist_ok=True)
+    save_oracle(model, ship / OCR_FILE, {"metrics": {**metrics, "steps": steps}})
+    return metrics
