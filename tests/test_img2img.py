@@ -248,3 +248,14 @@ def test_sdxl_img2img_and_inpainting_equal_diffusers(tiny_xl):
     ref = _reference(tiny_xl, StableDiffusionXLInpaintPipeline, "euler", ["a star"], 3, 4, 5.0, image=img,
                      mask_image=mask, strength=0.7)  # fmt: skip
     assert np.abs(ours - ref).max() <= 1e-5
+
+
+def test_reference_only_runs_on_a_widened_unet(tiny):
+    """The training-free reference pass feeds only latents: a 9-channel UNet gets zeros in its extra channels."""
+    from tailor.core.method import get_spec
+
+    spec = get_spec("reference_only")
+    _inpainting(tiny)
+    pipe = Pipeline(tiny).attach(spec.method(**spec.test_options), **spec.example_inputs(tiny))
+    out = pipe.generate("a star", seed=1, steps=2, guidance=4.0, init_image=_image(), mask=_mask()).array
+    assert np.isfinite(out).all()

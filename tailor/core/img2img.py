@@ -46,6 +46,16 @@ def _name(value: Any, what: str) -> str:
 def _open(value: ImageLike, what: str) -> Image.Image:
     from tailor.core.images import load_image
 
+    if isinstance(value, str | Path) and what == "mask":  # a grey-level file is what a mask is: no conversion note
+        path = Path(value)
+        if not path.is_file():
+            raise InputError(f"mask {path} does not exist; check the path.")
+        try:
+            img = Image.open(path)
+            img.load()
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+            raise InputError(f"mask {path} is not a readable image ({e.__class__.__name__}); re-save it.") from e
+        return img
     if isinstance(value, str | Path):
         return load_image(value)
     if isinstance(value, np.ndarray):

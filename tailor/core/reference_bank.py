@@ -357,6 +357,11 @@ def run_reference_pass(
 ) -> None:
     """One reference pass of ``latents`` (already noised and scaled) through ``unet``; its prediction is discarded.
     ``rows``: the sampling batch's row each pass row stands for (other methods' per-row inputs follow them)."""
+    from tailor.core.input_channels import unet_in_channels, zero_channels
+
+    extra = unet_in_channels(unet) - latents.shape[1]
+    if extra > 0:  # a widened UNet (inpainting base, IC-Light): the reference pass conditions on nothing else
+        latents = torch.cat([latents, zero_channels(latents, extra)], dim=1)
     with reference_pass(banks, groups, rows), torch.no_grad():
         unet(
             latents,

@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from tailor.core.latents import scale_latents
-from tailor.errors import ConfigError
+from tailor.errors import ConfigError, InputError
 
 log = logging.getLogger("tailor")
 
@@ -27,12 +27,15 @@ GREY = 127.0
 
 
 def _open(value: Any, what: str) -> Image.Image:
-    from tailor.core.images import load_image
-
     if isinstance(value, str | Path):
-        load_image(value)  # one-sentence errors for missing / unreadable files
-        img = Image.open(value)
-        img.load()
+        path = Path(value)
+        if not path.is_file():
+            raise InputError(f"IC-Light {what} {path} does not exist; check the path.")
+        try:
+            img = Image.open(path)
+            img.load()
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+            raise InputError(f"IC-Light {what} {path} is not a readable image ({e.__class__.__name__}).") from e
         return img
     if isinstance(value, np.ndarray):
         return Image.fromarray(value)
