@@ -197,14 +197,16 @@ def run(s: Settings) -> dict[str, Any]:
                     trained = tailor.load(P.artifact_path(Path(s.artifacts), key, subject))
                     words, train_seconds = P.subject_words(key, rec["word"], cls), rec["seconds"]
                 if key not in step_costs:  # one reference (or the trained subject) + a text prompt, per step
-                    if attach is not None:
-                        on = lambda a=attach: a(1.0)  # noqa: E731
-                    elif key != "none":
-                        on = lambda p=pipe, m=trained: p.attach(m)  # noqa: E731
-                    else:
-                        on = lambda: None  # noqa: E731
                     prompt = f"a photo of a {words} on {s.backgrounds[0]}"
-                    step_costs[key] = step_cost(pipe, on, pipe.detach, prompt, s.guidance, s.timing_rounds)
+                    if key == "none":  # the plain base: the unit
+                        step_costs[key] = (step_seconds(pipe, prompt, s.guidance), 1.0)
+                    else:
+                        on = (
+                            (lambda a=attach: a(1.0))
+                            if attach is not None
+                            else (lambda p=pipe, m=trained: p.attach(m))
+                        )
+                        step_costs[key] = step_cost(pipe, on, pipe.detach, prompt, s.guidance, s.timing_rounds)
                 if attach is None and key != "none":
                     pipe.attach(trained)
                 only, text = run_subject(pipe, words, s, attach=attach)
