@@ -391,3 +391,13 @@ def test_generate_cli(tmp_path, capsys):
     code = main(["generate", "--base", "tiny", "-p", "x", "--out", str(tmp_path / "o3"),
                  "--reference-only", str(tmp_path / "missing.png")])  # fmt: skip
     assert code == 2 and "does not exist" in capsys.readouterr().err
+
+
+def test_sdxl_base(tiny_xl):
+    plain = Pipeline(tiny_xl).generate(PROMPT, n=1, seed=0, steps=2, guidance=3.0).array
+    for rp in ("cond", "both"):
+        pipe = Pipeline(tiny_xl).attach(ReferenceOnlyMethod(mode="attn+adain", reference_pass=rp),
+                                        reference=[ref_image(), ref_image(seed=5)])  # fmt: skip
+        out = pipe.generate(PROMPT, n=2, seed=0, steps=2, guidance=3.0).array
+        pipe.detach()
+        assert np.isfinite(out).all() and np.abs(out[:1] - plain).max() > 1e-4
