@@ -267,6 +267,24 @@ def test_chains_with_ip_adapter(tiny):
     assert np.isfinite(both).all() and np.abs(both - only_ip).max() > 1e-4
 
 
+def test_composes_with_hypernetwork_and_keeps_kwargs(tiny):
+    """A hypernetwork wraps the bank's processors (and the bank wraps its); the wrapper shows the wrapped processor's
+    signature, so diffusers passes the cross-attention kwargs it names."""
+    import inspect
+
+    from tailor.methods.hypernetwork import SPEC as HN
+
+    ref = ReferenceOnlyMethod(mode="attn")
+    hn = HN.method(**HN.test_options)
+    pipe = Pipeline(tiny).attach(ref, reference=ref_image()).attach(hn, weight=1.0)
+    out = pipe.generate(PROMPT, n=1, seed=0, steps=2, guidance=3.0).array
+    proc = next(p for p in tiny.unet.attn_processors.values() if isinstance(p.base, ReferenceAttnProcessor))
+    assert "encoder_hidden_states" in inspect.signature(proc.base.__call__).parameters
+    pipe.detach()
+    assert not any(isinstance(p, ReferenceAttnProcessor) for p in tiny.unet.attn_processors.values())
+    assert np.isfinite(out).all()
+
+
 def test_several_references_concatenate(tiny):
     bank = ReferenceBank(tiny.unet, reader="attn")
     bank.attach()
@@ -373,3 +391,13 @@ def test_generate_cli(tmp_path, capsys):
     code = main(["generate", "--base", "tiny", "-p", "x", "--out", str(tmp_path / "o3"),
                  "--reference-only", str(tmp_path / "missing.png")])  # fmt: skip
     assert code == 2 and "does not exist" in capsys.readouterr().err
+
+
+def test_sdxl_base(tiny_xl):
+    plain = Pipeline(tiny_xl).generate(PROMPT, n=1, seed=0, steps=2, guidance=3.0).array
+    for rp in ("cond", "both"):
+        pipe = Pipeline(tiny_xl).attach(ReferenceOnlyMethod(mode="attn+adain", reference_pass=rp),
+                                        reference=[ref_image(), ref_image(seed=5)])  # fmt: skip
+        out = pipe.generate(PROMPT, n=2, seed=0, steps=2, guidance=3.0).array
+        pipe.detach()
+        assert np.isfinite(out).all() and np.abs(out[:1] - plain).max() > 1e-4

@@ -149,17 +149,17 @@ def token_probabilities(attn, hidden: torch.Tensor, context: torch.Tensor) -> to
     return probs.view(hidden.shape[0], attn.heads, *probs.shape[1:]).mean(1)
 
 
-def word_tokens(tokenizer, prompt: str, word: str) -> list[int]:
+def word_tokens(tokenizer, prompt: str, word: str, what: str = "--save-attention word") -> list[int]:
     """Positions of ``word``'s BPE pieces in ``prompt`` as the text encoder sees it (position 0 is the start token);
-    every occurrence. One sentence when the word is not in the prompt."""
+    every occurrence. One sentence naming ``what`` when the word is not in the prompt."""
     ids = tokenizer(prompt, truncation=True, max_length=tokenizer.model_max_length).input_ids
     piece = tokenizer(word, add_special_tokens=False).input_ids
     if not piece:
-        raise InputError(f"--save-attention word {word!r} has no tokens; give a word of the prompt.")
+        raise InputError(f"{what} {word!r} has no tokens; give a word of the prompt.")
     found = [i + j for i in range(len(ids) - len(piece) + 1) if ids[i : i + len(piece)] == piece for j in
              range(len(piece))]  # fmt: skip
     if not found:
-        raise InputError(f"--save-attention word {word!r} is not in the prompt {prompt!r}; give a word of the prompt.")
+        raise InputError(f"{what} {word!r} is not in the prompt {prompt!r}; give a word of the prompt.")
     return found
 
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 from collections.abc import Iterator
 from typing import Any
 
@@ -154,7 +155,7 @@ class ReferenceBank:
         for name in self.layers:
             proc = procs[name]
             if not isinstance(proc, ReferenceAttnProcessor):
-                proc = ReferenceAttnProcessor(proc, name)
+                proc = processor_class(type(proc))(proc, name)
             proc.add(self)
             procs[name] = proc
         self.unet.set_attn_processor(procs)
@@ -285,7 +286,10 @@ class ReferenceAttnProcessor:
     def remove(self, bank: ReferenceBank) -> None:
         self.banks = [b for b in self.banks if b is not bank]
 
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
+    def __call__(self, *args, **kwargs):
+        return self.run(*args, **kwargs)
+
+    def run(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
         if in_reference_pass():
             for bank in self.banks:
                 if bank.mode == "write":
@@ -321,6 +325,19 @@ def _maybe_stop() -> None:
     banks = _WRITING.get()
     if banks and all(b.mode == "done" for b in banks):
         raise _PassDone
+
+
+@functools.cache
+def processor_class(base_cls: type) -> type:
+    """A :class:`ReferenceAttnProcessor` subclass whose ``__call__`` shows ``base_cls``'s signature: diffusers'
+    ``Attention.forward`` drops the cross-attention kwargs a processor's signature does not name, so the wrapper must
+    advertise the wrapped processor's (IP-Adapter masks, scales, ...)."""
+
+    def __call__(self, *args, **kwargs):
+        return self.run(*args, **kwargs)
+
+    functools.update_wrapper(__call__, base_cls.__call__)
+    return type(f"Reference{base_cls.__name__}", (ReferenceAttnProcessor,), {"__call__": __call__})
 
 
 @contextlib.contextmanager
