@@ -45,6 +45,7 @@ def field(p) -> dict[str, Any]:
         "required": bool(p.required),
         "default": default,
         "help": re.sub(r"\s*\[default: .*\]\s*$", "", help_text),
+        "upload": type_name == "path",  # the page offers an upload (into the workspace) beside the field
     }
 
 

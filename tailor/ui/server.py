@@ -10,9 +10,12 @@ import contextlib
 import json
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
@@ -31,10 +34,27 @@ def _error(e: Exception, status: int = 400) -> JSONResponse:
     return JSONResponse({"error": str(e)}, status_code=status)
 
 
+def cross_site(request: Request) -> bool:
+    """A POST sent by another site's page (its ``Origin`` is not this server): refused, so a page elsewhere in the
+    browser cannot queue jobs here."""
+    origin = request.headers.get("origin")
+    return request.method == "POST" and origin is not None and urlsplit(origin).netloc != request.headers.get("host")
+
+
+def allowed_hosts(host: str) -> list[str]:
+    """The ``Host`` headers answered: this machine's names when bound to loopback (a DNS-rebinding page gets
+    nothing), any when the user bound every interface."""
+    if host in ("0.0.0.0", "::", ""):
+        return ["*"]
+    return sorted({"127.0.0.1", "localhost", "::1", host})
+
+
 def api(fn):
     """A JSON endpoint: a :class:`TailorError` becomes ``400 {"error": message}``."""
 
     async def endpoint(request: Request) -> Response:
+        if cross_site(request):
+            return _error(PermissionError("a request from another site was refused; use the page itself."), 403)
         try:
             body = await request.json() if request.method == "POST" and request.headers.get("content-length") else {}
             result = await run_in_threadpool(fn, request, body)
@@ -47,7 +67,9 @@ def api(fn):
     return endpoint
 
 
-def create_app(workspace: str | Path, base: str = "world", runner: Runner | None = None) -> Starlette:
+def create_app(
+    workspace: str | Path, base: str = "world", runner: Runner | None = None, host: str = "127.0.0.1"
+) -> Starlette:
     ws = Workspace(workspace)
     runner = runner or Runner(ws, base)
 
@@ -114,6 +136,8 @@ def create_app(workspace: str | Path, base: str = "world", runner: Runner | None
         ]
 
     async def upload(request: Request) -> Response:
+        if cross_site(request):
+            return _error(PermissionError("a request from another site was refused; use the page itself."), 403)
         try:
             data = await request.body()
             q = request.query_params
@@ -158,7 +182,8 @@ def create_app(workspace: str | Path, base: str = "world", runner: Runner | None
         yield
         runner.close()
 
-    app = Starlette(routes=routes, lifespan=lifespan)
+    middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(host))]
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
     app.state.runner, app.state.workspace = runner, ws
     return app
 
