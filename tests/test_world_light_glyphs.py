@@ -100,9 +100,13 @@ def test_light_determinism_and_prompt_lights():
         ("directional", "left", "warm"),
         ("point", "top", "blue"),
     ]
-    s = render_lit(0, subject="object", lights=lights, shape="star", color="red")
+    s = render_lit(0, subject="object", lights=lights, shape="star")
     assert "lit from the left by warm light and from the top by blue lamplight" in s.caption
     assert parse_lights("a red star on grass") is None
+    # the same seed under other lights is the same scene relit (IC-Light's pairs): same albedo, mask, caption subject
+    other = render_lit(0, subject="object", lights=[ambient("white"), directional("right", "cool")], shape="star")
+    assert np.array_equal(other.extras["albedo"], s.extras["albedo"]) and np.array_equal(other.mask, s.mask)
+    assert not np.array_equal(other.image, s.image) and "from the right by cool light" in other.caption
     with pytest.raises(ConfigError, match="light colour"):
         parse_lights("lit from the left by plaid light")
     with pytest.raises(ConfigError, match="subject"):

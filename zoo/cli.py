@@ -173,7 +173,7 @@ def faces(
 @app.command("ocr")
 def ocr(
     out: Annotated[Path, typer.Option(help="Run folder (checkpoints; resumes from it).")] = Path("outputs/ocr_runs"),
-    steps: Annotated[int, typer.Option(help="Training steps.", min=1)] = 2000,
+    steps: Annotated[int, typer.Option(help="Training steps.", min=1)] = 1800,
     ship: Annotated[
         Path | None, typer.Option(help="Folder the oracle is written to (default: the package's weights/ocr).")
     ] = None,
