@@ -398,3 +398,36 @@ def test_relation_checker_on_ground_truth_boxes_and_swaps():
         "below", [0, 20, 10, 30], [0, 0, 10, 10]
     )
     assert relation_holds("bigger than", [0, 0, 20, 20], [0, 0, 10, 10])
+
+
+# ------------------------------------------------------------------------------------------------- detector oracle
+def test_detector_decodes_a_peak_into_its_box():
+    import torch
+
+    from tailor.world.zoo.detector import Detector
+
+    det = Detector(["circle", "star"], ["red", "blue", "green"], width=4)
+    heat = torch.full((1, 2, 16, 16), -10.0)
+    heat[0, 1, 5, 7] = 5.0
+    wh, off, col = torch.zeros(1, 2, 16, 16), torch.zeros(1, 2, 16, 16), torch.zeros(1, 3, 16, 16)
+    wh[0, :, 5, 7] = torch.tensor([4.0, 2.0])
+    off[0, :, 5, 7] = torch.tensor([0.5, 0.25])
+    col[0, 2, 5, 7] = 3.0
+    det.forward = lambda x: {"heat": heat, "wh": wh, "offset": off, "color": col}
+    (d,) = det.detect(torch.zeros(1, 3, 64, 64))[0]
+    assert (
+        d["class"] == "star"
+        and d["color"] == "green"
+        and d["score"] == pytest.approx(float(torch.sigmoid(torch.tensor(5.0))), abs=1e-5)
+    )
+    assert d["box"] == [22.0, 17.0, 38.0, 25.0]  # centre ((7.5, 5.25) cells) * 4, size (16, 8) pixels
+    (d,) = det.detect(torch.zeros(1, 3, 128, 128))[0]
+    assert d["box"] == [44.0, 34.0, 76.0, 50.0]  # boxes come back in the input's pixels
+
+
+def test_detector_targets_put_the_peak_at_the_box_centre():
+    zoo_detector = pytest.importorskip("zoo.detector")
+    heat, reg = zoo_detector.targets([[{"box": [20, 12, 36, 28], "class": "star", "color": "blue"}]])
+    c = zoo_detector.CLASSES.index("star")
+    assert heat.shape == (1, 8, 16, 16) and heat[0, c, 5, 7] == 1.0 and heat[0, c].argmax() == 5 * 16 + 7
+    assert (heat[0, :c] == 0).all() and reg == [[(5, 7, 4.0, 4.0, 0.0, 0.0, zoo_detector.COLOR_NAMES.index("blue"))]]
