@@ -104,9 +104,22 @@ def detector_loss(model: Detector, images, objects) -> tuple[torch.Tensor, dict]
     return loss, {"heat": l_heat, "wh": l_wh, "off": l_off, "color": l_col}
 
 
-def train(out: str, steps: int = 3000, batch_size: int = 32, seed: int = 31, width: int = 16, lr: float = 2e-3):
+def train(
+    out: str,
+    steps: int = 3000,
+    batch_size: int = 32,
+    seed: int = 31,
+    width: int = 16,
+    lr: float = 2e-3,
+    init: str | Path | None = None,
+):
+    """Fresh scene renders every step; ``init`` (a detector file) warm-starts a second phase."""
     torch.manual_seed(seed)
     model = Detector(CLASSES, COLOR_NAMES, width=width)
+    if init is not None:
+        from tailor.world.zoo.detector import load_detector
+
+        model.load_state_dict(load_detector(init).state_dict())
 
     def loss_fn(step: int):
         images, objects = scene_batch(batch_size, seed, step)
@@ -165,6 +178,7 @@ def run(out: str | Path = "outputs/detector_runs", steps: int = 3000, ship: str 
     print("detector on fresh relation scenes:", json.dumps(metrics), flush=True)
     folder = Path(ship) if ship is not None else WEIGHTS / "oracles"
     folder.mkdir(parents=True, exist_ok=True)
-    save_oracle(model, folder / f"{DETECTOR_FILE}.safetensors", {"metrics": {**metrics, "steps": steps}})
+    record = {**metrics, "steps": steps, **{k: str(v) for k, v in kw.items()}}
+    save_oracle(model, folder / f"{DETECTOR_FILE}.safetensors", {"metrics": record})
     (Path(out) / "detector" / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return metrics
