@@ -201,6 +201,9 @@ def detector(
     ),
     steps: Annotated[int, typer.Option(help="Training steps (batches of fresh scene renders).")] = 3000,
     batch_size: Annotated[int, typer.Option(help="Images per step.")] = 32,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (warmup, then cosine).")] = 2e-3,
+    seed: Annotated[int, typer.Option(help="Seed of the weights and of the rendered batches.")] = 31,
+    init: Annotated[Path | None, typer.Option(help="Warm-start from this detector file (a second phase).")] = None,
     ship: Annotated[
         Path | None, typer.Option(help="Folder detector.safetensors is written to (default: the package's oracles).")
     ] = None,
@@ -217,7 +220,9 @@ def detector(
         raise ConfigError(f"--steps and --batch-size must be at least 1, got {steps} and {batch_size}.")
     typer.echo(f"device: {loop.set_device(device)}")
     torch.set_num_threads(max(1, threads))
-    recipe.run(out, steps, ship, batch_size=batch_size)
+    if init is not None and not init.is_file():
+        raise ConfigError(f"--init {init} does not exist; pass a detector .safetensors file.")
+    recipe.run(out, steps, ship, batch_size=batch_size, lr=lr, seed=seed, **({} if init is None else {"init": init}))
 
 
 def run(args: list[str], prog_name: str = "python -m zoo", command: str | None = None) -> None:

@@ -104,9 +104,22 @@ def detector_loss(model: Detector, images, objects) -> tuple[torch.Tensor, dict]
     return loss, {"heat": l_heat, "wh": l_wh, "off": l_off, "color": l_col}
 
 
-def train(out: str, steps: int = 3000, batch_size: int = 32, seed: int = 31, width: int = 16, lr: float = 2e-3):
+def train(
+    out: str,
+    steps: int = 3000,
+    batch_size: int = 32,
+    seed: int = 31,
+    width: int = 16,
+    lr: float = 2e-3,
+    init: str | Path | None = None,
+):
+    """Fresh scene renders every step; ``init`` (a detector file) warm-starts a second phase."""
     torch.manual_seed(seed)
     model = Detector(CLASSES, COLOR_NAMES, width=width)
+    if init is not None:
+        from tailor.world.zoo.detector import load_detector
+
+        model.load_state_dict(load_detector(init).state_dict())
 
     def loss_fn(step: int):
         images, objects = scene_batch(batch_size, seed, step)
@@ -118,17 +131,20 @@ def train(out: str, steps: int = 3000, batch_size: int = 32, seed: int = 31, wid
 
 
 @torch.no_grad()
-def evaluate(model: Detector, n: int = 400, seed: int = 99_006, styles=("photo",)) -> dict:
-    """COCO mAP on ``n`` fresh relation-scene renders (other seeds than training), and colour accuracy of the
-    detections matched (IoU >= 0.5, same class) to an object."""
+def evaluate(model: Detector, n: int = 400, seed: int = 99_006, styles=("photo",), kind: str = "relation") -> dict:
+    """COCO mAP on ``n`` fresh relation-scene (``kind="scene"``: plain scene, objects may overlap) renders from
+    other seeds than training, and colour accuracy of the detections matched (IoU >= 0.5, same class) to an object."""
     from tailor.world.relations import render_relation_scene
+    from tailor.world.scenes import render_scene
+
+    render = render_relation_scene if kind == "relation" else render_scene
 
     model.eval()
     gts, dets = [], []
     for k in range(0, n, 100):
         rng = make_rng(seed, k, 6)
         samples = [
-            render_relation_scene(derive_seed(seed, k, i), style=styles[int(rng.integers(len(styles)))])
+            render(derive_seed(seed, k, i), style=styles[int(rng.integers(len(styles)))])
             for i in range(min(100, n - k))
         ]
         dets += model.detect(to_unit([s.image for s in samples]), k=20, threshold=0.01)
@@ -152,12 +168,17 @@ def run(out: str | Path = "outputs/detector_runs", steps: int = 3000, ship: str 
     from tailor.world.zoo import WEIGHTS
 
     model = train(str(Path(out) / "detector"), steps=steps, **kw)
-    metrics = {"photo": evaluate(model), "all_styles": evaluate(model, styles=tuple(STYLES), seed=99_007)}
+    metrics = {
+        "photo": evaluate(model),
+        "all_styles": evaluate(model, styles=tuple(STYLES), seed=99_007),
+        "plain_scenes_photo": evaluate(model, seed=99_008, kind="scene"),
+    }
     for m in metrics.values():
         m.pop("per_class", None)
     print("detector on fresh relation scenes:", json.dumps(metrics), flush=True)
     folder = Path(ship) if ship is not None else WEIGHTS / "oracles"
     folder.mkdir(parents=True, exist_ok=True)
-    save_oracle(model, folder / f"{DETECTOR_FILE}.safetensors", {"metrics": {**metrics, "steps": steps}})
+    record = {**metrics, "steps": steps, **{k: str(v) for k, v in kw.items()}}
+    save_oracle(model, folder / f"{DETECTOR_FILE}.safetensors", {"metrics": record})
     (Path(out) / "detector" / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return metrics
