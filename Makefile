@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install demo test lint format bench reliability fuzz clean
+.PHONY: install demo test lint format bench reliability fuzz realarch clean
 
 LINT := tailor zoo tests $(wildcard benchmarks)
 
@@ -44,6 +44,12 @@ fuzz: install
 	mkdir -p outputs
 	OMP_NUM_THREADS=1 TAILOR_FUZZ=long TAILOR_FUZZ_COUNTS=outputs/fuzz-counts.jsonl $(BIN)/python -m pytest -q -n 0 \
 		tests/test_fuzz_loaders.py --durations=0
+
+# every registered method at SD1.5 and SDXL widths (random weights, depth reduced): 1 training step at 128 px, save,
+# reload, sample; each in its own process; peak RSS and times per method in outputs/realarch/report.md (docs/realarch.md)
+realarch: install
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(BIN)/python -m pytest -q -n 0 -m realarch -o addopts="" tests/test_realarch.py
+	cat outputs/realarch/report.md
 
 clean:
 	rm -rf outputs .pytest_cache

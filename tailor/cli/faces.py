@@ -18,6 +18,10 @@ def analyze(
     backend: Annotated[str, typer.Option(help="auto, world (renders; keypoint detector) or dlib (real photos).")] = (
         "auto"
     ),
+    embedder: Annotated[
+        str,
+        typer.Option(help="Face embedder: world (shipped; dlib's descriptor on photos) or an ArcFace .onnx file."),
+    ] = "world",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Faces found (largest first): box, InstantID's 5 keypoints, embedding width, and which path found them."""
@@ -25,7 +29,7 @@ def analyze(
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        faces = run(image, backend=backend)
+        faces = run(image, backend=backend, embedder=embedder)
     result = {"image": str(image), "faces": [f.to_json() for f in faces]}
     if as_json:
         typer.echo(json.dumps(result))

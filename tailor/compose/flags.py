@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tailor.core.method import Method, MethodSpec, get_spec, registry
-from tailor.core.surface import GenerateInput, Input, parse_weight_spec
+from tailor.core.surface import GenerateInput, Input, InputOption, parse_weight_spec
 from tailor.errors import ConfigError, IncompatibleError, InputError
 
 
@@ -60,6 +60,11 @@ def generate_flags(specs: Iterable[MethodSpec] | None = None) -> dict[str, Flag]
 def shared_inputs(flags: dict[str, Flag]) -> dict[str, Input]:
     """The shared reference flags (``--face``, ``--ip-image``, ``--id-images``) and the input each supplies."""
     return {f.decl.input.flag: f.decl.input for f in flags.values() if f.decl.input and f.decl.input.flag}
+
+
+def input_options(flags: dict[str, Flag]) -> dict[str, InputOption]:
+    """The one-value option flags (``--face-embedder``) of the declared inputs."""
+    return {o.flag: o for f in flags.values() if f.decl.input for o in f.decl.input.options}
 
 
 def flag_of(method_name: str) -> str | None:
@@ -139,6 +144,24 @@ def _pending_refs(flag: Flag, values: list[str], shared: dict[str, list[str]]) -
     return pending
 
 
+def split_refs(path: str) -> list[str]:
+    """``IMG[+IMG...]`` (a path that exists is one reference even when its name holds a '+')."""
+    return [path] if Path(path).exists() else [r for r in path.split("+") if r]
+
+
+def attach_training_free(pipe, flag: Flag, values: list[str], options: dict[str, Any], size) -> None:
+    """``--reference-only IMG[+IMG...][:weight[:start:end]]``: a training-free method built from its config with
+    ``options``, its reference input read from the value itself."""
+    decl, spec_ = flag.decl, get_spec(flag.methods[0])
+    for value in values:
+        spec = parse_weight_spec(value, flag.name, None, decl.max_weight)
+        method = spec_.method(**options)
+        inputs = {}
+        if decl.input is not None:
+            inputs[decl.input.name] = reference_value(decl.input, split_refs(spec.path), method, size, False)
+        pipe.attach(method, weight=spec.scale, start=spec.start, end=spec.end, **inputs)
+
+
 def attach_flag_values(
     pipe,
     flag: Flag,
@@ -146,10 +169,19 @@ def attach_flag_values(
     shared: dict[str, list[str]] | None = None,
     ready: bool = False,
     size: tuple[int, int] | None = None,
+    options: dict[str, Any] | None = None,
+    config_options: dict[str, Any] | None = None,
 ) -> None:
-    """Load and attach every value of ``flag`` with its references (from the value or the shared flag)."""
+    """Load and attach every value of ``flag`` with its references (from the value or the shared flag), the given
+    values of its input's option flags (``options``: flag -> value) and of the flag's declared config options
+    (``config_options``: field -> value, ``decl.options``)."""
     decl, inp = flag.decl, flag.decl.input
     size = size or (pipe.components.default_size,) * 2
+    if get_spec(flag.methods[0]).method.training_free:
+        attach_training_free(pipe, flag, values, dict(config_options or {}), size)
+        return
+    if config_options:
+        raise ConfigError(f"{flag.name} takes no {decl.option_flag(next(iter(config_options)))}; drop it.")
     pending = _pending_refs(flag, values, shared or {})
     paired = iter(pending)
     for value in values:
@@ -167,6 +199,7 @@ def attach_flag_values(
                 raise InputError(f"{flag.name} {spec.path} needs reference inputs; pass {via}{flag.name} PATH=IMG.")
             method = load_for(spec.path, flag)
             inputs[inp.name] = reference_value(inp, refs, method, size, ready)
+            inputs.update({o.name: options[o.flag] for o in inp.options if (options or {}).get(o.flag)})
         else:
             method = load_for(spec.path, flag)
         pipe.attach(method, weight=1.0 if weight is None else weight, start=spec.start, end=spec.end, **inputs)

@@ -30,6 +30,16 @@ InputKind = Literal["paths", "images", "condition"]
 
 
 @dataclass(frozen=True)
+class InputOption:
+    """A one-value ``tailor generate`` flag that, when given, goes into the attachment inputs (as ``name=value``) of
+    every method reading the :class:`Input` it belongs to (``--face-embedder`` beside ``--face``)."""
+
+    name: str
+    flag: str
+    help: str = field(default="", compare=False)
+
+
+@dataclass(frozen=True)
 class Input:
     """A reference input a method reads at inference, passed to ``Pipeline.attach`` as ``name=value``.
 
@@ -39,7 +49,7 @@ class Input:
     ``flag`` is a shared flag that supplies the references when a value names none (``--face`` serves InstantID
     and PuLID); ``pairing="index"`` pairs the i-th value of that flag with the i-th attachment (``--ip-image``),
     ``"all"`` gives every attachment all of them. ``ready_flag`` (condition kind): a switch saying the images are
-    ready condition maps.
+    ready condition maps. ``options``: one-value flags passed to the attachments too (:class:`InputOption`).
     """
 
     name: str
@@ -48,6 +58,7 @@ class Input:
     pairing: Literal["all", "index"] = "all"
     help: str = field(default="", compare=False)  # methods sharing a flag must agree on the rest, not the words
     ready_flag: str | None = None
+    options: tuple[InputOption, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -70,6 +81,14 @@ class GenerateInput:
     by_name: bool = False
     #: the attachment input that takes the subject's class word, when the method reads one (PhotoMaker's)
     class_input: str | None = None
+    #: config fields ``tailor generate`` exposes as ``<flag>-<field>`` (``--reference-only-mode``), applied to every
+    #: value of the flag; for a training-free method (``Method.training_free``) the value's ``PATH`` is its reference
+    #: input itself: ``--reference-only IMG[+IMG...][:weight[:start:end]]``
+    options: tuple[str, ...] = ()
+
+    def option_flag(self, name: str) -> str:
+        """The generate flag of config field ``name``."""
+        return f"{self.flag}-{name.replace('_', '-')}"
 
     @property
     def metavar(self) -> str:

@@ -4,7 +4,9 @@ keypoints (image-left eye, image-right eye, nose tip, left and right mouth corne
 World path (always available): a world render saved by ``tailor world faces`` carries its ground truth in the
 folder's ``labels.json`` (exact keypoints and face box); an image without it goes through the world keypoint
 detector (:mod:`tailor.faces.models`). The embedding is the conditioning face embedder's (its width comes from its
-file). Real-photo path (``pip install tailor-diffusion[faces]``): :mod:`tailor.faces.dlib_backend`.
+file). Real-photo path (``pip install tailor-diffusion[faces]``): :mod:`tailor.faces.dlib_backend` finds the faces
+and keypoints; the embedding is the configured face embedder's when it reads real photos (an ArcFace ``.onnx`` model,
+:mod:`tailor.faces.embedders`), else dlib's 128-d descriptor.
 
 One face is what the methods need: :func:`one_face` takes the largest, warns when there are several and raises a
 one-sentence :class:`~tailor.errors.InputError` naming the file when there is none.
@@ -79,7 +81,8 @@ def world_labels(path: Path | None) -> dict[str, Any] | None:
 
 
 def world_faces(img: Image.Image, path: Path | None, embed: bool = True, embedder: str | None = None) -> list[Face]:
-    from tailor.faces.models import conditioning_embedder, keypoint_detector
+    from tailor.faces.embedders import face_embedder
+    from tailor.faces.models import keypoint_detector
     from tailor.world.zoo.oracles import to_unit
 
     x = to_unit([img])
@@ -98,12 +101,14 @@ def world_faces(img: Image.Image, path: Path | None, embed: bool = True, embedde
         face = Face(tuple(float(v) for v in pts[5:].reshape(-1)), pts[:5].astype(np.float32), source="world-detector")
     if embed:
         with torch.no_grad():
-            face.embedding = conditioning_embedder(embedder)(x)[0].numpy().astype(np.float32)
+            emb = face_embedder(embedder).embed(x, face.keypoints[None])
+        face.embedding = emb[0].numpy().astype(np.float32)
     return [face]
 
 
 def analyze(image: Any, backend: str = "auto", embed: bool = True, embedder: str | None = None) -> list[Face]:
-    """Every face found in ``image`` (path, PIL image or array), largest first."""
+    """Every face found in ``image`` (path, PIL image or array), largest first; ``embedder``: the face embedder
+    (None / ``world``: the shipped one, dlib's descriptor on real photos; a file: :mod:`tailor.faces.embedders`)."""
     if backend not in BACKENDS:
         raise ConfigError(f"unknown face backend {backend!r}; use one of {', '.join(BACKENDS)}.")
     img, what, path = _open(image)
@@ -112,8 +117,14 @@ def analyze(image: Any, backend: str = "auto", embed: bool = True, embedder: str
         backend = "dlib" if real else "world"
     if backend == "dlib":
         from tailor.faces.dlib_backend import dlib_faces
+        from tailor.faces.embedders import face_embedder
 
-        faces = dlib_faces(np.asarray(img), what, embed=embed)
+        model = face_embedder(embedder) if embed else None
+        rgb = np.asarray(img)
+        own = model is not None and model.real_photos  # else dlib's descriptor (the world embedder knows no photos)
+        faces = dlib_faces(rgb, what, embed=embed and not own)
+        for f in faces if own else []:
+            f.embedding = model.embed_pixels(rgb, f.keypoints)
     else:
         faces = world_faces(img, path, embed=embed, embedder=embedder)
     return sorted(faces, key=lambda f: -f.area)

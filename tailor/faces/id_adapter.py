@@ -19,8 +19,9 @@ from torch import nn
 from tailor.core.config import option
 from tailor.core.image_prompt import ImagePromptConfig, ImagePromptMethod
 from tailor.core.resampler import check_options, make_projection
-from tailor.core.surface import Input
+from tailor.core.surface import Input, InputOption
 from tailor.faces.analysis import BACKENDS
+from tailor.faces.embedders import FaceEmbedder, check_embedder_width, face_embedder, is_world
 from tailor.faces.inputs import check_width
 
 #: the reference faces every face-ID method reads at inference: ``--face IMG`` (repeatable; several average) or
@@ -30,6 +31,14 @@ FACE_INPUT = Input(
     "paths",
     flag="--face",
     help="Reference face image for the identity flags (--instantid, --pulid; repeatable: faces average).",
+    options=(
+        InputOption(
+            "face_embedder",
+            "--face-embedder",
+            help="Face embedder for the identity flags' reference faces: a world face-model file or an ArcFace-style "
+            ".onnx model (e.g. antelopev2 glintr100.onnx; needs the onnx extra); default: the model's own.",
+        ),
+    ),
 )
 
 
@@ -37,7 +46,11 @@ FACE_INPUT = Input(
 class FaceIDConfig(ImagePromptConfig):
     """Options of a face-ID adapter (subclasses add their scales and losses)."""
 
-    face_embedder: str = option("world", "conditioning face embedder: 'world' (shipped) or a face-model file")
+    face_embedder: str = option(
+        "world",
+        "face embedder: 'world' (shipped), a world face-model file or an ArcFace-style .onnx model "
+        "(e.g. antelopev2 glintr100.onnx, 512-d; needs the onnx extra)",
+    )
     face_backend: str = option("auto", "face analysis of reference images", choices=BACKENDS)
     embed_dim: int = option(0, "face-embedding width the adapter reads (0 = the face embedder's; InsightFace 512)")
     num_tokens: int = option(16, "ID tokens (the Resampler's learned queries)")
@@ -60,15 +73,21 @@ class FaceIDMethod(ImagePromptMethod):
         super().__init__(config, **overrides)
         self.embed_width = 0
 
-    def embedder_name(self) -> str | None:
-        """The conditioning face embedder's file, None for the shipped world one."""
-        return None if self.config.face_embedder == "world" else self.config.face_embedder
+    def embedder_name(self, inputs: dict[str, Any] | None = None) -> str | None:
+        """The face embedder's file (an attachment's ``face_embedder`` input wins over the config), None for the
+        shipped world one."""
+        name = (inputs or {}).get("face_embedder") or self.config.face_embedder
+        return None if is_world(name) else str(name)
+
+    def face_embedder(self, inputs: dict[str, Any] | None = None) -> FaceEmbedder:
+        """The face embedder, checked against the width the adapter reads (one sentence when they differ)."""
+        model = face_embedder(self.embedder_name(inputs))
+        check_embedder_width(model, self.embed_width, f"this {self.name} model")
+        return model
 
     def projection(self, components) -> nn.Module:
-        from tailor.faces.models import conditioning_embedder, embed_dim
-
         c = self.config
-        self.embed_width = int(c.embed_dim) or embed_dim(conditioning_embedder(self.embedder_name()))
+        self.embed_width = int(c.embed_dim) or face_embedder(self.embedder_name()).dim
         cad = components.cross_attention_dim
         return make_projection(True, self.embed_width, cad, c.num_tokens, c.resampler_depth, c.resampler_width,
                                c.resampler_heads)  # fmt: skip

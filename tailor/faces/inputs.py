@@ -45,6 +45,7 @@ def reference_faces(value: Any, backend: str, embedder: str | None, expected: in
     """``value`` (image, path, folder, list; or embedding arrays/tensors (D,) / (N, D)) -> (embeddings (N, D),
     keypoints of the first face image (5, 2) or None, its (width, height) or None)."""
     from tailor.faces.analysis import _open, one_face
+    from tailor.faces.embedders import check_embedder_width, face_embedder, is_world
 
     embs, kps, size = [], None, None
     for item in as_list(value):
@@ -54,7 +55,9 @@ def reference_faces(value: Any, backend: str, embedder: str | None, expected: in
             e = torch.as_tensor(np.asarray(item, np.float32) if isinstance(item, np.ndarray) else item).float()
             embs.append(e.reshape(-1, e.shape[-1]))
             continue
-        face = one_face(item, backend=backend, embedder=None if embedder in (None, "world") else embedder)
+        if not embs and not is_world(embedder):  # a file embedder serves every image: its width must fit
+            check_embedder_width(face_embedder(embedder), expected, "this model")
+        face = one_face(item, backend=backend, embedder=embedder)
         embs.append(torch.from_numpy(face.embedding)[None])
         if kps is None:
             kps, size = face.keypoints, _open(item)[0].size
@@ -65,30 +68,36 @@ def reference_faces(value: Any, backend: str, embedder: str | None, expected: in
 
 
 class FaceDataset(Dataset):
-    """Adds ``face_embedding`` (D,) and ``face_keypoints`` (5, 2) pixels to every item of a training set."""
+    """Adds ``face_embedding`` (D,) and ``face_keypoints`` (5, 2) pixels to every item of a training set; the
+    embedding is the configured face embedder's (an aligned one reads the item's keypoints)."""
 
     def __init__(self, dataset: Dataset, embedder: str | None = None, keypoints: bool = True):
+        from tailor.faces.embedders import face_embedder
+
         self.dataset, self.embedder, self.keypoints = dataset, embedder, keypoints
+        self.model = face_embedder(embedder)
         self._warned = False
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        from tailor.faces.models import conditioning_embedder, keypoint_detector
+        from tailor.faces.models import keypoint_detector
 
         item = dict(self.dataset[i])
         x = (item["pixel_values"].float()[None].clamp(-1, 1) + 1) / 2
+        need = self.keypoints or self.model.aligned
         with torch.no_grad():
-            item["face_embedding"] = conditioning_embedder(self.embedder)(x)[0]
-            if self.keypoints and item.get("keypoints") is None:
+            if need and item.get("keypoints") is None:
                 if not self._warned:
                     log.warning("training items without keypoint ground truth: using the world keypoint detector")
                     self._warned = True
                 pts, _ = keypoint_detector()(x)
                 item["keypoints"] = pts[0, :5] * torch.tensor([x.shape[-1], x.shape[-2]])
+            kps = torch.as_tensor(item["keypoints"], dtype=torch.float32) if need else None
+            item["face_embedding"] = self.model.embed(x, None if kps is None else kps[None].numpy())[0]
         if self.keypoints:
-            item["face_keypoints"] = torch.as_tensor(item["keypoints"], dtype=torch.float32)
+            item["face_keypoints"] = kps
         return item
 
 

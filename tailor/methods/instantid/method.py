@@ -98,7 +98,7 @@ class InstantIDMethod(FaceIDMethod):
                 )
             else:
                 c = self.config
-                emb, kps, size = reference_faces(source, c.face_backend, c.face_embedder, self.embed_width)
+                emb, kps, size = reference_faces(source, c.face_backend, self.embedder_name(inputs), self.embed_width)
                 emb = emb.mean(0, keepdim=True)  # several references: the mean embedding (the paper)
             if inputs.get("keypoints") is not None:
                 kps, size = inputs["keypoints"], inputs.get("keypoints_size")
@@ -137,7 +137,7 @@ class InstantIDMethod(FaceIDMethod):
 
     # ------------------------------------------------------------------ training
     def wrap_dataset(self, dataset, config):
-        data = FaceDataset(dataset, None if self.config.face_embedder == "world" else self.config.face_embedder)
+        data = FaceDataset(dataset, self.embedder_name())
         if len(data):
             item = data[0]
             size = (item["pixel_values"].shape[-1], item["pixel_values"].shape[-2])
