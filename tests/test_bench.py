@@ -103,8 +103,9 @@ def test_image_prompt_quick(tmp_path):
                    artifacts=tmp_path / "cache", **B.QUICK)  # fmt: skip
     result = B.run(s)
     rows = {r["method"]: r for r in result["rows"]}
-    assert list(rows) == ["ip", "lora"]
+    assert list(rows) == ["none", "ip", "reference-attn", "reference-adain+attn", "lora"]
     assert rows["ip"]["seconds_per_subject"] == 0.0 and rows["lora"]["seconds_per_subject"] > 0
+    assert rows["none"]["step_cost"] == 1.0 and rows["reference-attn"]["step_cost"] > 0
     for r in rows.values():
         assert {"clip_i_like", "dino_like", "subject_attr_acc", "text_clip_t_like", "text_background_acc"} <= set(r)
     assert (tmp_path / "cache" / "artifacts" / "lora" / "checker_star" / "bench.json").is_file()

@@ -56,9 +56,13 @@ def test_attach_sample_train_save_reload(name, tmp_path):
 
 
 def check_conformance(spec, tmp_path) -> None:
-    """attach -> sample -> train one step -> save -> reload: identical output (any registered method's spec)."""
+    """attach -> sample -> train one step -> save -> reload: identical output (any registered method's spec); a
+    training-free method: attach -> sample (changed, reproducible) -> detach restores the base -> training refused."""
     from tailor.core.training import TrainConfig, train
 
+    if spec.method.training_free:
+        check_training_free(spec, tmp_path)
+        return
     inputs = spec.example_inputs(tailor.tiny_components()) if spec.example_inputs else {}
 
     # attach + one sampling run on a fresh base
@@ -90,3 +94,23 @@ def check_conformance(spec, tmp_path) -> None:
     assert type(reloaded) is spec.method
     again = _generate(reloaded, tailor.tiny_components(), inputs)
     assert np.abs(again - trained).max() == 0
+
+
+def check_training_free(spec, tmp_path) -> None:
+    from tailor.core.training import TrainConfig, train
+    from tailor.errors import ConfigError
+
+    comps = tailor.tiny_components()
+    inputs = spec.example_inputs(comps) if spec.example_inputs else {}
+    plain = Pipeline(comps).generate("a photo of a red star", n=1, seed=0, steps=2, guidance=3.0).array
+    first = _generate(spec.method(**spec.test_options), comps, inputs)
+    again = _generate(spec.method(**spec.test_options), comps, inputs)
+    assert np.isfinite(first).all() and np.abs(first - plain).max() > 0, "the method must change the output"
+    assert np.abs(again - first).max() == 0, "a training-free method must reproduce its output"
+    after = Pipeline(comps).generate("a photo of a red star", n=1, seed=0, steps=2, guidance=3.0).array
+    assert np.abs(after - plain).max() == 0, "detach must restore the base"
+    assert not spec.method(**spec.test_options).trainable_parameters()
+    cfg = TrainConfig(base="tiny", out=str(tmp_path / "run"), steps=1, batch_size=1, resolution=32)
+    with pytest.raises(ConfigError, match="training-free"):
+        train(spec.method(**spec.test_options), cfg, components=comps)
+    assert not (tmp_path / "run").exists()

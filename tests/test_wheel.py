@@ -24,6 +24,8 @@ SHIPPED = (  # one file of every kind of shipped weights
     "tailor/world/zoo/weights/oracles/attributes.safetensors",
     "tailor/world/zoo/weights/faces/embedder.safetensors",
     "tailor/world/zoo/weights/adapters/canny/tailor.json",
+    "tailor/ui/static/index.html",  # and the web UI's page
+    "tailor/ui/static/app.js",
 )
 RECIPES = ("recipe", "oracle_recipes", "unet", "adapters", "words", "vae", "export", "loop", "tokenizer", "data")
 

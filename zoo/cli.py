@@ -2,7 +2,8 @@
 
 ``train`` runs the stages of the world base, world CLIP, oracles and adapters (``tailor world train-zoo`` from a
 source checkout forwards here, with the same options); ``faces`` trains the world face models (the conditioning
-face embedder and the keypoint detector). Both take ``--device`` (``auto``: ``cuda`` when torch sees a GPU).
+face embedder and the keypoint detector); ``detector`` the detector oracle. All take ``--device`` (``auto``:
+``cuda`` when torch sees a GPU).
 """
 
 from __future__ import annotations
@@ -168,6 +169,60 @@ def faces(
     typer.echo(f"device: {loop.set_device(device)}")
     torch.set_num_threads(max(1, threads))
     run(out, embedder_steps, keypoint_steps, only, **({} if ship is None else {"ship": ship}))
+
+
+@app.command("ocr")
+def ocr(
+    out: Annotated[Path, typer.Option(help="Run folder (checkpoints; resumes from it).")] = Path("outputs/ocr_runs"),
+    steps: Annotated[
+        int | None, typer.Option(help="Steps of the second (character) phase (default: the recipe's 1,000).", min=1)
+    ] = None,
+    ship: Annotated[
+        Path | None, typer.Option(help="Folder the oracle is written to (default: the package's weights/ocr).")
+    ] = None,
+    threads: THREADS = 1,
+    device: DEVICE = "auto",
+) -> None:
+    """Train the OCR oracle on fresh glyph renders, measure Sen.ACC / NED (clean and after the VAE), ship it."""
+    import torch
+
+    from zoo import loop
+    from zoo.ocr import run as run_ocr
+
+    typer.echo(f"device: {loop.set_device(device)}")
+    torch.set_num_threads(max(1, threads))
+    run_ocr(out, steps, ship)
+
+
+@app.command("detector")
+def detector(
+    out: Annotated[Path, typer.Option(help="Run folder (checkpoints; resumes from it).")] = Path(
+        "outputs/detector_runs"
+    ),
+    steps: Annotated[int, typer.Option(help="Training steps (batches of fresh scene renders).")] = 3000,
+    batch_size: Annotated[int, typer.Option(help="Images per step.")] = 32,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (warmup, then cosine).")] = 2e-3,
+    seed: Annotated[int, typer.Option(help="Seed of the weights and of the rendered batches.")] = 31,
+    init: Annotated[Path | None, typer.Option(help="Warm-start from this detector file (a second phase).")] = None,
+    ship: Annotated[
+        Path | None, typer.Option(help="Folder detector.safetensors is written to (default: the package's oracles).")
+    ] = None,
+    threads: THREADS = 1,
+    device: DEVICE = "auto",
+) -> None:
+    """Train the world detector oracle (boxes, shape and colour; evaluation only) and ship it."""
+    import torch
+
+    from zoo import detector as recipe
+    from zoo import loop
+
+    if steps < 1 or batch_size < 1:
+        raise ConfigError(f"--steps and --batch-size must be at least 1, got {steps} and {batch_size}.")
+    typer.echo(f"device: {loop.set_device(device)}")
+    torch.set_num_threads(max(1, threads))
+    if init is not None and not init.is_file():
+        raise ConfigError(f"--init {init} does not exist; pass a detector .safetensors file.")
+    recipe.run(out, steps, ship, batch_size=batch_size, lr=lr, seed=seed, **({} if init is None else {"init": init}))
 
 
 def run(args: list[str], prog_name: str = "python -m zoo", command: str | None = None) -> None:

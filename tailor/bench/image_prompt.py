@@ -10,7 +10,13 @@ IP-Adapter's and PhotoMaker's comparisons do. Scores:
 - with text (IP: ``a photo of a [class] on <background>`` at scale 0.5, the paper's text+image setting; TI / LoRA:
   ``a photo of a [V] [class] on <background>``): CLIP-T-like (prompt written without [V]) and background accuracy,
   plus CLIP-I-like to show what of the subject survives the text;
-- seconds per new subject: training time (IP-Adapter: none).
+- seconds per new subject: training time (IP-Adapter: none);
+- sampling cost per step with one reference and a text prompt, relative to the plain base's step (the slope of CPU
+  time over the number of steps, so text encoding and decoding do not count).
+
+Rows: ``none`` (the base with the class prompt: what the text alone gives), the IP-Adapters, the training-free rows
+methods declare (``BenchRow("image_prompt", ...)`` with ``steps=0``: reference-only attention and AdaIN, one
+reference render, weight 1.0 with and without text, empty prompt for image only), then TI / LoRA.
 """
 
 from __future__ import annotations
@@ -28,7 +34,8 @@ from tailor.errors import InputError
 
 DEFAULT_ADAPTERS = {"ip-adapter": "world", "ip-adapter-plus": "world-plus"}
 TEXT_BACKGROUNDS = ("snow", "grass", "water", "brick")
-QUICK = dict(subjects=("checker_star",), seeds=1, n_ref=2, backgrounds=("snow",), sample_steps=2, steps=2)
+QUICK = dict(subjects=("checker_star",), seeds=1, n_ref=2, backgrounds=("snow",), sample_steps=2, steps=2,
+             timing_rounds=1)  # fmt: skip
 
 
 @dataclass
@@ -48,6 +55,9 @@ class Settings:
     sample_steps: int = 20
     guidance: float = 5.0
     fresh: bool = False
+    baseline: bool = True  # the "none" row
+    free: tuple[str, ...] | None = None  # declared training-free rows (None: every one)
+    timing_rounds: int = 3  # sampling cost: base / method measured in turn this many times (medians)
 
     def check(self) -> None:
         for m in self.trained:
@@ -55,8 +65,44 @@ class Settings:
                 raise InputError(f"--trained {m!r} is not a personalize method; pick from {', '.join(P.RECIPES)}.")
         for s in self.subjects:
             C.subject_spec(s)
+        rows = declared_rows()
+        for key in self.free or ():
+            if key not in rows:
+                raise InputError(f"--reference-row {key!r} is not a declared row; pick from {', '.join(rows)}.")
         if min(self.seeds, self.n_ref, self.sample_steps) < 1 or not self.backgrounds:
             raise InputError("--seeds, --references and --sample-steps must be >= 1 and --background given.")
+
+
+def declared_rows() -> dict:
+    """Training-free rows the methods declare for this bench: key -> (MethodSpec, BenchRow)."""
+    from tailor.core.method import registry
+
+    return {r.key: (spec, r) for spec in registry().values() for r in spec.bench if r.bench == "image_prompt"}
+
+
+def step_seconds(pipe, prompt: str, guidance: float, steps: tuple[int, int] = (2, 8)) -> float:
+    """CPU seconds per sampling step of one image (the slope between two step counts, after a warm-up)."""
+    pipe.generate(prompt, n=1, seed=0, steps=1, guidance=guidance)
+    times = []
+    for n in steps:
+        with C.timer() as t:
+            pipe.generate(prompt, n=1, seed=0, steps=n, guidance=guidance)
+        times.append(t["cpu_seconds"])
+    return (times[1] - times[0]) / (steps[1] - steps[0])
+
+
+def step_cost(pipe, on, off, prompt: str, guidance: float, rounds: int = 3) -> tuple[float, float]:
+    """(CPU s/step with the method, its ratio to the plain base's step): base and method measured in turn, ``rounds``
+    times, medians (the machine may be shared; interleaving keeps both under the same load)."""
+    secs, ratios = [], []
+    for _ in range(rounds):
+        base = step_seconds(pipe, prompt, guidance)
+        on()
+        with_method = step_seconds(pipe, prompt, guidance)
+        off()
+        secs.append(with_method)
+        ratios.append(with_method / base)
+    return float(np.median(secs)), float(np.median(ratios))
 
 
 def load_adapter(name: str, path: str):
@@ -110,6 +156,7 @@ COLUMNS = [
     ("text_background_acc", "background acc (+text)", ".3f"),
     ("text_clip_i_like", "CLIP-I-like (+text)", ".3f"),
     ("seconds_per_subject", "s per new subject", ".1f"),
+    ("step_cost", "sampling s/step vs base", ".2f"),
 ]
 
 
@@ -123,8 +170,9 @@ def run(s: Settings) -> dict[str, Any]:
     size = tailor.load_components(s.base).default_size
     ps = P.Settings(base=s.base, out=Path(s.artifacts), n_ref=s.n_ref, lora_rank=s.lora_rank, steps=s.steps,
                     fresh=s.fresh)  # fmt: skip
-    keys = [*adapters, *s.trained]
-    rows, sheet = [], []
+    free = {k: v for k, v in declared_rows().items() if s.free is None or k in s.free}
+    keys = [*(["none"] if s.baseline else []), *adapters, *free, *s.trained]
+    rows, sheet, step_costs = [], [], {}
     with make_progress() as progress:
         task = progress.add_task("image_prompt", total=len(keys) * len(s.subjects), info="")
         for key in keys:
@@ -134,17 +182,35 @@ def run(s: Settings) -> dict[str, Any]:
                 cls = C.class_word(subject)
                 refs = C.reference_images(subject, s.n_ref, size)
                 pipe = tailor.Pipeline(tailor.load_components(s.base))
+                attach, words, train_seconds = None, cls, 0.0
                 if key in adapters:
-                    method = adapters[key]
-                    only, text = run_subject(
-                        pipe, cls, s, attach=lambda w, p=pipe, m=method, r=refs[0]: p.attach(m, weight=w, ip_image=r)
-                    )
-                    seconds.append(0.0)
-                else:
+
+                    def attach(w, p=pipe, m=adapters[key], r=refs[0]):
+                        p.attach(m, weight=w, ip_image=r)
+                elif key in free:
+                    spec, row = free[key]
+
+                    def attach(w, p=pipe, spec=spec, row=row, r=refs[0]):  # weight 1.0 with and without text
+                        p.attach(spec.method(**row.options), weight=1.0, reference=r)
+                elif key != "none":
                     rec = P.train_subject(key, subject, ps, Path(s.artifacts))
-                    pipe.attach(tailor.load(P.artifact_path(Path(s.artifacts), key, subject)))
-                    only, text = run_subject(pipe, P.subject_words(key, rec["word"], cls), s)
-                    seconds.append(rec["seconds"])
+                    trained = tailor.load(P.artifact_path(Path(s.artifacts), key, subject))
+                    words, train_seconds = P.subject_words(key, rec["word"], cls), rec["seconds"]
+                if key not in step_costs:  # one reference (or the trained subject) + a text prompt, per step
+                    prompt = f"a photo of a {words} on {s.backgrounds[0]}"
+                    if key == "none":  # the plain base: the unit
+                        step_costs[key] = (step_seconds(pipe, prompt, s.guidance), 1.0)
+                    else:
+                        on = (
+                            (lambda a=attach: a(1.0))
+                            if attach is not None
+                            else (lambda p=pipe, m=trained: p.attach(m))
+                        )
+                        step_costs[key] = step_cost(pipe, on, pipe.detach, prompt, s.guidance, s.timing_rounds)
+                if attach is None and key != "none":
+                    pipe.attach(trained)
+                only, text = run_subject(pipe, words, s, attach=attach)
+                seconds.append(train_seconds)
                 C.save_images(only + text, root / "images" / key / subject, "img")
                 clean = [f"a photo of a {cls} on {bg}" for bg in s.backgrounds for _ in range(s.seeds)]
                 only_scores.append(score(only, refs, None))
@@ -153,7 +219,8 @@ def run(s: Settings) -> dict[str, Any]:
                 progress.advance(task)
             row = {"method": key} | {k: C.mean_of(only_scores, k) for k in only_scores[0]}
             row |= {f"text_{k}": C.mean_of(text_scores, k) for k in text_scores[0]}
-            rows.append(row | {"seconds_per_subject": float(np.mean(seconds))})
+            rows.append(row | {"seconds_per_subject": float(np.mean(seconds)), "step_cost": step_costs[key][1],
+                               "step_seconds": step_costs[key][0]})  # fmt: skip
             sheet.append((key, tiles))
     C.contact_sheet(sheet, root / "grid.png")
     table = C.Table(COLUMNS, rows)

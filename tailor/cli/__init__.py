@@ -1,5 +1,5 @@
 """The ``tailor`` command line: ``methods``, ``train <method>``, ``generate``, ``world ...``, ``eval ...``,
-``convert ...``, ``export ...``, ``bench ...``.
+``convert ...``, ``export ...``, ``bench ...``, ``ui``.
 
 User errors (``tailor.errors.TailorError``) are printed as one line without a traceback and exit with status 2, as
 are click's usage errors (unknown command or option, with a "did you mean"). Messages print literally (never as rich
@@ -32,7 +32,9 @@ SUBAPPS = {
     "faces": ("tailor.cli.faces", "faces_app", "Face analysis: boxes, 5 keypoints, identity embeddings."),
     "eval": ("tailor.cli.eval", "eval_app", "Scores: every command takes --json and then prints one JSON object."),
     "convert": (
-        "tailor.cli.convert", "convert_app", "Write community files: LoRA kohya <-> diffusers, embeddings, ControlNet."
+        "tailor.cli.convert",
+        "convert_app",
+        "Write community files: LoRA kohya <-> diffusers, embeddings, ControlNet, PhotoMaker.",
     ),
     "export": ("tailor.cli.export", "export_app", "Export a base as one original-layout single-file checkpoint."),
     "lora": ("tailor.cli.convert", "lora_app", "LoRA files: merge several into one, fuse into the base."),
@@ -40,6 +42,7 @@ SUBAPPS = {
         "tailor.cli.bench", "bench_app", "World benches: personalize, control, image_prompt, identity (--json, --out)."
     ),
     "world": ("tailor.world.cli", "world_app", "The procedural world: render images, subjects, faces, scenes."),
+    "ui": ("tailor.cli.ui", "make_ui_command", "Local web UI: generate, train, evaluate, convert."),
 }  # fmt: skip
 
 

@@ -138,11 +138,16 @@ def image_prompt(
     background: Annotated[list[str] | None, typer.Option("--background", help="Text-prompt background.")] = None,
     ip_scale: Annotated[float, typer.Option(help="IP-Adapter scale with a text prompt.")] = 0.5,
     sample_steps: Annotated[int, typer.Option(help="DDIM steps per image.")] = 20,
+    reference_row: Annotated[
+        list[str] | None,
+        typer.Option("--reference-row", help="Training-free row a method declares (repeatable; default: all)."),
+    ] = None,
     quick: Quick = False,
     fresh: Fresh = False,
     as_json: Json = False,
 ) -> None:
-    """IP-Adapter / IP-Adapter-Plus with one reference image vs Textual Inversion and LoRA trained per subject."""
+    """IP-Adapter / IP-Adapter-Plus with one reference image and training-free reference-only rows vs Textual
+    Inversion and LoRA trained per subject, against the plain base ("none")."""
     from tailor.bench import image_prompt as B
 
     adapters = (dict(B.DEFAULT_ADAPTERS) if default_adapters else {}) | pairs(
@@ -156,6 +161,8 @@ def image_prompt(
         s.subjects = tuple(subject)
     if background:
         s.backgrounds = tuple(background)
+    if reference_row:
+        s.free = tuple(reference_row)
     emit(B.run, apply_quick(s, B.QUICK, quick), as_json)
 
 

@@ -1,5 +1,5 @@
-"""``tailor eval``: scores (metrics, pair, world, subject, prompt, identity, control); every command takes ``--json``
-and then prints one JSON object."""
+"""``tailor eval``: scores (metrics, pair, world, subject, prompt, identity, control, ocr, relations); every command
+takes ``--json`` and then prints one JSON object."""
 
 from __future__ import annotations
 
@@ -81,6 +81,19 @@ def world(
     _emit(world_scores(imgs, prompts_for(images, files, prompts)), as_json)
 
 
+@eval_app.command("relations")
+def relations(
+    images: Annotated[Path, typer.Option(help="Folder of images (a relation render's labels.json or prompts).")],
+    prompts: Annotated[Path, typer.Option(help="File of prompts (one per image or per equal group).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Object and relation accuracy (VISOR) from the world detector oracle's boxes, against the folder's
+    labels.json (`tailor world render --kind relation`; then also the detector's mAP) or each image's prompt."""
+    from tailor.eval.relations import evaluate_folder
+
+    _emit(evaluate_folder(images, prompts), as_json)
+
+
 @eval_app.command("subject")
 def subject(
     images: Annotated[Path, typer.Option(help="Folder of generated images.")],
@@ -146,3 +159,18 @@ def control(
     for stem, score in result["per_image"].items():
         typer.echo(f"{stem:<16} {score:.4f}")
     typer.echo(f"{'mean':<16} {result['score']:.4f}  ({result['pairs']} pairs, {kind})")
+
+
+@eval_app.command("ocr")
+def ocr(
+    images: Annotated[Path, typer.Option(help="Folder of images (with labels.json or generation.json).")],
+    prompts: Annotated[Path, typer.Option(help="File of prompts quoting the text (one per image or group).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Sen.ACC and NED of the world OCR oracle against each image's text (labels.json or the prompt's quoted word)."""
+    from tailor.eval.ocr import ocr_eval
+
+    result = ocr_eval(images, prompts)
+    if not as_json:
+        result.pop("read")
+    _emit(result, as_json)

@@ -64,6 +64,14 @@ def _fixed_options() -> list[click.Option]:
         ),
         click.Option(["--out"], type=click.Path(), default="outputs/generate", help="Output folder."),
         click.Option(
+            ["--save-attention"],
+            multiple=True,
+            default=(),
+            metavar="WORD[,WORD...]",
+            help="Also write NNN_attn_WORD.png per image: where the prompt's WORD attends (cross-attention maps "
+            "averaged over layers and steps, over the image).",
+        ),
+        click.Option(
             ["--allow-large"],
             is_flag=True,
             default=False,
@@ -99,6 +107,8 @@ def _method_options(flags) -> list[click.Option]:
         )
         for f in flags.values()
     ]
+    for f in flags.values():
+        opts += _declared_options(f)
     for flag, inp in shared_inputs(flags).items():
         opts.append(click.Option([flag, _dest(flag)], multiple=True, default=(), help=inp.help))
     for flag, opt in input_options(flags).items():
@@ -117,6 +127,24 @@ def _method_options(flags) -> list[click.Option]:
                 )
             )
     return opts
+
+
+def _declared_options(flag) -> list[click.Option]:
+    """``<flag>-<field>`` for each config field the flag's method declares (``GenerateInput.options``)."""
+    from tailor.cli.options import config_options
+    from tailor.core.method import get_spec
+
+    if not flag.decl.options:
+        return []
+    config = get_spec(flag.methods[0]).config
+    by_name = {o.name: o for o in config_options(config)}
+    out = []
+    for name in flag.decl.options:
+        opt = by_name[name]
+        decl = [flag.decl.option_flag(name), _dest(flag.decl.option_flag(name))]
+        out.append(click.Option(decl, type=opt.type, multiple=opt.multiple, default=None,
+                                help=f"{flag.name}: {opt.help}"))  # fmt: skip
+    return out
 
 
 def _in_order(ctx: click.Context, param: click.Parameter, value):
@@ -206,10 +234,19 @@ def attach_all(
     for f in sorted(flags.values(), key=lambda f: rank.get(f.dest, len(rank))):
         given_values = list(values.get(f.dest) or ())
         if not given_values:
+            stray = [n for n in f.decl.options if values.get(_dest(f.decl.option_flag(n))) not in (None, ())]
+            if stray:
+                raise ConfigError(f"{f.decl.option_flag(stray[0])} is given without {f.name}; add {f.name} IMG.")
             continue
         inp = f.decl.input
         ready = bool(values.get(_dest(inp.ready_flag))) if inp and inp.ready_flag else False
-        attach_flag_values(pipe, f, given_values, shared, ready=ready, size=size, options=options)
+        config_options = {n: values.get(_dest(f.decl.option_flag(n))) for n in f.decl.options}
+        config_options = {
+            k: list(v) if isinstance(v, tuple) else v for k, v in config_options.items() if v not in (None, ())
+        }
+        attach_flag_values(
+            pipe, f, given_values, shared, ready=ready, size=size, options=options, config_options=config_options
+        )
         used.add(inp.flag if inp else None)
         used.update(o.flag for o in (inp.options if inp else ()))
     unused = [flag for flag, v in shared.items() if v and flag not in used]
@@ -242,8 +279,45 @@ def run(flags, values: dict, order: list[str] | None = None) -> None:
         size = (config.width or comps.default_size, config.height or comps.default_size)
         check_generation_size(*size, comps, allow_large=bool(values.get("allow_large")))
         texts = attach_all(pipe, flags, values, texts, size, order)
+        store, tokens = watch_attention(comps, texts, values.get("save_attention") or ())
         result = pipe.generate(texts, config, progress=True)
         write_outputs(out, result, config, len(texts))
+        if store is not None:
+            store.detach()
+            write_attention(out, result, store, tokens)
+
+
+def watch_attention(comps, prompts: list[str], values) -> tuple:
+    """``--save-attention WORD[,WORD...]``: an attention store on the UNet and each (prompt, word)'s token positions,
+    checked before anything is generated; (None, {}) when no word is asked for."""
+    from tailor.core.attention_store import AttentionStore, word_tokens
+
+    words = [w.strip() for v in values for w in str(v).split(",") if w.strip()]
+    if not words:
+        return None, {}
+    tokens = {(p, w): word_tokens(comps.tokenizer, p, w) for p in dict.fromkeys(prompts) for w in words}
+    return AttentionStore().attach(comps.unet), tokens
+
+
+def write_attention(out: Path, result, store, tokens: dict) -> None:
+    """``NNN_attn_WORD.png`` beside each image: the word's heatmap blended over the image."""
+    import re
+
+    from PIL import Image
+
+    from tailor.core.attention_store import colorize
+    from tailor.core.io import atomic_path
+
+    n, (h, w) = len(result.images), result.array.shape[1:3]
+    for (prompt, word), idx in tokens.items():
+        maps = store.heatmaps([idx], (h, w), images=n)[:, 0]
+        for i, p in enumerate(result.prompts):
+            if p != prompt:
+                continue
+            name = f"{i:03d}_attn_{re.sub(r'[^A-Za-z0-9_-]+', '_', word)}.png"
+            with atomic_path(out / name) as tmp:
+                Image.fromarray(colorize(maps[i].numpy(), result.array[i])).save(tmp, format="PNG")
+    click.echo(f"wrote attention maps of {', '.join(dict.fromkeys(w for _, w in tokens))} beside the images")
 
 
 def write_outputs(out: Path, result, config, n_prompts: int) -> None:

@@ -144,6 +144,24 @@ def _pending_refs(flag: Flag, values: list[str], shared: dict[str, list[str]]) -
     return pending
 
 
+def split_refs(path: str) -> list[str]:
+    """``IMG[+IMG...]`` (a path that exists is one reference even when its name holds a '+')."""
+    return [path] if Path(path).exists() else [r for r in path.split("+") if r]
+
+
+def attach_training_free(pipe, flag: Flag, values: list[str], options: dict[str, Any], size) -> None:
+    """``--reference-only IMG[+IMG...][:weight[:start:end]]``: a training-free method built from its config with
+    ``options``, its reference input read from the value itself."""
+    decl, spec_ = flag.decl, get_spec(flag.methods[0])
+    for value in values:
+        spec = parse_weight_spec(value, flag.name, None, decl.max_weight)
+        method = spec_.method(**options)
+        inputs = {}
+        if decl.input is not None:
+            inputs[decl.input.name] = reference_value(decl.input, split_refs(spec.path), method, size, False)
+        pipe.attach(method, weight=spec.scale, start=spec.start, end=spec.end, **inputs)
+
+
 def attach_flag_values(
     pipe,
     flag: Flag,
@@ -152,11 +170,18 @@ def attach_flag_values(
     ready: bool = False,
     size: tuple[int, int] | None = None,
     options: dict[str, Any] | None = None,
+    config_options: dict[str, Any] | None = None,
 ) -> None:
-    """Load and attach every value of ``flag`` with its references (from the value or the shared flag) and the
-    given values of its input's option flags (``options``: flag -> value)."""
+    """Load and attach every value of ``flag`` with its references (from the value or the shared flag), the given
+    values of its input's option flags (``options``: flag -> value) and of the flag's declared config options
+    (``config_options``: field -> value, ``decl.options``)."""
     decl, inp = flag.decl, flag.decl.input
     size = size or (pipe.components.default_size,) * 2
+    if get_spec(flag.methods[0]).method.training_free:
+        attach_training_free(pipe, flag, values, dict(config_options or {}), size)
+        return
+    if config_options:
+        raise ConfigError(f"{flag.name} takes no {decl.option_flag(next(iter(config_options)))}; drop it.")
     pending = _pending_refs(flag, values, shared or {})
     paired = iter(pending)
     for value in values:

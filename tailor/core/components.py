@@ -71,6 +71,11 @@ class Components:
         return self.text_encoder_2 is not None
 
     @property
+    def is_inpainting(self) -> bool:
+        """An inpainting UNet (diffusers' layout): latents + mask + masked-image latents in (9 channels for SD)."""
+        return int(self.unet.config.in_channels) == 2 * int(self.vae.config.latent_channels) + 1
+
+    @property
     def device(self) -> torch.device:
         # diffusers' ModelMixin.device walks every submodule looking for group-offloading hooks: ~6 ms a call on a
         # LoRA-wrapped world UNet, paid several times per training step. Without such hooks (they always sit on the
@@ -118,7 +123,12 @@ class Components:
         ``pipeline_cls`` picks another SD / SDXL pipeline class (e.g. ``StableDiffusionControlNetPipeline``) and
         ``extra`` supplies its further modules (``controlnet=...``, ``adapter=...``).
         """
-        from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+        from diffusers import (
+            StableDiffusionInpaintPipeline,
+            StableDiffusionPipeline,
+            StableDiffusionXLInpaintPipeline,
+            StableDiffusionXLPipeline,
+        )
 
         modules = dict(
             vae=self.vae,
@@ -128,10 +138,12 @@ class Components:
             scheduler=self.scheduler,
         )
         if self.is_sdxl:
-            cls = pipeline_cls or StableDiffusionXLPipeline
+            cls = pipeline_cls or (
+                StableDiffusionXLInpaintPipeline if self.is_inpainting else StableDiffusionXLPipeline
+            )
             modules.update(text_encoder_2=self.text_encoder_2, tokenizer_2=self.tokenizer_2)
         else:
-            cls = pipeline_cls or StableDiffusionPipeline
+            cls = pipeline_cls or (StableDiffusionInpaintPipeline if self.is_inpainting else StableDiffusionPipeline)
             modules.update(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
         return cls(**{**modules, **extra})
 

@@ -57,6 +57,9 @@ class StepState:
     fraction: float = 0.0  # step / num_steps: where in the schedule this call is
     training: bool = False
     inputs: dict[str, Any] = field(default_factory=dict)  # the attachment's inputs or the training batch
+    #: the sampling scheduler of this generation (``add_noise`` / ``scale_model_input`` for reference passes);
+    #: None in training
+    scheduler: Any = None
 
 
 @dataclass
@@ -72,6 +75,9 @@ class StepExtras:
     encoder_hidden_states: torch.Tensor | None = None
     #: with it, SDXL's ``added_cond_kwargs`` (pooled text embeds, time ids) for this UNet call only
     added_cond_kwargs: dict[str, torch.Tensor] | None = None
+    #: extra UNet input channels appended to the latents of this call (:mod:`tailor.core.input_channels`): per image
+    #: (``cond.batch_size`` rows, repeated over both CFG halves) or the whole UNet batch; not scaled by the weight
+    input_channels: torch.Tensor | None = None
 
     def scaled(self, weight: float) -> StepExtras:
         """The residuals multiplied by ``weight`` (attention kwargs are the method's own business)."""
@@ -89,6 +95,7 @@ class StepExtras:
             dict(self.cross_attention_kwargs),
             self.encoder_hidden_states,
             self.added_cond_kwargs,
+            self.input_channels,
         )
 
 
@@ -106,6 +113,7 @@ def merge_extras(parts: list[StepExtras]) -> dict[str, Any]:
 
     down = mid = intra = hidden = added = None
     attn: dict[str, Any] = {}
+    channels = [p.input_channels for p in parts if p.input_channels is not None]
     for p in parts:
         if p.encoder_hidden_states is not None:
             if hidden is not None:
@@ -129,6 +137,8 @@ def merge_extras(parts: list[StepExtras]) -> dict[str, Any]:
         kwargs["down_intrablock_additional_residuals"] = list(intra)
     if attn:
         kwargs["cross_attention_kwargs"] = attn
+    if channels:  # in attachment order, after the base's own (an inpainting UNet's mask + masked image)
+        kwargs["input_channels"] = torch.cat(channels, dim=1) if len(channels) > 1 else channels[0]
     if hidden is not None:
         kwargs["encoder_hidden_states"] = hidden
         if added is not None:

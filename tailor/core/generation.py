@@ -26,6 +26,19 @@ class GenerateConfig(Config):
     width: int | None = option(None, "Width in pixels (default: the base's size).")
     height: int | None = option(None, "Height in pixels (default: the base's size).")
     eta: float = option(0.0, "DDIM eta (0 = deterministic).")
+    init_image: str | None = option(
+        None, "Start from this image (img2img; resized to the output size): how much is repainted is --strength."
+    )
+    mask: str | None = option(
+        None,
+        "Inpaint: repaint the white region of this mask (needs --init-image; black is kept). An inpainting base (9 "
+        "input channels) is conditioned on it; a plain base blends latents.",
+    )
+    strength: float | None = option(
+        None,
+        "How much of the init image is repainted, in (0, 1]: the last int(steps * strength) steps run (default: 0.8 "
+        "for img2img, 1.0 with --mask, as diffusers).",
+    )
 
     def validate(self) -> None:
         self.check(self.n >= 1 and self.steps >= 1, f"steps and n must be >= 1; got steps={self.steps}, n={self.n}.")
@@ -34,6 +47,11 @@ class GenerateConfig(Config):
             value = getattr(self, name)
             self.check(math.isfinite(value), f"{name} must be a finite number; got {value}.")
         self.check(self.eta >= 0, f"eta must be >= 0; got {self.eta}.")
+        if self.strength is not None:
+            self.check(
+                0.0 < self.strength <= 1.0,
+                f"strength must lie in (0, 1] (how much of the init image is repainted); got {self.strength}.",
+            )
         for name in ("width", "height"):
             value = getattr(self, name)
             self.check(value is None or value > 0, f"{name} must be a positive number of pixels; got {value}.")

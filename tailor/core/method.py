@@ -9,6 +9,8 @@ the trainer call its hooks; a method never forks the denoising loop or the train
                            image-prompt tokens); ``inputs`` is the attachment's inputs or the training batch.
 ``step_kwargs(state)``     per-step extras (ControlNet / T2I residuals); the pipeline scales residuals by the
                            attachment weight and honours start/end fractions.
+``before_unet(state)``     runs right before each UNet call, after every attachment's scale is set (a reference
+                           pass that fills a :class:`~tailor.core.reference_bank.ReferenceBank`).
 ``set_scale(s)``           for methods that act inside the UNet (LoRA, IP-Adapter, hypernetworks): the pipeline
                            calls it before every UNet call with the attachment weight, or 0 outside start/end.
 ``trainable_parameters()``, ``sample_timesteps(...)``, ``loss(...)`` (default: weighted epsilon/v MSE),
@@ -72,12 +74,17 @@ class Method:
 
     name: ClassVar[str] = ""
     config_cls: ClassVar[type[Config]] = Config
+    #: True for a method that acts at sampling time only (reference-only attention): nothing to train or save
+    training_free: ClassVar[bool] = False
     #: True when the method changes what the text encoder produces (so text embeddings cannot be cached)
     trains_text_encoder: ClassVar[bool] = False
     #: the registered method a composed method is built on (:class:`ComposedMethod`); None for a plain method
     inner: Method | None = None
     #: the file this method was loaded from (``tailor.load`` sets it), named in errors; None when built in memory
     source_file: str | None = None
+    #: extra UNet input channels this method's ``step_kwargs`` supplies (it widened ``conv_in`` by that many,
+    #: :mod:`tailor.core.input_channels`); the pipeline feeds zeros there outside the method's start/end window
+    input_channels: int = 0
 
     def __init__(self, config: Config | None = None, **overrides: Any):
         if config is None:
@@ -142,6 +149,10 @@ class Method:
 
     def step_kwargs(self, state: StepState) -> StepExtras | None:
         return None
+
+    def before_unet(self, state: StepState) -> None:
+        """Called right before each UNet call while the attachment is active, after every attachment's
+        ``set_scale`` (override; e.g. run a reference pass)."""
 
     def set_scale(self, scale: float) -> None:
         self.scale = scale

@@ -1,9 +1,15 @@
-"""Rich progress bars shared by sampling, training and rendering (quiet when not on a terminal in CI), and
-:func:`quiet_libraries`, which keeps diffusers' and transformers' own bars and warnings out of tailor's output."""
+"""Rich progress bars shared by sampling, training and rendering (quiet when not on a terminal in CI),
+:func:`quiet_libraries`, which keeps diffusers' and transformers' own bars and warnings out of tailor's output, and
+:func:`report`, a machine-readable progress line per step for a program watching a run (the web UI).
+
+``TAILOR_PROGRESS_FILE=PATH`` makes every sampling and training step append one JSON line to ``PATH``:
+``{"what": "sampling", "step": 3, "total": 20, "info": "loss 0.1234  2.10 it/s"}`` (``info`` only when known).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import warnings
 from collections.abc import Iterable, Iterator
@@ -73,9 +79,23 @@ def make_progress(*extra_columns) -> Progress:
     )
 
 
+def report(what: str, step: int, total: int, info: str | None = None) -> None:
+    """Append ``{"what", "step", "total"[, "info"]}`` to ``$TAILOR_PROGRESS_FILE`` when it is set (else nothing)."""
+    path = os.environ.get("TAILOR_PROGRESS_FILE")
+    if not path:
+        return
+    record = {"what": what, "step": step, "total": total, **({"info": info} if info else {})}
+    try:
+        with open(path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+    except OSError:  # a watcher's file is never worth failing the run for
+        pass
+
+
 def track(it: Iterable[T], total: int, description: str) -> Iterator[T]:
     with make_progress() as progress:
         task = progress.add_task(description, total=total, info="")
-        for x in it:
+        for i, x in enumerate(it):
             yield x
             progress.advance(task)
+            report(description, i + 1, total)

@@ -89,56 +89,73 @@ def _put(out: Tensors, key: str, value: torch.Tensor) -> None:
 
 
 # --------------------------------------------------------------------- UNet
-def _layers_per_block(unet) -> int:
-    lpb = unet.config.layers_per_block
+def _unet_layout(config) -> tuple[int, list[bool]]:
+    """(layers_per_block, whether each up block has attentions) of a UNet config, as the LDM layout needs them."""
+    lpb = config.layers_per_block
     if not isinstance(lpb, int):
         if len(set(lpb)) != 1:
             raise IncompatibleError(f"UNet layers_per_block={list(lpb)} varies by block; the LDM layout needs one.")
         lpb = int(lpb[0])
+    return lpb, ["CrossAttn" in t for t in config.up_block_types]
+
+
+def _ldm_key(key: str, lpb: int, up_has_attn: list[bool]) -> str:
+    """One diffusers UNet weight name -> its LDM name (both without prefixes)."""
+    if m := re.fullmatch(r"down_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.+)", key):
+        b, kind, j, rest = int(m[1]), m[2], int(m[3]), m[4]
+        i = 1 + b * (lpb + 1) + j
+        if kind == "resnets":
+            return f"input_blocks.{i}.0." + _rename(rest, _UNET_RESNET, "UNet", key)
+        return f"input_blocks.{i}.1.{rest}"
+    if m := re.fullmatch(r"down_blocks\.(\d+)\.downsamplers\.0\.conv\.(.+)", key):
+        return f"input_blocks.{1 + int(m[1]) * (lpb + 1) + lpb}.0.op.{m[2]}"
+    if m := re.fullmatch(r"up_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.+)", key):
+        b, kind, j, rest = int(m[1]), m[2], int(m[3]), m[4]
+        i = b * (lpb + 1) + j
+        if kind == "resnets":
+            return f"output_blocks.{i}.0." + _rename(rest, _UNET_RESNET, "UNet", key)
+        return f"output_blocks.{i}.1.{rest}"
+    if m := re.fullmatch(r"up_blocks\.(\d+)\.upsamplers\.0\.conv\.(.+)", key):
+        b = int(m[1])
+        # the Upsample module follows the last ResBlock, after its SpatialTransformer when there is one
+        return f"output_blocks.{b * (lpb + 1) + lpb}.{2 if up_has_attn[b] else 1}.conv.{m[2]}"
+    if m := re.fullmatch(r"mid_block\.(resnets|attentions)\.(\d+)\.(.+)", key):
+        kind, k, rest = m[1], int(m[2]), m[3]
+        if kind == "resnets":  # middle_block is ResBlock, SpatialTransformer, ResBlock
+            return f"middle_block.{2 * k}." + _rename(rest, _UNET_RESNET, "UNet", key)
+        return f"middle_block.{2 * k + 1}.{rest}"
+    return _rename(key, _UNET_FIXED, "UNet", key)
+
+
+def _check_blocks(unet, lpb: int) -> None:
     for b, block in enumerate(unet.down_blocks):
         if len(block.resnets) != lpb:
             raise IncompatibleError(f"UNet down block {b} has {len(block.resnets)} resnets, expected {lpb}.")
     for b, block in enumerate(unet.up_blocks):
         if len(block.resnets) != lpb + 1:
             raise IncompatibleError(f"UNet up block {b} has {len(block.resnets)} resnets, expected {lpb + 1}.")
-    return lpb
+
+
+def unet_ldm_namer(unet):
+    """A function from a diffusers UNet module path (``down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q``)
+    to the original layout's (``input_blocks.4.1.transformer_blocks.0.attn1.to_q``), for SD1.x/SD2 and SDXL alike;
+    kohya LoRA names (:mod:`tailor.methods.lora.formats`) use it. IncompatibleError for a UNet or path without one."""
+    lpb, up_has_attn = _unet_layout(unet.config)
+    _check_blocks(unet, lpb)
+
+    def name(path: str) -> str:
+        return _ldm_key(path + ".weight", lpb, up_has_attn).removesuffix(".weight")
+
+    return name
 
 
 def unet_to_ldm(unet) -> Tensors:
     """The UNet's weights under LDM names (without the ``model.diffusion_model.`` prefix)."""
-    lpb = _layers_per_block(unet)
-    up_has_attn = [len(getattr(block, "attentions", None) or []) > 0 for block in unet.up_blocks]
+    lpb, up_has_attn = _unet_layout(unet.config)
+    _check_blocks(unet, lpb)
     out: Tensors = {}
     for key, value in unet.state_dict().items():
-        if m := re.fullmatch(r"down_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.+)", key):
-            b, kind, j, rest = int(m[1]), m[2], int(m[3]), m[4]
-            i = 1 + b * (lpb + 1) + j
-            if kind == "resnets":
-                new = f"input_blocks.{i}.0." + _rename(rest, _UNET_RESNET, "UNet", key)
-            else:
-                new = f"input_blocks.{i}.1.{rest}"
-        elif m := re.fullmatch(r"down_blocks\.(\d+)\.downsamplers\.0\.conv\.(.+)", key):
-            new = f"input_blocks.{1 + int(m[1]) * (lpb + 1) + lpb}.0.op.{m[2]}"
-        elif m := re.fullmatch(r"up_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.+)", key):
-            b, kind, j, rest = int(m[1]), m[2], int(m[3]), m[4]
-            i = b * (lpb + 1) + j
-            if kind == "resnets":
-                new = f"output_blocks.{i}.0." + _rename(rest, _UNET_RESNET, "UNet", key)
-            else:
-                new = f"output_blocks.{i}.1.{rest}"
-        elif m := re.fullmatch(r"up_blocks\.(\d+)\.upsamplers\.0\.conv\.(.+)", key):
-            b = int(m[1])
-            # the Upsample module follows the last ResBlock, after its SpatialTransformer when there is one
-            new = f"output_blocks.{b * (lpb + 1) + lpb}.{2 if up_has_attn[b] else 1}.conv.{m[2]}"
-        elif m := re.fullmatch(r"mid_block\.(resnets|attentions)\.(\d+)\.(.+)", key):
-            kind, k, rest = m[1], int(m[2]), m[3]
-            if kind == "resnets":  # middle_block is ResBlock, SpatialTransformer, ResBlock
-                new = f"middle_block.{2 * k}." + _rename(rest, _UNET_RESNET, "UNet", key)
-            else:
-                new = f"middle_block.{2 * k + 1}.{rest}"
-        else:
-            new = _rename(key, _UNET_FIXED, "UNet", key)
-        _put(out, new, value)
+        _put(out, _ldm_key(key, lpb, up_has_attn), value)
     return out
 
 

@@ -81,6 +81,14 @@ class GenerateInput:
     by_name: bool = False
     #: the attachment input that takes the subject's class word, when the method reads one (PhotoMaker's)
     class_input: str | None = None
+    #: config fields ``tailor generate`` exposes as ``<flag>-<field>`` (``--reference-only-mode``), applied to every
+    #: value of the flag; for a training-free method (``Method.training_free``) the value's ``PATH`` is its reference
+    #: input itself: ``--reference-only IMG[+IMG...][:weight[:start:end]]``
+    options: tuple[str, ...] = ()
+
+    def option_flag(self, name: str) -> str:
+        """The generate flag of config field ``name``."""
+        return f"{self.flag}-{name.replace('_', '-')}"
 
     @property
     def metavar(self) -> str:

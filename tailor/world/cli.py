@@ -61,18 +61,61 @@ def _run(n: int, seed: int, out: Path, fn: Callable[[int], Sample], extra: dict 
     typer.echo(f"wrote {n} images, labels.json and grid.png to {out}")
 
 
-@world_app.command("render")
+@world_app.command("render", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def render(
-    prompt: Annotated[str, typer.Option(help="A caption, e.g. 'a photo of a red striped star on grass'.")],
+    ctx: typer.Context,
+    prompt: Annotated[
+        str | None, typer.Option(help="A caption, e.g. 'a photo of a red striped star on grass'.")
+    ] = None,
+    kind: Annotated[
+        str | None,
+        typer.Option(help="Render a kind with its own options and labels (see `tailor world kinds`), e.g. relation."),
+    ] = None,
     n: N = 8,
     seed: SEED = 0,
     out: OUT = Path("outputs/world/render"),
     size: SIZE = 64,
 ) -> None:
-    """Render a prompt; attributes it leaves out are sampled per image."""
+    """Render a prompt (attributes it leaves out are sampled per image), or -n groups of a --kind (pair, relation,
+    story, ...: `tailor world kinds` lists them and their options)."""
+    if kind is not None:
+        from tailor.world.kinds import get_kind, parse_options, write_groups
+
+        k = get_kind(kind)
+        opts = parse_options(k, ctx.args)
+        if prompt is not None and not k.takes_prompt:
+            raise ConfigError(f"--kind {kind} takes no --prompt; its options are: "
+                              f"{', '.join(o.flag for o in k.options)}.")  # fmt: skip
+        if n < 1:
+            raise ConfigError(f"-n must be at least 1, got {n}.")
+        from tailor.core.outputs import guarded_out
+
+        groups = [k.render(derive_seed(seed, i), size=size, prompt=prompt, **opts) for i in range(n)]
+        with guarded_out(out, "tailor world"):
+            write_groups(out, k, groups, {"prompt": prompt} if prompt else None)
+        typer.echo(f"wrote {n} {kind} groups ({sum(map(len, groups))} images), labels.json and grid.png to {out}")
+        return
+    if ctx.args:
+        raise ConfigError(f"unknown option {ctx.args[0]!r} for `tailor world render --prompt`; options of a --kind "
+                          f"need --kind (see `tailor world kinds`).")  # fmt: skip
+    if prompt is None:
+        from tailor.world.kinds import kinds
+
+        raise ConfigError(f"give --prompt TEXT or --kind KIND (kinds: {', '.join(kinds())}).")
     from tailor.world.render import render as render_prompt
 
     _run(n, seed, out, lambda s: render_prompt(prompt, s, size=size), {"prompt": prompt})
+
+
+@world_app.command("kinds")
+def list_kinds() -> None:
+    """List the render kinds of `tailor world render --kind` and their options."""
+    from tailor.world.kinds import kinds
+
+    for name, k in kinds().items():
+        typer.echo(f"{name:<10} {k.help}")
+        for o in k.options:
+            typer.echo(f"    {o.flag:<14} {o.help}" + (f" (default {o.default})" if o.default is not None else ""))
 
 
 @world_app.command("subject")

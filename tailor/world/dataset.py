@@ -31,6 +31,13 @@ HOLDOUT_COMBOS: frozenset[tuple[str, str]] = frozenset(
 _MAX_TRIES = 1000
 
 
+def render_kinds() -> dict[str, Callable[[int, str, int], Sample]]:
+    """The render kinds (:mod:`tailor.world.kinds`) that give training images: name -> ``(seed, style, size)``."""
+    from tailor.world.kinds import kinds
+
+    return {name: k.dataset for name, k in kinds().items() if k.dataset is not None}
+
+
 def _holdout_fn(holdout) -> Callable[[dict[str, Any]], bool] | None:
     """Normalise ``holdout`` (None, iterable of (shape, colour) pairs, or attrs -> bool) to attrs -> excluded."""
     if holdout is None:
@@ -40,7 +47,7 @@ def _holdout_fn(holdout) -> Callable[[dict[str, Any]], bool] | None:
     pairs = {(canonical("shape", s), canonical("color", c)) for s, c in holdout}
 
     def excluded(attrs: dict[str, Any]) -> bool:
-        objs = attrs.get("objects") if attrs.get("kind") == "scene" else [attrs]
+        objs = attrs["objects"] if isinstance(attrs.get("objects"), list) else [attrs]  # scenes, relation scenes
         return any((o.get("shape"), o.get("color")) in pairs for o in objs)
 
     return excluded
@@ -66,7 +73,10 @@ class WorldDataset(Dataset):
 
     - ``pixel_values``: float32 3xHxW in [-1, 1]; ``mask``/``edges``: float32 1xHxW in {0, 1}.
     - ``keypoints``: float32 (5, 2) pixels, only for ``kind="faces"``.
-    - ``kind``: objects | faces | scenes | subject (needs ``subject``) | mixed (objects/faces/scenes 60/20/20).
+    - ``kind``: objects | faces | scenes | subject (needs ``subject``) | mixed (objects/faces/scenes 60/20/20), or a
+      render kind with a dataset (:func:`render_kinds`: ``relation``, ``pair`` (single views), ``story`` (frames),
+      ``light`` (items add ``albedo``, ``foreground``, ``background`` as 3xHxW in [-1, 1]), ``glyph`` (items add the
+      glyph image ``glyphs``, 1xHxW in [0, 1])).
     - ``styles``: names from ``STYLES`` or ``"all"``; each item draws one.
     - ``holdout``: (shape, colour) pairs, or a callable ``attrs -> bool``, whose images are never returned.
     - ``identities``: ``(first, stop)``: faces draw their identity uniformly from ``first <= id < stop`` (default:
@@ -85,8 +95,9 @@ class WorldDataset(Dataset):
         holdout: Iterable[tuple[str, str]] | Callable[[dict[str, Any]], bool] | None = None,
         identities: tuple[int, int] | None = None,
     ) -> None:
-        if kind not in KINDS:
-            raise ConfigError(f"unknown world dataset kind {kind!r}; valid kinds are: {', '.join(KINDS)}.")
+        if kind not in KINDS and kind not in render_kinds():
+            valid = ", ".join([*KINDS, *render_kinds()])
+            raise ConfigError(f"unknown world dataset kind {kind!r}; valid kinds are: {valid}.")
         self.kind, self.size, self.seed = kind, check_size(size), check_seed(seed)
         if int(length) < 1:
             raise ConfigError(f"length must be a positive number of items, got {length!r}.")
@@ -132,6 +143,8 @@ class WorldDataset(Dataset):
             return render_face(seed, identity=identity, style=style, size=self.size)
         if kind == "scenes":
             return render_scene(seed, style=style, size=self.size)
+        if kind in render_kinds():
+            return render_kinds()[kind](seed, style, self.size)
         return render_subject(self.subject, seed, style=style, size=self.size)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
@@ -145,6 +158,10 @@ class WorldDataset(Dataset):
         }
         if self.kind == "faces":
             item["keypoints"] = torch.from_numpy(s.keypoints)
+        for key, arr in s.extras.items():  # light: albedo, foreground, background; glyph: the glyph image
+            if key != "mask":
+                t = torch.from_numpy(arr).float()
+                item[key] = t.permute(2, 0, 1).div_(127.5).sub_(1.0) if t.ndim == 3 else t.div_(255.0)[None]
         return item
 
     @staticmethod

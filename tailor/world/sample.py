@@ -22,6 +22,8 @@ class Sample:
     - ``objects``: one dict per foreground item (attrs + ``box`` + ``mask``).
     - ``keypoints``: faces only, (5, 2) float32 pixel ``(x, y)`` of left eye, right eye, nose tip, left and
       right mouth corner ("left" = smaller x in the image, InstantID / insightface order); else None.
+    - ``extras``: named extra images (HxW or HxWx3 uint8: a lit render's albedo, a glyph image, ...) that
+      ``tailor world`` writes beside the image as ``<stem>_<name>.png``.
     """
 
     image: np.ndarray
@@ -32,6 +34,7 @@ class Sample:
     edges: np.ndarray
     objects: list[dict[str, Any]] = field(default_factory=list)
     keypoints: np.ndarray | None = None
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
 
     def labels(self) -> dict[str, Any]:
         """Everything but the pixel arrays, JSON-able: caption, attrs, box, keypoints, objects (without masks)."""

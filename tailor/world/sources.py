@@ -17,7 +17,17 @@ from tailor.errors import InputError
 from tailor.world.dataset import IDENTITY_LIMIT, WorldDataset
 from tailor.world.subjects import SubjectSpec
 
+#: the built-in data kinds; the render kinds with a dataset (relation, pair, story, light, glyph) come on top
 WORLD_KINDS = ("objects", "faces", "scenes", "mixed")
+
+
+def world_kinds() -> tuple[str, ...]:
+    """Every ``world:<kind>`` data name: the built-in kinds and the render kinds that give training images."""
+    from tailor.world.dataset import render_kinds
+
+    return (*WORLD_KINDS, *render_kinds())
+
+
 WORLD_TRAIN_ITEMS = 100_000  # procedural: items are rendered on demand, so a long "epoch" costs nothing
 WORLD_VAL_ITEMS = 32  # held-out world items for validation loss (indices after the training range)
 #: what ``data`` names this module serves (for messages)
@@ -61,8 +71,8 @@ def world_datasets(source: str, size: int, seed: int, holdout: bool) -> tuple[Da
         return Subset(full, range(n - n_val)), Subset(full, range(n - n_val, n))
     kind, *fields = arg.split(":")
     kind = kind or "mixed"
-    if kind not in WORLD_KINDS:
-        raise InputError(f"unknown world data kind {kind!r}; use one of {', '.join(WORLD_KINDS)}.")
+    if kind not in world_kinds():
+        raise InputError(f"unknown world data kind {kind!r}; use one of {', '.join(world_kinds())}.")
     n_val = WORLD_VAL_ITEMS if holdout else 0
     opts: dict[str, Any] = {}
     for f in fields:

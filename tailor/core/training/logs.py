@@ -123,6 +123,7 @@ class ProgressBar:
         from rich.console import Console
 
         self.progress = self.heartbeat = None
+        self.description, self.total = description, total
         if not Console().is_terminal:  # a pipe or a file: a plain line every N seconds (tailor.core.heartbeat)
             from tailor.core.heartbeat import Heartbeat
 
@@ -136,6 +137,9 @@ class ProgressBar:
 
     def update(self, step: int, info: str | None = None) -> None:
         """Advance to ``step``; ``info`` (loss, it/s) replaces the shown text when given."""
+        from tailor.core.progress import report
+
+        report(self.description, step, self.total, info)
         if self.progress is not None:
             fields = {} if info is None else {"info": info}
             self.progress.update(self.task, completed=step, **fields)

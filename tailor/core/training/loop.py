@@ -57,6 +57,8 @@ class TrainResult:
 def train(method: Method, config: TrainConfig, components: Components | None = None) -> TrainResult:
     """Train ``method`` on ``config.data`` over ``components`` (loaded from ``config.base`` when None)."""
     t_start = time.perf_counter()
+    if method.training_free:
+        raise ConfigError(f"{method.name} is training-free: there is nothing to train; attach it when generating.")
     with guarded_out(config, f"tailor train {method.name}"):  # one writer per --out, never a user's folder
         run = _setup(method, config, components)
         try:

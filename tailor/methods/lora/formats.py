@@ -16,8 +16,11 @@ kohya / A1111 (sd-scripts ``networks/lora.py``)::
     lora_unet_<path with . -> _>.alpha             scale = alpha / rank; a missing alpha means alpha = rank
 
   Underscores are ambiguous (``down_blocks`` vs ``down.blocks``), so reading needs the base's module names
-  (:func:`from_kohya`). SD1.x/SD2 UNet names follow the diffusers module paths; SDXL files from sd-scripts name the
-  UNet after the original LDM blocks (``input_blocks_4_1_...``), which this module does not map (yet).
+  (:func:`from_kohya`). SD1.x/SD2 UNet names follow the diffusers module paths; SDXL files (sd-scripts, A1111,
+  ComfyUI) name the UNet after the original LDM/sgm blocks (``lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_
+  to_q``, ``middle_block_1``, ``output_blocks_...``; :func:`tailor.core.single_file.unet_ldm_namer` maps the paths).
+  tailor writes SDXL UNet names in that original layout and SD1.x/SD2 names in the diffusers one, as sd-scripts does,
+  and reads both spellings on every base (diffusers' ``load_lora_weights`` and ComfyUI accept both too).
 
 diffusers / peft (what ``pipe.load_lora_weights`` reads): ``unet.<path>.lora_A.weight`` / ``lora_B.weight``
 (``text_encoder.`` / ``text_encoder_2.``), no alpha tensors; ranks and alphas go into the safetensors metadata key
@@ -37,7 +40,8 @@ import torch
 from tailor.core.io import PICKLE_SUFFIXES, load_tensors, read_metadata, save_tensors
 from tailor.core.lora import PARTS, adaptable_modules, canonical_path, part_model, specs_from_state
 from tailor.core.lora_math import modules_of, most_common
-from tailor.errors import FormatError
+from tailor.core.single_file import unet_ldm_namer
+from tailor.errors import ConfigError, FormatError, IncompatibleError
 
 if TYPE_CHECKING:
     from tailor.core.components import Components
@@ -64,11 +68,20 @@ def kohya_prefix(part: str, sdxl: bool) -> str:
     ]
 
 
-def to_kohya(state: dict[str, torch.Tensor], sdxl: bool = False) -> dict[str, torch.Tensor]:
-    """Canonical -> kohya keys (alpha always written, as sd-scripts does)."""
+def to_kohya(state: dict[str, torch.Tensor], sdxl: bool = False, unet=None) -> dict[str, torch.Tensor]:
+    """Canonical -> kohya keys (alpha always written, as sd-scripts does). ``sdxl``: the UNet's names follow the
+    original LDM layout, which needs the base's ``unet`` (its block structure) to map them."""
     out = {}
+    namer = None
+    if sdxl and any(k.startswith("unet.") for k in state):
+        if unet is None:
+            raise ConfigError("an SDXL kohya LoRA names the UNet's modules after the original layout; pass the base "
+                              "(--base) so they can be mapped.")  # fmt: skip
+        namer = unet_ldm_namer(unet)
     for mod in modules_of(state):
         part, _, path = mod.partition(".")
+        if part == "unet" and namer is not None:
+            path = namer(path)
         name = kohya_prefix(part, sdxl) + path.replace(".", "_")
         a = state[f"{mod}.lora_A.weight"]
         out[f"{name}.lora_down.weight"] = a
@@ -87,17 +100,30 @@ def kohya_names(components: Components) -> dict[str, str]:
         prefixes = {kohya_prefix(part, components.is_sdxl)}
         if part == "text_encoder":
             prefixes |= {"lora_te_", "lora_te1_"}  # SD and SDXL spellings of the first text encoder
+        namer = _ldm_namer(model) if part == "unet" else None
         for path in adaptable_modules(model):
             path = canonical_path(model, part, path)
+            spellings = [path]
+            if namer is not None:  # the original LDM spelling (SDXL files), accepted on every base
+                try:
+                    spellings.append(namer(path))
+                except IncompatibleError:
+                    pass
             for p in prefixes:
-                names[p + path.replace(".", "_")] = f"{part}.{path}"
+                for spelling in spellings:
+                    names[p + spelling.replace(".", "_")] = f"{part}.{path}"
     return names
+
+
+def _ldm_namer(unet):
+    try:
+        return unet_ldm_namer(unet)
+    except IncompatibleError:  # a UNet without the LDM block structure: diffusers spellings only
+        return None
 
 
 def from_kohya(state: dict[str, torch.Tensor], components: Components) -> dict[str, torch.Tensor]:
     """kohya keys -> canonical, resolving names against ``components``' modules."""
-    from tailor.errors import IncompatibleError
-
     names = kohya_names(components)
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
@@ -105,9 +131,8 @@ def from_kohya(state: dict[str, torch.Tensor], components: Components) -> dict[s
         if kind not in ("lora_down.weight", "lora_up.weight", "alpha"):
             continue  # dora_scale, hada_*, ... (other network types) are not LoRA weights
         if name not in names:
-            hint = " (an SDXL file with original-LDM block names?)" if "input_blocks" in name else ""
             raise IncompatibleError(
-                f"kohya LoRA module {name}{hint} does not exist in this base model; use a LoRA made for this base."
+                f"kohya LoRA module {name} does not exist in this base model; use a LoRA made for this base."
             )
         mod = names[name]
         target = {"lora_down.weight": "lora_A.weight", "lora_up.weight": "lora_B.weight", "alpha": "alpha"}[kind]
@@ -200,14 +225,19 @@ FILE = "lora.safetensors"
 KOHYA_FILE = "lora_kohya.safetensors"
 
 
-def write_files(out_dir: str | Path, state: dict[str, torch.Tensor], meta: dict, sdxl: bool) -> tuple[Path, Path]:
-    """Write both files from a canonical state dict; returns (lora.safetensors, lora_kohya.safetensors)."""
+def write_files(
+    out_dir: str | Path, state: dict[str, torch.Tensor], meta: dict, sdxl: bool, unet=None
+) -> tuple[Path, Path]:
+    """Write both files from a canonical state dict; returns (lora.safetensors, lora_kohya.safetensors). ``unet``:
+    the base's, which maps SDXL names to the original layout."""
     out_dir = Path(out_dir)
     tensors, dmeta = to_diffusers(state)
     path, kpath = out_dir / FILE, out_dir / KOHYA_FILE
     save_tensors(path, tensors, {**dmeta, **meta})
     save_tensors(
-        kpath, to_kohya(state, sdxl=sdxl), {**kohya_metadata(state), "tailor_base": str(meta.get("base", ""))}
+        kpath,
+        to_kohya(state, sdxl=sdxl, unet=unet),
+        {**kohya_metadata(state), "tailor_base": str(meta.get("base", ""))},
     )
     return path, kpath
 

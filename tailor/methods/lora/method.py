@@ -120,8 +120,9 @@ class LoRAMethod(Method):
 
     def save(self, out_dir: str | Path) -> Path:
         """``lora.safetensors`` (diffusers/peft keys + tailor metadata) and ``lora_kohya.safetensors``."""
-        sdxl = bool(self.components is not None and self.components.is_sdxl)
-        path, _ = write_files(out_dir, self.canonical_state(), self.metadata(), sdxl)
+        comps = self.components if self.components is not None else getattr(self.lora, "components", None)
+        sdxl = bool(comps is not None and comps.is_sdxl)
+        path, _ = write_files(out_dir, self.canonical_state(), self.metadata(), sdxl, comps.unet if sdxl else None)
         return path
 
     @classmethod

@@ -12,6 +12,9 @@ the ID encoder's projection + fuse MLPs and the LoRA; the CLIP image encoder and
 Files: ``photomaker.safetensors`` with the release's two parts as key prefixes, ``id_encoder.*`` (projection + fuse;
 the vision tower is the named ``image_encoder``) and ``lora_weights.*`` (canonical ``unet.<path>.lora_A/B`` keys).
 SD and SDXL layouts (SDXL: both encoders' penultimate states concatenated, the pooled embedding of the ID prompt).
+The release's own file (``photomaker-v1.bin`` / ``.safetensors``, its fine-tuned vision tower inside) loads with
+``image_encoder="file"`` (``tailor.load`` sets it) and is written back in its layout; :meth:`save_release` writes any
+PhotoMaker in that layout (:mod:`tailor.methods.photomaker.formats`).
 """
 
 from __future__ import annotations
@@ -25,9 +28,10 @@ from torch import nn
 
 from tailor.core.components import load_image_encoder
 from tailor.core.conditioning import StepExtras, StepState
+from tailor.core.io import read_metadata, save_tensors
 from tailor.core.lora import LoRA, find_targets
-from tailor.core.method import Method, load_module_state
-from tailor.errors import ConfigError, InputError
+from tailor.core.method import ARTIFACT_FORMAT, Method, load_module_state
+from tailor.errors import ConfigError, FormatError, InputError
 from tailor.faces.inputs import as_list, clip_pixels
 from tailor.methods.photomaker import formats
 from tailor.methods.photomaker.config import PhotoMakerConfig
@@ -61,13 +65,47 @@ class PhotoMakerMethod(Method):
     # ------------------------------------------------------------------ attach / detach
     def build(self, components) -> None:
         c = self.config
-        self.encoder, self.processor = load_image_encoder(c.image_encoder, components.device)
-        dim = int(components.text_encoder.config.hidden_size)
+        self._first_width = dim = int(components.text_encoder.config.hidden_size)
         if components.is_sdxl:  # the fused embedding lives in the concatenation of both encoders' states
             dim += int(components.text_encoder_2.config.hidden_size)
-        self.id_encoder = IDEncoder(int(self.encoder.config.projection_dim), dim).eval()
+        if self.from_release:  # the release's own vision tower; the projections read its pooled output
+            self.encoder, self.processor = self._release_tower(components.device)
+            image_dim = int(self.encoder.config.hidden_size)
+        else:
+            self.encoder, self.processor = load_image_encoder(c.image_encoder, components.device)
+            image_dim = int(self.encoder.config.projection_dim)
+        self.id_encoder = IDEncoder(image_dim, dim).eval()
         specs = {k: (c.rank, c.lora_alpha) for k in find_targets(components, ["attention"])}
         self.lora = LoRA(f"tailor_photomaker_{next(_ids)}", specs)
+
+    @property
+    def from_release(self) -> bool:
+        """Whether the vision tower comes from the file (the release layout, ``image_encoder="file"``)."""
+        return self.config.image_encoder == "file"
+
+    def _release_tower(self, device):
+        from transformers import CLIPImageProcessor, CLIPVisionModel
+
+        state = self._pending_state
+        if not state or not formats.is_release(state):
+            raise ConfigError("image_encoder 'file' takes the vision tower from a PhotoMaker release file; load one "
+                              "with tailor.load(path), or name a CLIP image encoder.")  # fmt: skip
+        _, vision = formats.id_from_release(formats.split(state)["id_encoder"])
+        with torch.device("meta"):  # no random init: the file's weights are loaded right after build
+            tower = CLIPVisionModel(formats.vision_config(vision, self.config.vision_heads))
+        tower = tower.to_empty(device=device).eval().requires_grad_(False)
+        for name, buf in tower.named_buffers():  # not in the file: CLIP's position ids, rebuilt as at init
+            if not name.endswith("position_ids"):
+                raise FormatError(f"the PhotoMaker vision tower has an unexpected buffer {name}.")
+            buf.copy_(torch.arange(buf.shape[-1], device=device).expand_as(buf))
+        size = int(tower.config.image_size)  # the release's CLIPImageProcessor(): 224, OpenAI mean / std
+        processor = CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+        return tower, processor
+
+    def _tower_state(self) -> dict[str, torch.Tensor]:
+        """The vision tower's weights under the release's names without ``vision_model.``."""
+        tower = self.encoder if self.from_release else self.encoder.vision_model
+        return {k.removeprefix("vision_model."): v for k, v in tower.state_dict().items()}
 
     def attach(self, components) -> None:
         self.lora.attach(components)
@@ -178,8 +216,11 @@ class PhotoMakerMethod(Method):
         return with_trigger(prompt, class_word, trigger) or prompt
 
     def _embed(self, images) -> torch.Tensor:
-        px = clip_pixels(images, self.processor).to(self.encoder.device, self.encoder.dtype)
+        p = next(self.encoder.parameters())
+        px = clip_pixels(images, self.processor).to(p.device, p.dtype)
         with torch.no_grad():
+            if self.from_release:  # the release fuses the tower's pooled output (its projections are ours)
+                return self.encoder(pixel_values=px).pooler_output.float()
             return self.encoder(px).image_embeds.float()
 
     def _training_prompts(self, cond, inputs):
@@ -213,10 +254,37 @@ class PhotoMakerMethod(Method):
     def state_dict(self) -> dict[str, torch.Tensor]:
         if not self._built:
             return dict(self._pending_state or {})
-        out = {f"id_encoder.{k}": v for k, v in self.id_encoder.state_dict().items()}
         lora = self.lora.state_dict() if self.lora.components is not None else getattr(self, "_pending_lora", {})
+        if self.from_release:
+            return formats.release_state(self.id_encoder.state_dict(), self._tower_state(), self._first_width, lora)
+        out = {f"id_encoder.{k}": v for k, v in self.id_encoder.state_dict().items()}
         out.update({f"lora_weights.{k}": v for k, v in lora.items()})
         return out
+
+    def release_state_dict(self) -> dict[str, torch.Tensor]:
+        """The weights in the release layout; a named tower's projection is folded into the release projections
+        (``visual_projection(_2)`` = tailor's projection x the tower's own, exact up to float rounding)."""
+        if not self._built:
+            raise RuntimeError("attach the PhotoMaker to a base first (Pipeline.attach or patch).")
+        if self.from_release:
+            return self.state_dict()
+        own = dict(self.id_encoder.state_dict())
+        with torch.no_grad():
+            own["visual_projection.weight"] = own["visual_projection.weight"] @ self.encoder.visual_projection.weight
+        lora = self.lora.state_dict() if self.lora.components is not None else getattr(self, "_pending_lora", {})
+        return formats.release_state(own, self._tower_state(), self._first_width, lora)
+
+    def save_release(self, path: str | Path) -> Path:
+        """Write the release layout (``id_encoder.*`` with the vision tower, ``lora_weights.*``), which the official
+        ``load_photomaker_adapter`` and ``tailor.load`` (as ``image_encoder="file"``) read."""
+        path = Path(path)
+        if path.suffix != ".safetensors":
+            raise InputError(f"{path}: the release layout is written as .safetensors; change the suffix.")
+        heads = int(self.encoder.config.num_attention_heads)  # the weights do not tell it; the metadata does
+        config = self.config.replace(image_encoder="file", lora_alpha=float(self.config.rank), vision_heads=heads)
+        meta = {**self.metadata(), "config": config.to_dict()}
+        save_tensors(path, self.release_state_dict(), meta)
+        return path
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         if not self._built:
@@ -224,6 +292,14 @@ class PhotoMakerMethod(Method):
             return
         parts = formats.split(state)
         ide, lora = parts["id_encoder"], parts["lora_weights"]
+        if self.from_release != formats.is_release(state):
+            raise FormatError("PhotoMaker weights in the release layout load with image_encoder 'file' and only then; "
+                              "load the file with tailor.load(path).")  # fmt: skip
+        if self.from_release:
+            ide, vision = formats.id_from_release(ide)
+            lora = formats.lora_from_release(lora)
+            load_module_state(self.encoder, {_tower_key(self.encoder, k): v for k, v in vision.items()},
+                              "photomaker vision tower")  # fmt: skip
         load_module_state(self.id_encoder, ide, "photomaker id_encoder")
         if self.lora.components is not None:
             self.lora.load_state_dict(lora)
@@ -231,5 +307,32 @@ class PhotoMakerMethod(Method):
             self._pending_lora = lora
 
     @classmethod
+    def sniff(cls, path: str | Path, metadata: dict[str, str]) -> bool:
+        """Claim the release's files (``photomaker-v1.bin`` / its ``.safetensors`` form)."""
+        return formats.sniff(path)
+
+    @classmethod
     def from_file(cls, path: str | Path) -> PhotoMakerMethod:
-        return super().from_file(path)  # type: ignore[return-value]
+        """A tailor ``photomaker.safetensors``, or a release file (read with ``image_encoder="file"``; the LoRA's
+        rank from its weights, alpha = rank as the release's loader has it)."""
+        path = Path(path)
+        meta = read_metadata(path) if path.suffix == ".safetensors" else {}
+        if meta.get("format") == ARTIFACT_FORMAT:
+            return super().from_file(path)  # type: ignore[return-value]
+        state = formats.read(path)
+        if not formats.is_release(state):
+            raise FormatError(f"{path} is neither a tailor PhotoMaker file nor a PhotoMaker release file (no "
+                              f"id_encoder.vision_model.* weights).")  # fmt: skip
+        lora = formats.lora_from_release(formats.split(state)["lora_weights"])
+        ranks = {int(v.shape[0]) for k, v in lora.items() if k.endswith(".lora_A.weight")}
+        if len(ranks) != 1:
+            raise FormatError(f"{path}: the PhotoMaker LoRA has ranks {sorted(ranks)}; one rank is expected.")
+        rank = ranks.pop()
+        method = cls(cls.config_cls(image_encoder="file", rank=rank, lora_alpha=float(rank)))
+        method.load_state_dict(state)
+        return method
+
+
+def _tower_key(tower, key: str) -> str:
+    """A release vision key (no ``vision_model.``) as ``tower`` names it (transformers 5 drops the prefix)."""
+    return key if not any(k.startswith("vision_model.") for k in tower.state_dict()) else f"vision_model.{key}"

@@ -25,6 +25,12 @@ class PuLIDConfig(FaceIDConfig):
     align_semantic: float = option(0.6, "weight of the semantic alignment loss")
     align_layout: float = option(0.1, "weight of the layout alignment loss")
     id_loss: float = option(1.0, "weight of the ID loss (1 - cos of face embeddings) on the fast-sampled image")
+    release: str = option(
+        "",
+        "the official release's ID encoder ('v1' MLP, 'v1.1' IDFormer; set by tailor.load of a "
+        "release file) or '' (tailor's Resampler)",
+    )
+    num_zero: int = option(0, "zero tokens appended to the ID tokens (the release's NUM_ZERO; its app: 8 or 16)")
     id_steps: int = option(4, "sampling steps of the fast generation the ID loss scores (from pure noise)")
 
     def validate(self) -> None:
@@ -32,4 +38,6 @@ class PuLIDConfig(FaceIDConfig):
         super().validate()  # the shared options; id_scale in [0, MAX_SCALE]
         for name in ("align_semantic", "align_layout", "id_loss"):
             c(getattr(self, name) >= 0, f"{name} must be 0 or more; got {getattr(self, name)}.")
+        c(self.release in ("", "v1", "v1.1"), f"release must be '', 'v1' or 'v1.1'; got {self.release!r}.")
+        c(self.num_zero >= 0, f"num_zero must be 0 or more; got {self.num_zero}.")
         c(1 <= self.id_steps <= 50, f"id_steps must lie in [1, 50]; got {self.id_steps}.")

@@ -13,21 +13,27 @@ one trainer's. Sampling: ``pipe.attach(method, face=IMG)`` (image, path, folder,
 embeddings); the uncond half gets the Resampler's output for a zero embedding.
 
 File: ``pulid.safetensors`` with ``image_proj.*`` / ``ip_adapter.*`` in the IP-Adapter layout (tailor metadata).
+The official release's files (``pulid_v1.bin``, ``pulid_v1.1.safetensors``: ``id_adapter.*`` +
+``id_adapter_attn_layers.*``) load through ``tailor.load`` with ``release`` set; their ID encoders read the official
+antelopev2 + EVA-CLIP features (``id_features``), :mod:`tailor.methods.pulid.release`.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from tailor.core.io import PICKLE_SUFFIXES, load_tensors, read_metadata, safe_torch_load
 from tailor.core.latents import vae_decode
-from tailor.core.method import get_spec, load_module_state
+from tailor.core.method import ARTIFACT_FORMAT, get_spec, load_module_state
 from tailor.core.pipeline import call_unet
 from tailor.core.samplers import make_scheduler
 from tailor.errors import ConfigError, FormatError, InputError
 from tailor.faces.id_adapter import FaceIDMethod
 from tailor.faces.inputs import FaceDataset, reference_faces
+from tailor.methods.pulid import release
 from tailor.methods.pulid.config import PuLIDConfig
 from tailor.methods.pulid.modules import Recorder, id_cosine_loss, semantic_and_layout
 
@@ -51,6 +57,39 @@ class PuLIDMethod(FaceIDMethod):
         """The official IP-Adapter layout (the ``ip_adapter`` method's, through the registry)."""
         return get_spec("ip_adapter").method.file_layout()
 
+    # ------------------------------------------------------------------ the release's ID encoders
+    def projection(self, components):
+        if not self.config.release:
+            return super().projection(components)
+        state = self._pending_state
+        if not state or release.version(state) != self.config.release:
+            raise ConfigError(f"release {self.config.release!r} builds the official ID encoder from a PuLID release "
+                              f"file; load one with tailor.load(path).")  # fmt: skip
+        encoder = release.build_encoder(state, self.config.release)
+        if encoder.context_dim != components.cross_attention_dim:
+            raise FormatError(f"the PuLID release file makes {encoder.context_dim}-wide ID tokens but this base's "
+                              f"cross-attention is {components.cross_attention_dim} wide; use SDXL.")  # fmt: skip
+        self.embed_width = encoder.id_dim
+        return encoder
+
+    def _id_tokens(self, features) -> tuple[torch.Tensor, torch.Tensor]:
+        """(ID tokens, the unconditional ones from all-zero features, as the release's pipelines make them)."""
+        cond, hidden = release.check_features(features, self.proj)
+        p = next(self.proj.parameters())
+        cond, hidden = cond.to(p), [h.to(p) for h in hidden]
+        with torch.no_grad():
+            tok = self.proj(cond, hidden)
+            utok = self.proj(torch.zeros_like(cond), [torch.zeros_like(h) for h in hidden])
+        return self._pad(tok), self._pad(utok)
+
+    def _pad(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``num_zero`` zero tokens after the ID tokens (the release's NUM_ZERO; keys and values of zeros)."""
+        n = self.config.num_zero
+        return torch.cat([tokens, tokens.new_zeros(tokens.shape[0], n, tokens.shape[2])], dim=1) if n else tokens
+
+    def _tokens(self, emb: torch.Tensor) -> torch.Tensor:
+        return self._pad(super()._tokens(emb))
+
     # ------------------------------------------------------------------ attach / detach
     def detach(self, components) -> None:
         super().detach(components)
@@ -61,6 +100,16 @@ class PuLIDMethod(FaceIDMethod):
 
     # ------------------------------------------------------------------ encode
     def encode(self, cond, inputs: dict[str, Any]):
+        if self.config.release:
+            if "pixel_values" in inputs:
+                raise ConfigError("a PuLID release model is read for sampling; train tailor's own PuLID instead.")
+            if self._face is None or self._face[0] is not inputs:
+                self._face = (inputs, self._id_tokens(inputs.get("id_features")))
+            tok, utok = self._face[1]
+            b = cond.batch_size
+            rows = [utok.expand(b, -1, -1), tok.expand(b, -1, -1)] if cond.cfg else [tok.expand(b, -1, -1)]
+            self.branch.tokens = torch.cat(rows)
+            return cond
         if "pixel_values" in inputs:
             self._reference = self.encode_batch(inputs)
             if torch.is_grad_enabled():  # a training step (not validation): record the ID path's features
@@ -136,9 +185,25 @@ class PuLIDMethod(FaceIDMethod):
         return self.face_embedder().embed(images.float())
 
     # ------------------------------------------------------------------ weights
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        if not self.config.release or not self._built:
+            return super().state_dict()
+        out = {f"{release.ENCODER}{k}": v for k, v in self.proj.state_dict().items()}
+        out.update(release.branch_to_release(self.branch, self._indices()))
+        return out
+
+    def _indices(self) -> list[int]:
+        return release.processor_indices(self.components.unet, self.branch.layer_names)
+
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         if not self._built:
             self._pending_state = dict(state)
+            return
+        if self.config.release:
+            if release.version(state) != self.config.release:
+                raise FormatError(f"these weights are not a PuLID {self.config.release} release file.")
+            load_module_state(self.proj, release.encoder_state(state), "pulid id_adapter")
+            load_module_state(self.branch, release.branch_from_release(state, self._indices()), "pulid")
             return
         layout = self.file_layout()
         proj, ip = layout.split(state)
@@ -148,3 +213,43 @@ class PuLIDMethod(FaceIDMethod):
                               f"for this base.")  # fmt: skip
         load_module_state(self.proj, layout.proj_from_official(proj, plus=True), "pulid")
         load_module_state(self.branch, layout.branch_from_official(ip, n), "pulid")
+
+    # ------------------------------------------------------------------ files
+    @classmethod
+    def sniff(cls, path: str | Path, metadata: dict[str, str]) -> bool:
+        """Claim the release's files (``id_adapter.*`` + ``id_adapter_attn_layers.*``)."""
+        path = Path(path)
+        try:
+            if path.suffix == ".safetensors":  # the header's key names only
+                from safetensors import safe_open
+
+                with safe_open(str(path), framework="pt") as f:
+                    return release.version(dict.fromkeys(f.keys())) is not None
+            return path.suffix in PICKLE_SUFFIXES and release.version(_read(path)) is not None
+        except Exception:  # unreadable: not ours to claim; tailor.load reports it
+            return False
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> PuLIDMethod:
+        """A tailor ``pulid.safetensors``, or a release file (``release`` set from its keys)."""
+        path = Path(path)
+        meta = read_metadata(path) if path.suffix == ".safetensors" else {}
+        if meta.get("format") == ARTIFACT_FORMAT:
+            return super().from_file(path)  # type: ignore[return-value]
+        state = _read(path)
+        which = release.version(state)
+        if which is None:
+            raise FormatError(f"{path} is neither a tailor PuLID file nor a PuLID release file (id_adapter.* and "
+                              f"id_adapter_attn_layers.* keys).")  # fmt: skip
+        method = cls(cls.config_cls(release=which))
+        method.load_state_dict(state)
+        return method
+
+
+def _read(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix in PICKLE_SUFFIXES:
+        data = safe_torch_load(path)
+        if not isinstance(data, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in data.items()):
+            raise FormatError(f"{path} is not a PuLID state dict (a flat mapping of tensors).")
+        return data
+    return load_tensors(path)

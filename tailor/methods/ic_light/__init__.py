@@ -1,0 +1,43 @@
+"""ic_light: relighting by foreground (+ background) latents concatenated to the UNet input (Zhang et al. 2025)."""
+
+from tailor.core.method import MethodSpec
+from tailor.core.surface import GenerateInput, Input
+from tailor.methods.ic_light.config import IcLightConfig
+from tailor.methods.ic_light.method import IcLightMethod
+
+
+def example_inputs(components) -> dict:
+    """A grey-backed RGBA disc as the foreground and a left-to-right gradient as the background."""
+    import numpy as np
+    from PIL import Image
+
+    size = components.default_size
+    y, x = np.mgrid[0:size, 0:size]
+    disc = ((x - size / 2) ** 2 + (y - size / 2) ** 2 < (size / 3) ** 2).astype(np.uint8) * 255
+    rgba = np.stack([x * 255 // size, 200 - y * 100 // size, np.full_like(x, 60), disc], -1).astype(np.uint8)
+    grad = np.repeat(np.linspace(224, 32, size)[None, :, None], size, 0).repeat(3, 2).astype(np.uint8)
+    return {"foreground": [Image.fromarray(rgba, "RGBA"), Image.fromarray(grad)]}
+
+
+SPEC = MethodSpec(
+    name="ic_light",
+    method=IcLightMethod,
+    config=IcLightConfig,
+    summary="relighting: foreground (fc) or foreground + background (fbc) latents as extra UNet input channels",
+    paper="Zhang, Rao, Agrawala 2025 (IC-Light, ICLR 2025)",
+    test_options={"mode": "fbc"},
+    example_inputs=example_inputs,
+    generate=GenerateInput(
+        "--ic-light",
+        "IC-Light model (a tailor file or the official offsets file, fc or fbc) and its foreground image (RGBA: "
+        "alpha = the object), plus the background for fbc: MODEL=FG[+BG]; repeatable.",
+        input=Input(
+            "foreground",
+            "paths",
+            flag="--foreground",
+            help="IC-Light's foreground image (RGBA: alpha = the object) [+ background for fbc].",
+        ),
+    ),
+)
+
+__all__ = ["SPEC", "IcLightConfig", "IcLightMethod"]

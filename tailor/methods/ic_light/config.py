@@ -1,0 +1,36 @@
+"""Options of IC-Light (Zhang, Rao, Agrawala, ICLR 2025: Scaling In-the-Wild Training for Diffusion-based Illumination
+Harmonization and Editing by Imposing Consistent Light Transport)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from tailor.core.config import Config, option
+
+
+@dataclass
+class IcLightConfig(Config):
+    """Which IC-Light model (fc: foreground; fbc: foreground + background) and its training options."""
+
+    paper: ClassVar[str] = (
+        "Zhang, Rao, Agrawala 2025, Scaling In-the-Wild Training for Diffusion-based Illumination Harmonization and "
+        "Editing by Imposing Consistent Light Transport (IC-Light, ICLR 2025)"
+    )
+
+    mode: str = option(
+        "fc",
+        "fc: the UNet also sees the foreground's latents (8 input channels on SD); fbc: and the background's (12)",
+        choices=("fc", "fbc"),
+    )
+    consistency_weight: float = option(
+        0.1, "weight of the light-transport consistency loss (training with lit pairs; 0 = off)"
+    )
+
+    @property
+    def condition_images(self) -> int:
+        """How many images' latents the UNet input carries besides the noisy latents."""
+        return 1 if self.mode == "fc" else 2
+
+    def validate(self) -> None:
+        self.check(self.consistency_weight >= 0, f"consistency_weight must be >= 0; got {self.consistency_weight}.")

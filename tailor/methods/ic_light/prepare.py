@@ -1,0 +1,94 @@
+"""IC-Light's condition images, prepared as in the official demos.
+
+* foreground: the object on a flat grey (127) background, blended by its alpha: ``127 + (rgb - 127) * alpha`` (the
+  demo gets alpha from a matting model, BRIA RMBG; tailor takes it from the image's alpha channel: give an RGBA
+  image). A foreground without alpha is used as it is, and the run says so (it must already be on grey).
+* background (fbc): the image itself.
+* both resized to cover the output and centre-cropped (Lanczos), scaled by ``x / 127 - 1`` (so 127 is exactly 0),
+  VAE-encoded with the posterior mode and scaled to diffusion latents.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from tailor.core.latents import scale_latents
+from tailor.errors import ConfigError, InputError
+
+log = logging.getLogger("tailor")
+
+GREY = 127.0
+
+
+def _open(value: Any, what: str) -> Image.Image:
+    if isinstance(value, str | Path):
+        path = Path(value)
+        if not path.is_file():
+            raise InputError(f"IC-Light {what} {path} does not exist; check the path.")
+        try:
+            img = Image.open(path)
+            img.load()
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+            raise InputError(f"IC-Light {what} {path} is not a readable image ({e.__class__.__name__}).") from e
+        return img
+    if isinstance(value, np.ndarray):
+        return Image.fromarray(value)
+    if isinstance(value, Image.Image):
+        return value
+    raise ConfigError(
+        f"IC-Light {what} must be an image file, a PIL image or a uint8 array; got {type(value).__name__}."
+    )
+
+
+def _has_alpha(img: Image.Image) -> bool:
+    return img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info)
+
+
+def cover_crop(img: Image.Image, width: int, height: int) -> np.ndarray:
+    """Resize to cover ``width`` x ``height`` (Lanczos) and crop the centre (the demos' ``resize_and_center_crop``)."""
+    scale = max(width / img.width, height / img.height)
+    w, h = int(round(img.width * scale)), int(round(img.height * scale))
+    img = img.resize((w, h), Image.LANCZOS)
+    left, top = (w - width) / 2, (h - height) / 2
+    return np.asarray(img.crop((left, top, left + width, top + height)))
+
+
+def foreground_array(value: Any, width: int, height: int) -> np.ndarray:
+    """The foreground on grey, ``height x width x 3`` uint8."""
+    img = _open(value, "foreground")
+    name = f"foreground {value}" if isinstance(value, str | Path) else "the foreground"
+    if _has_alpha(img):
+        rgba = np.asarray(img.convert("RGBA")).astype(np.float32)
+        alpha = rgba[..., 3:] / 255.0
+        rgb = (GREY + (rgba[..., :3] - GREY) * alpha).clip(0, 255).astype(np.uint8)
+        img = Image.fromarray(rgb)
+    else:
+        log.warning(
+            "%s has no alpha channel: used as it is (the whole image is the foreground); give an RGBA image whose "
+            "alpha is the object's mask to put it on IC-Light's grey background",
+            name,
+        )
+        img = img.convert("RGB")
+    return cover_crop(img, width, height)
+
+
+def background_array(value: Any, width: int, height: int) -> np.ndarray:
+    return cover_crop(_open(value, "background").convert("RGB"), width, height)
+
+
+def to_model_range(arrays: list[np.ndarray]) -> torch.Tensor:
+    """uint8 HxWx3 images -> ``Bx3xHxW`` with 127 -> 0 (the demos' ``x / 127 - 1``)."""
+    return torch.from_numpy(np.stack(arrays)).float().div(127.0).sub(1.0).movedim(-1, 1)
+
+
+@torch.no_grad()
+def encode_mode(vae, pixels: torch.Tensor) -> torch.Tensor:
+    """VAE posterior mode, scaled to diffusion latents."""
+    mode = vae.encode(pixels.to(vae.device, vae.dtype)).latent_dist.mode()
+    return scale_latents(vae.config, mode)

@@ -1,0 +1,73 @@
+"""inpaint: continued training makes a 4-channel base a 9-channel inpainting base that tailor and diffusers load."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import tailor
+from tailor.core.pipeline import Pipeline
+from tailor.core.training.noise import generator
+from tailor.errors import ConfigError, IncompatibleError
+from tailor.methods.inpaint import InpaintConfig, InpaintMethod
+from tailor.methods.inpaint.masks import random_mask
+
+
+def test_masks_are_seeded_and_varied():
+    kinds = ["box", "ellipse", "strokes"]
+    a = [random_mask(generator(0, 21, p), 32, kinds, 0.25, 3) for p in range(40)]
+    b = [random_mask(generator(0, 21, p), 32, kinds, 0.25, 3) for p in range(40)]
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    cover = torch.stack([m.mean() for m in a])
+    assert ((cover == 1).float().mean() - 0.25).abs() < 0.2  # about a quarter repaint everything
+    partial = cover[cover < 1]
+    assert (partial > 0).all() and partial.mean() < 0.7
+    assert set(torch.unique(torch.stack(a)).tolist()) <= {0.0, 1.0}
+
+
+def test_config_errors():
+    with pytest.raises(ConfigError, match="mask_kinds"):
+        InpaintConfig(mask_kinds=["blob"])
+    with pytest.raises(ConfigError, match="full_mask_prob"):
+        InpaintConfig(full_mask_prob=1.5)
+
+
+def test_train_makes_an_inpainting_base(tmp_path):
+    from diffusers import StableDiffusionInpaintPipeline
+
+    from tailor.core.training import TrainConfig, train
+
+    comps = tailor.tiny_components()
+    method = InpaintMethod()
+    cfg = TrainConfig(base="tiny", out=str(tmp_path / "run"), steps=2, batch_size=2, resolution=32, lr=1e-3)
+    train(method, cfg, components=comps)
+    assert comps.unet.config.in_channels == 9 and comps.is_inpainting
+    assert comps.unet.conv_in.weight[:, 4:].abs().sum() > 0  # the new channels trained
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8))
+    mask = Image.new("L", (32, 32), 0)
+    mask.paste(255, (8, 8, 24, 24))
+    ours = Pipeline(comps).generate("a star", seed=1, steps=3, init_image=img, mask=mask).array
+
+    folder = tmp_path / "run" / "pipeline"
+    ref = StableDiffusionInpaintPipeline.from_pretrained(str(folder), local_files_only=True)
+    assert ref.unet.config.in_channels == 9
+    loaded = tailor.load_components(folder)
+    assert loaded.is_inpainting
+    again = Pipeline(loaded).generate("a star", seed=1, steps=3, init_image=img, mask=mask).array
+    assert np.abs(again - ours).max() <= 1e-5
+
+    method.unpatch()  # the base is the 4-channel one again
+    assert comps.unet.config.in_channels == 4 and comps.unet.conv_in.weight.shape[1] == 4
+    reapplied = Pipeline(tailor.tiny_components()).attach(tailor.load(tmp_path / "run"))
+    assert np.abs(reapplied.generate("a star", seed=1, steps=3, init_image=img, mask=mask).array - ours).max() <= 1e-5
+
+
+def test_other_widths_are_refused():
+    from tailor.core.input_channels import widen_conv_in
+
+    comps = tailor.tiny_components()
+    widen_conv_in(comps.unet, 2)
+    with pytest.raises(IncompatibleError, match="takes 6"):
+        InpaintMethod().patch(comps)
