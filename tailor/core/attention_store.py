@@ -163,9 +163,10 @@ def word_tokens(tokenizer, prompt: str, word: str, what: str = "--save-attention
     return found
 
 
-def colorize(maps, image=None, alpha: float = 0.55):
+def colorize(maps, image=None, alpha: float = 0.65):
     """A ``(H, W)`` map in any range -> an RGB heatmap (blue -> red, normalised to its own range), blended over the
-    ``(H, W, 3)`` float image in [0, 1] when given; uint8."""
+    grey version of the ``(H, W, 3)`` float image in [0, 1] when given (so the image's own colours do not read as
+    heat); uint8."""
     import numpy as np
 
     m = np.asarray(maps, dtype=np.float32)
@@ -179,5 +180,6 @@ def colorize(maps, image=None, alpha: float = 0.55):
         -1,
     )  # fmt: skip  (a jet-like ramp)
     if image is not None:
-        rgb = alpha * rgb + (1 - alpha) * np.asarray(image, dtype=np.float32)
+        grey = np.asarray(image, dtype=np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+        rgb = alpha * rgb + (1 - alpha) * grey[..., None]
     return (np.clip(rgb, 0, 1) * 255).round().astype(np.uint8)
