@@ -4,7 +4,8 @@ Prompt-to-Prompt (Hertz et al. 2022) and the regional methods built on it read w
 ``softmax(Q K_text^T / sqrt(d))`` of a cross-attention layer, averaged over heads, is a ``(rows, h * w, tokens)`` map.
 :class:`AttentionStore` records it with forward pre-hooks on the ``attn2`` modules (so it works whatever processor
 sits there: plain, IP-Adapter's decoupled one, a LoRA's), counting sampling calls with a pre-hook on the UNet;
-calls made inside a reference pass (:mod:`tailor.core.reference_bank`) are not recorded. The probabilities are
+calls made inside a reference pass (:mod:`tailor.core.reference_bank`) are not recorded, nor reference rows fused
+into a sampling call. The probabilities are
 computed with diffusers' own ``Attention.get_attention_scores`` on the layer's text keys (image-prompt tokens of
 decoupled attention are not part of them).
 
@@ -22,7 +23,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from tailor.core.reference_bank import in_reference_pass
+from tailor.core.reference_bank import in_reference_pass, prefix_rows
 from tailor.errors import ConfigError, InputError
 
 
@@ -93,6 +94,8 @@ class AttentionStore:
             context = kwargs.get("encoder_hidden_states", args[1] if len(args) > 1 else None)
             if context is None or hidden.ndim != 3:
                 return
+            n = prefix_rows()  # reference rows fused into this call are not the sampling batch's
+            hidden, context = hidden[n:], context[n:]
             probs = token_probabilities(attn, hidden, context)
             self.current[name] = probs
             if name in self.sums and self.sums[name].shape == probs.shape:

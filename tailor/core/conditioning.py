@@ -75,6 +75,9 @@ class StepExtras:
     encoder_hidden_states: torch.Tensor | None = None
     #: with it, SDXL's ``added_cond_kwargs`` (pooled text embeds, time ids) for this UNet call only
     added_cond_kwargs: dict[str, torch.Tensor] | None = None
+    #: rows the UNet runs in front of the batch in the same call, their prediction discarded (a fused reference
+    #: pass: :class:`tailor.core.reference_bank.ReferenceRows`); not scaled by the weight
+    reference_rows: Any = None
 
     def scaled(self, weight: float) -> StepExtras:
         """The residuals multiplied by ``weight`` (attention kwargs are the method's own business)."""
@@ -92,6 +95,7 @@ class StepExtras:
             dict(self.cross_attention_kwargs),
             self.encoder_hidden_states,
             self.added_cond_kwargs,
+            self.reference_rows,
         )
 
 
@@ -107,9 +111,16 @@ def merge_extras(parts: list[StepExtras]) -> dict[str, Any]:
             raise ValueError(f"cannot sum residual lists of lengths {len(a)} and {len(b)}")
         return [x + y for x, y in zip(a, b)]
 
-    down = mid = intra = hidden = added = None
+    down = mid = intra = hidden = added = rows = None
     attn: dict[str, Any] = {}
     for p in parts:
+        if p.reference_rows is not None:
+            if rows is not None:
+                raise ConfigError(
+                    "two attached methods run reference rows inside the same UNet call; give one of them "
+                    "reference_pass=cond (a separate pass)."
+                )
+            rows = p.reference_rows
         if p.encoder_hidden_states is not None:
             if hidden is not None:
                 raise ConfigError(
@@ -136,4 +147,6 @@ def merge_extras(parts: list[StepExtras]) -> dict[str, Any]:
         kwargs["encoder_hidden_states"] = hidden
         if added is not None:
             kwargs["added_cond_kwargs"] = added
+    if rows is not None:
+        kwargs["reference_rows"] = rows
     return kwargs

@@ -84,6 +84,11 @@ def call_unet(unet, latents: torch.Tensor, t, cond: Conditioning, extra: dict[st
     extra = dict(extra)
     hidden = extra.pop("encoder_hidden_states", cond.encoder_hidden_states)
     added = extra.pop("added_cond_kwargs", cond.added_cond_kwargs)
+    rows = extra.pop("reference_rows", None)
+    if rows is not None:  # a fused reference pass: its rows run in front of the batch, their prediction dropped
+        from tailor.core.reference_bank import fused_call
+
+        return fused_call(unet, rows, latents, t, hidden, added, extra)
     return unet(
         latents,
         t,
