@@ -30,8 +30,30 @@ CLASSES, COLOR_NAMES = list(SHAPES), list(COLORS)
 MIN_SIDE = 2  # objects hidden down to a sliver (a scene's overlap) are not targets
 
 
-def scene_batch(n: int, seed: int, step: int, relation_share: float = 0.6, styles=TRAIN_STYLES, size: int = 64):
-    """``n`` fresh renders (relation scenes or plain scenes) and their objects ``{"box", "class", "color"}``."""
+def degrade(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """What a VAE round trip and a diffusion sampler do to a render, roughly: blur (sigma 0.4-1.3 px), half the time
+    a 2x down-and-up sampling, and noise. Hue is kept: colour is a label."""
+    import cv2
+
+    img = cv2.GaussianBlur(image.astype(np.float32), (0, 0), float(rng.uniform(0.4, 1.3)))
+    if rng.random() < 0.5:
+        h, w = img.shape[:2]
+        img = cv2.resize(cv2.resize(img, (w // 2, h // 2), interpolation=cv2.INTER_AREA), (w, h))
+    img = img + rng.normal(0, rng.uniform(0, 6), img.shape)
+    return np.clip(img + 0.5, 0, 255).astype(np.uint8)
+
+
+def scene_batch(
+    n: int,
+    seed: int,
+    step: int,
+    relation_share: float = 0.6,
+    styles=TRAIN_STYLES,
+    size: int = 64,
+    degraded: float = 0.0,
+):
+    """``n`` fresh renders (relation scenes or plain scenes) and their objects ``{"box", "class", "color"}``; a
+    ``degraded`` share of them blurred and noised (:func:`degrade`)."""
     from tailor.world.relations import render_relation_scene
     from tailor.world.scenes import render_scene
 
@@ -44,7 +66,7 @@ def scene_batch(n: int, seed: int, step: int, relation_share: float = 0.6, style
             s = render_relation_scene(sd, style=style, size=size)
         else:
             s = render_scene(sd, style=style, size=size)
-        images.append(s.image)
+        images.append(degrade(s.image, rng) if rng.random() < degraded else s.image)
         objects.append(
             [
                 {"box": list(o["box"]), "class": o["shape"], "color": o["color"]}
@@ -112,8 +134,10 @@ def train(
     width: int = 16,
     lr: float = 2e-3,
     init: str | Path | None = None,
+    degraded: float = 0.0,
 ):
-    """Fresh scene renders every step; ``init`` (a detector file) warm-starts a second phase."""
+    """Fresh scene renders every step (a ``degraded`` share blurred); ``init`` (a detector file) warm-starts a
+    second phase."""
     torch.manual_seed(seed)
     model = Detector(CLASSES, COLOR_NAMES, width=width)
     if init is not None:
@@ -122,7 +146,7 @@ def train(
         model.load_state_dict(load_detector(init).state_dict())
 
     def loss_fn(step: int):
-        images, objects = scene_batch(batch_size, seed, step)
+        images, objects = scene_batch(batch_size, seed, step, degraded=degraded)
         return detector_loss(model, images, objects)
 
     cfg = LoopConfig(out=out, steps=steps, lr=lr, seed=seed, checkpoint_every=100, warmup_steps=100)
