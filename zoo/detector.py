@@ -155,9 +155,28 @@ def train(
 
 
 @torch.no_grad()
-def evaluate(model: Detector, n: int = 400, seed: int = 99_006, styles=("photo",), kind: str = "relation") -> dict:
+def vae_round_trip(images: list[np.ndarray]) -> list[np.ndarray]:
+    """The images through the shipped base's VAE (encode to the posterior mean, decode), as a generated image is."""
+    from diffusers import AutoencoderKL
+
+    from tailor.world.zoo import base_path
+
+    vae = AutoencoderKL.from_pretrained(base_path() / "vae").eval()
+    out = []
+    for i in range(0, len(images), 50):
+        x = to_unit(images[i : i + 50]) * 2 - 1
+        y = vae.decode(vae.encode(x).latent_dist.mean).sample
+        out += list(((y.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy())
+    return out
+
+
+@torch.no_grad()
+def evaluate(
+    model: Detector, n: int = 400, seed: int = 99_006, styles=("photo",), kind: str = "relation", vae: bool = False
+) -> dict:
     """COCO mAP on ``n`` fresh relation-scene (``kind="scene"``: plain scene, objects may overlap) renders from
-    other seeds than training, and colour accuracy of the detections matched (IoU >= 0.5, same class) to an object."""
+    other seeds than training (``vae``: after the shipped VAE's round trip), and colour accuracy of the detections
+    matched (IoU >= 0.5, same class) to an object."""
     from tailor.world.relations import render_relation_scene
     from tailor.world.scenes import render_scene
 
@@ -171,7 +190,8 @@ def evaluate(model: Detector, n: int = 400, seed: int = 99_006, styles=("photo",
             render(derive_seed(seed, k, i), style=styles[int(rng.integers(len(styles)))])
             for i in range(min(100, n - k))
         ]
-        dets += model.detect(to_unit([s.image for s in samples]), k=20, threshold=0.01)
+        images = [s.image for s in samples]
+        dets += model.detect(to_unit(vae_round_trip(images) if vae else images), k=20, threshold=0.01)
         gts += [
             [{"box": list(o["box"]), "class": o["shape"], "color": o["color"]} for o in s.objects] for s in samples
         ]
@@ -196,6 +216,7 @@ def run(out: str | Path = "outputs/detector_runs", steps: int = 3000, ship: str 
         "photo": evaluate(model),
         "all_styles": evaluate(model, styles=tuple(STYLES), seed=99_007),
         "plain_scenes_photo": evaluate(model, seed=99_008, kind="scene"),
+        "photo_vae_round_trip": evaluate(model, vae=True),
     }
     for m in metrics.values():
         m.pop("per_class", None)
