@@ -175,7 +175,7 @@ def faces(
 def ocr(
     out: Annotated[Path, typer.Option(help="Run folder (checkpoints; resumes from it).")] = Path("outputs/ocr_runs"),
     steps: Annotated[
-        int | None, typer.Option(help="Steps of the second (character) phase (default: the recipe's 1,000).", min=1)
+        int | None, typer.Option(help="Steps of the second (character) phase (default: the recipe's 1,400).", min=1)
     ] = None,
     ship: Annotated[
         Path | None, typer.Option(help="Folder the oracle is written to (default: the package's weights/ocr).")

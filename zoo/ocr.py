@@ -112,7 +112,7 @@ def degrade(images: list[np.ndarray], rng: np.random.Generator, share: float = 0
 PHASES = {
     "words": {"steps": 600, "schedule_steps": 2000, "seed": 31, "lr": 1.5e-3, "uniform": 0.0, "degrade_share": 0.5,
               "seq_kernel": 3},
-    "chars": {"steps": 1000, "seed": 32, "lr": 1e-3, "uniform": UNIFORM, "degrade_share": 0.35, "seq_kernel": 5},
+    "chars": {"steps": 1400, "seed": 32, "lr": 1e-3, "uniform": UNIFORM, "degrade_share": 0.35, "seq_kernel": 5},
 }  # fmt: skip
 
 
