@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -130,8 +131,8 @@ def build(folder: Path) -> Path:
     return folder
 
 
-#: extra runs of a method with other options (``ip_adapter:plus``)
-VARIANTS = ("ip_adapter:plus",)
+#: extra runs of a method with other options, and the bases they apply to
+VARIANTS = {"ip_adapter:plus": KINDS, "t2i_adapter:light": ("sd15",)}
 
 
 def options(name: str, kind: str, root: Path, out: Path, variant: str = "") -> dict[str, Any]:
@@ -149,6 +150,8 @@ def options(name: str, kind: str, root: Path, out: Path, variant: str = "") -> d
         "dreambooth": {"class_dir": str(out / "class-images")},
     }
     opts.update(official.get(name, {}))
+    if variant == "light":  # the released light adapter: 4 blocks per stage, (320, 640, 1280)
+        opts.update(adapter_type="light", num_res_blocks=4)
     if variant == "plus":  # IP-Adapter-Plus on ViT-H (ip-adapter-plus_sd15 / ip-adapter-plus_sdxl_vit-h)
         opts.update(plus=True, image_encoder=str(root / "vit-h"))
     if kind == "sdxl" and (name == "instantid" or variant == "plus"):  # the official SDXL resampler: 1280, 20 heads
@@ -217,6 +220,7 @@ def run(case: str, kind: str, root: Path, out: Path) -> dict[str, Any]:
     cfg = TrainConfig(base=base, out=str(out / "run"), steps=1, batch_size=1, resolution=SIZE, lr=1e-4)
     result = train(method, cfg, components=comps)
     times["train"] = time.perf_counter() - t
+    shutil.rmtree(out / "run" / "checkpoints", ignore_errors=True)  # the resumable state: GBs at these sizes
     t = time.perf_counter()
     trained = sample(method, comps)
     times["sample"] = time.perf_counter() - t

@@ -12,7 +12,7 @@ import torch
 
 from tailor.core.method import Method, MethodSpec, registry
 
-TRAINABLE = sorted(registry())
+TRAINABLE = sorted(name for name, spec in registry().items() if not spec.method.training_free)
 
 
 class SimulatedKill(BaseException):

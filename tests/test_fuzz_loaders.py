@@ -53,6 +53,8 @@ def _seed_files() -> dict[str, Path]:
     included, a full pipeline folder not), plus the community layouts it reads: ``{"<method>/<file>": path}``."""
     files = {}
     for name, spec in sorted(registry().items()):
+        if spec.method.training_free:  # nothing to save, nothing to load
+            continue
         options = {k: v for k, v in spec.test_options.items() if not k.endswith("_dir")}
         method = spec.method(**options)
         method.patch(tailor.tiny_components())

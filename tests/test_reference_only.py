@@ -225,7 +225,7 @@ def test_single_row_pass_is_shared_and_close(tiny):
     hook = tiny.unet.register_forward_pre_hook(lambda m, args: calls.append(args[0].shape[0]))
     tail = tiny.unet.conv_out.register_forward_pre_hook(lambda m, args: outs.append(args[0].shape[0]))
     try:
-        pipe = Pipeline(tiny).attach(ReferenceOnlyMethod(mode="attn+adain"), reference=image)
+        pipe = Pipeline(tiny).attach(ReferenceOnlyMethod(mode="attn+adain", reference_pass="cond"), reference=image)
         cond_out = pipe.generate(PROMPT, n=1, seed=0, steps=3, guidance=3.0).array
         pipe.detach()
     finally:
@@ -237,6 +237,29 @@ def test_single_row_pass_is_shared_and_close(tiny):
     both_out = pipe.generate(PROMPT, n=1, seed=0, steps=3, guidance=3.0).array
     pipe.detach()
     assert 0 < np.abs(cond_out - both_out).max() < 0.1
+
+
+@pytest.mark.parametrize("mode", ["attn", "attn+adain"])
+def test_fused_rows_equal_a_separate_pass(tiny, mode):
+    """reference_pass=fused runs the reference rows in front of the batch in the sampling call (one UNet call per
+    step) and equals the separate single-row pass; a ControlNet's residuals get zero rows for them, as the separate
+    pass gets none."""
+    from tailor.methods.controlnet import SPEC as CN
+
+    control = CN.example_inputs(tiny)
+    outs, calls = {}, []
+    hook = tiny.unet.register_forward_pre_hook(lambda m, args: calls.append(args[0].shape[0]))
+    try:
+        for rp in ("fused", "cond"):
+            cn = CN.method(**CN.test_options)
+            pipe = Pipeline(tiny).attach(ReferenceOnlyMethod(mode=mode, reference_pass=rp), reference=ref_image())
+            pipe.attach(cn, weight=0.7, **control)
+            outs[rp] = pipe.generate(PROMPT, n=2, seed=0, steps=3, guidance=3.0).array
+            pipe.detach()
+    finally:
+        hook.remove()
+    assert calls[:3] == [6, 6, 6]  # 2 reference rows + [uncond x2, cond x2] in one call per step
+    assert np.abs(outs["fused"] - outs["cond"]).max() <= 1e-5
 
 
 def test_weight_zero_and_window_are_plain(tiny):
@@ -265,6 +288,24 @@ def test_chains_with_ip_adapter(tiny):
     only_ip = pipe.generate(PROMPT, n=2, seed=0, steps=2, guidance=3.0).array
     pipe.detach()
     assert np.isfinite(both).all() and np.abs(both - only_ip).max() > 1e-4
+
+
+def test_composes_with_hypernetwork_and_keeps_kwargs(tiny):
+    """A hypernetwork wraps the bank's processors (and the bank wraps its); the wrapper shows the wrapped processor's
+    signature, so diffusers passes the cross-attention kwargs it names."""
+    import inspect
+
+    from tailor.methods.hypernetwork import SPEC as HN
+
+    ref = ReferenceOnlyMethod(mode="attn")
+    hn = HN.method(**HN.test_options)
+    pipe = Pipeline(tiny).attach(ref, reference=ref_image()).attach(hn, weight=1.0)
+    out = pipe.generate(PROMPT, n=1, seed=0, steps=2, guidance=3.0).array
+    proc = next(p for p in tiny.unet.attn_processors.values() if isinstance(p.base, ReferenceAttnProcessor))
+    assert "encoder_hidden_states" in inspect.signature(proc.base.__call__).parameters
+    pipe.detach()
+    assert not any(isinstance(p, ReferenceAttnProcessor) for p in tiny.unet.attn_processors.values())
+    assert np.isfinite(out).all()
 
 
 def test_several_references_concatenate(tiny):
@@ -373,3 +414,13 @@ def test_generate_cli(tmp_path, capsys):
     code = main(["generate", "--base", "tiny", "-p", "x", "--out", str(tmp_path / "o3"),
                  "--reference-only", str(tmp_path / "missing.png")])  # fmt: skip
     assert code == 2 and "does not exist" in capsys.readouterr().err
+
+
+def test_sdxl_base(tiny_xl):
+    plain = Pipeline(tiny_xl).generate(PROMPT, n=1, seed=0, steps=2, guidance=3.0).array
+    for rp in ("cond", "both"):
+        pipe = Pipeline(tiny_xl).attach(ReferenceOnlyMethod(mode="attn+adain", reference_pass=rp),
+                                        reference=[ref_image(), ref_image(seed=5)])  # fmt: skip
+        out = pipe.generate(PROMPT, n=2, seed=0, steps=2, guidance=3.0).array
+        pipe.detach()
+        assert np.isfinite(out).all() and np.abs(out[:1] - plain).max() > 1e-4

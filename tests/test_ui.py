@@ -48,7 +48,7 @@ def client(ws):
     from tailor.ui.server import create_app
 
     runner = FakeRunner(ws)
-    with TestClient(create_app(ws.root, "tiny", runner=runner)) as c:
+    with TestClient(create_app(ws.root, "tiny", runner=runner), base_url="http://127.0.0.1:7860") as c:
         c.runner = runner
         yield c
 
@@ -129,6 +129,10 @@ def test_train_and_tool_commands(ws):
             commands.train_args(ws, "tiny", bad)
     (args,), out = commands.tool_args(ws, {"command": "eval pair", "options": {"images": "a", "reference": "b"}})
     assert args == ["eval", "pair", "--images", "a", "--reference", "b"] and out == "a"
+    (args,), _ = commands.tool_args(
+        ws, {"command": "convert lora", "options": {"src": "-a", "dst": "b", "to": "kohya"}}
+    )
+    assert args == ["convert", "lora", "--to", "kohya", "--", "-a", "b"]  # a value is never read as an option
     (args,), out = commands.tool_args(ws, {"command": "lora merge", "options": {"loras": ["a", "b"], "out": "m"}})
     assert args[:2] == ["lora", "merge"] and args[-2:] == ["a", "b"] and out == "m"
     with pytest.raises(TailorError, match="outside the workspace"):
@@ -147,6 +151,9 @@ def test_info_is_built_from_the_registry(client):
     assert [m["name"] for m in info["methods"]] == list(method_names())
     assert {f["name"] for f in info["generate"]["settings"]} >= {"n", "seed", "steps", "guidance", "sampler"}
     assert "canny" in info["shipped"]["--control"] and info["subjects"]
+    other = {f["name"]: f for f in info["generate"]["other"]}
+    assert other["face"]["upload"] and other["ip_image"]["upload"] and other["prompts"]["upload"]  # reference images
+    assert not other["allow_large"]["upload"]
     assert "eval pair" in info["tools"]["evaluate"] and "lora fuse" in info["tools"]["convert"]
     schema = client.get("/api/train-schema?method=textual_inversion").json()
     assert {f["name"] for f in schema["method_options"]} >= {"token", "init_word", "num_vectors"}
@@ -162,6 +169,9 @@ def test_generate_endpoint_queues_and_shows_the_command(client, ws):
     assert r.status_code == 400 and "outside the workspace" in r.json()["error"]
     r = client.post("/api/generate", json={"prompt": "a star"})
     assert r.status_code == 200 and client.runner.jobs["j0"].commands[0][0] == "generate"
+    for bad in ("[1, 2]", "not json"):
+        r = client.post("/api/generate", content=bad, headers={"content-type": "application/json"})
+        assert r.status_code == 400 and "not a JSON object" in r.json()["error"]
 
 
 def test_files_stay_in_the_workspace(client, ws, tmp_path):
@@ -189,10 +199,30 @@ def test_uploads_are_checked_like_the_cli(client, ws):
         folder = "../o" if needle == "outside" else "up"
         r = client.post(f"/api/upload?folder={folder}&name={name}", content=b"x")
         assert r.status_code == 400 and needle in r.json()["error"], name
+    import pickle
+
+    from tailor.ui import uploads
+
+    r = client.post("/api/upload?folder=up&name=big.png", content=b"0" * (uploads.MAX_BYTES + 1))
+    assert r.status_code == 400 and r.json()["error"].startswith("big.png is larger than 64 MB")
+
+    r = client.post("/api/upload?folder=up&name=evil.safetensors", content=pickle.dumps({"a": 1}))
+    assert r.status_code == 400 and r.json()["error"].startswith("evil.safetensors is not a readable .safetensors")
+    assert not (ws.root / "up").exists()
     buf = io.BytesIO()
     Image.new("RGB", (8, 8), "red").save(buf, format="PNG")
     r = client.post("/api/upload?folder=up&name=red.png", content=buf.getvalue())
     assert r.status_code == 200 and r.json()["path"] == "up/red.png" and (ws.root / "up/red.png").is_file()
+
+
+def test_other_sites_cannot_drive_the_server(client):
+    r = client.post("/api/generate", json={"prompt": "a"}, headers={"origin": "http://evil.example"})
+    assert r.status_code == 403 and "another site" in r.json()["error"] and not client.runner.jobs
+    r = client.post("/api/upload?folder=up&name=a.txt", content=b"x", headers={"origin": "http://evil.example"})
+    assert r.status_code == 403
+    assert client.get("/api/jobs", headers={"host": "evil.example:7860"}).status_code == 400  # DNS rebinding
+    r = client.post("/api/generate", json={"prompt": "a"}, headers={"origin": "http://127.0.0.1:7860"})
+    assert r.status_code == 200
 
 
 # --------------------------------------------------------------------- the job queue
@@ -254,3 +284,34 @@ def test_progress_hook_writes_json_lines(tmp_path, monkeypatch):
     monkeypatch.setenv("TAILOR_PROGRESS_FILE", str(tmp_path / "missing-dir" / "p.jsonl"))
     report("sampling", 1, 1)  # an unwritable file never fails the run
     assert not os.path.exists(tmp_path / "missing-dir")
+
+
+def test_the_real_worker_runs_the_cli(ws):
+    """The worker process itself: warm on the tiny base, runs ``tailor generate`` with ``tailor.cli.main``, streams
+    progress lines, and a user error ends the job with the CLI's sentence and status 2."""
+    runner = Runner(ws, "tiny")
+    try:
+        good = runner.submit("generate", [["generate", "--base", "tiny", "-p", "a star", "-n", "1", "--steps", "3",
+                                           "--out", "gen"]], out="gen")  # fmt: skip
+        bad = runner.submit("generate", [["generate", "--base", "tiny", "-p", "x", "--prompts", "missing.txt"]])
+        assert _wait(lambda: bad.state in ("done", "failed"), timeout=240), runner.log(good)
+        assert (
+            good.state == "done"
+            and (ws.root / "gen/000.png").is_file()
+            and (ws.root / "gen/generation.json").is_file()
+        )
+        assert runner.progress(good) == {"what": "sampling", "step": 3, "total": 3}
+        assert bad.state == "failed" and bad.rc == 2
+        assert "error: prompts file missing.txt does not exist; check the path." in runner.log(bad)
+    finally:
+        runner.close()
+
+
+def test_a_base_that_does_not_load_fails_jobs_with_its_sentence(ws):
+    runner = Runner(ws, "no-such-base")
+    try:
+        job = runner.submit("generate", [["generate", "--base", "no-such-base", "-p", "x"]])
+        assert _wait(lambda: job.state == "failed", timeout=240)
+        assert "error: the worker process ended (error: base model 'no-such-base' not found;" in runner.log(job)
+    finally:
+        runner.close()

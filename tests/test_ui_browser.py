@@ -193,6 +193,15 @@ def test_the_whole_workflow_in_a_browser(server, browser, tmp_path):
     assert (ws / folder / "lora.safetensors").is_file() and (ws / folder / "checkpoints").is_dir()
 
     # a broken upload: the CLI's one-sentence error in the page, nothing written
+    from PIL import Image
+
+    good = [tmp_path / f"subject-{i}.png" for i in range(2)]
+    for i, path in enumerate(good):
+        Image.new("RGB", (64, 64), (200, 40 * i, 40)).save(path)
+    d.find_element(By.ID, "train-upload").send_keys("\n".join(str(p) for p in good))
+    wait(d, lambda d: d.find_element(By.ID, "train-uploaded").text.startswith("2 images in uploads/lora-"))
+    assert d.find_element(By.CSS_SELECTOR, "input[name=data][value=images]").is_selected()
+    assert len(list(ws.glob("uploads/lora-*/subject-*.png"))) == 2
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"this is not a png")
     d.find_element(By.ID, "train-upload").send_keys(str(broken))
@@ -204,8 +213,36 @@ def test_the_whole_workflow_in_a_browser(server, browser, tmp_path):
     # a path outside the workspace is refused
     tab(d, "evaluate")
     Select(d.find_element(By.ID, "evaluate-command")).select_by_value("eval world")
-    fill(d, "evaluate-images", "../../etc")
+    fill(d, "evaluate-opt-images", "../../etc")
     d.find_element(By.ID, "evaluate-run").click()
     error = wait(d, lambda d: d.find_element(By.ID, "evaluate-error").text)
     assert "outside the workspace" in error
     shot(d, "outside-workspace")
+
+    # evaluate the first generation: scores as a table, the scored images as a contact sheet
+    first = sorted(ws.glob("generate/*/generation.json"))[0].parent.relative_to(ws).as_posix()
+    fill(d, "evaluate-opt-images", first)
+    d.find_element(By.ID, "evaluate-run").click()
+    wait(d, lambda d: "done" in d.find_element(By.ID, "evaluate-status").text)
+    wait(d, lambda d: "accuracy.shape" in d.find_element(By.ID, "evaluate-table").text)
+    assert not d.find_element(By.ID, "evaluate-error").text
+    wait(d, lambda d: loaded_images(d, "div#evaluate-images img") >= 2)
+    shot(d, "evaluate")
+
+    # convert the trained LoRA to the diffusers layout; the queue lists every job with its command line
+    tab(d, "convert")
+    Select(d.find_element(By.ID, "convert-command")).select_by_value("convert lora")
+    for name, value in {"src": folder, "dst": "converted/lora-diffusers.safetensors", "to": "diffusers"}.items():
+        fill(d, f"convert-opt-{name}", value)
+    d.find_element(By.ID, "convert-run").click()
+    wait(d, lambda d: "done" in d.find_element(By.ID, "convert-status").text)
+    assert (ws / "converted/lora-diffusers.safetensors").is_file()
+    tab(d, "jobs")
+    # 7 jobs: 2 generations, 3 trainings (one stopped, one resumed), an evaluation, a conversion; newest first
+    rows = wait(
+        d, lambda d: d.execute_script("return [...document.querySelectorAll('#jobs tr')].map(r => r.innerText)")
+    )
+    assert len(rows) == 1 + 7 and "tailor convert lora" in rows[1] and "cancelled" in rows[4]
+    d.execute_script("document.querySelectorAll('#jobs tr')[1].click()")  # the table redraws: click in the page
+    wait(d, lambda d: "[exit 0" in d.find_element(By.ID, "job-log").text)
+    shot(d, "jobs")

@@ -76,14 +76,12 @@ def test_lit_labels_masks_and_extras_agree():
         lights = [Light.from_dict(d) for d in s.attrs["lights"]]
         assert [lt.to_dict() for lt in lights] == s.attrs["lights"]  # the labels rebuild the lights
         assert np.array_equal(s.extras["mask"] > 0, s.mask) and s.mask.any()
-        if subject != "face":
+        if subject != "face":  # (a face's head and body are two domes the labels do not split)
             assert np.array_equal(np.any([o["mask"] for o in s.objects], axis=0), s.mask)
-        # the image is the display transform of albedo x lights (up to the photo's sensor noise)
-        scene = LitScene.from_parts(
-            s.extras["albedo"], [s.mask] if subject == "face" else [o["mask"] for o in s.objects]
-        )
-        clean = linear_to_srgb(scene.linear(lights)) * 255
-        assert np.abs(s.image.astype(float) - clean).mean() < 3.0
+            # the image is the display transform of albedo x lights (up to the photo's sensor noise)
+            scene = LitScene.from_parts(s.extras["albedo"], [o["mask"] for o in s.objects])
+            clean = linear_to_srgb(scene.linear(lights)) * 255
+            assert np.abs(s.image.astype(float) - clean).mean() < 3.0
         # the foreground input is the albedo inside the mask and grey outside; the background has no subject
         fg = s.extras["foreground"]
         assert np.array_equal(fg[s.mask], s.extras["albedo"][s.mask]) and (fg[~s.mask] == 127).all()
@@ -100,9 +98,13 @@ def test_light_determinism_and_prompt_lights():
         ("directional", "left", "warm"),
         ("point", "top", "blue"),
     ]
-    s = render_lit(0, subject="object", lights=lights, shape="star", color="red")
+    s = render_lit(0, subject="object", lights=lights, shape="star")
     assert "lit from the left by warm light and from the top by blue lamplight" in s.caption
     assert parse_lights("a red star on grass") is None
+    # the same seed under other lights is the same scene relit (IC-Light's pairs): same albedo, mask, caption subject
+    other = render_lit(0, subject="object", lights=[ambient("white"), directional("right", "cool")], shape="star")
+    assert np.array_equal(other.extras["albedo"], s.extras["albedo"]) and np.array_equal(other.mask, s.mask)
+    assert not np.array_equal(other.image, s.image) and "from the right by cool light" in other.caption
     with pytest.raises(ConfigError, match="light colour"):
         parse_lights("lit from the left by plaid light")
     with pytest.raises(ConfigError, match="subject"):
@@ -210,6 +212,25 @@ def test_ocr_scores_and_decoding():
     assert m.decode(logp) == ["CCA"]
     targets, lengths = m.encode_targets(["CAT", "GO"])
     assert lengths.tolist() == [3, 2] and targets.tolist()[:3] == [3, 1, 20]
+
+
+def test_ocr_recipe_widening_keeps_the_reader_and_batches_are_fresh():
+    import torch
+
+    from tailor.world.zoo.ocr import OCRNet
+    from zoo.ocr import glyph_batch, widen
+
+    torch.manual_seed(0)
+    narrow = OCRNet(seq_kernel=3).eval()
+    wide = widen(narrow, 5).eval()
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(wide(x), narrow(x), rtol=1e-5, atol=1e-5)
+    assert wide.config["seq_kernel"] == 5 and wide.seq[0].weight.shape[-1] == 5
+    a, ta = glyph_batch(6, 1, 0, uniform=1.0)
+    b, tb = glyph_batch(6, 1, 0, uniform=1.0)
+    assert ta == tb and all(np.array_equal(p, q) for p, q in zip(a, b))
+    assert glyph_batch(6, 1, 1, uniform=1.0)[1] != ta and all(1 <= len(t) <= 3 for t in ta if t)
 
 
 def _ocr():

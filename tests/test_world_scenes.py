@@ -32,7 +32,7 @@ from tailor.world.vocab import STYLES
 # ------------------------------------------------------------------------------------------------- relations
 @pytest.mark.parametrize("style", list(STYLES))
 def test_relation_labels_are_consistent_and_relations_hold(style):
-    for seed in range(25):
+    for seed in range(12):
         s = render_relation_scene(seed, style=style)
         objs, rels = s.objects, s.attrs["relations"]
         assert 2 <= len(objs) <= 3 and rels
@@ -56,7 +56,7 @@ def test_relation_labels_are_consistent_and_relations_hold(style):
 
 
 def test_relation_caption_reads_back_for_every_template():
-    for seed in range(30):
+    for seed in range(15):
         s = render_relation_scene(seed)
         for t in range(3):
             p = parse_relations(relation_caption(s.attrs, t))
@@ -89,7 +89,7 @@ def test_relation_prompt_is_honoured():
     ],
 )
 def test_three_object_chains_fit(relations):
-    for seed in range(8):
+    for seed in range(4):
         s = render_relation_scene(seed, relations=relations)
         for i, rel, j in relations:
             assert relation_holds(rel, s.objects[i]["box"], s.objects[j]["box"])
@@ -140,7 +140,7 @@ def test_same_seed_same_bytes_other_seed_differs(render):
 
 # ------------------------------------------------------------------------------------------------- pairs, stories
 def test_pair_views_share_the_instance_and_differ_in_everything_else():
-    for seed in range(10):
+    for seed in range(6):
         views = render_pair(seed, views=4)
         inst = {k: views[0].attrs[k] for k in ("instance_id", "shape", "colors", "pattern", "decal")}
         assert inst == instance_attrs(inst["instance_id"])
@@ -161,7 +161,7 @@ def test_pair_views_share_the_instance_and_differ_in_everything_else():
 
 
 def test_story_keeps_its_subject_and_follows_each_frame_prompt():
-    for seed in range(6):
+    for seed in range(4):
         frames = render_story(seed, frames=6)
         keys = ("instance_id", "shape", "colors", "pattern", "decal", "style")
         assert len({json.dumps({k: f.attrs[k] for k in keys}) for f in frames}) == 1
@@ -392,9 +392,79 @@ def test_relation_checker_on_ground_truth_boxes_and_swaps():
     wrong_color = [[{**d, "color": "white" if d["color"] != "white" else "black"} for d in ds] for ds in perfect]
     r = relation_scores(exps, wrong_color)
     assert r["object_accuracy"] == 0.0 and r["relation_accuracy"] == 0.0
-    assert r["relation_accuracy_given_objects"] != r["relation_accuracy_given_objects"]  # nan: none to judge
+    assert r["relation_accuracy_given_objects"] is None  # no relation with both objects found: nothing to judge
     assert relation_holds("left of", [0, 0, 10, 10], [20, 0, 30, 10])
     assert not relation_holds("above", [0, 20, 10, 30], [0, 0, 10, 10]) and relation_holds(
         "below", [0, 20, 10, 30], [0, 0, 10, 10]
     )
     assert relation_holds("bigger than", [0, 0, 20, 20], [0, 0, 10, 10])
+
+
+# ------------------------------------------------------------------------------------------------- detector oracle
+def test_detector_decodes_a_peak_into_its_box():
+    import torch
+
+    from tailor.world.zoo.detector import Detector
+
+    det = Detector(["circle", "star"], ["red", "blue", "green"], width=4)
+    heat = torch.full((1, 2, 16, 16), -10.0)
+    heat[0, 1, 5, 7] = 5.0
+    wh, off, col = torch.zeros(1, 2, 16, 16), torch.zeros(1, 2, 16, 16), torch.zeros(1, 3, 16, 16)
+    wh[0, :, 5, 7] = torch.tensor([4.0, 2.0])
+    off[0, :, 5, 7] = torch.tensor([0.5, 0.25])
+    col[0, 2, 5, 7] = 3.0
+    det.forward = lambda x: {"heat": heat, "wh": wh, "offset": off, "color": col}
+    (d,) = det.detect(torch.zeros(1, 3, 64, 64))[0]
+    assert (
+        d["class"] == "star"
+        and d["color"] == "green"
+        and d["score"] == pytest.approx(float(torch.sigmoid(torch.tensor(5.0))), abs=1e-5)
+    )
+    assert d["box"] == [22.0, 17.0, 38.0, 25.0]  # centre ((7.5, 5.25) cells) * 4, size (16, 8) pixels
+    (d,) = det.detect(torch.zeros(1, 3, 128, 128))[0]
+    assert d["box"] == [44.0, 34.0, 76.0, 50.0]  # boxes come back in the input's pixels
+
+
+def test_detector_targets_put_the_peak_at_the_box_centre():
+    zoo_detector = pytest.importorskip("zoo.detector")
+    heat, reg = zoo_detector.targets([[{"box": [20, 12, 36, 28], "class": "star", "color": "blue"}]])
+    c = zoo_detector.CLASSES.index("star")
+    assert heat.shape == (1, 8, 16, 16) and heat[0, c, 5, 7] == 1.0 and heat[0, c].argmax() == 5 * 16 + 7
+    assert (heat[0, :c] == 0).all() and reg == [[(5, 7, 4.0, 4.0, 0.0, 0.0, zoo_detector.COLOR_NAMES.index("blue"))]]
+
+
+def _detector_shipped() -> bool:
+    from tailor.world.zoo import WEIGHTS
+
+    return (WEIGHTS / "oracles" / "detector.safetensors").is_file()
+
+
+@pytest.mark.skipif(not _detector_shipped(), reason="the detector oracle is not shipped in this checkout")
+def test_eval_relations_on_fresh_renders_and_prompts(tmp_path, capsys):
+    rel = tmp_path / "rel"
+    assert _cli(["world", "render", "--kind", "relation", "-n", "24", "--seed", "11", "--out", str(rel)]) == 0
+    capsys.readouterr()
+    assert _cli(["eval", "relations", "--images", str(rel), "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["source"] == "labels.json" and r["images"] == 24
+    assert r["object_accuracy"] >= 0.8 and r["relation_accuracy"] >= 0.8 and r["map50"] >= 0.8, r
+    prompts = tmp_path / "prompts.txt"  # the same images judged against prompts that swap every relation
+    from tailor.world.relations import INVERSE
+
+    rows = json.loads((rel / "labels.json").read_text())
+    lines = []
+    for row in rows:
+        o, t = row["objects"], row["attrs"]["relations"][0]
+        a, b = o[t["subject"]], o[t["object"]]
+        lines.append(f"a {a['color']} {a['shape']} {INVERSE[t['relation']]} a {b['color']} {b['shape']}")
+    prompts.write_text("\n".join(lines) + "\n")
+    assert _cli(["eval", "relations", "--images", str(rel), "--prompts", str(prompts), "--json"]) == 0
+    swapped = json.loads(capsys.readouterr().out)
+    assert swapped["source"] == "prompts" and swapped["object_accuracy"] >= 0.8
+    assert swapped["relation_accuracy"] <= 0.2, swapped
+    pair = tmp_path / "pair"
+    assert _cli(["world", "render", "--kind", "pair", "-n", "1", "--out", str(pair)]) == 0
+    capsys.readouterr()
+    assert _cli(["eval", "relations", "--images", str(pair)]) == 2
+    err = capsys.readouterr().err
+    assert "no relation labels" in err and "--prompts" in err

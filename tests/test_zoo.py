@@ -286,7 +286,7 @@ def test_shipped_weights_fit_the_budget():
     from tailor.world.zoo import WEIGHTS
 
     total = sum(f.stat().st_size for f in WEIGHTS.rglob("*") if f.is_file())
-    assert total <= 60e6  # the brief's budget for the whole shipped zoo (base, CLIP, oracles, faces, adapters)
+    assert total <= 80e6  # issue 20: the whole shipped zoo (base, CLIP, oracles, faces, adapters; was 60 MB)
     assert not [f for f in WEIGHTS.rglob("*") if f.suffix in (".bin", ".pt", ".ckpt", ".pth")]
 
 

@@ -174,7 +174,9 @@ def faces(
 @app.command("ocr")
 def ocr(
     out: Annotated[Path, typer.Option(help="Run folder (checkpoints; resumes from it).")] = Path("outputs/ocr_runs"),
-    steps: Annotated[int, typer.Option(help="Training steps.", min=1)] = 2000,
+    steps: Annotated[
+        int | None, typer.Option(help="Steps of the second (character) phase (default: the recipe's 1,000).", min=1)
+    ] = None,
     ship: Annotated[
         Path | None, typer.Option(help="Folder the oracle is written to (default: the package's weights/ocr).")
     ] = None,
@@ -199,6 +201,12 @@ def detector(
     ),
     steps: Annotated[int, typer.Option(help="Training steps (batches of fresh scene renders).")] = 3000,
     batch_size: Annotated[int, typer.Option(help="Images per step.")] = 32,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (warmup, then cosine).")] = 2e-3,
+    seed: Annotated[int, typer.Option(help="Seed of the weights and of the rendered batches.")] = 31,
+    init: Annotated[Path | None, typer.Option(help="Warm-start from this detector file (a second phase).")] = None,
+    degraded: Annotated[
+        float, typer.Option(help="Share of each batch blurred and noised (robustness to generated images).")
+    ] = 0.0,
     ship: Annotated[
         Path | None, typer.Option(help="Folder detector.safetensors is written to (default: the package's oracles).")
     ] = None,
@@ -215,7 +223,12 @@ def detector(
         raise ConfigError(f"--steps and --batch-size must be at least 1, got {steps} and {batch_size}.")
     typer.echo(f"device: {loop.set_device(device)}")
     torch.set_num_threads(max(1, threads))
-    recipe.run(out, steps, ship, batch_size=batch_size)
+    if init is not None and not init.is_file():
+        raise ConfigError(f"--init {init} does not exist; pass a detector .safetensors file.")
+    if not 0.0 <= degraded <= 1.0:
+        raise ConfigError(f"--degraded is a share of each batch, from 0 to 1; got {degraded}.")
+    kw = {"batch_size": batch_size, "lr": lr, "seed": seed, "degraded": degraded}
+    recipe.run(out, steps, ship, **kw, **({} if init is None else {"init": init}))
 
 
 def run(args: list[str], prog_name: str = "python -m zoo", command: str | None = None) -> None:

@@ -80,6 +80,7 @@ class LoopConfig:
     resume: bool = True
     max_grad_norm: float = 1.0
     schedule: str = "cosine"  # or "constant" (after the warmup)
+    schedule_steps: int | None = None  # the cosine's length when it differs from ``steps`` (a run stopped early)
 
 
 def lr_at(step: int, cfg: LoopConfig) -> float:
@@ -88,7 +89,7 @@ def lr_at(step: int, cfg: LoopConfig) -> float:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     if cfg.schedule == "constant":
         return cfg.lr
-    t = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    t = (step - cfg.warmup_steps) / max(1, (cfg.schedule_steps or cfg.steps) - cfg.warmup_steps)
     return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
 
 

@@ -34,7 +34,8 @@ from tailor.errors import InputError
 
 DEFAULT_ADAPTERS = {"ip-adapter": "world", "ip-adapter-plus": "world-plus"}
 TEXT_BACKGROUNDS = ("snow", "grass", "water", "brick")
-QUICK = dict(subjects=("checker_star",), seeds=1, n_ref=2, backgrounds=("snow",), sample_steps=2, steps=2)
+QUICK = dict(subjects=("checker_star",), seeds=1, n_ref=2, backgrounds=("snow",), sample_steps=2, steps=2,
+             timing_rounds=1)  # fmt: skip
 
 
 @dataclass
@@ -56,6 +57,7 @@ class Settings:
     fresh: bool = False
     baseline: bool = True  # the "none" row
     free: tuple[str, ...] | None = None  # declared training-free rows (None: every one)
+    timing_rounds: int = 3  # sampling cost: base / method measured in turn this many times (medians)
 
     def check(self) -> None:
         for m in self.trained:
@@ -87,6 +89,20 @@ def step_seconds(pipe, prompt: str, guidance: float, steps: tuple[int, int] = (2
             pipe.generate(prompt, n=1, seed=0, steps=n, guidance=guidance)
         times.append(t["cpu_seconds"])
     return (times[1] - times[0]) / (steps[1] - steps[0])
+
+
+def step_cost(pipe, on, off, prompt: str, guidance: float, rounds: int = 3) -> tuple[float, float]:
+    """(CPU s/step with the method, its ratio to the plain base's step): base and method measured in turn, ``rounds``
+    times, medians (the machine may be shared; interleaving keeps both under the same load)."""
+    secs, ratios = [], []
+    for _ in range(rounds):
+        base = step_seconds(pipe, prompt, guidance)
+        on()
+        with_method = step_seconds(pipe, prompt, guidance)
+        off()
+        secs.append(with_method)
+        ratios.append(with_method / base)
+    return float(np.median(secs)), float(np.median(ratios))
 
 
 def load_adapter(name: str, path: str):
@@ -178,14 +194,21 @@ def run(s: Settings) -> dict[str, Any]:
                         p.attach(spec.method(**row.options), weight=1.0, reference=r)
                 elif key != "none":
                     rec = P.train_subject(key, subject, ps, Path(s.artifacts))
-                    pipe.attach(tailor.load(P.artifact_path(Path(s.artifacts), key, subject)))
+                    trained = tailor.load(P.artifact_path(Path(s.artifacts), key, subject))
                     words, train_seconds = P.subject_words(key, rec["word"], cls), rec["seconds"]
                 if key not in step_costs:  # one reference (or the trained subject) + a text prompt, per step
-                    if attach:
-                        attach(1.0)
-                    step_costs[key] = step_seconds(pipe, f"a photo of a {words} on {s.backgrounds[0]}", s.guidance)
-                    if attach:
-                        pipe.detach()
+                    prompt = f"a photo of a {words} on {s.backgrounds[0]}"
+                    if key == "none":  # the plain base: the unit
+                        step_costs[key] = (step_seconds(pipe, prompt, s.guidance), 1.0)
+                    else:
+                        on = (
+                            (lambda a=attach: a(1.0))
+                            if attach is not None
+                            else (lambda p=pipe, m=trained: p.attach(m))
+                        )
+                        step_costs[key] = step_cost(pipe, on, pipe.detach, prompt, s.guidance, s.timing_rounds)
+                if attach is None and key != "none":
+                    pipe.attach(trained)
                 only, text = run_subject(pipe, words, s, attach=attach)
                 seconds.append(train_seconds)
                 C.save_images(only + text, root / "images" / key / subject, "img")
@@ -196,10 +219,8 @@ def run(s: Settings) -> dict[str, Any]:
                 progress.advance(task)
             row = {"method": key} | {k: C.mean_of(only_scores, k) for k in only_scores[0]}
             row |= {f"text_{k}": C.mean_of(text_scores, k) for k in text_scores[0]}
-            base_cost = step_costs.get("none")
-            cost = step_costs[key] / base_cost if base_cost else None
-            rows.append(row | {"seconds_per_subject": float(np.mean(seconds)), "step_cost": cost,
-                               "step_seconds": step_costs[key]})  # fmt: skip
+            rows.append(row | {"seconds_per_subject": float(np.mean(seconds)), "step_cost": step_costs[key][1],
+                               "step_seconds": step_costs[key][0]})  # fmt: skip
             sheet.append((key, tiles))
     C.contact_sheet(sheet, root / "grid.png")
     table = C.Table(COLUMNS, rows)

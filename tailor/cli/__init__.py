@@ -32,7 +32,9 @@ SUBAPPS = {
     "faces": ("tailor.cli.faces", "faces_app", "Face analysis: boxes, 5 keypoints, identity embeddings."),
     "eval": ("tailor.cli.eval", "eval_app", "Scores: every command takes --json and then prints one JSON object."),
     "convert": (
-        "tailor.cli.convert", "convert_app", "Write community files: LoRA kohya <-> diffusers, embeddings, ControlNet."
+        "tailor.cli.convert",
+        "convert_app",
+        "Write community files: LoRA kohya <-> diffusers, embeddings, ControlNet, PhotoMaker.",
     ),
     "export": ("tailor.cli.export", "export_app", "Export a base as one original-layout single-file checkpoint."),
     "lora": ("tailor.cli.convert", "lora_app", "LoRA files: merge several into one, fuse into the base."),

@@ -9,6 +9,9 @@
 * ``tailor convert controlnet --to original|diffusers IN OUT [--base B]``: a ControlNet to the original
   ``control_model.*`` layout (lllyasviel/ControlNet, A1111's sd-webui-controlnet, ComfyUI) or a diffusers folder
   (``ControlNetModel.from_pretrained``); the base names the layers (default: the world base).
+* ``tailor convert photomaker IN OUT --base B``: a PhotoMaker (tailor file or ``--out`` folder) to the release's
+  layout (``id_encoder.*`` with the CLIP vision tower, ``lora_weights.*``), which the official
+  ``load_photomaker_adapter`` and ``tailor.load`` read (docs/layouts.md); the base must be the one it was made for.
 * ``tailor lora merge A B ... --out FILE [--weight w ...] [--mode concat|svd --rank r]``: several LoRAs into one file
   (``concat`` stacks the ranks and is exact; ``svd`` truncates the weighted sum to ``--rank``).
 * ``tailor lora fuse LORA[:w] ... --base B --out DIR``: bake LoRAs into the base and save a diffusers pipeline folder.
@@ -151,6 +154,27 @@ def convert_controlnet(
         write_text(dst / "tailor.json", json.dumps({"artifact": "diffusion_pytorch_model.safetensors",
                                                     "condition": condition}))  # fmt: skip
         typer.echo(f"wrote diffusers ControlNet folder {dst} (condition {condition})")
+
+
+@convert_app.command("photomaker")
+def convert_photomaker(
+    src: Annotated[Path, typer.Argument(help="PhotoMaker: a tailor file or --out folder, or a release file.")],
+    dst: Annotated[Path, typer.Argument(help="Output .safetensors in the release layout.")],
+    base: Annotated[
+        str, typer.Option(help="Base model the PhotoMaker was made for (SDXL for the release).")
+    ] = "world",
+    base_config: Annotated[str, typer.Option(help="Config folder for a single-file base.")] = None,
+) -> None:
+    """Write a PhotoMaker in the official release's layout (photomaker-v1 keys, vision tower included)."""
+    import tailor
+
+    method = tailor.load(src)
+    if method.name != "photomaker":
+        raise InputError(f"{src} is a {method.name} file, not a PhotoMaker; pass a PhotoMaker file or folder.")
+    method.patch(tailor.load_components(base, config=base_config))
+    method.save_release(dst)
+    method.unpatch()
+    typer.echo(f"wrote release-layout PhotoMaker {dst}")
 
 
 @lora_app.command("merge")

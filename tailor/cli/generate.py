@@ -141,8 +141,9 @@ def _declared_options(flag) -> list[click.Option]:
     out = []
     for name in flag.decl.options:
         opt = by_name[name]
-        out.append(click.Option([flag.decl.option_flag(name), _dest(flag.decl.option_flag(name))], type=opt.type,
-                                default=None, help=f"{flag.name}: {opt.help}"))  # fmt: skip
+        decl = [flag.decl.option_flag(name), _dest(flag.decl.option_flag(name))]
+        out.append(click.Option(decl, type=opt.type, multiple=opt.multiple, default=None,
+                                help=f"{flag.name}: {opt.help}"))  # fmt: skip
     return out
 
 
@@ -233,14 +234,16 @@ def attach_all(
     for f in sorted(flags.values(), key=lambda f: rank.get(f.dest, len(rank))):
         given_values = list(values.get(f.dest) or ())
         if not given_values:
-            stray = [n for n in f.decl.options if values.get(_dest(f.decl.option_flag(n))) is not None]
+            stray = [n for n in f.decl.options if values.get(_dest(f.decl.option_flag(n))) not in (None, ())]
             if stray:
                 raise ConfigError(f"{f.decl.option_flag(stray[0])} is given without {f.name}; add {f.name} IMG.")
             continue
         inp = f.decl.input
         ready = bool(values.get(_dest(inp.ready_flag))) if inp and inp.ready_flag else False
         config_options = {n: values.get(_dest(f.decl.option_flag(n))) for n in f.decl.options}
-        config_options = {k: v for k, v in config_options.items() if v is not None}
+        config_options = {
+            k: list(v) if isinstance(v, tuple) else v for k, v in config_options.items() if v not in (None, ())
+        }
         attach_flag_values(
             pipe, f, given_values, shared, ready=ready, size=size, options=options, config_options=config_options
         )

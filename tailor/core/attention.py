@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tailor.core.reference_bank import pass_rows
+from tailor.core.reference_bank import pass_rows, prefix_rows
 from tailor.errors import ConfigError
 
 
@@ -61,6 +61,9 @@ class ImageBranch(nn.Module):
             self.to_k_ip.append(k.to(attn.to_k.weight.device))
             self.to_v_ip.append(v.to(attn.to_v.weight.device))
         self.tokens: torch.Tensor | None = None  # (UNet batch, T, token_dim), set by the adapter's encode
+        #: region-level use (Character-Adapter): instead of ``tokens``, one attention per region over its own tokens,
+        #: each output multiplied by ``gate(processor name, hidden_states)`` -> (batch, seq, 1) (None: ungated)
+        self.regions: list[tuple[torch.Tensor, Any]] | None = None
         self.scale = 1.0
         self.layer_scales = [1.0] * len(self.layer_names)
 
@@ -163,25 +166,33 @@ class DecoupledAttnProcessor:
 
         for branch, index in self.branches:
             scale = branch.layer_scale(index)
-            tokens = branch.tokens
-            if scale == 0 or tokens is None:
+            if scale == 0:
                 continue
-            tokens = pass_rows(tokens)  # a reference pass runs some of the sampling batch's rows
-            if tokens.shape[0] != batch_size:
-                raise RuntimeError(
-                    f"image tokens for a batch of {tokens.shape[0]} reached a UNet batch of "
-                    f"{batch_size}; the adapter's encode hook did not run for this batch."
+            groups = branch.regions if branch.regions is not None else [(branch.tokens, None)]
+            for tokens, gate in groups:
+                if tokens is None:
+                    continue
+                tokens = pass_rows(tokens)  # a reference pass runs some of the sampling batch's rows
+                if tokens.shape[0] != batch_size:
+                    raise RuntimeError(
+                        f"image tokens for a batch of {tokens.shape[0]} reached a UNet batch of "
+                        f"{batch_size}; the adapter's encode hook did not run for this batch."
+                    )
+                tokens = tokens.to(device=query.device, dtype=branch.to_k_ip[index].weight.dtype)
+                ip_key = branch.to_k_ip[index](tokens).to(query.dtype)
+                ip_value = branch.to_v_ip[index](tokens).to(query.dtype)
+                ip_key = ip_key.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
+                ip_value = ip_value.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
+                ip = F.scaled_dot_product_attention(
+                    query, ip_key, ip_value, attn_mask=None, dropout_p=0.0, is_causal=False
                 )
-            tokens = tokens.to(device=query.device, dtype=branch.to_k_ip[index].weight.dtype)
-            ip_key = branch.to_k_ip[index](tokens).to(query.dtype)
-            ip_value = branch.to_v_ip[index](tokens).to(query.dtype)
-            ip_key = ip_key.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
-            ip_value = ip_value.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
-            ip = F.scaled_dot_product_attention(
-                query, ip_key, ip_value, attn_mask=None, dropout_p=0.0, is_causal=False
-            )
-            ip = ip.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim).to(query.dtype)
-            hidden_states = hidden_states + scale * ip
+                ip = ip.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim).to(query.dtype)
+                mask = gate(self.name, hidden_states) if gate is not None else None
+                if mask is not None:
+                    if mask.shape[0] != batch_size:  # reference rows fused in front: ungated
+                        mask = torch.cat([mask.new_ones((prefix_rows(), *mask.shape[1:])), mask])
+                    ip = ip * mask.to(ip)
+                hidden_states = hidden_states + scale * ip
 
         hidden_states = attn.to_out[0](hidden_states)
         hidden_states = attn.to_out[1](hidden_states)
@@ -217,6 +228,7 @@ def detach_branch(unet, branch: ImageBranch) -> None:
                 procs[name] = proc.base
     unet.set_attn_processor(procs)
     branch.tokens = None
+    branch.regions = None
 
 
 def is_attached(unet, branch: ImageBranch) -> bool:

@@ -105,7 +105,7 @@ def relation_scores(
             per_relation.setdefault(rel, []).append(hold)
             if ok:
                 holds_given.append(hold)
-    mean = lambda v: float(np.mean(v)) if v else float("nan")  # noqa: E731
+    mean = lambda v: float(np.mean(v)) if v else None  # noqa: E731  (None: nothing to judge)
     return {
         "images": len(expectations),
         "object_accuracy": mean(all_found),

@@ -17,6 +17,6 @@ def serve(base: str = "world", host: str = "127.0.0.1", port: int = 7860, worksp
 
     from tailor.ui.server import create_app
 
-    app = create_app(workspace, base)
+    app = create_app(workspace, base, host=host)
     print(f"tailor ui: http://{host}:{port}/  (workspace {app.state.workspace.root}, base {base})", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")

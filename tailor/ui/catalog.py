@@ -49,8 +49,10 @@ def _flags() -> dict:
     return generate_flags()
 
 
+@cache
 def generate_schema() -> dict[str, Any]:
     """Settings (``GenerateConfig``), attachment kinds (every declared flag and ``--apply``) and other options."""
+    from tailor.compose import shared_inputs
     from tailor.core.generation import GenerateConfig
 
     setting_names = {f.name for f in dataclasses.fields(GenerateConfig)}
@@ -72,6 +74,8 @@ def generate_schema() -> dict[str, Any]:
         {"flag": "--apply", "methods": [], "help": all_fields["apply"]["help"], "metavar": "PATH", "refs": "paths"}
     )
     attach_dests = {f.dest for f in flags.values()}
+    for flag in shared_inputs(flags):  # --face, --ip-image, --id-images: reference images, uploaded
+        all_fields[flag.lstrip("-").replace("-", "_")]["upload"] = True
     return {
         "settings": [f for f in all_fields.values() if f["name"] in setting_names],
         "attachments": kinds,
@@ -126,6 +130,7 @@ def methods() -> list[dict[str, str]]:
     return [{"name": s.name, "summary": s.summary, "flag": _flag_of(s.name)} for s in registry().values()]
 
 
+@cache
 def tools_schema() -> dict[str, dict[str, dict[str, list]]]:
     """``{tab: {"group command": fields}}`` for the Evaluate and Convert tabs."""
     from tailor.cli import subapp

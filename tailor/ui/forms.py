@@ -45,6 +45,7 @@ def field(p) -> dict[str, Any]:
         "required": bool(p.required),
         "default": default,
         "help": re.sub(r"\s*\[default: .*\]\s*$", "", help_text),
+        "upload": type_name == "path",  # the page offers an upload (into the workspace) beside the field
     }
 
 
@@ -126,7 +127,7 @@ def argv(cmd, values: dict[str, Any], ws: Workspace) -> list[str]:
                 positional.append(item)
             else:
                 args += [max(p.opts, key=len), item]
-    return args + positional
+    return args + (["--"] if any(a.startswith("-") for a in positional) else []) + positional  # "-x" as a value
 
 
 def attachment_value(ws: Workspace, flag: str, a: dict[str, Any], shipped: set[str]) -> str:

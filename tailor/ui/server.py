@@ -10,9 +10,12 @@ import contextlib
 import json
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
@@ -31,23 +34,44 @@ def _error(e: Exception, status: int = 400) -> JSONResponse:
     return JSONResponse({"error": str(e)}, status_code=status)
 
 
+def cross_site(request: Request) -> bool:
+    """A POST sent by another site's page (its ``Origin`` is not this server): refused, so a page elsewhere in the
+    browser cannot queue jobs here."""
+    origin = request.headers.get("origin")
+    return request.method == "POST" and origin is not None and urlsplit(origin).netloc != request.headers.get("host")
+
+
+def allowed_hosts(host: str) -> list[str]:
+    """The ``Host`` headers answered: this machine's names when bound to loopback (a DNS-rebinding page gets
+    nothing), any when the user bound every interface."""
+    if host in ("0.0.0.0", "::", ""):
+        return ["*"]
+    return sorted({"127.0.0.1", "localhost", "::1", host})
+
+
 def api(fn):
     """A JSON endpoint: a :class:`TailorError` becomes ``400 {"error": message}``."""
 
     async def endpoint(request: Request) -> Response:
+        if cross_site(request):
+            return _error(PermissionError("a request from another site was refused; use the page itself."), 403)
         try:
             body = await request.json() if request.method == "POST" and request.headers.get("content-length") else {}
+            if not isinstance(body, dict):
+                raise json.JSONDecodeError("not an object", "", 0)
             result = await run_in_threadpool(fn, request, body)
         except TailorError as e:
             return _error(e)
         except json.JSONDecodeError:
-            return _error(ValueError("the request is not JSON; reload the page."))
+            return _error(ValueError("the request is not a JSON object; reload the page."))
         return result if isinstance(result, Response) else JSONResponse(result)
 
     return endpoint
 
 
-def create_app(workspace: str | Path, base: str = "world", runner: Runner | None = None) -> Starlette:
+def create_app(
+    workspace: str | Path, base: str = "world", runner: Runner | None = None, host: str = "127.0.0.1"
+) -> Starlette:
     ws = Workspace(workspace)
     runner = runner or Runner(ws, base)
 
@@ -110,12 +134,14 @@ def create_app(workspace: str | Path, base: str = "world", runner: Runner | None
         return [
             {"name": p.name, "path": ws.relative(p), "dir": p.is_dir()}
             for p in sorted(folder.iterdir())
-            if not p.name.startswith(".") and not ws.escapes(ws.relative(p) if not p.is_symlink() else str(p))
+            if not p.name.startswith(".") and not p.is_symlink()  # a link may point out of the workspace
         ]
 
     async def upload(request: Request) -> Response:
+        if cross_site(request):
+            return _error(PermissionError("a request from another site was refused; use the page itself."), 403)
         try:
-            data = await request.body()
+            data = await _capped_body(request, request.query_params.get("name", ""))
             q = request.query_params
             path = await run_in_threadpool(uploads.save, ws, q.get("folder", "uploads"), q.get("name", ""), data)
         except TailorError as e:
@@ -158,9 +184,21 @@ def create_app(workspace: str | Path, base: str = "world", runner: Runner | None
         yield
         runner.close()
 
-    app = Starlette(routes=routes, lifespan=lifespan)
+    middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(host))]
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
     app.state.runner, app.state.workspace = runner, ws
     return app
+
+
+async def _capped_body(request: Request, name: str) -> bytes:
+    """The upload's bytes, refused once past :data:`uploads.MAX_BYTES` (never read whole into memory first)."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > uploads.MAX_BYTES:
+            raise uploads.too_large(name)
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _last_error(log: str) -> str | None:
@@ -179,6 +217,17 @@ def _json_output(log: str) -> Any:
         return None
 
 
+def _records(log: Path) -> list[dict]:
+    """The training's ``log.jsonl`` records (a line being written is skipped)."""
+    records = []
+    for line in log.read_text().splitlines() if log.is_file() else []:
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
 def results(ws: Workspace, job: Job) -> dict[str, Any]:
     """What a finished or running job has written: images with their settings, training records and samples,
     the JSON a tool printed, and images in its output folder."""
@@ -194,12 +243,11 @@ def results(ws: Workspace, job: Job) -> dict[str, Any]:
         out["generation"] = f"{rel}/generation.json"
     if job.kind == "train":
         log = folder / "log.jsonl"
-        out["records"] = (
-            [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.is_file() else []
-        )
+        out["records"] = _records(log)
         out["samples"] = [f"{rel}/samples/{p.name}" for p in sorted((folder / "samples").glob("*.png"))]
         out["artifact"] = (folder / "tailor.json").is_file()
         out["folder"] = rel
     if job.kind == "tool":
-        out["images"] = [ws.relative(p) for p in sorted(folder.rglob("*.png"))[:24]]
+        pngs = sorted(folder.rglob("*.png"), key=lambda p: (not p.name.startswith("grid"), p))  # contact sheets first
+        out["images"] = [ws.relative(p) for p in pngs[:24]]
     return out

@@ -84,7 +84,13 @@ def run_job(job: dict) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     control = os.fdopen(os.dup(1), "w", buffering=1)  # the server's channel, kept apart from the jobs' output
-    warm(argv[0] if argv else "world")
+    from tailor.errors import TailorError
+
+    try:
+        warm(argv[0] if argv else "world")
+    except TailorError as e:  # e.g. a --base that does not load: the jobs' error names it
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return 2
     control.write(json.dumps({"ready": True, "pid": os.getpid()}) + "\n")
     while True:
         line = sys.stdin.readline()

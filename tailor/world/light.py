@@ -28,7 +28,7 @@ from tailor.errors import ConfigError
 from tailor.world.backgrounds import background as make_background
 from tailor.world.captions import N_TEMPLATES, caption_for
 from tailor.world.draw import bbox, edges_from_labels, place, poly_alpha, unit_polygon
-from tailor.world.faces import SHIRTS, draw_face
+from tailor.world.faces import L_NECK, L_SHIRT, SHIRTS, draw_face
 from tailor.world.identity import identity_features
 from tailor.world.objects import object_entry, paint_object, sample_pose
 from tailor.world.sample import Sample
@@ -327,7 +327,8 @@ def render_lit(
         img = np.clip(albedo + 0.5, 0, 255).astype(np.uint8)
         keypoints, face = draw_face(img, labels, f, nz, size)
         albedo = img.astype(np.float32)
-        parts = [labels > 0]
+        body = (labels == L_SHIRT) | (labels == L_NECK)
+        parts = [body, (labels > 0) & ~body]  # the head its own dome: one over the silhouette dips at the neck
         objects.append({"kind": "face", "identity": identity, "cls": f["cls"], "box": bbox(face), "mask": face})
         attrs |= {"identity": identity, "cls": f["cls"], **nz}
         cap_attrs = {"kind": "face", "cls": f["cls"], "background": background, "style": style}

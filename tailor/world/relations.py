@@ -26,8 +26,8 @@ from tailor.errors import ConfigError, InputError
 from tailor.world.backgrounds import background as make_background
 from tailor.world.captions import BG_IN, BG_ON, STYLE_WORD, _a
 from tailor.world.draw import bbox, edges_from_labels
-from tailor.world.objects import object_entry, paint_object
 from tailor.world.sample import Sample
+from tailor.world.scenes import paint_objects
 from tailor.world.styles import apply_style
 from tailor.world.vocab import (
     BACKGROUNDS,
@@ -331,10 +331,7 @@ def render_relation_scene(
     rels = drawn_rel if relations is None else check_relations(relations, n)
     poses = _layout(rng, n, rels, size)
     canvas = make_background(background, rng, size)
-    labels = np.zeros((size, size), np.uint8)
-    for i, (spec, pose) in enumerate(zip(specs, poses)):
-        paint_object(canvas, labels, 1 + 3 * i, spec["shape"], pose, COLORS[spec["color"]], spec["pattern"])
-    entries = [object_entry(labels, 1 + 3 * i, **spec, **pose) for i, (spec, pose) in enumerate(zip(specs, poses))]
+    labels, entries = paint_objects(canvas, specs, poses)
     mask = labels > 0
     attrs = {
         "kind": "relation",
@@ -432,6 +429,14 @@ def _find(objects: list[dict[str, Any]], desc: dict[str, Any], exact: bool = Fal
         if all(desc[a] is None or o[a] is None or desc[a] == o[a] for a in ("color", "pattern")):
             return k
     return None
+
+
+def states_relations(prompt: str) -> bool:
+    """Whether ``prompt`` relates two named objects ("a red star left of a blue circle")."""
+    try:
+        return bool(parse_relations(prompt)["relations"])
+    except InputError:  # "a star over water": a relation word without an object after it
+        return False
 
 
 def render_relation_prompt(prompt: str, seed: int, size: int = 64, style: str | None = None) -> Sample:

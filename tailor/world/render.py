@@ -12,7 +12,8 @@ from tailor.world.scenes import MAX_OBJECTS, render_scene
 
 def render(prompt: str, seed: int, size: int = 64) -> Sample:
     """Render ``prompt`` ("a photo of a red striped star on grass", "a sketch of a woman on snow",
-    "a blue circle and a pink dotted heart on sand", ...) with unspecified attributes drawn from ``seed``.
+    "a blue circle and a pink dotted heart on sand", "a red star left of a blue circle", ...) with unspecified
+    attributes drawn from ``seed``.
 
     Words the world does not know are ignored; a prompt naming no shape or face gets a random object.
     """
@@ -23,6 +24,10 @@ def render(prompt: str, seed: int, size: int = 64) -> Sample:
     if p["kind"] == "face":
         return render_face(seed, cls=p["cls"], background=p["background"], style=style, size=size)
     if p["kind"] == "scene":
+        from tailor.world.relations import render_relation_prompt, states_relations
+
+        if states_relations(prompt):  # "a red star left of a blue circle": placed so that the relations hold
+            return render_relation_prompt(prompt, seed, size=size)
         objs = p["objects"]
         if len(objs) > MAX_OBJECTS:
             raise InputError(f"the prompt names {len(objs)} objects; a world scene holds at most {MAX_OBJECTS}.")

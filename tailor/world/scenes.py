@@ -60,6 +60,17 @@ def _xyr(poses: list[dict[str, Any]], size: int) -> list[tuple[float, float, flo
     return [(p["center"][0], p["center"][1], p["scale"] * size) for p in poses]
 
 
+def paint_objects(
+    canvas: np.ndarray, specs: list[dict[str, str]], poses: list[dict[str, Any]]
+) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Draw one-colour objects (``specs``: shape/color/pattern) in order onto ``canvas``; returns the label map
+    (object ``i`` owns labels ``1 + 3i`` .. ``3 + 3i``) and each object's entry (attrs, visible mask, tight box)."""
+    labels = np.zeros(canvas.shape[:2], np.uint8)
+    for i, (spec, pose) in enumerate(zip(specs, poses)):
+        paint_object(canvas, labels, 1 + 3 * i, spec["shape"], pose, COLORS[spec["color"]], spec["pattern"])
+    return labels, [object_entry(labels, 1 + 3 * i, **s, **p) for i, (s, p) in enumerate(zip(specs, poses))]
+
+
 def render_scene(
     seed: int,
     *,
@@ -98,10 +109,7 @@ def render_scene(
     specs = specs[:n]
     poses = _layout(rng, n, size)
     canvas = make_background(background, rng, size)
-    labels = np.zeros((size, size), np.uint8)
-    for i, (spec, pose) in enumerate(zip(specs, poses)):
-        paint_object(canvas, labels, 1 + 3 * i, spec["shape"], pose, COLORS[spec["color"]], spec["pattern"])
-    entries = [object_entry(labels, 1 + 3 * i, **spec, **pose) for i, (spec, pose) in enumerate(zip(specs, poses))]
+    labels, entries = paint_objects(canvas, specs, poses)
     mask = labels > 0
     attrs = {"kind": "scene", "objects": [{**s, **p} for s, p in zip(specs, poses)], "n_objects": n}
     attrs |= {"background": background, "style": style, "template": template, "size": size, "seed": seed}

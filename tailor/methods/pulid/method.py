@@ -218,8 +218,14 @@ class PuLIDMethod(FaceIDMethod):
     @classmethod
     def sniff(cls, path: str | Path, metadata: dict[str, str]) -> bool:
         """Claim the release's files (``id_adapter.*`` + ``id_adapter_attn_layers.*``)."""
+        path = Path(path)
         try:
-            return release.version(_read(Path(path))) is not None
+            if path.suffix == ".safetensors":  # the header's key names only
+                from safetensors import safe_open
+
+                with safe_open(str(path), framework="pt") as f:
+                    return release.version(dict.fromkeys(f.keys())) is not None
+            return path.suffix in PICKLE_SUFFIXES and release.version(_read(path)) is not None
         except Exception:  # unreadable: not ours to claim; tailor.load reports it
             return False
 

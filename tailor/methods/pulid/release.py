@@ -152,8 +152,8 @@ class IDFormer(nn.Module):
 
 
 # --------------------------------------------------------------------- file layout
-def version(state: dict[str, torch.Tensor]) -> str | None:
-    """``v1.1`` (IDFormer), ``v1`` (MLP IDEncoder) or None, from flat release keys."""
+def version(state: dict) -> str | None:
+    """``v1.1`` (IDFormer), ``v1`` (MLP IDEncoder) or None, from flat release keys (the values are not read)."""
     if not state or not all(k.startswith((ENCODER, ATTN)) for k in state):
         return None
     if f"{ENCODER}latents" in state:

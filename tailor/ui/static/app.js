@@ -51,7 +51,21 @@ function fieldInput(f, prefix) {
   const lab = el("label", {title: f.help}, (f.flag || f.name) + (f.required ? " *" : ""));
   if (f.from_base) lab.append(el("span", {class: "badge", text: "base default"}));
   lab.append(input);
+  if (f.upload) lab.append(uploadButton(input, f));
   return lab;
+}
+// upload into the workspace: a repeatable field gets one path per line, another one file's path or several's folder
+function uploadButton(input, f) {
+  const up = el("input", {type: "file", multiple: "", class: "f-upload", title: "upload into the workspace"});
+  up.addEventListener("change", async () => {
+    const folder = `uploads/${f.name}-${Date.now()}`;
+    const tab = input.closest("section").id.replace("tab-", "");
+    const paths = await uploadFiles(up.files, folder, tab);
+    if (!paths.length) return;
+    if (f.multiple) input.value = [input.value, ...paths].filter((s) => s).join("\n");
+    else input.value = paths.length === 1 ? paths[0] : folder;
+  });
+  return up;
 }
 function renderFields(container, fields, prefix) {
   container.innerHTML = "";
@@ -180,14 +194,14 @@ function toolTab(tab) {
   const sel = $(tab + "-command"), cmds = INFO.tools[tab];
   Object.keys(cmds).forEach((c) => sel.append(el("option", {value: c, text: "tailor " + c})));
   const draw = () => {
-    renderFields($(tab + "-form"), cmds[sel.value], tab);
+    renderFields($(tab + "-form"), cmds[sel.value], tab + "-opt");
     const json = cmds[sel.value].find((f) => f.flag === "--json");  // scores as a table
-    if (json) $(`${tab}-${json.name}`).checked = true;
+    if (json) $(`${tab}-opt-${json.name}`).checked = true;
   };
   sel.addEventListener("change", draw);
   draw();
   $(tab + "-run").addEventListener("click", () => submit(tab, "/api/tool",
-    {command: sel.value, options: readFields(cmds[sel.value], tab)}));
+    {command: sel.value, options: readFields(cmds[sel.value], tab + "-opt")}));
 }
 function table(tableEl, obj) {
   tableEl.innerHTML = "";

@@ -35,9 +35,9 @@ def _conv(cin: int, cout: int, stride=1) -> nn.Sequential:
 class OCRNet(nn.Module):
     """Image (N, 3, H, W) in [0, 1] -> per-column log-probabilities (T=32, N, 1 + len(charset)); index 0 = blank."""
 
-    def __init__(self, charset: str = CHARSET, width: int = 32, size: int = 64):
+    def __init__(self, charset: str = CHARSET, width: int = 32, size: int = 64, seq_kernel: int = 5):
         super().__init__()
-        self.config = {"kind": "ocr", "charset": charset, "width": width, "size": size}
+        self.config = {"kind": "ocr", "charset": charset, "width": width, "size": size, "seq_kernel": seq_kernel}
         self.charset, self.size = charset, size
         w = width
         self.convs = nn.Sequential(
@@ -49,8 +49,9 @@ class OCRNet(nn.Module):
             _conv(4 * w, 4 * w),
         )
         self.score = nn.Conv2d(4 * w, 1, 1)  # where along each column the text is
+        k = seq_kernel  # the columns a character spans (6 cells of 3 px = 9 columns) need context on both sides
         self.seq = nn.Sequential(
-            nn.Conv1d(4 * w, 4 * w, 3, 1, 1), nn.SiLU(), nn.Conv1d(4 * w, 4 * w, 3, 1, 1), nn.SiLU()
+            nn.Conv1d(4 * w, 4 * w, k, 1, k // 2), nn.SiLU(), nn.Conv1d(4 * w, 4 * w, k, 1, k // 2), nn.SiLU()
         )
         self.head = nn.Conv1d(4 * w, 1 + len(charset), 1)
 
@@ -117,7 +118,7 @@ def load_ocr(path: str | Path | None = None) -> OCRNet:
     if config.get("kind") != "ocr":
         raise FormatError(f"{path} is not a world OCR oracle file; re-run `python -m zoo ocr` from a source checkout.")
     with torch.random.fork_rng(devices=[]):
-        model = OCRNet(config["charset"], config["width"], config["size"])
+        model = OCRNet(config["charset"], config["width"], config["size"], config.get("seq_kernel", 3))
     state = load_tensors(path, check=False)
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     return model.eval()

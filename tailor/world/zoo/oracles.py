@@ -163,11 +163,16 @@ def build_oracle(config: dict[str, Any]) -> nn.Module:
         return AttributeClassifier(config["classes"], config["width"], config["size"])
     if kind == "segmenter":
         return Segmenter(config["classes"], config["width"], config["size"])
+    if kind == "detector":  # the object detector oracle lives in its own module
+        from tailor.world.zoo.detector import build_detector
+
+        return build_detector(config)
     return Embedder(config["dim"], config["width"], config["size"], config["num_classes"], kind)
 
 
 def load_oracle(name_or_path: str | Path) -> nn.Module:
-    """An oracle by name (``attributes``, ``face``, ``instance``, ``segmenter``) or from a file, in eval mode."""
+    """An oracle by name (``attributes``, ``face``, ``instance``, ``segmenter``, ``detector``) or from a file, in eval
+    mode."""
     from tailor.world.zoo import oracle_path
 
     path = Path(name_or_path)
