@@ -18,7 +18,14 @@ from PIL import Image
 
 import tailor
 from tailor.core.pipeline import Pipeline
-from tailor.core.reference_bank import ReferenceAttnProcessor, ReferenceBank, match_rows, run_reference_pass
+from tailor.core.reference_bank import (
+    ReferenceAttnProcessor,
+    ReferenceBank,
+    match_rows,
+    pass_rows,
+    reference_pass,
+    run_reference_pass,
+)
 from tailor.errors import ConfigError, InputError
 from tailor.methods.reference_only import ReferenceOnlyMethod
 
@@ -327,6 +334,11 @@ def test_several_references_concatenate(tiny):
     assert not any(isinstance(p, ReferenceAttnProcessor) for p in tiny.unet.attn_processors.values())
     with pytest.raises(RuntimeError, match="rows"):
         match_rows(torch.zeros(3, 2), 4)
+    # per-row inputs of other methods follow the rows a pass stands for (two references x the conditional row)
+    tokens = torch.tensor([[0.0], [1.0]])
+    with reference_pass([], groups=2, rows=torch.tensor([1, 1])):
+        assert pass_rows(tokens).flatten().tolist() == [1.0, 1.0]
+    assert torch.equal(pass_rows(tokens), tokens)
 
 
 def test_attn3_reader_adds_a_cross_attention(tiny):

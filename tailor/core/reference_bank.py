@@ -68,9 +68,7 @@ def pass_rows(x: torch.Tensor) -> torch.Tensor:
     """Per-row inputs of the sampling batch (image-prompt tokens) as the rows of the reference pass now running
     (unchanged outside a pass, or when the pass did not say which rows it stands for)."""
     rows = _ROWS.get()
-    if rows is None or x.shape[0] == rows.shape[0]:
-        return x
-    return x[rows.to(x.device)]
+    return x if rows is None else x[rows.to(x.device)]
 
 
 def prefix_rows() -> int:
