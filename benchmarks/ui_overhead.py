@@ -17,6 +17,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import socket
 import statistics
 import subprocess
@@ -129,6 +130,7 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
+        shutil.rmtree(ws, ignore_errors=True)
     if a.json:
         print(json.dumps(result, indent=2))
         return

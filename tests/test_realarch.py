@@ -209,12 +209,27 @@ def check_full_unet(shapes, kind, configs):
     assert cfg["block_out_channels"] == ([320, 640, 1280, 1280] if kind == "sd15" else [320, 640, 1280])
 
 
+def check_inpaint(shapes, kind, configs):
+    """An inpainting base (SD-inpainting's layout): the pipeline folder's UNet takes 4 + 1 + 4 = 9 channels."""
+    check_full_unet(shapes, kind, configs)
+    assert configs["pipeline/unet/config.json"]["in_channels"] == 9
+
+
+def check_ic_light(shapes, kind, configs):
+    """iclight_sd15_fbc's layout: offsets over every UNet key, ``conv_in.weight`` [320, 12, 3, 3]."""
+    state = one(shapes, "iclight_fbc.safetensors")
+    assert state["conv_in.weight"] == [320, 12, 3, 3]
+    assert state["conv_in.bias"] == [320] and any(k.startswith("up_blocks.") for k in state)
+
+
 CHECKS = {
     "controlnet": check_controlnet,
     "controlnet_pp": check_controlnet,
     "dreambooth": check_full_unet,
     "finetune": check_full_unet,
     "hypernetwork": check_hypernetwork,
+    "ic_light": check_ic_light,
+    "inpaint": check_inpaint,
     "instantid": check_instantid,
     "ip_adapter": check_ip_adapter,
     "ip_adapter:plus": check_ip_adapter_plus,

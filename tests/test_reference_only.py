@@ -225,7 +225,7 @@ def test_single_row_pass_is_shared_and_close(tiny):
     hook = tiny.unet.register_forward_pre_hook(lambda m, args: calls.append(args[0].shape[0]))
     tail = tiny.unet.conv_out.register_forward_pre_hook(lambda m, args: outs.append(args[0].shape[0]))
     try:
-        pipe = Pipeline(tiny).attach(ReferenceOnlyMethod(mode="attn+adain"), reference=image)
+        pipe = Pipeline(tiny).attach(ReferenceOnlyMethod(mode="attn+adain", reference_pass="cond"), reference=image)
         cond_out = pipe.generate(PROMPT, n=1, seed=0, steps=3, guidance=3.0).array
         pipe.detach()
     finally:
@@ -237,6 +237,29 @@ def test_single_row_pass_is_shared_and_close(tiny):
     both_out = pipe.generate(PROMPT, n=1, seed=0, steps=3, guidance=3.0).array
     pipe.detach()
     assert 0 < np.abs(cond_out - both_out).max() < 0.1
+
+
+@pytest.mark.parametrize("mode", ["attn", "attn+adain"])
+def test_fused_rows_equal_a_separate_pass(tiny, mode):
+    """reference_pass=fused runs the reference rows in front of the batch in the sampling call (one UNet call per
+    step) and equals the separate single-row pass; a ControlNet's residuals get zero rows for them, as the separate
+    pass gets none."""
+    from tailor.methods.controlnet import SPEC as CN
+
+    control = CN.example_inputs(tiny)
+    outs, calls = {}, []
+    hook = tiny.unet.register_forward_pre_hook(lambda m, args: calls.append(args[0].shape[0]))
+    try:
+        for rp in ("fused", "cond"):
+            cn = CN.method(**CN.test_options)
+            pipe = Pipeline(tiny).attach(ReferenceOnlyMethod(mode=mode, reference_pass=rp), reference=ref_image())
+            pipe.attach(cn, weight=0.7, **control)
+            outs[rp] = pipe.generate(PROMPT, n=2, seed=0, steps=3, guidance=3.0).array
+            pipe.detach()
+    finally:
+        hook.remove()
+    assert calls[:3] == [6, 6, 6]  # 2 reference rows + [uncond x2, cond x2] in one call per step
+    assert np.abs(outs["fused"] - outs["cond"]).max() <= 1e-5
 
 
 def test_weight_zero_and_window_are_plain(tiny):

@@ -129,6 +129,10 @@ def test_train_and_tool_commands(ws):
             commands.train_args(ws, "tiny", bad)
     (args,), out = commands.tool_args(ws, {"command": "eval pair", "options": {"images": "a", "reference": "b"}})
     assert args == ["eval", "pair", "--images", "a", "--reference", "b"] and out == "a"
+    (args,), _ = commands.tool_args(
+        ws, {"command": "convert lora", "options": {"src": "-a", "dst": "b", "to": "kohya"}}
+    )
+    assert args == ["convert", "lora", "--to", "kohya", "--", "-a", "b"]  # a value is never read as an option
     (args,), out = commands.tool_args(ws, {"command": "lora merge", "options": {"loras": ["a", "b"], "out": "m"}})
     assert args[:2] == ["lora", "merge"] and args[-2:] == ["a", "b"] and out == "m"
     with pytest.raises(TailorError, match="outside the workspace"):
@@ -165,6 +169,9 @@ def test_generate_endpoint_queues_and_shows_the_command(client, ws):
     assert r.status_code == 400 and "outside the workspace" in r.json()["error"]
     r = client.post("/api/generate", json={"prompt": "a star"})
     assert r.status_code == 200 and client.runner.jobs["j0"].commands[0][0] == "generate"
+    for bad in ("[1, 2]", "not json"):
+        r = client.post("/api/generate", content=bad, headers={"content-type": "application/json"})
+        assert r.status_code == 400 and "not a JSON object" in r.json()["error"]
 
 
 def test_files_stay_in_the_workspace(client, ws, tmp_path):
@@ -193,6 +200,11 @@ def test_uploads_are_checked_like_the_cli(client, ws):
         r = client.post(f"/api/upload?folder={folder}&name={name}", content=b"x")
         assert r.status_code == 400 and needle in r.json()["error"], name
     import pickle
+
+    from tailor.ui import uploads
+
+    r = client.post("/api/upload?folder=up&name=big.png", content=b"0" * (uploads.MAX_BYTES + 1))
+    assert r.status_code == 400 and r.json()["error"].startswith("big.png is larger than 64 MB")
 
     r = client.post("/api/upload?folder=up&name=evil.safetensors", content=pickle.dumps({"a": 1}))
     assert r.status_code == 400 and r.json()["error"].startswith("evil.safetensors is not a readable .safetensors")

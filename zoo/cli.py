@@ -204,6 +204,9 @@ def detector(
     lr: Annotated[float, typer.Option(help="Peak learning rate (warmup, then cosine).")] = 2e-3,
     seed: Annotated[int, typer.Option(help="Seed of the weights and of the rendered batches.")] = 31,
     init: Annotated[Path | None, typer.Option(help="Warm-start from this detector file (a second phase).")] = None,
+    degraded: Annotated[
+        float, typer.Option(help="Share of each batch blurred and noised (robustness to generated images).")
+    ] = 0.0,
     ship: Annotated[
         Path | None, typer.Option(help="Folder detector.safetensors is written to (default: the package's oracles).")
     ] = None,
@@ -222,7 +225,10 @@ def detector(
     torch.set_num_threads(max(1, threads))
     if init is not None and not init.is_file():
         raise ConfigError(f"--init {init} does not exist; pass a detector .safetensors file.")
-    recipe.run(out, steps, ship, batch_size=batch_size, lr=lr, seed=seed, **({} if init is None else {"init": init}))
+    if not 0.0 <= degraded <= 1.0:
+        raise ConfigError(f"--degraded is a share of each batch, from 0 to 1; got {degraded}.")
+    kw = {"batch_size": batch_size, "lr": lr, "seed": seed, "degraded": degraded}
+    recipe.run(out, steps, ship, **kw, **({} if init is None else {"init": init}))
 
 
 def run(args: list[str], prog_name: str = "python -m zoo", command: str | None = None) -> None:

@@ -30,8 +30,30 @@ CLASSES, COLOR_NAMES = list(SHAPES), list(COLORS)
 MIN_SIDE = 2  # objects hidden down to a sliver (a scene's overlap) are not targets
 
 
-def scene_batch(n: int, seed: int, step: int, relation_share: float = 0.6, styles=TRAIN_STYLES, size: int = 64):
-    """``n`` fresh renders (relation scenes or plain scenes) and their objects ``{"box", "class", "color"}``."""
+def degrade(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """What a VAE round trip and a diffusion sampler do to a render, roughly: blur (sigma 0.4-1.3 px), half the time
+    a 2x down-and-up sampling, and noise. Hue is kept: colour is a label."""
+    import cv2
+
+    img = cv2.GaussianBlur(image.astype(np.float32), (0, 0), float(rng.uniform(0.4, 1.3)))
+    if rng.random() < 0.5:
+        h, w = img.shape[:2]
+        img = cv2.resize(cv2.resize(img, (w // 2, h // 2), interpolation=cv2.INTER_AREA), (w, h))
+    img = img + rng.normal(0, rng.uniform(0, 6), img.shape)
+    return np.clip(img + 0.5, 0, 255).astype(np.uint8)
+
+
+def scene_batch(
+    n: int,
+    seed: int,
+    step: int,
+    relation_share: float = 0.6,
+    styles=TRAIN_STYLES,
+    size: int = 64,
+    degraded: float = 0.0,
+):
+    """``n`` fresh renders (relation scenes or plain scenes) and their objects ``{"box", "class", "color"}``; a
+    ``degraded`` share of them blurred and noised (:func:`degrade`)."""
     from tailor.world.relations import render_relation_scene
     from tailor.world.scenes import render_scene
 
@@ -44,7 +66,7 @@ def scene_batch(n: int, seed: int, step: int, relation_share: float = 0.6, style
             s = render_relation_scene(sd, style=style, size=size)
         else:
             s = render_scene(sd, style=style, size=size)
-        images.append(s.image)
+        images.append(degrade(s.image, rng) if rng.random() < degraded else s.image)
         objects.append(
             [
                 {"box": list(o["box"]), "class": o["shape"], "color": o["color"]}
@@ -112,8 +134,10 @@ def train(
     width: int = 16,
     lr: float = 2e-3,
     init: str | Path | None = None,
+    degraded: float = 0.0,
 ):
-    """Fresh scene renders every step; ``init`` (a detector file) warm-starts a second phase."""
+    """Fresh scene renders every step (a ``degraded`` share blurred); ``init`` (a detector file) warm-starts a
+    second phase."""
     torch.manual_seed(seed)
     model = Detector(CLASSES, COLOR_NAMES, width=width)
     if init is not None:
@@ -122,7 +146,7 @@ def train(
         model.load_state_dict(load_detector(init).state_dict())
 
     def loss_fn(step: int):
-        images, objects = scene_batch(batch_size, seed, step)
+        images, objects = scene_batch(batch_size, seed, step, degraded=degraded)
         return detector_loss(model, images, objects)
 
     cfg = LoopConfig(out=out, steps=steps, lr=lr, seed=seed, checkpoint_every=100, warmup_steps=100)
@@ -131,9 +155,28 @@ def train(
 
 
 @torch.no_grad()
-def evaluate(model: Detector, n: int = 400, seed: int = 99_006, styles=("photo",), kind: str = "relation") -> dict:
+def vae_round_trip(images: list[np.ndarray]) -> list[np.ndarray]:
+    """The images through the shipped base's VAE (encode to the posterior mean, decode), as a generated image is."""
+    from diffusers import AutoencoderKL
+
+    from tailor.world.zoo import base_path
+
+    vae = AutoencoderKL.from_pretrained(base_path() / "vae").eval()
+    out = []
+    for i in range(0, len(images), 50):
+        x = to_unit(images[i : i + 50]) * 2 - 1
+        y = vae.decode(vae.encode(x).latent_dist.mean).sample
+        out += list(((y.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy())
+    return out
+
+
+@torch.no_grad()
+def evaluate(
+    model: Detector, n: int = 400, seed: int = 99_006, styles=("photo",), kind: str = "relation", vae: bool = False
+) -> dict:
     """COCO mAP on ``n`` fresh relation-scene (``kind="scene"``: plain scene, objects may overlap) renders from
-    other seeds than training, and colour accuracy of the detections matched (IoU >= 0.5, same class) to an object."""
+    other seeds than training (``vae``: after the shipped VAE's round trip), and colour accuracy of the detections
+    matched (IoU >= 0.5, same class) to an object."""
     from tailor.world.relations import render_relation_scene
     from tailor.world.scenes import render_scene
 
@@ -147,7 +190,8 @@ def evaluate(model: Detector, n: int = 400, seed: int = 99_006, styles=("photo",
             render(derive_seed(seed, k, i), style=styles[int(rng.integers(len(styles)))])
             for i in range(min(100, n - k))
         ]
-        dets += model.detect(to_unit([s.image for s in samples]), k=20, threshold=0.01)
+        images = [s.image for s in samples]
+        dets += model.detect(to_unit(vae_round_trip(images) if vae else images), k=20, threshold=0.01)
         gts += [
             [{"box": list(o["box"]), "class": o["shape"], "color": o["color"]} for o in s.objects] for s in samples
         ]
@@ -172,6 +216,7 @@ def run(out: str | Path = "outputs/detector_runs", steps: int = 3000, ship: str 
         "photo": evaluate(model),
         "all_styles": evaluate(model, styles=tuple(STYLES), seed=99_007),
         "plain_scenes_photo": evaluate(model, seed=99_008, kind="scene"),
+        "photo_vae_round_trip": evaluate(model, vae=True),
     }
     for m in metrics.values():
         m.pop("per_class", None)

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tailor.core.reference_bank import pass_rows
+from tailor.core.reference_bank import pass_rows, prefix_rows
 from tailor.errors import ConfigError
 
 
@@ -189,6 +189,8 @@ class DecoupledAttnProcessor:
                 ip = ip.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim).to(query.dtype)
                 mask = gate(self.name, hidden_states) if gate is not None else None
                 if mask is not None:
+                    if mask.shape[0] != batch_size:  # reference rows fused in front: ungated
+                        mask = torch.cat([mask.new_ones((prefix_rows(), *mask.shape[1:])), mask])
                     ip = ip * mask.to(ip)
                 hidden_states = hidden_states + scale * ip
 

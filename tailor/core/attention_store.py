@@ -4,7 +4,8 @@ Prompt-to-Prompt (Hertz et al. 2022) and the regional methods built on it read w
 ``softmax(Q K_text^T / sqrt(d))`` of a cross-attention layer, averaged over heads, is a ``(rows, h * w, tokens)`` map.
 :class:`AttentionStore` records it with forward pre-hooks on the ``attn2`` modules (so it works whatever processor
 sits there: plain, IP-Adapter's decoupled one, a LoRA's), counting sampling calls with a pre-hook on the UNet;
-calls made inside a reference pass (:mod:`tailor.core.reference_bank`) are not recorded. The probabilities are
+calls made inside a reference pass (:mod:`tailor.core.reference_bank`) are not recorded, nor reference rows fused
+into a sampling call. The probabilities are
 computed with diffusers' own ``Attention.get_attention_scores`` on the layer's text keys (image-prompt tokens of
 decoupled attention are not part of them).
 
@@ -22,7 +23,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from tailor.core.reference_bank import in_reference_pass
+from tailor.core.reference_bank import in_reference_pass, prefix_rows
 from tailor.errors import ConfigError, InputError
 
 
@@ -93,6 +94,8 @@ class AttentionStore:
             context = kwargs.get("encoder_hidden_states", args[1] if len(args) > 1 else None)
             if context is None or hidden.ndim != 3:
                 return
+            n = prefix_rows()  # reference rows fused into this call are not the sampling batch's
+            hidden, context = hidden[n:], context[n:]
             probs = token_probabilities(attn, hidden, context)
             self.current[name] = probs
             if name in self.sums and self.sums[name].shape == probs.shape:
@@ -163,9 +166,10 @@ def word_tokens(tokenizer, prompt: str, word: str, what: str = "--save-attention
     return found
 
 
-def colorize(maps, image=None, alpha: float = 0.55):
+def colorize(maps, image=None, alpha: float = 0.65):
     """A ``(H, W)`` map in any range -> an RGB heatmap (blue -> red, normalised to its own range), blended over the
-    ``(H, W, 3)`` float image in [0, 1] when given; uint8."""
+    grey version of the ``(H, W, 3)`` float image in [0, 1] when given (so the image's own colours do not read as
+    heat); uint8."""
     import numpy as np
 
     m = np.asarray(maps, dtype=np.float32)
@@ -179,5 +183,6 @@ def colorize(maps, image=None, alpha: float = 0.55):
         -1,
     )  # fmt: skip  (a jet-like ramp)
     if image is not None:
-        rgb = alpha * rgb + (1 - alpha) * np.asarray(image, dtype=np.float32)
+        grey = np.asarray(image, dtype=np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+        rgb = alpha * rgb + (1 - alpha) * grey[..., None]
     return (np.clip(rgb, 0, 1) * 255).round().astype(np.uint8)

@@ -78,6 +78,9 @@ class StepExtras:
     #: extra UNet input channels appended to the latents of this call (:mod:`tailor.core.input_channels`): per image
     #: (``cond.batch_size`` rows, repeated over both CFG halves) or the whole UNet batch; not scaled by the weight
     input_channels: torch.Tensor | None = None
+    #: rows the UNet runs in front of the batch in the same call, their prediction discarded (a fused reference
+    #: pass: :class:`tailor.core.reference_bank.ReferenceRows`); not scaled by the weight
+    reference_rows: Any = None
 
     def scaled(self, weight: float) -> StepExtras:
         """The residuals multiplied by ``weight`` (attention kwargs are the method's own business)."""
@@ -96,6 +99,7 @@ class StepExtras:
             self.encoder_hidden_states,
             self.added_cond_kwargs,
             self.input_channels,
+            self.reference_rows,
         )
 
 
@@ -111,10 +115,17 @@ def merge_extras(parts: list[StepExtras]) -> dict[str, Any]:
             raise ValueError(f"cannot sum residual lists of lengths {len(a)} and {len(b)}")
         return [x + y for x, y in zip(a, b)]
 
-    down = mid = intra = hidden = added = None
+    down = mid = intra = hidden = added = rows = None
     attn: dict[str, Any] = {}
     channels = [p.input_channels for p in parts if p.input_channels is not None]
     for p in parts:
+        if p.reference_rows is not None:
+            if rows is not None:
+                raise ConfigError(
+                    "two attached methods run reference rows inside the same UNet call; give one of them "
+                    "reference_pass=cond (a separate pass)."
+                )
+            rows = p.reference_rows
         if p.encoder_hidden_states is not None:
             if hidden is not None:
                 raise ConfigError(
@@ -143,4 +154,6 @@ def merge_extras(parts: list[StepExtras]) -> dict[str, Any]:
         kwargs["encoder_hidden_states"] = hidden
         if added is not None:
             kwargs["added_cond_kwargs"] = added
+    if rows is not None:
+        kwargs["reference_rows"] = rows
     return kwargs

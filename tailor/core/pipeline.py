@@ -110,6 +110,12 @@ def call_unet(
     added = extra.pop("added_cond_kwargs", cond.added_cond_kwargs)
     channels = [x for x in (base_channels, extra.pop("input_channels", None)) if x is not None]
     latents = with_channels(unet, latents, torch.cat(channels, dim=1) if channels else None)
+    rows = extra.pop("reference_rows", None)
+    if rows is not None:  # a fused reference pass: its rows run in front of the batch (zeros in
+        # the extra input channels), their prediction dropped
+        from tailor.core.reference_bank import fused_call
+
+        return fused_call(unet, rows, latents, t, hidden, added, extra)
     return unet(
         latents,
         t,

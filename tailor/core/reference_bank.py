@@ -19,6 +19,12 @@ resnet / block outputs. At the following ordinary UNet call the bank is read:
     1e-6 on the variance), the same ``style_fidelity`` rule, a point joining when ``weight >= gn_weight`` (mid 0,
     down ``2 (1 - w / n)``, up ``2 w / n``).
 
+A *fused* pass (:class:`ReferenceRows`, :func:`fused_call`; a method returns it in ``StepExtras.reference_rows``)
+runs the reference rows in front of the sampling batch in the sampling call itself: each layer writes from the first
+rows and the others read them at once, so a step costs one UNet call of ``R + B`` rows instead of two calls (the
+world base: ~1.3x the plain step instead of ~1.8x); other methods' residuals get zero rows in front (a separate pass
+gets none either), the attention-map store skips those rows.
+
 The processors chain: each ``attn1`` gets a :class:`ReferenceAttnProcessor` wrapping the processor that was there
 (plain, a hypernetwork's, ...), several banks may share it, and IP-Adapter's decoupled processors on ``attn2`` are
 untouched. Rows keep the CFG order: a bank written with fewer rows than the reading call (one reference row per
@@ -33,6 +39,7 @@ import contextlib
 import contextvars
 import functools
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -41,8 +48,10 @@ from torch import nn
 from tailor.errors import ConfigError
 
 _PASS: contextvars.ContextVar[bool] = contextvars.ContextVar("tailor_reference_pass", default=False)
-#: during a reference pass: which row of the sampling call's UNet batch each pass row stands for (or None)
+#: during a reference pass (or a fused call): which row of the sampling batch each UNet row stands for (or None)
 _ROWS: contextvars.ContextVar[torch.Tensor | None] = contextvars.ContextVar("tailor_reference_rows", default=None)
+#: during a fused call: how many reference rows run in front of the sampling batch
+_PREFIX: contextvars.ContextVar[int] = contextvars.ContextVar("tailor_reference_prefix", default=0)
 EPS = 1e-6  # the community pipeline's floor on the variance
 
 
@@ -59,9 +68,14 @@ def pass_rows(x: torch.Tensor) -> torch.Tensor:
     """Per-row inputs of the sampling batch (image-prompt tokens) as the rows of the reference pass now running
     (unchanged outside a pass, or when the pass did not say which rows it stands for)."""
     rows = _ROWS.get()
-    if rows is None or not _PASS.get():
+    if rows is None or x.shape[0] == rows.shape[0]:
         return x
     return x[rows.to(x.device)]
+
+
+def prefix_rows() -> int:
+    """How many reference rows run in front of the sampling batch in the UNet call now running (0: none)."""
+    return _PREFIX.get()
 
 
 def self_attention_layers(unet) -> list[tuple[str, int]]:
@@ -196,6 +210,12 @@ class ReferenceBank:
         needed = [e for e in self.order or () if self.needs(e)]
         self._last = needed[-1] if needed else None
 
+    def begin_fused(self, groups: int) -> None:
+        """Write and read in one call: the call's first rows are the reference rows (:func:`fused_call`)."""
+        self.begin_write(groups)
+        self._last = None
+        self.mode = "fused"
+
     def end_write(self) -> None:
         if self.order is None:
             self.order = list(self._seen)
@@ -213,7 +233,7 @@ class ReferenceBank:
         self._wrote(("attn", name))
 
     def reading(self) -> bool:
-        return self.mode == "read" and self.scale > 0 and not in_reference_pass()
+        return self.mode in ("read", "fused") and self.scale > 0 and not in_reference_pass()
 
     def feature(self, name: str, rows: int) -> torch.Tensor | None:
         """The layer's bank as ``rows`` rows, references concatenated along the tokens; None when it does not read
@@ -231,18 +251,23 @@ class ReferenceBank:
         def hook(module, args, output):
             is_tuple = isinstance(output, tuple)
             h = output[0] if is_tuple else getattr(output, "sample", output)
-            if self.mode == "write" and in_reference_pass():
+            n = _PREFIX.get()
+            if self.mode == "fused" and n:
+                ref, main = h[:n], h[n:]
                 if self.scale >= self.points[index][1]:
-                    var, mean = torch.var_mean(h, dim=(2, 3), keepdim=True, correction=0)
-                    if self.groups > 1:  # several references: the average of their statistics
-                        var = var.view(self.groups, -1, *var.shape[1:]).mean(0)
-                        mean = mean.view(self.groups, -1, *mean.shape[1:]).mean(0)
-                    self.stats[index] = (mean.detach(), var.detach())
+                    self._record_stats(index, ref)
+                if not self.reading() or index not in self.stats:
+                    return None
+                h = torch.cat([ref, self._adain(main, *self.stats[index])])
+            elif self.mode == "write" and in_reference_pass():
+                if self.scale >= self.points[index][1]:
+                    self._record_stats(index, h)
                 self._wrote(("adain", index))
                 return None
-            if not self.reading() or index not in self.stats:
+            elif not self.reading() or index not in self.stats:
                 return None
-            h = self._adain(h, *self.stats[index])
+            else:
+                h = self._adain(h, *self.stats[index])
             if is_tuple:
                 return (h, *output[1:])
             if hasattr(output, "sample"):
@@ -251,6 +276,13 @@ class ReferenceBank:
             return h
 
         return hook
+
+    def _record_stats(self, index: int, h: torch.Tensor) -> None:
+        var, mean = torch.var_mean(h, dim=(2, 3), keepdim=True, correction=0)
+        if self.groups > 1:  # several references: the average of their statistics
+            var = var.view(self.groups, -1, *var.shape[1:]).mean(0)
+            mean = mean.view(self.groups, -1, *mean.shape[1:]).mean(0)
+        self.stats[index] = (mean.detach(), var.detach())
 
     def _adain(self, h: torch.Tensor, mean_ref: torch.Tensor, var_ref: torch.Tensor) -> torch.Tensor:
         rows = h.shape[0]
@@ -295,6 +327,19 @@ class ReferenceAttnProcessor:
                 if bank.mode == "write":
                     bank.write(self.name, hidden_states)  # may end the pass here
             return self.base(attn, hidden_states, encoder_hidden_states, attention_mask, temb=temb, **kwargs)
+        n = _PREFIX.get()
+        if n and any(b.mode == "fused" for b in self.banks):  # reference rows first: write, then read them
+            ref = hidden_states[:n]
+            for bank in self.banks:
+                if bank.mode == "fused":
+                    bank.write(self.name, ref)
+            ref_out = self.base(attn, ref, None, attention_mask, temb=temb, **kwargs)
+            out = self.read(attn, hidden_states[n:], None, attention_mask, temb, **kwargs)
+            return torch.cat([ref_out, out])
+        return self.read(attn, hidden_states, encoder_hidden_states, attention_mask, temb, **kwargs)
+
+    def read(self, attn, hidden_states, encoder_hidden_states, attention_mask, temb, **kwargs):
+        """The layer's output for the sampling rows, reading every bank that reads."""
         rows = hidden_states.shape[0]
         concat = [b for b in self.banks if b.reader == "attn" and b.reading()]
         feats = [(b, f) for b in concat if (f := b.feature(self.name, rows)) is not None]
@@ -388,6 +433,60 @@ def run_reference_pass(
             cross_attention_kwargs=cross_attention_kwargs,
             return_dict=False,
         )
+
+
+@dataclass
+class ReferenceRows:
+    """Reference rows to run in front of the sampling batch in the same UNet call (a *fused* reference pass: one
+    call of ``R + B`` rows instead of a pass of ``R`` rows and a call of ``B``). ``rows``: the sampling row each
+    reference row stands for (other methods' per-row inputs follow it); the rows are stacked reference-major."""
+
+    latents: torch.Tensor
+    encoder_hidden_states: torch.Tensor
+    added_cond_kwargs: dict[str, torch.Tensor] | None
+    rows: torch.Tensor
+    banks: list[ReferenceBank]
+    groups: int = 1
+
+
+def _pad(x: torch.Tensor, n: int) -> torch.Tensor:
+    return torch.cat([x.new_zeros((n, *x.shape[1:])), x])
+
+
+def fused_call(unet, ref: ReferenceRows, latents, timestep, hidden, added, extra: dict[str, Any]) -> torch.Tensor:
+    """The UNet on ``[reference rows; sampling rows]``: banks write from the first rows and the others read them in
+    the same layer; residuals of other methods get zero rows in front; returns the sampling rows' prediction."""
+    n, b = ref.latents.shape[0], latents.shape[0]
+    ref_latents = ref.latents.to(latents)
+    if ref_latents.shape[1] < latents.shape[1]:  # a widened UNet input (inpainting base, IC-Light): zero channels
+        pad = latents.shape[1] - ref_latents.shape[1]
+        ref_latents = torch.cat([ref_latents, ref_latents.new_zeros((n, pad, *ref_latents.shape[2:]))], dim=1)
+    latents = torch.cat([ref_latents, latents])
+    hidden = torch.cat([ref.encoder_hidden_states.to(hidden), hidden])
+    if added:
+        added = {k: torch.cat([ref.added_cond_kwargs[k].to(v), v]) for k, v in added.items()}
+    extra = dict(extra)
+    if extra.get("down_block_additional_residuals") is not None:
+        extra["down_block_additional_residuals"] = tuple(_pad(r, n) for r in extra["down_block_additional_residuals"])
+    if extra.get("mid_block_additional_residual") is not None:
+        extra["mid_block_additional_residual"] = _pad(extra["mid_block_additional_residual"], n)
+    if extra.get("down_intrablock_additional_residuals") is not None:
+        extra["down_intrablock_additional_residuals"] = [
+            _pad(r, n) for r in extra["down_intrablock_additional_residuals"]
+        ]
+    for bank in ref.banks:
+        bank.begin_fused(ref.groups)
+    rows = torch.cat([ref.rows.to(latents.device), torch.arange(b, device=latents.device)])
+    tokens = (_PREFIX.set(n), _ROWS.set(rows))
+    try:
+        out = unet(latents, timestep, encoder_hidden_states=hidden, added_cond_kwargs=added, return_dict=False,
+                   **extra)[0]  # fmt: skip
+    finally:
+        _PREFIX.reset(tokens[0])
+        _ROWS.reset(tokens[1])
+        for bank in ref.banks:
+            bank.mode = "read"
+    return out[n:]
 
 
 def noised(scheduler, latents: torch.Tensor, noise: torch.Tensor, timestep) -> torch.Tensor:

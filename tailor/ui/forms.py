@@ -127,7 +127,7 @@ def argv(cmd, values: dict[str, Any], ws: Workspace) -> list[str]:
                 positional.append(item)
             else:
                 args += [max(p.opts, key=len), item]
-    return args + positional
+    return args + (["--"] if any(a.startswith("-") for a in positional) else []) + positional  # "-x" as a value
 
 
 def attachment_value(ws: Workspace, flag: str, a: dict[str, Any], shipped: set[str]) -> str:

@@ -57,11 +57,13 @@ def api(fn):
             return _error(PermissionError("a request from another site was refused; use the page itself."), 403)
         try:
             body = await request.json() if request.method == "POST" and request.headers.get("content-length") else {}
+            if not isinstance(body, dict):
+                raise json.JSONDecodeError("not an object", "", 0)
             result = await run_in_threadpool(fn, request, body)
         except TailorError as e:
             return _error(e)
         except json.JSONDecodeError:
-            return _error(ValueError("the request is not JSON; reload the page."))
+            return _error(ValueError("the request is not a JSON object; reload the page."))
         return result if isinstance(result, Response) else JSONResponse(result)
 
     return endpoint
@@ -132,14 +134,14 @@ def create_app(
         return [
             {"name": p.name, "path": ws.relative(p), "dir": p.is_dir()}
             for p in sorted(folder.iterdir())
-            if not p.name.startswith(".") and not ws.escapes(ws.relative(p) if not p.is_symlink() else str(p))
+            if not p.name.startswith(".") and not p.is_symlink()  # a link may point out of the workspace
         ]
 
     async def upload(request: Request) -> Response:
         if cross_site(request):
             return _error(PermissionError("a request from another site was refused; use the page itself."), 403)
         try:
-            data = await request.body()
+            data = await _capped_body(request, request.query_params.get("name", ""))
             q = request.query_params
             path = await run_in_threadpool(uploads.save, ws, q.get("folder", "uploads"), q.get("name", ""), data)
         except TailorError as e:
@@ -188,6 +190,17 @@ def create_app(
     return app
 
 
+async def _capped_body(request: Request, name: str) -> bytes:
+    """The upload's bytes, refused once past :data:`uploads.MAX_BYTES` (never read whole into memory first)."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > uploads.MAX_BYTES:
+            raise uploads.too_large(name)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def _last_error(log: str) -> str | None:
     lines = [line[len("error:") :].strip() for line in log.splitlines() if line.startswith("error:")]
     return lines[-1] if lines else None
@@ -202,6 +215,17 @@ def _json_output(log: str) -> Any:
         return json.JSONDecoder().raw_decode(log[at + 1 :])[0]
     except json.JSONDecodeError:
         return None
+
+
+def _records(log: Path) -> list[dict]:
+    """The training's ``log.jsonl`` records (a line being written is skipped)."""
+    records = []
+    for line in log.read_text().splitlines() if log.is_file() else []:
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
 
 
 def results(ws: Workspace, job: Job) -> dict[str, Any]:
@@ -219,12 +243,11 @@ def results(ws: Workspace, job: Job) -> dict[str, Any]:
         out["generation"] = f"{rel}/generation.json"
     if job.kind == "train":
         log = folder / "log.jsonl"
-        out["records"] = (
-            [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.is_file() else []
-        )
+        out["records"] = _records(log)
         out["samples"] = [f"{rel}/samples/{p.name}" for p in sorted((folder / "samples").glob("*.png"))]
         out["artifact"] = (folder / "tailor.json").is_file()
         out["folder"] = rel
     if job.kind == "tool":
-        out["images"] = [ws.relative(p) for p in sorted(folder.rglob("*.png"))[:24]]
+        pngs = sorted(folder.rglob("*.png"), key=lambda p: (not p.name.startswith("grid"), p))  # contact sheets first
+        out["images"] = [ws.relative(p) for p in pngs[:24]]
     return out

@@ -21,6 +21,10 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".ti
 OTHER_SUFFIXES = {".safetensors", ".txt", ".json", ".yaml"}
 
 
+def too_large(name: str) -> InputError:
+    return InputError(f"{name} is larger than {MAX_BYTES >> 20} MB; downscale it or copy it into the workspace.")
+
+
 def _check(path: Path, name: str) -> None:
     suffix = path.suffix.lower()
     if suffix in IMAGE_SUFFIXES:
@@ -48,7 +52,7 @@ def save(ws: Workspace, folder: str, name: str, data: bytes) -> str:
         allowed = ", ".join(sorted(IMAGE_SUFFIXES | OTHER_SUFFIXES))
         raise InputError(f"{name}: tailor's UI takes {allowed} files; convert it to one of them.")
     if len(data) > MAX_BYTES:
-        raise InputError(f"{name} is larger than {MAX_BYTES >> 20} MB; downscale or copy it into the workspace.")
+        raise too_large(name)
     dest_dir = ws.path(folder, "upload folder")
     dest = ws.path(f"{ws.relative(dest_dir)}/{name}", "upload")
     ws.ui_dir.mkdir(parents=True, exist_ok=True)

@@ -29,8 +29,9 @@ class ReferenceOnlyConfig(Config):
         "reference's style matters more)",
     )
     reference_pass: str = option(
-        "cond", "rows of the reference pass: cond (one row per image with its prompt, read by both guidance rows; "
-        "half the cost) or both (a row per UNet row, the community pipeline exactly)", choices=("cond", "both")
+        "fused", "the reference pass: fused (one row per image with its prompt, run in front of the batch in the "
+        "sampling call itself), cond (the same rows as a separate pass), both (a separate pass with a row per UNet "
+        "row: the community pipeline exactly)", choices=("fused", "cond", "both")
     )  # fmt: skip
     noise_seed: int = option(0, "seed of the noise added to the reference latent (step i draws from seed + i)")
 

@@ -26,10 +26,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from tailor.core.conditioning import StepExtras
 from tailor.core.images import load_image
 from tailor.core.latents import scale_latents
 from tailor.core.method import Method
-from tailor.core.reference_bank import ReferenceBank, noised, run_reference_pass
+from tailor.core.reference_bank import ReferenceBank, ReferenceRows, noised, run_reference_pass
 from tailor.errors import InputError
 from tailor.methods.reference_only.config import ReferenceOnlyConfig
 
@@ -108,9 +109,8 @@ class ReferenceOnlyMethod(Method):
             self._latents = {key: scale_latents(c.vae.config, mean).to(c.dtype)}  # keep one size
         return self._latents[key]
 
-    def before_unet(self, state) -> None:
-        if self.bank is None or state.training or self.scale <= 0:
-            return
+    def _rows(self, state):
+        """This step's reference rows: (noised latents, text, added kwargs, sampling rows they stand for, refs)."""
         reference = state.inputs.get("reference")
         if reference is None:
             raise InputError("reference_only needs a reference image: attach it with reference=IMAGE "
@@ -126,7 +126,7 @@ class ReferenceOnlyMethod(Method):
         x = noised(state.scheduler, x0.repeat_interleave(b, dim=0), noise, state.timestep)
         both = self.config.reference_pass == "both" and cond.cfg
         hidden, added = cond.encoder_hidden_states, cond.added_cond_kwargs
-        rows = torch.arange(hidden.shape[0])  # the sampling rows the pass's rows stand for
+        rows = torch.arange(hidden.shape[0])  # the sampling rows the reference rows stand for
         if both:  # per reference: [x (uncond rows), x (cond rows)] with the whole batch's text
             x = torch.cat([torch.cat([xr, xr]) for xr in x.chunk(refs)])
         elif cond.cfg:  # one row per image: its prompt's text (the conditional half)
@@ -136,5 +136,20 @@ class ReferenceOnlyMethod(Method):
             hidden = hidden.repeat(refs, 1, 1)
             added = {k: v.repeat(refs, *([1] * (v.ndim - 1))) for k, v in added.items()} if added else added
         self.bank.uncond_rows = b if cond.cfg else 0
-        run_reference_pass([self.bank], c.unet, x, state.timestep, hidden, added, cond.cross_attention_kwargs or None,
-                           groups=refs, rows=rows.repeat(refs))  # fmt: skip
+        return x, hidden, added, rows.repeat(refs), refs
+
+    def step_kwargs(self, state):
+        """``reference_pass="fused"``: the reference rows run in front of the batch in the sampling call."""
+        if self.bank is None or state.training or self.scale <= 0 or self.config.reference_pass != "fused":
+            return None
+        x, hidden, added, rows, refs = self._rows(state)
+        return StepExtras(reference_rows=ReferenceRows(x, hidden, added, rows, [self.bank], refs))
+
+    def before_unet(self, state) -> None:
+        """``reference_pass="cond"`` / ``"both"``: a separate reference pass before the sampling call."""
+        if self.bank is None or state.training or self.scale <= 0 or self.config.reference_pass == "fused":
+            return
+        x, hidden, added, rows, refs = self._rows(state)
+        c = self.components
+        run_reference_pass([self.bank], c.unet, x, state.timestep, hidden, added,
+                           state.cond.cross_attention_kwargs or None, groups=refs, rows=rows)  # fmt: skip
