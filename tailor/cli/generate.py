@@ -62,6 +62,14 @@ def _fixed_options() -> list[click.Option]:
             help="Any trained artifact (a training --out folder or a file in it); =REF gives the references its "
             "method reads (repeatable).",
         ),
+        click.Option(
+            ["--story"],
+            type=click.Path(),
+            default=None,
+            metavar="PROMPTS_FILE",
+            help="Make a story: one frame per line of the file, each frame conditioned on the frames before it by "
+            "an attached method that reads previous frames (--storygen); frame 1 is plain text-to-image.",
+        ),
         click.Option(["--out"], type=click.Path(), default="outputs/generate", help="Output folder."),
         click.Option(
             ["--save-attention"],
@@ -270,8 +278,13 @@ def run(flags, values: dict, order: list[str] | None = None) -> None:
     from tailor.core.bounds import check_generation_size
     from tailor.core.outputs import guarded_out
 
-    texts = read_prompts(values.get("prompt"), values.get("prompts"))
+    story = values.get("story")
+    texts = read_story(values, story) if story else read_prompts(values.get("prompt"), values.get("prompts"))
     config = settings_from(values)
+    if story and values.get("n") is None:
+        config = config.replace(n=1)
+    if story and config.n != 1:
+        raise ConfigError(f"--story makes one image per frame; drop -n {config.n} (or run the story once per seed).")
     # before the model loads: a file or a user's folder as --out is refused at once, a second writer too
     with guarded_out(values["out"], "tailor generate") as out:
         comps = tailor.load_components(values["base"], config=values.get("base_config"))
@@ -280,11 +293,53 @@ def run(flags, values: dict, order: list[str] | None = None) -> None:
         check_generation_size(*size, comps, allow_large=bool(values.get("allow_large")))
         texts = attach_all(pipe, flags, values, texts, size, order)
         store, tokens = watch_attention(comps, texts, values.get("save_attention") or ())
-        result = pipe.generate(texts, config, progress=True)
-        write_outputs(out, result, config, len(texts))
+        if story:
+            result = generate_story(pipe, texts, config)
+            write_outputs(out, result, config, len(texts), cols=len(texts))
+        else:
+            result = pipe.generate(texts, config, progress=True)
+            write_outputs(out, result, config, len(texts))
         if store is not None:
             store.detach()
             write_attention(out, result, store, tokens)
+
+
+def read_story(values: dict, story) -> list[str]:
+    """The frame prompts of ``--story FILE`` (at least two lines; not together with --prompt / --prompts)."""
+    if values.get("prompt") or values.get("prompts"):
+        raise ConfigError("--story reads the frame prompts from its file; drop --prompt / --prompts.")
+    prompts = read_prompts([], story)
+    if len(prompts) < 2:
+        raise InputError(f"story file {story} holds one prompt; a story needs at least two lines, one prompt per "
+                         f"frame.")  # fmt: skip
+    return prompts
+
+
+def generate_story(pipe, prompts: list[str], config):
+    """Frame k conditions on frames 0..k-1 through every attachment that reads previous frames (a method with
+    ``story_frames = True`` takes them as its ``frames`` / ``frame_prompts`` inputs); frame 1 has none."""
+    import dataclasses as dc
+
+    import numpy as np
+
+    readers = [a for a in pipe.attachments if getattr(a.method, "story_frames", False)]
+    if not readers:
+        raise ConfigError("--story needs a method that reads the previous frames; attach one with --storygen PATH.")
+    images, arrays, seeds = [], [], []
+    result = None
+    for k, prompt in enumerate(prompts):
+        for a in readers:
+            a.inputs["frames"] = list(images)
+            a.inputs["frame_prompts"] = list(prompts[:k])
+        result = pipe.generate([prompt], config, progress=True)
+        images += result.images
+        arrays.append(result.array)
+        seeds += result.seeds
+    for a in readers:
+        a.inputs.pop("frames", None)
+        a.inputs.pop("frame_prompts", None)
+    return dc.replace(result, images=images, array=np.concatenate(arrays), seeds=seeds, prompts=list(prompts),
+                      settings={**result.settings, "story": True})  # fmt: skip
 
 
 def watch_attention(comps, prompts: list[str], values) -> tuple:
@@ -320,7 +375,7 @@ def write_attention(out: Path, result, store, tokens: dict) -> None:
     click.echo(f"wrote attention maps of {', '.join(dict.fromkeys(w for _, w in tokens))} beside the images")
 
 
-def write_outputs(out: Path, result, config, n_prompts: int) -> None:
+def write_outputs(out: Path, result, config, n_prompts: int, cols: int | None = None) -> None:
     """The PNGs, ``grid.png`` and ``generation.json`` of one generation into ``out``."""
     from tailor.core.images import make_grid
     from tailor.core.io import atomic_path, write_json
@@ -332,7 +387,7 @@ def write_outputs(out: Path, result, config, n_prompts: int) -> None:
             img.save(tmp, format="PNG")
         records.append({"file": name, "prompt": p, "seed": s})
     with atomic_path(out / "grid.png") as tmp:
-        make_grid(result.images, cols=config.n if n_prompts > 1 else None).save(tmp, format="PNG")
+        make_grid(result.images, cols=cols or (config.n if n_prompts > 1 else None)).save(tmp, format="PNG")
     record = {"version": GENERATION_VERSION, "images": records, "settings": result.settings}
     write_json(out / "generation.json", record)
     click.echo(f"wrote {len(records)} images, grid.png and generation.json to {out}")

@@ -180,7 +180,7 @@ def attach_flag_values(
     if get_spec(flag.methods[0]).method.training_free:
         attach_training_free(pipe, flag, values, dict(config_options or {}), size)
         return
-    if config_options:
+    if config_options and not decl.options:
         raise ConfigError(f"{flag.name} takes no {decl.option_flag(next(iter(config_options)))}; drop it.")
     pending = _pending_refs(flag, values, shared or {})
     paired = iter(pending)
@@ -194,14 +194,17 @@ def attach_flag_values(
                 refs, weight = [r for r in ref.path.split("+") if r], ref.weight if ref.weight is not None else weight
             elif not refs:
                 refs = pending
-            if not refs:
+            if not refs and not inp.optional:
                 via = f"{inp.flag} IMG or " if inp.flag else ""
                 raise InputError(f"{flag.name} {spec.path} needs reference inputs; pass {via}{flag.name} PATH=IMG.")
             method = load_for(spec.path, flag)
-            inputs[inp.name] = reference_value(inp, refs, method, size, ready)
+            if refs:
+                inputs[inp.name] = reference_value(inp, refs, method, size, ready)
             inputs.update({o.name: options[o.flag] for o in inp.options if (options or {}).get(o.flag)})
         else:
             method = load_for(spec.path, flag)
+        if config_options:  # the flag's declared options (``<flag>-<field>``) over the file's config
+            method.config = method.config.replace(**config_options)
         pipe.attach(method, weight=1.0 if weight is None else weight, start=spec.start, end=spec.end, **inputs)
 
 

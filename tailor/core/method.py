@@ -157,6 +157,12 @@ class Method:
     def set_scale(self, scale: float) -> None:
         self.scale = scale
 
+    def guide(self, state: StepState, uncond: torch.Tensor, text: torch.Tensor, guidance: float):
+        """Classifier-free guidance of this step's ``[uncond, text]`` predictions, or None for the plain
+        ``uncond + guidance (text - uncond)`` (override; StoryGen's 3-way image / text guidance). The first active
+        attachment that returns a tensor decides."""
+        return None
+
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for m in self.modules() for p in m.parameters() if p.requires_grad]
 

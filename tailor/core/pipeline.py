@@ -264,7 +264,7 @@ class Pipeline:
             pred = call_unet(c.unet, model_in, t, cond, unet_kwargs(self.attachments, state), base_channels)
             if cfg:
                 uncond, text = pred.chunk(2)
-                pred = uncond + guidance * (text - uncond)
+                pred = guide(self.attachments, state, uncond, text, guidance)
             latents = scheduler.step(pred, t, latents, **step_kw, return_dict=False)[0]
             if start is not None:
                 latents = start.blend(latents, scheduler, timesteps, i)
@@ -274,6 +274,17 @@ class Pipeline:
         array = decode(c, latents)
         settings = config.to_dict() | dict(width=width, height=height, base=c.source, methods=self.describe())
         return GenerationResult(to_pil(array), array, seeds, all_prompts, settings)
+
+
+def guide(attachments: list[Attachment], state: StepState, uncond: torch.Tensor, text: torch.Tensor, guidance: float):
+    """Classifier-free guidance: the first active attachment's ``Method.guide`` result, else
+    ``uncond + guidance (text - uncond)``."""
+    for a in attachments:
+        if type(a.method).guide is not Method.guide and a.active(state.step, state.num_steps):
+            out = a.method.guide(state, uncond, text, guidance)
+            if out is not None:
+                return out
+    return uncond + guidance * (text - uncond)
 
 
 def _step_kwargs(scheduler, generators, eta: float) -> dict[str, Any]:

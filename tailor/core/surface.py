@@ -59,6 +59,8 @@ class Input:
     help: str = field(default="", compare=False)  # methods sharing a flag must agree on the rest, not the words
     ready_flag: str | None = None
     options: tuple[InputOption, ...] = ()
+    #: the method also runs without references (StoryGen's first frame; ``tailor generate --story`` supplies them)
+    optional: bool = False
 
 
 @dataclass(frozen=True)
