@@ -148,6 +148,7 @@ def options(name: str, kind: str, root: Path, out: Path, variant: str = "") -> d
         "instantid": {**face, "num_tokens": 16},
         "pulid": {**face, "num_tokens": 32},
         "dreambooth": {"class_dir": str(out / "class-images")},
+        "character_adapter": {"ip_adapter": f"untrained:{root / ('vit-h' if kind == 'sd15' else 'vit-bigg')}"},
     }
     opts.update(official.get(name, {}))
     if variant == "light":  # the released light adapter: 4 blocks per stage, (320, 640, 1280)
@@ -190,6 +191,10 @@ def configs(folder: Path) -> dict[str, dict[str, Any]]:
     return out
 
 
+def cpu_seconds() -> float:
+    return round(sum(resource.getrusage(resource.RUSAGE_SELF)[:2]), 1)
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
@@ -214,6 +219,26 @@ def run(case: str, kind: str, root: Path, out: Path) -> dict[str, Any]:
         arr = pipe.generate("a photo of a red star", n=1, seed=0, steps=2, guidance=3.0, width=SIZE, height=SIZE).array
         pipe.detach()
         return arr
+
+    if spec.method.training_free:  # attach -> sample twice with fresh instances: the same image
+        t = time.perf_counter()
+        first = sample(spec.method(**opts), comps)
+        again = sample(spec.method(**opts), comps)
+        times["sample"] = time.perf_counter() - t
+        assert np.isfinite(first).all() and first.shape[-3:-1] == (SIZE, SIZE), first.shape
+        return {
+            "method": case,
+            "base": kind,
+            "artifact": None,
+            "training_free": True,
+            "reload_max_diff": float(np.abs(again.astype(np.float64) - first).max()),
+            "peak_rss_mb": round(peak_rss_mb()),
+            "cpu_s": cpu_seconds(),
+            "seconds": {k: round(v, 1) for k, v in times.items()},
+            "options": {},
+            "shapes": {},
+            "configs": {},
+        }
 
     t = time.perf_counter()
     method = spec.method(**opts)
@@ -240,7 +265,7 @@ def run(case: str, kind: str, root: Path, out: Path) -> dict[str, Any]:
         "artifact": str(Path(result.artifact).relative_to(out / "run")),
         "reload_max_diff": float(np.abs(again.astype(np.float64) - trained).max()),
         "peak_rss_mb": round(peak_rss_mb()),
-        "cpu_s": round(sum(resource.getrusage(resource.RUSAGE_SELF)[:2]), 1),
+        "cpu_s": cpu_seconds(),
         "seconds": {k: round(v, 1) for k, v in times.items()},
         "options": {k: v for k, v in opts.items() if not str(v).startswith(str(root))},
         "shapes": shapes(out / "run"),
