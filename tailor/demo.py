@@ -1,6 +1,7 @@
 """``make demo``: the main job on the built-in world, end to end on a CPU in a few minutes.
 
-1. render a sample grid of the procedural world (objects in every style, subjects, faces, scenes);
+1. render a sample grid of the procedural world (objects in every style, subjects, faces, scenes, and world v2's
+   relit pair, sign, two-object relation scene and story strip);
 2. fine-tune a base for a few steps on world images (the shipped world model when it exists, else a tiny random
    SD-architecture base) and write its loss curve and validation grid;
 3. generate before/after grids for the same prompts and seeds, and score them against real renders (SSIM /
@@ -33,9 +34,24 @@ def world_grid(out: Path) -> Path:
     tiles += [render_subject(specs[i % len(specs)], i).image for i in range(8)]
     tiles += [render_face(i, identity=i % 4).image for i in range(8)]
     tiles += [render_scene(i).image for i in range(8)]
+    tiles += [np.full_like(tiles[0], 255)] * (-len(tiles) % 8) + world_v2_row()  # v2 on a row of its own
     path = out / "world_grid.png"
     make_grid(tiles, cols=8).resize((8 * 66 * 2, ((len(tiles) + 7) // 8) * 66 * 2), 0).save(path)
     return path
+
+
+def world_v2_row() -> list:
+    """World v2's ground truth in one row of 8: a relit pair (same scene, two lights), a sign with a word, a
+    two-object scene with a stated relation, a 4-frame story strip of one subject."""
+    from tailor.world.kinds import kinds
+
+    k = kinds()
+    lit = "a photo of a red star on grass, lit from the {} by {} light"
+    row = [k["light"].render(3, prompt=lit.format(*side))[0].image for side in (("left", "warm"), ("right", "blue"))]
+    row.append(k["glyph"].render(2, prompt='a sign that says "CAT" on brick')[0].image)
+    row.append(k["relation"].render(1, prompt="a red star left of a blue circle on grass")[0].image)
+    row += [frame.image for frame in k["story"].render(0, frames=4, style="photo")]
+    return row
 
 
 def personalize(base: str, subject: str, steps: int | None, out: Path, key: str = "dreambooth_lora_te") -> dict:
