@@ -44,6 +44,7 @@ SUBAPPS = {
     "world": ("tailor.world.cli", "world_app", "The procedural world: render images, subjects, faces, scenes."),
     "ui": ("tailor.cli.ui", "make_ui_command", "Local web UI: generate, train, evaluate, convert."),
     "detect": ("tailor.cli.detect", "detect_app", "Train / evaluate a small detector on COCO folders (COCO mAP)."),
+    "synth": ("tailor.cli.synth", "make_synth_command", "Synthetic detection data: layouts -> images + COCO JSON."),
 }  # fmt: skip
 
 
