@@ -59,6 +59,7 @@ def oracle_path(name: str) -> Path:
 ADAPTERS = {
     "canny": ("controlnet", "canny"),
     "seg": ("controlnet", "seg"),
+    "layout": ("controlnet", "layout"),
     "t2i-canny": ("t2i_adapter", "canny"),
     "controlnext-canny": ("controlnext", "canny"),
     "world": ("ip_adapter", None),
