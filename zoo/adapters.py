@@ -77,8 +77,9 @@ RECIPES: dict[str, AdapterRecipe] = {
     "controlnext-canny": AdapterRecipe("controlnext", {"condition": "canny"}, steps=320, batch_size=4),
     # issue 24: boxes image -> multi-object scenes; relation scenes of 4 styles (cartoon held out for `tailor synth`'s
     # bench), 3,000 steps (68 min on one busy thread at 1.4 s/step)
-    "layout": AdapterRecipe("controlnet", {"condition": "layout"}, steps=3000,
-                            data="world:relation:photo+sketch+pixel+watercolor"),  # fmt: skip
+    "layout": AdapterRecipe(
+        "controlnet", {"condition": "layout"}, steps=3000, data="world:relation:photo+sketch+pixel+watercolor"
+    ),  # fmt: skip
     **IDENTITY_RECIPES,
 }
 NAMES = tuple(RECIPES)
