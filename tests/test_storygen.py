@@ -256,3 +256,27 @@ def test_more_frames_than_kept_drops_the_oldest_once(caplog):
     assert len(warnings) == 1
     last_two = gen(comps, m, steps=3, frames=frames[2:], frame_prompts=prompts[2:])
     assert np.abs(four - last_two).max() == 0
+
+
+def test_frames_of_another_size_are_resized_said_once(caplog):
+    """A previous frame of another size is resized to the output (one warning per story), and gives the image the
+    same frame resized beforehand gives; the frames are VAE-encoded once, not every step."""
+    comps = tailor.tiny_components()
+    m = StoryGenMethod()
+    m.patch(comps)
+    randomize(m)
+    m.unpatch()
+    big = [frame(1, 48), frame(2, 48)]
+    prompts = ["a photo of a star", "a photo of a star far away"]
+    calls = []
+    encode = m.encode_frames
+    m.encode_frames = lambda x: calls.append(x.shape[0]) or encode(x)
+    with caplog.at_level(logging.WARNING, logger="tailor"):
+        got = gen(comps, m, steps=3, frames=big, frame_prompts=prompts)
+        again = gen(comps, m, steps=3, frames=big, frame_prompts=prompts)
+    said = [r.getMessage() for r in caplog.records if "resized" in r.getMessage()]
+    assert len(said) == 1 and "48x48" in said[0] and "32x32" in said[0]
+    assert calls.count(2) == 2, calls  # once per generation (an attachment), not once per step
+    small = [im.resize((32, 32), Image.BICUBIC) for im in big]
+    assert np.abs(gen(comps, m, steps=3, frames=small, frame_prompts=prompts) - got).max() < 1e-5
+    assert np.abs(got - again).max() == 0
