@@ -39,7 +39,7 @@ def test_story_bench_quick(tmp_path, tiny_story_models):
     s = B.Settings(base="tiny", out=tmp_path, models=tiny_story_models, **(B.QUICK | {"stories": 3, "frames": 3}))
     result = B.run(s)
     rows = {r["method"]: r for r in result["rows"]}
-    assert set(rows) == {"none", "storygen", "ip-adapter", "reference-attn", "real"}
+    assert set(rows) == {"none", "storygen", "storygen-img1", "ip-adapter", "reference-attn", "real"}
     assert list(rows)[0] == "none" and list(rows)[-1] == "real"
     # frame 1 is the same image in every row; the conditioned frames differ from the base's
     first = {k: np.asarray(Image.open(tmp_path / "images" / k / "story_00" / "frame_000.png")) for k in rows

@@ -280,3 +280,36 @@ def test_frames_of_another_size_are_resized_said_once(caplog):
     small = [im.resize((32, 32), Image.BICUBIC) for im in big]
     assert np.abs(gen(comps, m, steps=3, frames=small, frame_prompts=prompts) - got).max() < 1e-5
     assert np.abs(got - again).max() == 0
+
+
+@pytest.mark.parametrize("other", ["lora", "ip_adapter", "controlnet", "t2i_adapter"])
+def test_composes_with_other_methods(other):
+    """StoryGen's extra eps_u row runs the unconditional rows again with the other method's per-row extras (ControlNet
+    / T2I residuals, image-prompt tokens): an untrained (zero) context module beside another method is that method
+    alone; a trained one changes the image and the other method still acts."""
+    from tailor.core.method import get_spec
+
+    comps = tailor.tiny_components()
+    spec = get_spec(other)
+    m = spec.method(**spec.test_options)
+    inputs = spec.example_inputs(comps) if spec.example_inputs else {}
+    frames = {"frames": [frame(1), frame(2)], "frame_prompts": ["a photo of a star", "a photo of a star far away"]}
+    pipe = Pipeline(comps).attach(m, weight=1.0, **inputs)
+    with torch.no_grad():  # zero-initialised outputs (LoRA up, ControlNet zero convs) get values so the method acts
+        for p in m.trainable_parameters():
+            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(1)) * 0.1)
+    alone = pipe.generate(PROMPT, n=1, seed=0, steps=3, guidance=3.0).array
+    pipe.attach(StoryGenMethod(image_guidance=3.5), **frames)
+    zero = pipe.generate(PROMPT, n=1, seed=0, steps=3, guidance=3.0).array
+    pipe.detach()
+    assert np.abs(zero - alone).max() < 1e-5, "a zero context module must leave the other method's image alone"
+    sg = StoryGenMethod(image_guidance=3.5)
+    sg.patch(comps)
+    randomize(sg)
+    sg.unpatch()
+    pipe = Pipeline(comps).attach(m, weight=1.0, **inputs).attach(sg, **frames)
+    both = pipe.generate(PROMPT, n=1, seed=0, steps=3, guidance=3.0).array
+    pipe.detach()
+    story_only = gen(comps, sg, steps=3, **frames)
+    assert np.isfinite(both).all()
+    assert np.abs(both - alone).max() > 1e-4 and np.abs(both - story_only).max() > 1e-4

@@ -72,7 +72,8 @@ class Settings:
 
     def check(self) -> None:
         declared = story_rows()
-        for key in [*(self.rows or ()), *self.models]:
+        names = {spec.name for spec, _ in declared.values()}
+        for key in [*(self.rows or ()), *(k for k in self.models if k not in names)]:
             if key not in declared:
                 raise InputError(f"story row {key!r} is not declared; pick from {', '.join(declared)}.")
         if min(self.stories, self.sample_steps) < 1 or not 2 <= self.frames <= 16:
@@ -88,17 +89,21 @@ def held_out_story(j: int, frames: int, size: int) -> list:
 
 
 def load_row(key: str, spec, row, s: Settings):
-    """The row's method: training-free ones from the row's options, trained ones from ``--model`` or ``world``."""
+    """The row's method: training-free ones from the row's options; trained ones from ``--model KEY=PATH`` (the
+    row's key or its method's name) or the shipped ``world`` weights, with the row's options on top."""
     if spec.method.training_free:
         return spec.method(**row.options)
     from tailor.compose import load_kind
 
-    path = s.models.get(key, "world")
+    path = s.models.get(key, s.models.get(spec.name, "world"))
     try:
-        return load_kind(path, spec.name)
+        method = load_kind(path, spec.name)
     except Exception as e:
         raise InputError(f"story row {key}={path} cannot be loaded ({e}); pass --model {key}=PATH with a "
                          f"`tailor train {spec.name}` folder.") from e  # fmt: skip
+    if row.options:
+        method.config = method.config.replace(**row.options)
+    return method
 
 
 def attach(pipe, method, frames: list, prompts: list[str], s: Settings) -> None:
@@ -114,13 +119,19 @@ def attach(pipe, method, frames: list, prompts: list[str], s: Settings) -> None:
     pipe.attach(method, weight=weight, **{decl.input.name: [frames[0]]})
 
 
-def make_story(pipe, method, prompts: list[str], first, seed: int, s: Settings) -> list:
-    """Frames 2..N of one story after the shared ``first`` frame (every frame uses ``seed``, as ``--story``)."""
+def frame_seed(story: int, frame: int) -> int:
+    """Frame ``k`` of story ``j`` starts from seed ``1000 j + k``: other noise per frame, so that what the frames
+    share comes from the method, not from one starting noise (``tailor generate --story`` reuses ``--seed``)."""
+    return 1000 * story + frame
+
+
+def make_story(pipe, method, prompts: list[str], first, story: int, s: Settings) -> list:
+    """Frames 2..N of one story after the shared ``first`` frame."""
     frames = [first]
     for k in range(1, len(prompts)):
         if method is not None:
             attach(pipe, method, frames, prompts[:k], s)
-        frames += C.generate(pipe, [prompts[k]], 1, s.sample_steps, s.guidance, seed=seed)
+        frames += C.generate(pipe, [prompts[k]], 1, s.sample_steps, s.guidance, seed=frame_seed(story, k))
         if method is not None:
             pipe.detach()
     return frames
@@ -203,7 +214,7 @@ def run(s: Settings) -> dict[str, Any]:
 
     root = C.start(s)
     t0 = time.perf_counter()
-    declared = {k: v for k, v in story_rows().items() if s.rows is None or k in s.rows}
+    declared = {k: v for k, v in story_rows().items() if (v[1].default if s.rows is None else k in s.rows)}
     comps = tailor.load_components(s.base)
     size = comps.default_size
     pipe = tailor.Pipeline(comps)
@@ -211,7 +222,8 @@ def run(s: Settings) -> dict[str, Any]:
     stories = [held_out_story(j, s.frames, size) for j in range(s.stories)]
     prompts = [[f.caption for f in st] for st in stories]
     real = [[f.pil() for f in st] for st in stories]
-    firsts = [C.generate(pipe, [p[0]], 1, s.sample_steps, s.guidance, seed=j)[0] for j, p in enumerate(prompts)]
+    firsts = [C.generate(pipe, [p[0]], 1, s.sample_steps, s.guidance, seed=frame_seed(j, 0))[0]
+              for j, p in enumerate(prompts)]  # fmt: skip
     keys = [*(["none"] if s.baseline else []), *methods]
     rows, sheet = [], []
     base_step = step_seconds(pipe, prompts[0][1], s.guidance)
@@ -240,7 +252,7 @@ def run(s: Settings) -> dict[str, Any]:
         "different_subject_level": different_subject_level(real),
         "stories": [{"seed": STORY_SEED + j, "prompts": p} for j, p in enumerate(prompts)],
     }
-    shipped = shipped_training({k: m for k, m in methods.items() if k not in s.models})
+    shipped = shipped_training({k: m for k, m in methods.items() if k not in s.models and m.name not in s.models})
     return C.finish(root, "story", s, rows, C.Table(COLUMNS, rows), t0, before_rows=extra,
                     after_rows={"shipped_training": shipped})  # fmt: skip
 

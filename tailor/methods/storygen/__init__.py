@@ -37,7 +37,10 @@ SPEC = MethodSpec(
         input=Input("frames", "images", optional=True),
         options=("image_guidance", "max_frames"),
     ),
-    bench=(BenchRow("story", "storygen", 0, 0.0, note="the shipped world weights; every earlier frame (up to 3)"),),
+    bench=(
+        BenchRow("story", "storygen", 0, 0.0, note="the shipped world weights; every earlier frame (up to 3)"),
+        BenchRow("story", "storygen-img1", 0, 0.0, options={"image_guidance": 1.0}, note="2-way guidance only"),
+    ),
 )
 
 __all__ = ["SPEC", "StoryGenConfig", "StoryGenMethod", "three_way"]

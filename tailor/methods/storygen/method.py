@@ -296,10 +296,17 @@ class StoryGenMethod(Method):
         added_p = {k: v.repeat(n, *([1] * (v.ndim - 1))) for k, v in added_u.items()} if added_u else added_u
         zero = self.zero_latent(size).expand_as(x0)
         self._pass(zero, t_ref, hidden, added_p, state.step, n, torch.arange(b).repeat(n))
-        from tailor.core.pipeline import call_unet
+        from tailor.core.pipeline import call_unet, take_rows
+        from tailor.core.reference_bank import batch_rows
 
+        # eps_u runs the unconditional rows again: the other methods' per-row extras (ControlNet / T2I residuals,
+        # input channels) and image-prompt tokens of those rows come along
+        rows = torch.arange(b)
+        extra = take_rows(state.unet_kwargs or {}, rows, 2 * b)
+        channels = state.base_channels[:b] if state.base_channels is not None else None
         u_cond = Conditioning(cond.encoder_hidden_states[:b], b, False, added_u)
-        eps_u = call_unet(self.components.unet, state.latents[:b], state.timestep, u_cond, {})
+        with batch_rows(rows):
+            eps_u = call_unet(self.components.unet, state.latents[:b], state.timestep, u_cond, extra, channels)
         return three_way(eps_u, uncond, text, s_img, guidance)
 
     # ------------------------------------------------------------------ files
