@@ -313,3 +313,30 @@ def test_composes_with_other_methods(other):
     story_only = gen(comps, sg, steps=3, **frames)
     assert np.isfinite(both).all()
     assert np.abs(both - alone).max() > 1e-4 and np.abs(both - story_only).max() > 1e-4
+
+
+def test_shipped_world_weights_make_a_story(tmp_path, caplog):
+    """``--storygen world`` loads the shipped context module; a four-frame story keeps 3 frames (the oldest dropped,
+    said once) and frames 2..4 differ from the base's image of the same prompt and seed."""
+    from tailor.cli.generate import generate
+    from tailor.world.zoo import shipped_adapters
+
+    if "storygen" not in shipped_adapters():
+        pytest.skip("the world StoryGen weights are not trained yet")
+    from tailor.core.io import load_tensors
+    from tailor.world.zoo import adapter_path
+
+    assert tailor.load("storygen").name == "storygen"
+    out = load_tensors(adapter_path("storygen") / "storygen.safetensors")
+    assert all(float(v.abs().max()) > 0 for k, v in out.items() if "to_out.0.weight" in k)  # trained off zero
+    lines = ["a photo of the man smiling on grass", "a photo of the man far away on snow",
+             "a photo of the man turned to the left on sand", "a photo of the man close up on water",
+             "a photo of the man smiling on wood"]  # fmt: skip
+    story = tmp_path / "story.txt"
+    story.write_text("\n".join(lines) + "\n")
+    with caplog.at_level(logging.WARNING, logger="tailor"):
+        generate(base="world", story=str(story), storygen=["world"], out=str(tmp_path / "s"), steps=4, seed=0)
+    assert sum("oldest are dropped" in r.getMessage() for r in caplog.records) == 1
+    frames = [np.asarray(Image.open(tmp_path / "s" / f"{i:03d}.png")) for i in range(5)]
+    plain = tailor.Pipeline(tailor.load_components("world")).generate(lines[-1], n=1, seed=0, steps=4)
+    assert np.abs(frames[-1].astype(int) - np.asarray(plain.images[0]).astype(int)).max() > 8
