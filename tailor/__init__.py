@@ -34,7 +34,7 @@ def _register_world() -> None:
     _resources.register("base", f"{w}:base", f"{w}:world_names")
     _resources.register("image_encoder", f"{w}:image_encoder", f"{w}:world_names")
     _resources.register("artifact", f"{w}:artifact", f"{w}:artifact_names")
-    for method in ("instantid", "photomaker", "pulid"):  # ``--instantid world``: the method's shipped weights
+    for method in ("instantid", "photomaker", "pulid", "storygen"):  # ``--instantid world``: its shipped weights
         _resources.register(f"artifact:{method}", f"{w}:{method}", f"{w}:world_names")
     _resources.register("data", f"{w}:data", f"{w}:data_names")
 

@@ -256,3 +256,87 @@ def test_more_frames_than_kept_drops_the_oldest_once(caplog):
     assert len(warnings) == 1
     last_two = gen(comps, m, steps=3, frames=frames[2:], frame_prompts=prompts[2:])
     assert np.abs(four - last_two).max() == 0
+
+
+def test_frames_of_another_size_are_resized_said_once(caplog):
+    """A previous frame of another size is resized to the output (one warning per story), and gives the image the
+    same frame resized beforehand gives; the frames are VAE-encoded once, not every step."""
+    comps = tailor.tiny_components()
+    m = StoryGenMethod()
+    m.patch(comps)
+    randomize(m)
+    m.unpatch()
+    big = [frame(1, 48), frame(2, 48)]
+    prompts = ["a photo of a star", "a photo of a star far away"]
+    calls = []
+    encode = m.encode_frames
+    m.encode_frames = lambda x: calls.append(x.shape[0]) or encode(x)
+    with caplog.at_level(logging.WARNING, logger="tailor"):
+        got = gen(comps, m, steps=3, frames=big, frame_prompts=prompts)
+        again = gen(comps, m, steps=3, frames=big, frame_prompts=prompts)
+    said = [r.getMessage() for r in caplog.records if "resized" in r.getMessage()]
+    assert len(said) == 1 and "48x48" in said[0] and "32x32" in said[0]
+    assert calls.count(2) == 2, calls  # once per generation (an attachment), not once per step
+    small = [im.resize((32, 32), Image.BICUBIC) for im in big]
+    assert np.abs(gen(comps, m, steps=3, frames=small, frame_prompts=prompts) - got).max() < 1e-5
+    assert np.abs(got - again).max() == 0
+
+
+@pytest.mark.parametrize("other", ["lora", "ip_adapter", "controlnet", "t2i_adapter"])
+def test_composes_with_other_methods(other):
+    """StoryGen's extra eps_u row runs the unconditional rows again with the other method's per-row extras (ControlNet
+    / T2I residuals, image-prompt tokens): an untrained (zero) context module beside another method is that method
+    alone; a trained one changes the image and the other method still acts."""
+    from tailor.core.method import get_spec
+
+    comps = tailor.tiny_components()
+    spec = get_spec(other)
+    m = spec.method(**spec.test_options)
+    inputs = spec.example_inputs(comps) if spec.example_inputs else {}
+    frames = {"frames": [frame(1), frame(2)], "frame_prompts": ["a photo of a star", "a photo of a star far away"]}
+    pipe = Pipeline(comps).attach(m, weight=1.0, **inputs)
+    with torch.no_grad():  # zero-initialised outputs (LoRA up, ControlNet zero convs) get values so the method acts
+        for p in m.trainable_parameters():
+            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(1)) * 0.1)
+    alone = pipe.generate(PROMPT, n=1, seed=0, steps=3, guidance=3.0).array
+    pipe.attach(StoryGenMethod(image_guidance=3.5), **frames)
+    zero = pipe.generate(PROMPT, n=1, seed=0, steps=3, guidance=3.0).array
+    pipe.detach()
+    assert np.abs(zero - alone).max() < 1e-5, "a zero context module must leave the other method's image alone"
+    sg = StoryGenMethod(image_guidance=3.5)
+    sg.patch(comps)
+    randomize(sg)
+    sg.unpatch()
+    pipe = Pipeline(comps).attach(m, weight=1.0, **inputs).attach(sg, **frames)
+    both = pipe.generate(PROMPT, n=1, seed=0, steps=3, guidance=3.0).array
+    pipe.detach()
+    story_only = gen(comps, sg, steps=3, **frames)
+    assert np.isfinite(both).all()
+    assert np.abs(both - alone).max() > 1e-4 and np.abs(both - story_only).max() > 1e-4
+
+
+def test_shipped_world_weights_make_a_story(tmp_path, caplog):
+    """``--storygen world`` loads the shipped context module; a four-frame story keeps 3 frames (the oldest dropped,
+    said once) and frames 2..4 differ from the base's image of the same prompt and seed."""
+    from tailor.cli.generate import generate
+    from tailor.world.zoo import shipped_adapters
+
+    if "storygen" not in shipped_adapters():
+        pytest.skip("the world StoryGen weights are not trained yet")
+    from tailor.core.io import load_tensors
+    from tailor.world.zoo import adapter_path
+
+    assert tailor.load("storygen").name == "storygen"
+    out = load_tensors(adapter_path("storygen") / "storygen.safetensors")
+    assert all(float(v.abs().max()) > 0 for k, v in out.items() if "to_out.0.weight" in k)  # trained off zero
+    lines = ["a photo of the man smiling on grass", "a photo of the man far away on snow",
+             "a photo of the man turned to the left on sand", "a photo of the man close up on water",
+             "a photo of the man smiling on wood"]  # fmt: skip
+    story = tmp_path / "story.txt"
+    story.write_text("\n".join(lines) + "\n")
+    with caplog.at_level(logging.WARNING, logger="tailor"):
+        generate(base="world", story=str(story), storygen=["world"], out=str(tmp_path / "s"), steps=4, seed=0)
+    assert sum("oldest are dropped" in r.getMessage() for r in caplog.records) == 1
+    frames = [np.asarray(Image.open(tmp_path / "s" / f"{i:03d}.png")) for i in range(5)]
+    plain = tailor.Pipeline(tailor.load_components("world")).generate(lines[-1], n=1, seed=0, steps=4)
+    assert np.abs(frames[-1].astype(int) - np.asarray(plain.images[0]).astype(int)).max() > 8

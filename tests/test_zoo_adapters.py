@@ -108,6 +108,8 @@ def test_shipped_adapter_runs_on_the_world_base(name, world, render):
         face = render_face(3, identity=900).pil()
         pipe.attach(method, weight=1.0, **({"id_images": face, "class_word": "star"} if name == "photomaker" else
                                            {"face": face}))  # fmt: skip
+    elif name == "storygen":  # one previous frame (with none a story's frame 1 is the base exactly)
+        pipe.attach(method, weight=1.0, frames=[render.pil()], frame_prompts=[PROMPT])
     elif ADAPTERS[name][1] is None:
         pipe.attach(method, weight=1.0, ip_image=render.pil())
     else:

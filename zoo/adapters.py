@@ -66,6 +66,12 @@ IDENTITY_RECIPES: dict[str, AdapterRecipe] = {
     "photomaker": AdapterRecipe("photomaker", {"rank": 4, "lora_alpha": 4.0}, steps=1500, lr=3e-4, data=FACE_DATA),
     "pulid": AdapterRecipe("pulid", {"resampler_depth": 1}, steps=600, lr=2e-4, data=FACE_DATA),
 }
+STORY_DATA = "world:story"  # frame 1..3 of a 4-frame world story with the frames before it (objects, faces)
+# StoryGen's context module (issue #22): only attn3 / norm4 train (0.31M parameters on the world base); each step
+# encodes the previous frames and runs them through the frozen UNet in a reference pass. Sized below.
+STORY_RECIPES: dict[str, AdapterRecipe] = {
+    "storygen": AdapterRecipe("storygen", {}, steps=3000, batch_size=8, lr=2e-4, data=STORY_DATA),
+}
 RECIPES: dict[str, AdapterRecipe] = {
     "canny": AdapterRecipe("controlnet", {"condition": "canny"}, steps=550),
     "world": AdapterRecipe("ip_adapter", {"image_encoder": "world"}, steps=550),
@@ -81,6 +87,7 @@ RECIPES: dict[str, AdapterRecipe] = {
         "controlnet", {"condition": "layout"}, steps=3000, data="world:relation:photo+sketch+pixel+watercolor"
     ),  # fmt: skip
     **IDENTITY_RECIPES,
+    **STORY_RECIPES,
 }
 NAMES = tuple(RECIPES)
 

@@ -203,3 +203,35 @@ def identity(
     if identity:
         s.identities = tuple(identity)
     emit(B.run, apply_quick(s, B.QUICK, quick), as_json)
+
+
+@bench_app.command("story")
+def story(
+    base: Base = "world",
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("outputs/bench/story"),
+    model: Annotated[
+        list[str] | None, typer.Option("--model", help="KEY=PATH: other weights for a trained row (default: world).")
+    ] = None,
+    row: Annotated[
+        list[str] | None, typer.Option("--row", help="Declared row to run (repeatable; default: every one).")
+    ] = None,
+    stories: Annotated[int, typer.Option(help="Held-out stories (objects and faces alternate).")] = 16,
+    frames: Annotated[int, typer.Option(help="Frames per story (2-16).")] = 4,
+    sample_steps: Annotated[int, typer.Option(help="DDIM steps per frame.")] = 20,
+    guidance: Annotated[float, typer.Option(help="Guidance scale (StoryGen's text scale s_txt).")] = 5.0,
+    ip_scale: Annotated[float, typer.Option(help="IP-Adapter scale with the frame prompt.")] = 0.5,
+    train_steps: Annotated[int, typer.Option(help="Steps of each trained row's training-cost run (0: skip).")] = 20,
+    quick: Quick = False,
+    as_json: Json = False,
+) -> None:
+    """StoryGen vs reference-only vs IP-Adapter vs none on held-out world stories: consistency of frames 2..N with
+    frame 1 (instance oracle; FaceSim on faces), per-frame prompt accuracy (attribute oracle), training and
+    sampling cost."""
+    from tailor.bench import story as B
+
+    s = B.Settings(base=base, out=out, models=pairs(model, "--model", "storygen=runs/storygen"), stories=stories,
+                   frames=frames, sample_steps=sample_steps, guidance=guidance, ip_scale=ip_scale,
+                   train_steps=train_steps)  # fmt: skip
+    if row:
+        s.rows = tuple(row)
+    emit(B.run, apply_quick(s, B.QUICK, quick), as_json)

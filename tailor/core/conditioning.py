@@ -60,6 +60,10 @@ class StepState:
     #: the sampling scheduler of this generation (``add_noise`` / ``scale_model_input`` for reference passes);
     #: None in training
     scheduler: Any = None
+    #: what this sampling step's UNet call got (the methods' merged extras, an inpainting base's channels), for a
+    #: ``Method.guide`` hook that runs some of its rows again (:func:`tailor.core.pipeline.take_rows`)
+    unet_kwargs: dict[str, Any] | None = None
+    base_channels: Any = None
 
 
 @dataclass

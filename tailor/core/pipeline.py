@@ -261,7 +261,11 @@ class Pipeline:
             state = StepState(
                 model_in, t, cond, step=i, num_steps=len(timesteps), fraction=i / len(timesteps), scheduler=scheduler
             )
-            pred = call_unet(c.unet, model_in, t, cond, unet_kwargs(self.attachments, state), base_channels)
+            kwargs = unet_kwargs(self.attachments, state)
+            # kept for guide hooks; lists copied: diffusers' UNet pops the T2I residuals off the list it gets
+            state.unet_kwargs = {k: list(v) if isinstance(v, list) else v for k, v in kwargs.items()}
+            state.base_channels = base_channels
+            pred = call_unet(c.unet, model_in, t, cond, kwargs, base_channels)
             if cfg:
                 uncond, text = pred.chunk(2)
                 pred = guide(self.attachments, state, uncond, text, guidance)
@@ -274,6 +278,23 @@ class Pipeline:
         array = decode(c, latents)
         settings = config.to_dict() | dict(width=width, height=height, base=c.source, methods=self.describe())
         return GenerationResult(to_pil(array), array, seeds, all_prompts, settings)
+
+
+def take_rows(extra: dict[str, Any], rows: torch.Tensor, batch: int) -> dict[str, Any]:
+    """A UNet call's extras for some rows of its ``batch``: every per-row tensor (ControlNet / T2I residuals, extra
+    input channels, replaced prompt embeddings) cut to ``rows``; a fused reference pass is left out (its rows stand
+    for the whole batch)."""
+
+    def cut(v):
+        if isinstance(v, torch.Tensor):
+            return v[rows.to(v.device)] if v.ndim and v.shape[0] == batch else v
+        if isinstance(v, list | tuple):
+            return type(v)(cut(x) for x in v)
+        if isinstance(v, dict):
+            return {k: cut(x) for k, x in v.items()}
+        return v
+
+    return {k: cut(v) for k, v in extra.items() if k != "reference_rows"}
 
 
 def guide(attachments: list[Attachment], state: StepState, uncond: torch.Tensor, text: torch.Tensor, guidance: float):

@@ -404,6 +404,17 @@ def reference_pass(banks: list[ReferenceBank], groups: int = 1, rows: torch.Tens
             b.end_write()
 
 
+@contextlib.contextmanager
+def batch_rows(rows: torch.Tensor) -> Iterator[None]:
+    """Run a UNet call on some rows of the sampling batch (a guidance hook's extra row, e.g. StoryGen's
+    unconditional one): per-row inputs of other methods (image-prompt tokens) follow them (:func:`pass_rows`)."""
+    token = _ROWS.set(rows)
+    try:
+        yield
+    finally:
+        _ROWS.reset(token)
+
+
 def run_reference_pass(
     banks: list[ReferenceBank],
     unet,

@@ -55,6 +55,11 @@ def pulid(name: str) -> Path | None:
     return _identity("pulid", name)
 
 
+def storygen(name: str) -> Path | None:
+    """``world`` given to ``storygen`` -> the shipped world StoryGen context module."""
+    return zoo.method_adapter("storygen") if name == "world" else None
+
+
 def data(source: str) -> Callable | None:
     """``world[:...]`` / ``world-subject:...`` -> ``factory(size, seed, holdout) -> (train, held-out or None)``."""
     from tailor.world import sources

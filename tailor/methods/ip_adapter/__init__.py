@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tailor.core.image_prompt import MAX_SCALE
 from tailor.core.method import MethodSpec
-from tailor.core.surface import GenerateInput, Input
+from tailor.core.surface import BenchRow, GenerateInput, Input
 from tailor.methods.ip_adapter.config import IPAdapterConfig
 from tailor.methods.ip_adapter.method import IPAdapterMethod
 
@@ -39,6 +39,7 @@ SPEC = MethodSpec(
         ),
         max_weight=MAX_SCALE,
     ),
+    bench=(BenchRow("story", "ip-adapter", 0, 0.0, note="the shipped world weights; frame 1 as the image prompt"),),
     example_inputs=example_inputs,
 )
 

@@ -40,6 +40,7 @@ SPEC = MethodSpec(
         BenchRow(
             "image_prompt", "reference-adain+attn", 0, 0.0, options={"mode": "attn+adain"}, note="training-free"
         ),  # fmt: skip
+        BenchRow("story", "reference-attn", 0, 0.0, options={"mode": "attn"}, note="training-free; frame 1"),
     ),
     example_inputs=example_inputs,
 )

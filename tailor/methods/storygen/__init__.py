@@ -4,7 +4,7 @@ the frozen UNet's features of up to 3 previous frames; ``tailor generate --story
 from __future__ import annotations
 
 from tailor.core.method import MethodSpec
-from tailor.core.surface import GenerateInput, Input
+from tailor.core.surface import BenchRow, GenerateInput, Input
 from tailor.methods.storygen.config import StoryGenConfig
 from tailor.methods.storygen.method import StoryGenMethod, three_way
 
@@ -36,6 +36,10 @@ SPEC = MethodSpec(
         "first; with --story the frames made so far).",
         input=Input("frames", "images", optional=True),
         options=("image_guidance", "max_frames"),
+    ),
+    bench=(
+        BenchRow("story", "storygen", 0, 0.0, note="the shipped world weights; every earlier frame (up to 3)"),
+        BenchRow("story", "storygen-img1", 0, 0.0, options={"image_guidance": 1.0}, note="2-way guidance only"),
     ),
 )
 

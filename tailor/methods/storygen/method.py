@@ -22,6 +22,7 @@ by their key names (:mod:`.formats`) but were trained on the other feature point
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from typing import Any
 
@@ -91,6 +92,8 @@ class StoryGenMethod(Method):
         self.bank: ReferenceBank | None = None
         self._refs = None  # (noised zero-latent builder args) of the frames read at this step
         self._warned = False
+        self._warned_size = False
+        self._latents = None  # (key of the frames and size, their latents)
         self._text: dict[str, tuple] = {}
         self._noise_sched = None
 
@@ -122,6 +125,7 @@ class StoryGenMethod(Method):
         if self.bank is not None:
             self.bank.detach()
         self.bank = None
+        self._latents = None  # the next attachment may sit on another VAE
 
     def set_scale(self, scale: float) -> None:
         self.scale = scale
@@ -196,6 +200,22 @@ class StoryGenMethod(Method):
             frames, prompts = frames[-m:], prompts[-m:]
         return frames, prompts
 
+    def frame_latents(self, frames: list[Image.Image], size: tuple[int, int]) -> torch.Tensor:
+        """The frames' VAE latents at ``size`` = (width, height), encoded once per set of frames (not every step);
+        a frame of another size is resized (bicubic), said once."""
+        key = (tuple(hashlib.sha1(im.tobytes() + str(im.size).encode()).hexdigest() for im in frames), size)
+        if self._latents is None or self._latents[0] != key:
+            other = next((im for im in frames if im.size != size), None)
+            if other is not None and not self._warned_size:
+                self._warned_size = True
+                log.warning("storygen: the %dx%d previous frame is resized to the %dx%d output; give frames of the "
+                            "output size to keep their framing.", *other.size, *size)  # fmt: skip
+            from tailor.core.images import to_tensor
+
+            x = torch.stack([to_tensor(im, (size[1], size[0])) for im in frames])
+            self._latents = (key, self.encode_frames(x))
+        return self._latents[1]
+
     def before_unet(self, state: StepState) -> None:
         self._refs = None
         if self.bank is None:
@@ -240,10 +260,7 @@ class StoryGenMethod(Method):
         f = c.vae_scale_factor
         h, w = state.latents.shape[-2:]
         size = (w * f, h * f)
-        from tailor.core.images import to_tensor
-
-        x = torch.stack([to_tensor(im, (size[1], size[0])) for im in frames])
-        x0 = self.encode_frames(x)
+        x0 = self.frame_latents(frames, size)
         n, b = len(frames), cond.batch_size
         x0 = x0.repeat_interleave(b, dim=0)
         hidden, added = self.text(prompts, size[1], size[0])
@@ -279,10 +296,17 @@ class StoryGenMethod(Method):
         added_p = {k: v.repeat(n, *([1] * (v.ndim - 1))) for k, v in added_u.items()} if added_u else added_u
         zero = self.zero_latent(size).expand_as(x0)
         self._pass(zero, t_ref, hidden, added_p, state.step, n, torch.arange(b).repeat(n))
-        from tailor.core.pipeline import call_unet
+        from tailor.core.pipeline import call_unet, take_rows
+        from tailor.core.reference_bank import batch_rows
 
+        # eps_u runs the unconditional rows again: the other methods' per-row extras (ControlNet / T2I residuals,
+        # input channels) and image-prompt tokens of those rows come along
+        rows = torch.arange(b)
+        extra = take_rows(state.unet_kwargs or {}, rows, 2 * b)
+        channels = state.base_channels[:b] if state.base_channels is not None else None
         u_cond = Conditioning(cond.encoder_hidden_states[:b], b, False, added_u)
-        eps_u = call_unet(self.components.unet, state.latents[:b], state.timestep, u_cond, {})
+        with batch_rows(rows):
+            eps_u = call_unet(self.components.unet, state.latents[:b], state.timestep, u_cond, extra, channels)
         return three_way(eps_u, uncond, text, s_img, guidance)
 
     # ------------------------------------------------------------------ files

@@ -10,8 +10,9 @@ Shipped under ``weights/`` (safetensors only):
 - ``adapters/<name>/``: trained adapters for the base (float16 on disk), loadable by name anywhere a path is taken
   (``tailor.load("canny")``, ``--control canny:IMG``, ``--ip-adapter world``; a file or folder of that name wins):
   ControlNets ``canny`` and ``seg``, T2I-Adapter ``t2i-canny``, ControlNeXt ``controlnext-canny``, IP-Adapters
-  ``world`` and ``world-plus``, and the identity methods ``instantid``, ``photomaker``, ``pulid`` (the name
-  ``world`` after ``--instantid`` / ``--photomaker`` / ``--pulid`` means these: :func:`identity_adapter`).
+  ``world`` and ``world-plus``, the identity methods ``instantid``, ``photomaker``, ``pulid`` (the name
+  ``world`` after ``--instantid`` / ``--photomaker`` / ``--pulid`` means these: :func:`identity_adapter`) and
+  StoryGen's context module ``storygen`` (``--storygen world``: :func:`method_adapter`).
 
 This package keeps what runs at inference: these paths, the oracle models (:mod:`.oracles`), the world CLIP scorer
 (:mod:`.clip`, :mod:`.scorer`) and the caption vocabulary (:mod:`.vocabulary`). The recipes that trained the weights
@@ -67,9 +68,12 @@ ADAPTERS = {
     "instantid": ("instantid", None),
     "photomaker": ("photomaker", None),
     "pulid": ("pulid", None),
+    "storygen": ("storygen", None),
 }
 #: the world identity weights of each identity method: ``--instantid world`` -> ``adapters/instantid``
 IDENTITY_ADAPTERS = {"instantid": "instantid", "photomaker": "photomaker", "pulid": "pulid"}
+#: other methods whose world weights the name ``world`` stands for: ``--storygen world`` -> ``adapters/storygen``
+METHOD_ADAPTERS = {**IDENTITY_ADAPTERS, "storygen": "storygen"}
 
 
 def adapter_path(name: str) -> Path:
@@ -93,3 +97,11 @@ def identity_adapter(kind: str) -> Path:
     if kind not in IDENTITY_ADAPTERS:
         raise InputError(f"no world weights for {kind!r}; the world ships them for {', '.join(IDENTITY_ADAPTERS)}.")
     return adapter_path(IDENTITY_ADAPTERS[kind])
+
+
+def method_adapter(kind: str) -> Path:
+    """The folder of the shipped world weights of method ``kind`` (the identity methods, ``storygen``): what
+    ``world`` names after that method's flag."""
+    if kind not in METHOD_ADAPTERS:
+        raise InputError(f"no world weights for {kind!r}; the world ships them for {', '.join(METHOD_ADAPTERS)}.")
+    return adapter_path(METHOD_ADAPTERS[kind])
