@@ -254,7 +254,12 @@ def run(s: Settings) -> dict[str, Any]:
     pipe = tailor.Pipeline(comps)
     prompt = scenes[0]["prompt"]["AB"]
     trained = train_rows(declared, s, root)
-    rows, sheet = [], [("foreground", [sc["foreground"].convert("RGB") for sc in scenes[:3] for _ in TARGETS])]
+    from PIL import Image
+
+    from tailor.methods.ic_light.prepare import foreground_array
+
+    shown = [Image.fromarray(foreground_array(sc["foreground"], size, size)) for sc in scenes[:3]]  # as the UNet sees
+    rows, sheet = [], [("foreground", [im for im in shown for _ in TARGETS])]
     with make_progress() as progress:
         task = progress.add_task("relight", total=len(keys), info="")
         for key in keys:
@@ -288,8 +293,6 @@ def run(s: Settings) -> dict[str, Any]:
             if key == "exact renders":
                 sc_row |= {"psnr": None, "psnr_fg": None, "ssim": None}
             rows.append(row | sc_row)
-            from PIL import Image
-
             tiles = [Image.fromarray(o[k]) for o in outs[:3] for k in TARGETS]
             sheet.append((key, tiles))
             C.save_images(tiles, root / "images" / key.replace(" ", "_"), "img")
