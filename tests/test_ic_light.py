@@ -269,3 +269,15 @@ def test_cli_refuses_foreground_without_alpha_and_other_widths(tmp_path, capsys)
         err = capsys.readouterr().err.strip()
         assert code == 2 and err.startswith("error:") and "\n" not in err and culprit in err, err
         assert not out.exists() or not any(out.iterdir())
+
+
+def test_conv_in_learning_rate_group():
+    comps = tailor.tiny_components()
+    method = IcLightMethod(mode="fbc", input_lr_scale=10.0)
+    method.patch(comps)
+    groups = method.param_groups(1e-4)
+    conv = {id(p) for p in comps.unet.conv_in.parameters()}
+    assert [g["lr"] for g in groups] == [1e-4, pytest.approx(1e-3)]
+    assert {id(p) for p in groups[1]["params"]} == conv
+    ids = [id(p) for g in groups for p in g["params"]]
+    assert len(ids) == len(set(ids)) and set(ids) == {id(p) for p in method.trainable_parameters()}

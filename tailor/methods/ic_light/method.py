@@ -183,6 +183,15 @@ class IcLightMethod(Method):
         )
         return dataset
 
+    def param_groups(self, lr: float) -> list[dict[str, Any]]:
+        """conv_in at ``lr * input_lr_scale`` (its widened input starts at zero), every other weight at ``lr``."""
+        conv = list(self.components.unet.conv_in.parameters())
+        if self.config.input_lr_scale == 1.0:
+            return super().param_groups(lr)
+        ids = {id(p) for p in conv}
+        rest = [p for p in self.trainable_parameters() if id(p) not in ids]
+        return [{"params": rest, "lr": lr}, {"params": conv, "lr": lr * self.config.input_lr_scale}]
+
     def expand_batch(self, batch, keys, positions):
         """Trainer hook: B lit triplets -> 3B rows sharing noise and timestep per triplet (:func:`.data.expand`)."""
         return data.expand(batch, keys, positions)
