@@ -88,6 +88,10 @@ def test_shipped_sizes():
         pytest.skip("no shipped adapters yet")
     size = {n: sum(p.stat().st_size for p in adapter_path(n).rglob("*") if p.is_file()) for n in SHIPPED}
     identity = sum(size.pop(n, 0) for n in IDENTITY_ADAPTERS)
+    relight = [size.pop(n) for n in ("ic-light-fc", "ic-light-fbc") if n in size]
+    # IC-Light's file is a full UNet delta (4.2M parameters in float16: 8.5 MB each), within the zoo's 80 MB
+    assert all(r <= 9e6 for r in relight)
+    assert sum(p.stat().st_size for p in WEIGHTS.rglob("*") if p.is_file()) <= 80e6
     # ~15 MB was the aim; ControlNeXt's module keeps the paper's widths (64/128/256, 3.5M parameters: 6.9 MB)
     # + the layout ControlNet of `tailor synth` (issue 24, 3.8 MB)
     assert sum(size.values()) <= 24 * 2**20
@@ -110,6 +114,13 @@ def test_shipped_adapter_runs_on_the_world_base(name, world, render):
                                            {"face": face}))  # fmt: skip
     elif name == "storygen":  # one previous frame (with none a story's frame 1 is the base exactly)
         pipe.attach(method, weight=1.0, frames=[render.pil()], frame_prompts=[PROMPT])
+    elif ADAPTERS[name][0] == "ic_light":  # a lit object (alpha = its mask) to relight, + a background for fbc
+        from tailor.world.light import render_lit
+
+        lit = render_lit(7, subject="object", size=64)
+        fg = Image.fromarray(np.dstack([lit.image, lit.mask.astype(np.uint8) * 255]), "RGBA")
+        fbc = method.config.mode == "fbc"
+        pipe.attach(method, weight=1.0, foreground=[fg, Image.fromarray(lit.extras["background"])] if fbc else fg)
     elif ADAPTERS[name][1] is None:
         pipe.attach(method, weight=1.0, ip_image=render.pil())
     else:
@@ -117,7 +128,8 @@ def test_shipped_adapter_runs_on_the_world_base(name, world, render):
         pipe.attach(method, weight=1.0, image=cond)
     out = pipe.generate(PROMPT, n=1, seed=0, steps=2, guidance=5.0).array
     pipe.detach()
-    assert next(iter(method.modules())).parameters().__next__().dtype == torch.float32  # upcast to the base's
+    if ADAPTERS[name][0] != "ic_light":  # IC-Light's weights are offsets added into the base's own UNet
+        assert next(iter(method.modules())).parameters().__next__().dtype == torch.float32  # upcast to the base's
     assert np.isfinite(out).all() and np.abs(out - base).max() > 1e-3
 
 

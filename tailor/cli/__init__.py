@@ -39,7 +39,9 @@ SUBAPPS = {
     "export": ("tailor.cli.export", "export_app", "Export a base as one original-layout single-file checkpoint."),
     "lora": ("tailor.cli.convert", "lora_app", "LoRA files: merge several into one, fuse into the base."),
     "bench": (
-        "tailor.cli.bench", "bench_app", "World benches: personalize, control, image_prompt, identity (--json, --out)."
+        "tailor.cli.bench",
+        "bench_app",
+        "World benches: personalize, control, image_prompt, identity, relight (--json, --out).",
     ),
     "world": ("tailor.world.cli", "world_app", "The procedural world: render images, subjects, faces, scenes."),
     "ui": ("tailor.cli.ui", "make_ui_command", "Local web UI: generate, train, evaluate, convert."),

@@ -235,3 +235,33 @@ def story(
     if row:
         s.rows = tuple(row)
     emit(B.run, apply_quick(s, B.QUICK, quick), as_json)
+
+
+@bench_app.command("relight")
+def relight(
+    base: Base = "world",
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("outputs/bench/relight"),
+    model: Annotated[
+        list[str] | None, typer.Option("--model", help="NAME=PATH of an IC-Light model to score (repeatable).")
+    ] = None,
+    default_models: Annotated[
+        bool, typer.Option(help="Also score the shipped ic-light-fc / ic-light-fbc when present.")
+    ] = True,
+    row: Annotated[
+        list[str] | None, typer.Option("--row", help="Declared training row to run (repeatable; default: all).")
+    ] = None,
+    steps: Annotated[int | None, typer.Option(help="Training steps of the declared rows (default: theirs).")] = None,
+    scenes: Annotated[int, typer.Option(help="Held-out lit objects.")] = 12,
+    sample_steps: Annotated[int, typer.Option(help="Sampling steps.")] = 20,
+    quick: Quick = False,
+    fresh: Fresh = False,
+    as_json: Json = False,
+) -> None:
+    """IC-Light on held-out lit world objects: PSNR/SSIM to the exact relit render, albedo drift, linear-light
+    consistency; trained rows with and without the consistency loss, the base and shipped models."""
+    from tailor.bench import relight as B
+
+    s = B.Settings(base=base, out=out, models=pairs(model, "--model", "mine=outputs/ic_light"),
+                   default_models=default_models, rows=tuple(row) if row else None, steps=steps, scenes=scenes,
+                   sample_steps=sample_steps, fresh=fresh)  # fmt: skip
+    emit(B.run, apply_quick(s, B.QUICK, quick), as_json)

@@ -1,7 +1,7 @@
 """ic_light: relighting by foreground (+ background) latents concatenated to the UNet input (Zhang et al. 2025)."""
 
 from tailor.core.method import MethodSpec
-from tailor.core.surface import GenerateInput, Input
+from tailor.core.surface import BenchRow, GenerateInput, Input, InputOption
 from tailor.methods.ic_light.config import IcLightConfig
 from tailor.methods.ic_light.method import IcLightMethod
 
@@ -36,8 +36,37 @@ SPEC = MethodSpec(
             "paths",
             flag="--foreground",
             help="IC-Light's foreground image (RGBA: alpha = the object) [+ background for fbc].",
+            options=(
+                InputOption(
+                    "foreground_mask",
+                    "--foreground-mask",
+                    help="IC-Light: the foreground's mask (white = the object) when its image has no alpha channel.",
+                ),
+            ),
         ),
     ),
+    # tailor bench relight: the same lit triplets, schedule and seed (conv_in at 10x, as the zoo recipe), with and
+    # without the light-transport consistency
+    bench=(
+        BenchRow(
+            "relight",
+            "fc",
+            300,
+            1e-4,
+            {"mode": "fc", "consistency_weight": 0.0, "input_lr_scale": 10.0},
+            batch_size=4,
+            note="no consistency loss",
+        ),
+        BenchRow(
+            "relight",
+            "fc+consistency",
+            300,
+            1e-4,
+            {"mode": "fc", "consistency_weight": 0.1, "input_lr_scale": 10.0},
+            batch_size=4,
+            note="consistency loss, the paper's weight 0.1",
+        ),
+    ),  # fmt: skip
 )
 
 __all__ = ["SPEC", "IcLightConfig", "IcLightMethod"]

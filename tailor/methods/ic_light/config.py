@@ -23,6 +23,11 @@ class IcLightConfig(Config):
         "fc: the UNet also sees the foreground's latents (8 input channels on SD); fbc: and the background's (12)",
         choices=("fc", "fbc"),
     )
+    input_lr_scale: float = option(
+        1.0,
+        "learning-rate multiplier of conv_in (its new foreground / background input channels start at zero and, at "
+        "the UNet's rate, take thousands of steps to matter; the world recipes use 10)",
+    )
     consistency_weight: float = option(
         0.1, "weight of the light-transport consistency loss (training with lit pairs; 0 = off)"
     )
@@ -33,4 +38,5 @@ class IcLightConfig(Config):
         return 1 if self.mode == "fc" else 2
 
     def validate(self) -> None:
+        self.check(self.input_lr_scale > 0, f"input_lr_scale must be > 0; got {self.input_lr_scale}.")
         self.check(self.consistency_weight >= 0, f"consistency_weight must be >= 0; got {self.consistency_weight}.")

@@ -9,13 +9,16 @@ method is attached). Per UNet call it supplies the latents of the prepared foreg
 The initial latent is the pipeline's: text-to-image, or ``--init-image`` (e.g. a light-direction gradient) with
 ``--strength`` (the demo's "lowres denoise").
 
-Training (the paper's lit pairs and its light-transport consistency loss) waits for world v2's relit renders: until
-then a training batch without ``foreground`` uses the target image itself as the foreground (the plumbing runs; no
-relighting is learned from it).
+Training (:mod:`.data`, :mod:`.consistency`): on ``world:light`` data every item is a lit triplet of one scene (lights
+``A``, ``B`` and ``A + B``, the foreground lit by a fourth light set on grey); the three rows share noise and timestep,
+the loss is the epsilon (or v) MSE over all rows plus ``consistency_weight`` times the light-transport consistency
+term, and a small combiner (saved in tailor's file, not in the official one) is trained with the UNet. Other data has
+no pairs: the target is its own foreground (blended by the item's mask if it has one) and nothing relights.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -27,9 +30,13 @@ from tailor.core.input_channels import restore_conv_in, unet_in_channels, widen_
 from tailor.core.io import load_tensors, meta_json, read_metadata
 from tailor.core.method import Method
 from tailor.errors import ConfigError, IncompatibleError, InputError
-from tailor.methods.ic_light import formats
+from tailor.methods.ic_light import data, formats
 from tailor.methods.ic_light.config import IcLightConfig
+from tailor.methods.ic_light.consistency import Combiner, consistency_loss, predicted_clean
 from tailor.methods.ic_light.prepare import background_array, encode_mode, foreground_array, to_model_range
+
+log = logging.getLogger("tailor")
+COMBINER = "combiner."  # tailor-file keys of the consistency combiner (training only)
 
 
 class IcLightMethod(Method):
@@ -45,6 +52,9 @@ class IcLightMethod(Method):
         self._base: dict[str, torch.Tensor] = {}  # the widened base UNet's weights (CPU), while attached
         self._replaced_conv: nn.Conv2d | None = None
         self._cache: tuple | None = None
+        self.combiner: Combiner | None = None
+        self._combiner_state: dict[str, torch.Tensor] = {}  # loaded before the combiner is built
+        self._abar: torch.Tensor | None = None  # the training schedule's alpha-bar (consistency loss)
 
     @property
     def input_channels(self) -> int:  # type: ignore[override]
@@ -53,7 +63,16 @@ class IcLightMethod(Method):
 
     # ------------------------------------------------------------------ attach / detach
     def modules(self) -> list[nn.Module]:
-        return [] if self.components is None else [self.components.unet]
+        if self.components is None:
+            return []
+        return [self.components.unet] + ([self.combiner] if self.combiner is not None else [])
+
+    def build(self, components) -> None:
+        """The consistency combiner (only when the loss is on; it is not part of the official file)."""
+        if self.config.consistency_weight > 0:
+            self.combiner = Combiner(int(components.vae.config.latent_channels))
+            if self._combiner_state:
+                self.combiner.load_state_dict(self._combiner_state)
 
     def attach(self, components) -> None:
         if self._base:  # attached already (e.g. trained, then sampled through a pipeline)
@@ -109,8 +128,8 @@ class IcLightMethod(Method):
         self._cache = None
 
     # ------------------------------------------------------------------ the condition latents
-    def _latents(self, foreground: Any, background: Any, height: int, width: int) -> torch.Tensor:
-        arrays = [foreground_array(foreground, width, height)]
+    def _latents(self, foreground: Any, background: Any, height: int, width: int, mask: Any = None) -> torch.Tensor:
+        arrays = [foreground_array(foreground, width, height, mask)]
         if self.config.mode == "fbc":
             if background is None:
                 raise InputError("an fbc IC-Light model needs a background image; pass --ic-light MODEL=FG+BG.")
@@ -121,20 +140,87 @@ class IcLightMethod(Method):
     def step_kwargs(self, state: StepState) -> StepExtras | None:
         c = self.components
         if state.training:
-            pixels = state.inputs["pixel_values"]
-            parts = [state.inputs.get("foreground", pixels)]
-            if self.config.mode == "fbc":
-                parts.append(state.inputs.get("background", torch.zeros_like(pixels)))
-            lat = torch.cat([encode_mode(c.vae, p.to(c.vae.dtype)) for p in parts], dim=1)
-            return StepExtras(input_channels=lat.to(state.latents.dtype))
+            return StepExtras(input_channels=self._training_latents(state.inputs).to(state.latents.dtype))
         fg, bg = _references(state.inputs)
+        mask = state.inputs.get("foreground_mask")
         f = c.vae_scale_factor
         h, w = state.latents.shape[-2] * f, state.latents.shape[-1] * f
-        key = (id(fg), id(bg), h, w)
+        key = (id(fg), id(bg), id(mask), h, w)
         if self._cache is None or self._cache[0] != key:
-            self._cache = (key, self._latents(fg, bg, h, w), fg, bg)  # keep the inputs alive: ids stay unique
+            self._cache = (key, self._latents(fg, bg, h, w, mask), fg, bg, mask)  # keep them alive: ids stay unique
         lat = self._cache[1].to(state.latents.device, state.latents.dtype)
         return StepExtras(input_channels=lat.repeat(state.cond.batch_size, 1, 1, 1))
+
+    def _training_latents(self, inputs: dict[str, Any]) -> torch.Tensor:
+        """The foreground (and background) latents of each training row; a triplet's foreground is encoded once."""
+        c = self.components
+        pixels = inputs["pixel_values"]
+        fg = inputs.get("foreground")
+        if fg is None:  # no pairs: the target on grey, blended by its mask (the demo's preparation) when it has one
+            m = inputs.get("mask")
+            fg = pixels if m is None else pixels * m.to(pixels)
+        n = inputs.get("triplets")
+        if n:
+            lat = encode_mode(c.vae, fg[:n].to(c.vae.dtype)).repeat(3, 1, 1, 1)
+        else:
+            lat = encode_mode(c.vae, fg.to(c.vae.dtype))
+        parts = [lat]
+        if self.config.mode == "fbc":
+            bg = inputs.get("background", torch.zeros_like(pixels))
+            parts.append(encode_mode(c.vae, bg.to(c.vae.dtype)))
+        return torch.cat(parts, dim=1)
+
+    # ------------------------------------------------------------------ training
+    def wrap_dataset(self, dataset, config):
+        """World lit data -> lit triplets (:mod:`.data`); other data is used as it is (no relighting is learned)."""
+        found = data.lit_world(dataset)
+        if found is not None:
+            return data.LitTriplets(*found, mode=self.config.mode)
+        log.warning(
+            "IC-Light: training data %r has no lit pairs, so each image is its own foreground and no relighting is "
+            "learned; train on --data world:light for the paper's relighting pairs",
+            getattr(config, "data", "?"),
+        )
+        return dataset
+
+    def param_groups(self, lr: float) -> list[dict[str, Any]]:
+        """conv_in at ``lr * input_lr_scale`` (its widened input starts at zero), every other weight at ``lr``."""
+        conv = list(self.components.unet.conv_in.parameters())
+        if self.config.input_lr_scale == 1.0:
+            return super().param_groups(lr)
+        ids = {id(p) for p in conv}
+        rest = [p for p in self.trainable_parameters() if id(p) not in ids]
+        return [{"params": rest, "lr": lr}, {"params": conv, "lr": lr * self.config.input_lr_scale}]
+
+    def expand_batch(self, batch, keys, positions):
+        """Trainer hook: B lit triplets -> 3B rows sharing noise and timestep per triplet (:func:`.data.expand`)."""
+        return data.expand(batch, keys, positions)
+
+    def loss(self, pred: torch.Tensor, target: torch.Tensor, state: StepState, weights: torch.Tensor | None):
+        """The MSE over every row plus ``consistency_weight`` x the light-transport consistency (lit triplets)."""
+        loss, logs = super().loss(pred, target, state, weights)
+        n = int(state.inputs.get("triplets") or 0) if state is not None else 0
+        if not n or self.combiner is None or self.config.consistency_weight <= 0:
+            return loss, logs
+        kind = self.components.scheduler.config.get("prediction_type", "epsilon")
+        abar = self._alphas_cumprod(pred.device)[state.timestep]
+        x0 = predicted_clean(state.latents, pred, abar, kind)
+        valid = None
+        if self.config.mode == "fc":  # the light is in the text: rows whose caption was dropped have none
+            prompts = list(state.cond.prompts or [])
+            if len(prompts) == 3 * n:
+                valid = torch.tensor([bool(p) for p in prompts[2 * n :]])
+        term = consistency_loss(x0, abar, state.inputs["mask"], n, self.combiner, valid)
+        logs["consistency"] = float(term.detach())
+        return loss + self.config.consistency_weight * term, logs
+
+    def _alphas_cumprod(self, device) -> torch.Tensor:
+        """The training schedule's alpha-bar (the base scheduler's betas, as the trainer's DDPM schedule)."""
+        from diffusers import DDPMScheduler
+
+        if self._abar is None:
+            self._abar = DDPMScheduler.from_config(self.components.scheduler.config).alphas_cumprod
+        return self._abar.to(device)
 
     # ------------------------------------------------------------------ weights and files
     def state_dict_plain(self) -> dict[str, torch.Tensor]:
@@ -145,11 +231,21 @@ class IcLightMethod(Method):
         return {k: (own[k].detach().cpu() - v) for k, v in self._base.items()}
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {f"{self.name}.{k}": v for k, v in self.state_dict_plain().items()}
+        """The offsets (``ic_light.<unet key>``) and, when training with the consistency loss, the combiner
+        (``ic_light.combiner.*``: a resumed run needs it; the official file leaves it out)."""
+        out = {f"{self.name}.{k}": v for k, v in self.state_dict_plain().items()}
+        comb = self.combiner.state_dict() if self.combiner is not None else self._combiner_state
+        out.update({f"{self.name}.{COMBINER}{k}": v.detach().cpu() for k, v in comb.items()})
+        return out
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         prefix = f"{self.name}."
         offsets = {k[len(prefix) :] if k.startswith(prefix) else k: v for k, v in state.items()}
+        comb = {k[len(COMBINER) :]: offsets.pop(k) for k in list(offsets) if k.startswith(COMBINER)}
+        if comb:
+            self._combiner_state = comb
+            if self.combiner is not None:
+                self.combiner.load_state_dict(comb)
         if self._base:  # attached: re-base on the original weights
             unet = self.components.unet
             unet.load_state_dict(self._base)

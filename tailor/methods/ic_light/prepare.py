@@ -1,8 +1,9 @@
 """IC-Light's condition images, prepared as in the official demos.
 
 * foreground: the object on a flat grey (127) background, blended by its alpha: ``127 + (rgb - 127) * alpha`` (the
-  demo gets alpha from a matting model, BRIA RMBG; tailor takes it from the image's alpha channel: give an RGBA
-  image). A foreground without alpha is used as it is, and the run says so (it must already be on grey).
+  demo gets alpha from a matting model, BRIA RMBG; tailor takes it from the image's alpha channel, or from a mask
+  image given beside it: ``--foreground-mask``, white = the object). A foreground with neither is refused: tailor has
+  no matting model to find the object.
 * background (fbc): the image itself.
 * both resized to cover the output and centre-cropped (Lanczos), scaled by ``x / 127 - 1`` (so 127 is exactly 0),
   VAE-encoded with the posterior mode and scaled to diffusion latents.
@@ -59,22 +60,30 @@ def cover_crop(img: Image.Image, width: int, height: int) -> np.ndarray:
     return np.asarray(img.crop((left, top, left + width, top + height)))
 
 
-def foreground_array(value: Any, width: int, height: int) -> np.ndarray:
-    """The foreground on grey, ``height x width x 3`` uint8."""
+def foreground_array(value: Any, width: int, height: int, mask: Any = None) -> np.ndarray:
+    """The foreground on grey, ``height x width x 3`` uint8; alpha from ``mask`` (an image, white = the object) when
+    given, else from the image's alpha channel."""
     img = _open(value, "foreground")
-    name = f"foreground {value}" if isinstance(value, str | Path) else "the foreground"
-    if _has_alpha(img):
+    name = f"foreground {value}" if isinstance(value, str | Path) else "foreground image"
+    if mask is not None:
+        m = _open(mask, "foreground mask").convert("L")
+        if m.size != img.size:
+            log.warning("IC-Light: the foreground mask is %dx%d, the foreground %dx%d: the mask was resized",
+                        *m.size, *img.size)  # fmt: skip
+            m = m.resize(img.size, Image.BILINEAR)
+        alpha = np.asarray(m).astype(np.float32)[..., None] / 255.0
+        rgb = np.asarray(img.convert("RGB")).astype(np.float32)
+    elif _has_alpha(img):
         rgba = np.asarray(img.convert("RGBA")).astype(np.float32)
-        alpha = rgba[..., 3:] / 255.0
-        rgb = (GREY + (rgba[..., :3] - GREY) * alpha).clip(0, 255).astype(np.uint8)
-        img = Image.fromarray(rgb)
+        alpha, rgb = rgba[..., 3:] / 255.0, rgba[..., :3]
     else:
-        log.warning(
-            "%s has no alpha channel: used as it is (the whole image is the foreground); give an RGBA image whose "
-            "alpha is the object's mask to put it on IC-Light's grey background",
-            name,
+        raise InputError(
+            f"IC-Light {name} has no alpha channel and no mask was given, so the object cannot be found (tailor has "
+            f"no matting model); give an RGBA image whose alpha is the object, or its mask with --foreground-mask."
         )
-        img = img.convert("RGB")
+    if not (alpha > 0.5).any():
+        raise InputError(f"IC-Light {name}'s mask is empty (no object); give a mask or alpha that covers the object.")
+    img = Image.fromarray((GREY + (rgb - GREY) * alpha).clip(0, 255).astype(np.uint8))
     return cover_crop(img, width, height)
 
 

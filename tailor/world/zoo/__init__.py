@@ -69,6 +69,8 @@ ADAPTERS = {
     "photomaker": ("photomaker", None),
     "pulid": ("pulid", None),
     "storygen": ("storygen", None),
+    "ic-light-fc": ("ic_light", None),
+    "ic-light-fbc": ("ic_light", None),
 }
 #: the world identity weights of each identity method: ``--instantid world`` -> ``adapters/instantid``
 IDENTITY_ADAPTERS = {"instantid": "instantid", "photomaker": "photomaker", "pulid": "pulid"}
