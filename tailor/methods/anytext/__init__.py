@@ -2,10 +2,14 @@
 image, position mask, masked-image latent) in a ControlNet and each line's recognizer features in place of the
 prompt's placeholder; trained with an OCR perceptual loss."""
 
+from tailor.core import resources
 from tailor.core.method import MethodSpec
 from tailor.core.surface import GenerateInput, Input, InputOption
 from tailor.methods.anytext.config import AnyTextConfig
 from tailor.methods.anytext.method import AnyTextMethod
+
+# ``--anytext world`` and ``recognizer=world``: the shipped world weights
+resources.register("artifact:anytext", "tailor.methods.anytext.shipped:world", "tailor.methods.anytext.shipped:names")
 
 
 def example_inputs(components) -> dict:
@@ -41,7 +45,7 @@ SPEC = MethodSpec(
     example_inputs=example_inputs,
     generate=GenerateInput(
         "--anytext",
-        "AnyText model (a training --out folder, an anytext file, an official-layout file, or anytext: shipped); "
+        "AnyText model (a training --out folder, an anytext file, an official-layout file, or world: shipped); "
         "its lines come from --text / --text-box.",
         input=TEXT_INPUT,
     ),

@@ -100,15 +100,14 @@ class AnyTextMethod(Method):
             return
         path = Path(src)
         if src == "world" and not path.exists():
-            from tailor.core.artifacts import resolve_artifact
+            from tailor.methods.anytext import shipped
 
-            try:
-                path = resolve_artifact("anytext")
-            except InputError as e:
+            path = shipped.folder() / "anytext.safetensors"
+            if not path.is_file():
                 raise InputError(
                     "anytext's recognizer=world needs the shipped world AnyText weights, which are missing; pass "
                     "--recognizer FILE (a recognizer trained by `python -m zoo.anytext recognizer`)."
-                ) from e
+                )
         state = load_tensors(path)
         prefix = "anytext.recognizer."
         if any(k.startswith(prefix) for k in state):
