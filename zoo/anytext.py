@@ -151,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("stage", choices=("recognizer", "anytext", "controlnet", "bench", "export"))
     p.add_argument("--runs", default="outputs/zoo_runs")
     p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--n", type=int, default=96, help="bench: images per model")
+    p.add_argument("--n", type=int, default=64, help="bench: images per model")
+    p.add_argument("--only", default="", help="bench: comma-separated models to run now (base, controlnet, anytext)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     t0 = time.time()
@@ -164,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     elif args.stage == "bench":
         from zoo.anytext_bench import run_bench
 
-        print(json.dumps(run_bench(args.runs, n=args.n), indent=1))
+        only = tuple(m for m in args.only.split(",") if m)
+        print(json.dumps(run_bench(args.runs, n=args.n, only=only), indent=1))
     else:
         from zoo.anytext_bench import export
 

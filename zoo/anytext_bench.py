@@ -92,36 +92,53 @@ def train_cost(runs: Path, which: str, recognizer: Path | None) -> dict:
             "train_cpu_s_per_step": (cpu[-1] - cpu[1]) / (len(cpu) - 2), "peak_rss_mb": r["peak_rss_mb"]}  # fmt: skip
 
 
-def run_bench(runs: str | Path, n: int = 96, size: int = 64, cost: bool = True) -> dict:
+def _model_rows(runs: Path, which: str, comps, renders, captions, texts, boxes, size: int):
+    """Generate and score one model (``base``, ``anytext``, ``controlnet``); cached in ``bench_<which>.json`` +
+    ``bench_<which>/`` (so the models may be run at different times)."""
+    from PIL import Image
+
+    import tailor
+    from tailor.core.artifacts import load
+
+    cache, folder = runs / "anytext" / f"bench_{which}.json", runs / "anytext" / f"bench_{which}"
+    n = len(captions)
+    if cache.is_file() and json.loads(cache.read_text()).get("n") == n:
+        return json.loads(cache.read_text()), [Image.open(folder / f"{i:03d}.png").copy() for i in range(n)]
+    pipe, inputs, params = tailor.Pipeline(comps), None, 0
+    if which == "anytext":
+        method = load(runs / "anytext" / "run")
+        inputs = [{"text": t, "text_box": [b]} for t, b in zip(texts, boxes)]
+    elif which == "controlnet":
+        method = load(runs / "anytext" / "controlnet")
+        inputs = [{"image": glyph_edges(t, b, size)} for t, b in zip(texts, boxes)]
+    if inputs is not None:
+        pipe.attach(method, **inputs[0])
+        params = sum(p.numel() for p in method.trainable_parameters())
+    images, timing = _generate(pipe, captions, inputs)
+    pipe.detach()
+    row = scores(images, renders, texts) | timing | {"trainable_params": params}
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, im in enumerate(images):
+        im.save(folder / f"{i:03d}.png")
+    cache.write_text(json.dumps(row | {"n": n}))
+    return row, images
+
+
+def run_bench(runs: str | Path, n: int = 96, size: int = 64, cost: bool = True, only: tuple[str, ...] = ()) -> dict:
+    from PIL import Image
+
     import tailor
     from tailor.bench.common import contact_sheet
-    from tailor.core.artifacts import load
 
     torch.set_num_threads(1)
     runs = Path(runs)
     renders, captions, texts, boxes = eval_set(n, size)
     comps = tailor.load_components("world")
     rows, images = {}, {}
-    # the base
-    pipe = tailor.Pipeline(comps)
-    images["base"], timing = _generate(pipe, captions, None)
-    rows["base"] = scores(images["base"], renders, texts) | timing | {"trainable_params": 0}
-    # AnyText
-    anytext = load(runs / "anytext" / "run")
-    pipe = tailor.Pipeline(comps).attach(anytext, text=texts[0], text_box=[boxes[0]])
-    inputs = [{"text": t, "text_box": [b]} for t, b in zip(texts, boxes)]
-    images["anytext"], timing = _generate(pipe, captions, inputs)
-    params = sum(p.numel() for p in anytext.trainable_parameters())
-    rows["anytext"] = scores(images["anytext"], renders, texts) | timing | {"trainable_params": params}
-    pipe.detach()
-    # the ControlNet on glyph renders
-    cn = load(runs / "anytext" / "controlnet")
-    conds = [glyph_edges(t, b, size) for t, b in zip(texts, boxes)]
-    pipe = tailor.Pipeline(comps).attach(cn, image=conds[0])
-    images["controlnet"], timing = _generate(pipe, captions, [{"image": c} for c in conds])
-    params = sum(p.numel() for p in cn.trainable_parameters())
-    rows["controlnet"] = scores(images["controlnet"], renders, texts) | timing | {"trainable_params": params}
-    pipe.detach()
+    for which in only or ("base", "controlnet", "anytext"):
+        rows[which], images[which] = _model_rows(runs, which, comps, renders, captions, texts, boxes, size)
+    if only:
+        return {"rows": rows}
     rows["renders"] = scores(renders, renders, texts)
     rec = runs / "anytext" / "recognizer.safetensors"
     for which in ("anytext", "controlnet") if cost else ():
@@ -129,9 +146,8 @@ def run_bench(runs: str | Path, n: int = 96, size: int = 64, cost: bool = True) 
             rows[which] |= train_cost(runs, which, rec)
         except (subprocess.CalledProcessError, OSError, KeyError, ValueError) as e:
             rows[which]["train_cost_error"] = str(e)[:200]
-    from PIL import Image
-
-    sheet_rows = [("renders", renders[:12]), ("glyph", [Image.fromarray(c) for c in conds[:12]])]
+    conds = [Image.fromarray(glyph_edges(t, b, size)) for t, b in zip(texts[:12], boxes[:12])]
+    sheet_rows = [("renders", renders[:12]), ("glyph", conds)]
     sheet_rows += [(k, images[k][:12]) for k in ("anytext", "controlnet", "base")]
     sheet = contact_sheet(sheet_rows, runs / "anytext" / "bench.png", scale=3)
     result = {"rows": rows, "settings": {"n": n, "size": size, "steps": STEPS, "guidance": GUIDANCE,
