@@ -120,7 +120,9 @@ def _method_options(flags) -> list[click.Option]:
     for flag, inp in shared_inputs(flags).items():
         opts.append(click.Option([flag, _dest(flag)], multiple=True, default=(), help=inp.help))
     for flag, opt in input_options(flags).items():
-        opts.append(click.Option([flag, _dest(flag)], default=None, metavar="PATH", help=opt.help))
+        default = () if opt.multiple else None
+        opts.append(click.Option([flag, _dest(flag)], multiple=opt.multiple, default=default, metavar=opt.metavar,
+                                 help=opt.help))  # fmt: skip
     ready = {f.decl.input.ready_flag: f.decl.input for f in flags.values() if f.decl.input and f.decl.input.ready_flag}
     opts += [click.Option([flag, _dest(flag)], is_flag=True, default=False, help=i.help) for flag, i in ready.items()]
     for f in flags.values():

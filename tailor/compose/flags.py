@@ -200,7 +200,8 @@ def attach_flag_values(
             method = load_for(spec.path, flag)
             if refs:
                 inputs[inp.name] = reference_value(inp, refs, method, size, ready)
-            inputs.update({o.name: options[o.flag] for o in inp.options if (options or {}).get(o.flag)})
+            given = {o: (options or {}).get(o.flag) for o in inp.options}
+            inputs.update({o.name: list(v) if o.multiple else v for o, v in given.items() if v})
         else:
             method = load_for(spec.path, flag)
         if config_options:  # the flag's declared options (``<flag>-<field>``) over the file's config

@@ -37,6 +37,9 @@ class InputOption:
     name: str
     flag: str
     help: str = field(default="", compare=False)
+    #: repeatable (``--text-box`` once per ``--text`` line): the attachment input is then the list of given values
+    multiple: bool = False
+    metavar: str = "PATH"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,179 @@
+"""Recipe of the shipped world AnyText (Tuo et al. 2023) and of its glyph bench (issue #23, items 3 and 4).
+
+Stages (each resumable, under ``RUNS/anytext/``):
+
+1. ``recognizer``: the method's own line recognizer (:class:`tailor.methods.anytext.modules.LineRecognizer`), CTC
+   on fresh batches from ``(seed, step)``: a third clean line renders (what the text embedding reads), the rest
+   line crops of world glyph renders (64 and 128 px, every style, uniformly random strings) of which a quarter went
+   through the world base's VAE and a third of the others are blurred / down-up sampled / noised (what the OCR
+   perceptual loss sees in decoded predictions). It is not the OCR oracle and never sees the oracle.
+2. ``anytext``: ``tailor.train`` of the ``anytext`` method on ``world:glyph:all`` with that recognizer.
+3. ``controlnet``: the glyph bench's ControlNet baseline, a canny ControlNet trained on the same data with the
+   same schedule (the paper's ControlNet row: canny of the rendered glyphs as the condition).
+4. ``bench``: Sen.ACC / NED (OCR oracle) and an FID-like distance for AnyText vs the ControlNet vs the base.
+
+``python -m zoo.anytext recognizer|anytext|controlnet|bench|export --runs RUNS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+log = logging.getLogger("tailor")
+
+RECOGNIZER_STEPS = 500
+RECOGNIZER_BATCH = 48
+#: the training schedule of the method and of the ControlNet baseline (the same data, steps and batch)
+STEPS, BATCH, LR = 700, 8, 1e-4
+DATA = "world:glyph:all"
+OPTIONS = {"recognizer": None}  # filled with the stage-1 file
+
+
+def _texts(rng: np.random.Generator, n: int, longest: int) -> list[str]:
+    from tailor.world.font import CHARSET
+
+    lengths = rng.integers(1, longest + 1, size=n)
+    return ["".join(CHARSET[j] for j in rng.integers(len(CHARSET), size=k)) for k in lengths]
+
+
+def recognizer_batch(n: int, seed: int, step: int, vae=None):
+    """(images (n, 3, LINE_H, LINE_W) in [0, 1], texts): clean line renders and crops of world glyph renders."""
+    from tailor.methods.anytext.glyphs import line_image, lines_of_attrs
+    from tailor.methods.anytext.modules import crop_lines
+    from tailor.world.glyphs import max_chars, render_glyph
+    from tailor.world.vocab import STYLES, derive_seed, make_rng
+    from zoo.ocr import degrade, vae_round_trip
+
+    rng = make_rng(seed, step, 5)
+    n_clean = n // 3
+    texts = _texts(rng, n_clean, 10)
+    clean = [torch.from_numpy(line_image(t)) for t in texts]
+    clean_x = torch.stack(clean)[:, None].repeat(1, 3, 1, 1)
+    crops, crop_texts = [], []
+    styles = list(STYLES)
+    for size in (64, 128):
+        k = (n - n_clean) // 2 if size == 64 else n - n_clean - (n - n_clean) // 2
+        longest = min(max_chars(size, s) for s in ("sign", "plate", "object"))
+        words = _texts(rng, k, longest)
+        samples = []
+        for i, w in enumerate(words):
+            st = "photo" if rng.random() < 0.6 else styles[int(rng.integers(len(styles)))]
+            samples.append(render_glyph(derive_seed(seed, step, size, i), text=w, style=st, size=size))
+        imgs = [s.image for s in samples]
+        cut = round(0.25 * k) if vae is not None else 0
+        x = torch.from_numpy(np.stack(imgs[:cut] + degrade(imgs[cut:], rng, 0.35))).permute(0, 3, 1, 2).float() / 255
+        if cut:
+            x[:cut] = vae_round_trip(vae, x[:cut])
+        polys = torch.tensor(np.stack([lines_of_attrs(s.attrs)[0].polygon for s in samples]), dtype=torch.float32)
+        crops.append(crop_lines(x, polys, torch.arange(k)))
+        crop_texts += [s.attrs["text"] for s in samples]
+    return torch.cat([clean_x, *crops]), texts + crop_texts
+
+
+def train_recognizer(runs: str | Path, steps: int = RECOGNIZER_STEPS, seed: int = 51) -> Path:
+    """Stage 1; returns the recognizer file (``RUNS/anytext/recognizer.safetensors``)."""
+    from tailor.core.io import save_tensors
+    from tailor.methods.anytext.modules import LineRecognizer
+    from zoo.loop import LoopConfig, current_device, train_loop
+    from zoo.ocr import load_vae
+
+    out = Path(runs) / "anytext"
+    torch.manual_seed(seed)
+    model = LineRecognizer()
+    vae = load_vae()
+    dev = current_device()
+
+    def loss_fn(step: int):
+        x, texts = recognizer_batch(RECOGNIZER_BATCH, seed, step, vae)
+        feats, logp = model(x.to(dev))
+        targets, lengths = model.targets(texts)
+        t = torch.full((len(texts),), logp.shape[0], dtype=torch.long)
+        loss = F.ctc_loss(logp, targets, t, lengths, blank=0, zero_infinity=True)
+        acc = float(np.mean([a == b for a, b in zip(model.decode(logp.detach()), texts)]))
+        return loss, {"acc": acc}
+
+    cfg = LoopConfig(out=str(out / "recognizer"), steps=steps, lr=2e-3, seed=seed, log_every=25, checkpoint_every=100)
+    train_loop(model, loss_fn, cfg, name="anytext-recognizer")
+    metrics = evaluate_recognizer(model, vae)
+    print("anytext recognizer:", json.dumps(metrics), flush=True)
+    path = out / "recognizer.safetensors"
+    save_tensors(path, {k: v.contiguous() for k, v in model.state_dict().items()},
+                 {"kind": "anytext-recognizer", "metrics": json.dumps(metrics)})  # fmt: skip
+    return path
+
+
+@torch.no_grad()
+def evaluate_recognizer(model, vae=None, n: int = 240, seed: int = 77_001) -> dict[str, float]:
+    """Exact-line accuracy on fresh clean lines and crops (seeds never trained on)."""
+    model.eval()
+    x, texts = recognizer_batch(n, seed, 0, vae)
+    read = model.read(x)
+    k = n // 3
+    ok = [a == b for a, b in zip(read, texts)]
+    return {"clean_acc": float(np.mean(ok[:k])), "crop_acc": float(np.mean(ok[k:])), "n": n}
+
+
+# --------------------------------------------------------------------- diffusion stages
+def train_config(out: Path, steps: int = STEPS, batch: int = BATCH, **kw):
+    from tailor.core.training import TrainConfig
+    from tailor.core.training.checkpoint import list_checkpoints
+
+    return TrainConfig(base="world", out=str(out), data=DATA, steps=steps, batch_size=batch, lr=LR,
+                       lr_scheduler="constant", warmup_steps=50, seed=0, checkpoint_every=100, keep_checkpoints=2,
+                       resume="latest" if list_checkpoints(out) else None, log_every=10, **kw)  # fmt: skip
+
+
+def train_anytext(runs: str | Path, steps: int = STEPS, **options):
+    import tailor
+
+    rec = Path(runs) / "anytext" / "recognizer.safetensors"
+    method = tailor.get_spec("anytext").method(recognizer=str(rec), **options)
+    return tailor.train(method, train_config(Path(runs) / "anytext" / "run", steps))
+
+
+def train_controlnet(runs: str | Path, steps: int = STEPS):
+    import tailor
+
+    method = tailor.get_spec("controlnet").method(condition="canny")
+    return tailor.train(method, train_config(Path(runs) / "anytext" / "controlnet", steps))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m zoo.anytext", description=__doc__.splitlines()[0])
+    p.add_argument("stage", choices=("recognizer", "anytext", "controlnet", "bench", "export"))
+    p.add_argument("--runs", default="outputs/zoo_runs")
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--n", type=int, default=64, help="bench: images per model")
+    p.add_argument("--only", default="", help="bench: comma-separated models to run now (base, controlnet, anytext)")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    t0 = time.time()
+    if args.stage == "recognizer":
+        train_recognizer(args.runs, args.steps or RECOGNIZER_STEPS)
+    elif args.stage == "anytext":
+        train_anytext(args.runs, args.steps or STEPS)
+    elif args.stage == "controlnet":
+        train_controlnet(args.runs, args.steps or STEPS)
+    elif args.stage == "bench":
+        from zoo.anytext_bench import run_bench
+
+        only = tuple(m for m in args.only.split(",") if m)
+        print(json.dumps(run_bench(args.runs, n=args.n, only=only), indent=1))
+    else:
+        from zoo.anytext_bench import export
+
+        print(export(args.runs))
+    print(f"{args.stage}: {time.time() - t0:.0f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
