@@ -281,3 +281,42 @@ def test_bad_inputs_one_sentence(tmp_path, capsys):
     code = main([*base, "-p", PROMPT, "--elite", f"{art}={tmp_path / 'ref.png'}", "--elite-lambda", "0.5"])
     assert code == 0 and (tmp_path / "o" / "000.png").is_file()
     assert not (tmp_path / "o2").exists()
+
+
+def test_class_word_and_word_init():
+    from tailor.methods.elite.modules import with_placeholder
+
+    assert with_placeholder("a photo of a star on snow", "star", "S") == "a photo of a S on snow"
+    assert with_placeholder("a S by a star", "star", "S") == "a S by a star"  # already placed
+    assert with_placeholder("a photo of a starfish", "star", "S") == "a photo of a starfish"  # whole words only
+    comps = tailor.tiny_components()
+    token = float(comps.text_encoder.get_input_embeddings().weight.norm(dim=1).mean())
+    norms = {}
+    for init in ("token", "official"):
+        m = ELITEMethod(**OPTS, word_init=init)
+        m.patch(comps)
+        with torch.no_grad():
+            norms[init] = float(m.global_words(*_ref_tensors()).norm(dim=-1).mean())
+        m.unpatch()
+    assert 0.2 * token < norms["token"] < 5 * token < norms["official"]
+
+
+def test_bench_zero_shot_row_attaches_with_mask_and_class_word(tmp_path):
+    import dataclasses
+
+    from tailor.bench.image_prompt import zero_shot
+    from tailor.core.method import get_spec
+
+    comps = tailor.tiny_components()
+    m = ELITEMethod(**{**OPTS, "placeholder": "S"})
+    m.patch(comps)
+    path = m.save(tmp_path / "m")
+    m.unpatch()
+    spec = get_spec("elite")
+    row = dataclasses.replace(next(r for r in spec.bench if r.key == "elite-l0.4"), model=str(path))
+    pipe = Pipeline(comps)
+    zero_shot(pipe, spec, row, "star", ref_image(), np.ones((32, 32), bool))(1.0)
+    (att,) = pipe.attachments
+    assert att.method.config.llambda == 0.4 and att.inputs["class_word"] == "star" and "mask" in att.inputs
+    out = pipe.generate("a photo of a star on snow", n=1, seed=0, steps=1).array
+    assert np.isfinite(out).all()

@@ -5,7 +5,7 @@ attention map (local mapper); one forward pass per new subject."""
 from __future__ import annotations
 
 from tailor.core.method import MethodSpec
-from tailor.core.surface import GenerateInput, Input, InputOption
+from tailor.core.surface import BenchRow, GenerateInput, Input, InputOption
 from tailor.methods.elite.config import ELITEConfig
 from tailor.methods.elite.method import ELITEMethod
 
@@ -40,8 +40,20 @@ SPEC = MethodSpec(
             ),
         ),
         max_weight=5.0,
+        class_input="class_word",
     ),
-    bench=(),
+    # zero-shot rows on the shipped world weights: the global mapper alone (lambda 0: the local attention adds
+    # nothing, the same as the global stage's model) and a lambda sweep of the local mapper (official 0.8); asked
+    # for by key (`tailor bench image_prompt --reference-row elite ...`), as they need the shipped world base
+    bench=tuple(
+        BenchRow("image_prompt", key, 0, 0.0, {"llambda": lam}, model="elite", note=note, default=False)
+        for key, lam, note in (
+            ("elite-global", 0.0, "global mapper only (lambda 0)"),
+            ("elite-l0.4", 0.4, "global + local, lambda 0.4"),
+            ("elite", 0.8, "global + local, lambda 0.8 (official)"),
+            ("elite-l1.6", 1.6, "global + local, lambda 1.6"),
+        )
+    ),
 )
 
 __all__ = ["SPEC", "ELITEConfig", "ELITEMethod"]

@@ -34,6 +34,11 @@ class ELITEConfig(Config):
     llambda: float = option(0.8, "local mapper: weight of the gated local attention (official inference 0.8)")
     reg_global: float = option(0.01, "global stage: weight of the mean |word| penalty")
     reg_local: float = option(1e-4, "local stage: weight of the mean |local value| penalty")
+    word_init: str = option(
+        "official",
+        "init of the global MLPs' last layers: 'official' (PyTorch's default: words start ~20x the norm of a token "
+        "embedding) or 'token' (scaled down to the base's token-embedding norm)",
+    )
     box_pad: float = option(0.1, "the global mapper reads the reference cropped to its mask's box grown by this")
 
     def validate(self) -> None:
@@ -46,4 +51,5 @@ class ELITEConfig(Config):
         c(self.token_index >= -1, f"token_index must be -1 (all words) or a word index; got {self.token_index}.")
         c(0.0 <= self.llambda <= 5.0, f"llambda must lie in [0, 5]; got {self.llambda}.")
         c(self.reg_global >= 0 and self.reg_local >= 0, "reg_global and reg_local must not be negative.")
+        c(self.word_init in ("token", "official"), f"word_init must be 'token' or 'official'; got {self.word_init!r}.")
         c(0.0 <= self.box_pad <= 1.0, f"box_pad must lie in [0, 1]; got {self.box_pad}.")

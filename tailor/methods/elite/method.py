@@ -54,6 +54,7 @@ from tailor.methods.elite.modules import (
     patch_mask,
     placeholder_id,
     vision_layers,
+    with_placeholder,
 )
 
 log = logging.getLogger("tailor")
@@ -61,7 +62,8 @@ log = logging.getLogger("tailor")
 
 class ELITEMethod(Method):
     """Attach with ``pipe.attach(method, elite_image=IMG[, mask=MASK, lambda=0.8])`` and a prompt holding the
-    placeholder (``a photo of a S on snow``)."""
+    placeholder (``a photo of a S on snow``); with ``class_word="star"`` a prompt without the placeholder gets it in
+    place of its first ``star`` (what the benches pass)."""
 
     name = "elite"
     config_cls = ELITEConfig
@@ -104,6 +106,9 @@ class ELITEMethod(Method):
         dim_in, dim_out = int(vc.hidden_size), int(components.text_encoder.config.hidden_size)
         n = len(self.feature_layers)
         self.global_mapper = Mapper(dim_in, dim_out, c.mapper_width, n)
+        if c.word_init == "token":
+            emb = components.text_encoder.get_input_embeddings().weight
+            self.global_mapper.rescale_output(float(emb.detach().float().norm(dim=1).mean()))
         self.layers = add_kv_copies(self.global_mapper, components.unet)
         if self.has_local:
             self.local_mapper = Mapper(dim_in, dim_out, c.mapper_width, n)
@@ -210,6 +215,8 @@ class ELITEMethod(Method):
         words = self._chosen_words(words_all, training)
         self._words = words_all if training else None
         prompts = list(cond.prompts) or [""] * b
+        if not training and inputs.get("class_word"):
+            prompts = [with_placeholder(p, str(inputs["class_word"]), self.config.placeholder) for p in prompts]
         rows, texts, positions = [], [], []
         for i, prompt in enumerate(prompts):
             got = expand_prompt(self.components.tokenizer, prompt, self.config.placeholder, words.shape[1])

@@ -52,6 +52,22 @@ class Mapper(nn.Module):
             self.add_module(f"mapping_{i}", mlp(dim_in, width, dim_out))
             self.add_module(f"mapping_patch_{i}", mlp(dim_in, width, dim_out))
 
+    @torch.no_grad()
+    def rescale_output(self, norm: float, seed: int = 0) -> None:
+        """Scale every MLP's last Linear so the words of random unit features have mean norm ``norm`` (the base's
+        token embeddings'): with the default init they start ~20x larger than any token, far outside what the
+        text encoder was trained on, which a few thousand steps (not the official 10^5) do not undo."""
+        dim_in = self.mapping_0[0].in_features
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            feats = [torch.randn(8, 17, dim_in) for _ in range(self.n)]
+        now = float(self.words(feats).norm(dim=-1).mean())
+        for i in range(self.n):
+            for head in (f"mapping_{i}", f"mapping_patch_{i}"):
+                last = getattr(self, head)[6]
+                last.weight.mul_(norm / now)
+                last.bias.mul_(norm / now)
+
     def words(self, features: list[torch.Tensor]) -> torch.Tensor:
         """Global mapper: ``(B, n, dim_out)``, one word per layer (class-token MLP + mean of the patch MLP)."""
         out = [getattr(self, f"mapping_{i}")(f[:, :1]) + getattr(self, f"mapping_patch_{i}")(f[:, 1:]).mean(1, True)
@@ -182,6 +198,15 @@ def placeholder_id(tokenizer, word: str) -> int:
 def find_word(prompt: str, word: str) -> re.Match | None:
     """The first occurrence of ``word`` as a whole word (case-sensitive, as written in the prompt)."""
     return re.search(rf"(?<![\w<]){re.escape(word)}(?![\w>])", prompt)
+
+
+def with_placeholder(prompt: str, class_word: str, placeholder: str) -> str:
+    """``prompt`` with its first whole-word ``class_word`` replaced by ``placeholder``, unless it already holds the
+    placeholder (or lacks the class word)."""
+    if find_word(prompt, placeholder) is not None:
+        return prompt
+    m = find_word(prompt, class_word)
+    return prompt if m is None else prompt[: m.start()] + placeholder + prompt[m.end() :]
 
 
 def expand_prompt(tokenizer, prompt: str, word: str, k: int) -> tuple[str, int] | None:
