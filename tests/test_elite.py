@@ -320,3 +320,16 @@ def test_bench_zero_shot_row_attaches_with_mask_and_class_word(tmp_path):
     assert att.method.config.llambda == 0.4 and att.inputs["class_word"] == "star" and "mask" in att.inputs
     out = pipe.generate("a photo of a star on snow", n=1, seed=0, steps=1).array
     assert np.isfinite(out).all()
+
+
+def test_world_name_resolves_through_the_method_folder(monkeypatch, tmp_path):
+    from tailor.core import resources
+    from tailor.methods.elite import data
+
+    assert resources.resolve("artifact:elite", "other") is None
+    monkeypatch.setattr("tailor.world.zoo.WEIGHTS", tmp_path)
+    with pytest.raises(InputError, match="zoo.elite"):
+        data.shipped("world")
+    (tmp_path / "adapters" / "elite").mkdir(parents=True)
+    (tmp_path / "adapters" / "elite" / "tailor.json").write_text("{}")
+    assert data.shipped("world") == tmp_path / "adapters" / "elite"

@@ -4,6 +4,7 @@ attention map (local mapper); one forward pass per new subject."""
 
 from __future__ import annotations
 
+from tailor.core import resources
 from tailor.core.method import MethodSpec
 from tailor.core.surface import BenchRow, GenerateInput, Input, InputOption
 from tailor.methods.elite.config import ELITEConfig
@@ -17,6 +18,10 @@ def example_inputs(components) -> dict:
 
     return {"elite_image": [world.render("a photo of a red striped star on grass", 3).pil()]}
 
+
+# ``--elite world=IMG``: the world weights (``python -m zoo.elite``), as ``--photomaker world``; a string provider, so
+# nothing under tailor.world is imported until the name is used
+resources.register("artifact:elite", "tailor.methods.elite.data:shipped", "tailor.methods.elite.data:shipped_names")
 
 SPEC = MethodSpec(
     name="elite",
@@ -46,7 +51,7 @@ SPEC = MethodSpec(
     # nothing, the same as the global stage's model) and a lambda sweep of the local mapper (official 0.8); asked
     # for by key (`tailor bench image_prompt --reference-row elite ...`), as they need the shipped world base
     bench=tuple(
-        BenchRow("image_prompt", key, 0, 0.0, {"llambda": lam}, model="elite", note=note, default=False)
+        BenchRow("image_prompt", key, 0, 0.0, {"llambda": lam}, model="world", note=note, default=False)
         for key, lam, note in (
             ("elite-global", 0.0, "global mapper only (lambda 0)"),
             ("elite-l0.4", 0.4, "global + local, lambda 0.4"),

@@ -113,3 +113,20 @@ def reference_tensors(value, mask=None) -> tuple[torch.Tensor, torch.Tensor]:
     m = _mask(mask, image.size) if mask is not None else np.ones((image.height, image.width), bool)
     ref = torch.from_numpy(np.asarray(image, np.float32)).permute(2, 0, 1).div(127.5).sub(1.0)[None]
     return ref, torch.from_numpy(m.astype(np.float32))[None, None]
+
+
+def shipped(name: str) -> Path | None:
+    """``world`` -> the folder of the world ELITE weights (``tailor/world/zoo/weights/adapters/elite``)."""
+    if name != "world":
+        return None
+    from tailor.world.zoo import WEIGHTS
+
+    folder = WEIGHTS / "adapters" / "elite"
+    if not (folder / "tailor.json").is_file():
+        raise InputError("the world ELITE weights are not in this install; train them with `python -m zoo.elite "
+                         "global RUNS`, `... local RUNS`, `... export RUNS`, or pass a trained ELITE.")  # fmt: skip
+    return folder
+
+
+def shipped_names() -> list[str]:
+    return ["world"]
