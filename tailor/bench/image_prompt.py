@@ -16,7 +16,9 @@ IP-Adapter's and PhotoMaker's comparisons do. Scores:
 
 Rows: ``none`` (the base with the class prompt: what the text alone gives), the IP-Adapters, the training-free rows
 methods declare (``BenchRow("image_prompt", ...)`` with ``steps=0``: reference-only attention and AdaIN, one
-reference render, weight 1.0 with and without text, empty prompt for image only), then TI / LoRA.
+reference render, weight 1.0 with and without text, empty prompt for image only), the zero-shot rows of trained
+encoders (``BenchRow(..., model=NAME)``: ELITE's shipped weights; the first reference with its render's mask when the
+method reads one, the class word as its ``class_input``, ``a photo of a [class]`` for image only), then TI / LoRA.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ class Settings:
     guidance: float = 5.0
     fresh: bool = False
     baseline: bool = True  # the "none" row
-    free: tuple[str, ...] | None = None  # declared training-free rows (None: every one)
+    free: tuple[str, ...] | None = None  # declared rows (None: every default one)
     timing_rounds: int = 3  # sampling cost: base / method measured in turn this many times (medians)
 
     def check(self) -> None:
@@ -73,8 +75,15 @@ class Settings:
             raise InputError("--seeds, --references and --sample-steps must be >= 1 and --background given.")
 
 
+def reference_mask(subject: str, size: int):
+    """The exact mask of the first reference render (:func:`tailor.bench.common.reference_images`)."""
+    from tailor.world import render_subject
+
+    return render_subject(subject, C.REFERENCE_SEED, size=size).mask > 0
+
+
 def declared_rows() -> dict:
-    """Training-free rows the methods declare for this bench: key -> (MethodSpec, BenchRow)."""
+    """Training-free and zero-shot rows the methods declare for this bench: key -> (MethodSpec, BenchRow)."""
     from tailor.core.method import registry
 
     return {r.key: (spec, r) for spec in registry().values() for r in spec.bench if r.bench == "image_prompt"}
@@ -120,6 +129,28 @@ def load_adapter(name: str, path: str):
     return method
 
 
+def zero_shot(pipe, spec, row, cls: str, ref, mask):
+    """``attach(weight)`` for a trained method's zero-shot row: its shipped weights (``row.model``) with the row's
+    options over their config, the reference (and its mask, when the method reads a ``mask`` option) and the class
+    word as the method's declared inputs."""
+    from tailor.compose import load_kind
+
+    method = load_kind(row.model, spec.name)
+    if row.options:
+        method.config = method.config.replace(**row.options)
+    decl = spec.generate
+    inputs = {decl.input.name: [ref]}
+    if any(o.name == "mask" for o in decl.input.options):
+        inputs["mask"] = mask
+    if decl.class_input:
+        inputs[decl.class_input] = cls
+
+    def attach(w):  # weight 1.0 with and without text, as the training-free rows
+        pipe.attach(method, weight=1.0, **inputs)
+
+    return attach
+
+
 def score(images, refs, prompts: list[str] | None) -> dict[str, Any]:
     from tailor.eval.world import prompt_scores, subject_scores, world_scores
 
@@ -133,11 +164,13 @@ def score(images, refs, prompts: list[str] | None) -> dict[str, Any]:
     }
 
 
-def run_subject(pipe, words: str, s: Settings, attach=None) -> tuple[list, list]:
-    """Image-only and text-prompted images of one subject; ``attach(scale)`` (re)attaches an IP-Adapter."""
+def run_subject(pipe, words: str, s: Settings, attach=None, worded: bool = False) -> tuple[list, list]:
+    """Image-only and text-prompted images of one subject; ``attach(scale)`` (re)attaches an IP-Adapter; ``worded``:
+    the image-only prompt names the subject (a zero-shot encoder that places its words at the class word)."""
     if attach:
         attach(1.0)
-    only = C.generate(pipe, ["" if attach else f"a photo of a {words}"], s.seeds, s.sample_steps, s.guidance)
+    prompt = "" if attach and not worded else f"a photo of a {words}"
+    only = C.generate(pipe, [prompt], s.seeds, s.sample_steps, s.guidance)
     if attach:
         pipe.detach()
         attach(s.ip_scale_text)
@@ -170,7 +203,7 @@ def run(s: Settings) -> dict[str, Any]:
     size = tailor.load_components(s.base).default_size
     ps = P.Settings(base=s.base, out=Path(s.artifacts), n_ref=s.n_ref, lora_rank=s.lora_rank, steps=s.steps,
                     fresh=s.fresh)  # fmt: skip
-    free = {k: v for k, v in declared_rows().items() if s.free is None or k in s.free}
+    free = {k: v for k, v in declared_rows().items() if (v[1].default if s.free is None else k in s.free)}
     keys = [*(["none"] if s.baseline else []), *adapters, *free, *s.trained]
     rows, sheet, step_costs = [], [], {}
     with make_progress() as progress:
@@ -182,11 +215,15 @@ def run(s: Settings) -> dict[str, Any]:
                 cls = C.class_word(subject)
                 refs = C.reference_images(subject, s.n_ref, size)
                 pipe = tailor.Pipeline(tailor.load_components(s.base))
-                attach, words, train_seconds = None, cls, 0.0
+                attach, words, train_seconds, worded = None, cls, 0.0, False
                 if key in adapters:
 
                     def attach(w, p=pipe, m=adapters[key], r=refs[0]):
                         p.attach(m, weight=w, ip_image=r)
+                elif key in free and free[key][1].model is not None:
+                    spec, row = free[key]
+                    attach = zero_shot(pipe, spec, row, cls, refs[0], reference_mask(subject, size))
+                    worded = True
                 elif key in free:
                     spec, row = free[key]
 
@@ -209,7 +246,7 @@ def run(s: Settings) -> dict[str, Any]:
                         step_costs[key] = step_cost(pipe, on, pipe.detach, prompt, s.guidance, s.timing_rounds)
                 if attach is None and key != "none":
                     pipe.attach(trained)
-                only, text = run_subject(pipe, words, s, attach=attach)
+                only, text = run_subject(pipe, words, s, attach=attach, worded=worded)
                 seconds.append(train_seconds)
                 C.save_images(only + text, root / "images" / key / subject, "img")
                 clean = [f"a photo of a {cls} on {bg}" for bg in s.backgrounds for _ in range(s.seeds)]

@@ -140,7 +140,10 @@ def image_prompt(
     sample_steps: Annotated[int, typer.Option(help="DDIM steps per image.")] = 20,
     reference_row: Annotated[
         list[str] | None,
-        typer.Option("--reference-row", help="Training-free row a method declares (repeatable; default: all)."),
+        typer.Option(
+            "--reference-row",
+            help="Row a method declares: training-free, or zero-shot like elite (repeatable; default: defaults).",
+        ),
     ] = None,
     quick: Quick = False,
     fresh: Fresh = False,

@@ -116,6 +116,9 @@ class BenchRow:
     batch_size: int = 4
     note: str = ""
     default: bool = True  # in the bench's default rows (False: only when asked for, e.g. a slow full fine-tune)
+    #: a trained method's zero-shot row (``steps`` 0): the shipped weights it loads by name (``options`` then
+    #: override their config, e.g. ELITE's lambda)
+    model: str | None = None
 
 
 @dataclass(frozen=True)
