@@ -72,6 +72,12 @@ def train(
         int | None, typer.Option(help="Freeze the VAE at its newest checkpoint instead of finishing its schedule.")
     ] = None,
     vae_init: Annotated[str | None, typer.Option(help="Warm-start the VAE from this AutoencoderKL folder.")] = None,
+    vae_steps: Annotated[
+        int | None, typer.Option(help="Steps of vae-wide when other stages run too (default: --steps).", min=1)
+    ] = None,
+    vae_batch_size: Annotated[
+        int | None, typer.Option(help="vae-wide batch size (default: 16 on the CPU, 128 on a GPU).", min=1)
+    ] = None,
     unet_init: Annotated[
         str | None, typer.Option(help="Warm-start UNet + text encoder from this UNet run folder.")
     ] = None,
@@ -83,7 +89,10 @@ def train(
         int | None, typer.Option(help="Checkpoint every N steps (default: the recipe's, 100-200).", min=1)
     ] = None,
     num_workers: Annotated[
-        int, typer.Option(help="Data-loading worker processes of the diffusion stages (unet*, adapters).", min=0)
+        int,
+        typer.Option(
+            help="Data workers of the diffusion stages (unet*, adapters), render processes of vae-wide.", min=0
+        ),
     ] = 0,
     weights: Annotated[
         Path | None,
@@ -121,7 +130,8 @@ def train(
         elif stage == "vae-decoder":
             recipe.stage_vae_decoder(runs, steps)
         elif stage == "vae-wide":
-            recipe.stage_vae_wide(runs, steps)
+            workers = {"workers": num_workers} if num_workers else {}
+            recipe.stage_vae_wide(runs, vae_steps or steps, batch_size=vae_batch_size, **workers)
         elif stage == "unet":
             recipe.stage_unet(runs, steps, batch_size=batch_size, init=unet_init, **unet_kw, **ck)
         elif stage in UNET_PHASES:
@@ -144,6 +154,40 @@ UNET_PHASES = {
     "unet-long": "stage_unet_long",
     "unet-long-decay": "stage_unet_long_decay",
 }
+
+
+@app.command("vae-eval")
+def vae_eval(
+    vae: Annotated[
+        list[Path] | None,
+        typer.Option(help="AutoencoderKL folder(s) to compare (repeat; default: the shipped base's VAE)."),
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Folder for metrics.json and roundtrip.png.")] = Path("outputs/vae_eval"),
+    n: Annotated[int, typer.Option("-n", "--n", help="Fresh renders per kind.", min=1)] = 128,
+    threads: THREADS = 1,
+) -> None:
+    """PSNR per render kind, attribute-oracle accuracy and OCR Sen.ACC after encode/decode, for one or more VAEs."""
+    import torch
+
+    from tailor.world.zoo import WEIGHTS
+    from zoo.vae_eval import run
+
+    folders = vae or [WEIGHTS / "base" / "vae"]
+    for f in folders:
+        if not (Path(f) / "config.json").is_file():
+            raise ConfigError(f"--vae {f} is not an AutoencoderKL folder (no config.json); pass a VAE folder.")
+    torch.set_num_threads(max(1, threads))
+    metrics = run(list(folders), out, n)
+    for name, m in metrics.items():
+        if name.startswith("_"):
+            continue
+        kinds = "  ".join(f"{k} {v:.2f}" for k, v in m["psnr"].items())
+        typer.echo(f"{name}: PSNR {kinds}")
+        if "attributes" in m:
+            typer.echo(f"{name}: attributes after round trip {json.dumps(m['attributes'])}")
+        if "ocr" in m:
+            typer.echo(f"{name}: OCR {json.dumps(m['ocr'])}")
+    typer.echo(f"wrote {out / 'metrics.json'} and {out / 'roundtrip.png'}")
 
 
 @app.command("faces")

@@ -99,6 +99,22 @@ def readable(folder: Path) -> None:
         p.chmod(0o755 if p.is_dir() else 0o644)
 
 
+def export_vae(vae_dir: str | Path, base: str | Path) -> Path:
+    """Replace the VAE of the base folder ``base`` by the AutoencoderKL of ``vae_dir`` (safetensors, atomically),
+    leaving the rest of the base as it is: for a decoder trained on the base VAE's own latents (``vae-wide``)."""
+    from diffusers import AutoencoderKL
+
+    base = Path(base)
+    if not (base / "model_index.json").is_file():
+        raise FileNotFoundError(f"{base} is no diffusers base folder (no model_index.json)")
+    vae = AutoencoderKL.from_pretrained(str(vae_dir), local_files_only=True).eval()
+    with atomic_dir(base / "vae") as tmp:
+        vae.save_pretrained(tmp, safe_serialization=True)
+        keep_unchanged(tmp, base / "vae")
+        readable(tmp)
+    return base / "vae"
+
+
 def export_checkpoint(run: str | Path, vae_dir: str | Path, tokenizer_dir: str | Path, folder: str | Path) -> Path:
     comps, ck = load_trained_components(run, vae_dir, tokenizer_dir)
     info = {

@@ -4,9 +4,10 @@
 #
 #   zoo/gpu.sh [STAGE] [MINUTES] [RUNS]
 #
-# STAGE    any `python -m zoo train --only` value, comma-separated for several (default: adapters, which trains on
-#          the shipped base and so needs nothing but this checkout; the unet* stages need their earlier runs in RUNS,
-#          or `from-shipped,unet-long` to go on from the shipped base)
+# STAGE    any `python -m zoo train --only` value, comma-separated for several (default: vae-wide,export,adapters:
+#          world v2's sharper VAE on the shipped latents (ZOO_VAE_STEPS steps, batch 128, exported into
+#          RUNS/weights/base), then the adapters on the shipped base; all need nothing but this checkout; the unet*
+#          stages need their earlier runs in RUNS, or `from-shipped,unet-long` to go on from the shipped base)
 # MINUTES  wall-clock budget of the whole script, setup included (default 12, decimals allowed); training stops early
 #          enough (SIGTERM) to write the summary; rerun the same command and every stage resumes from its newest
 #          complete checkpoint in RUNS
@@ -14,6 +15,7 @@
 #          into RUNS/weights, never into the package
 # Env: ZOO_ARGS (more `python -m zoo train` options, e.g. "--steps 2000 --adapters canny,seg"), ZOO_DEVICE (auto),
 #      ZOO_CHECKPOINT_EVERY (50), ZOO_THREADS (8), ZOO_WORKERS (4: data workers of the diffusion stages),
+#      ZOO_VAE_STEPS (1500: steps of vae-wide; its render processes: cpu_count - 2, at most 12),
 #      ZOO_RESERVE_S (40: seconds kept for the summary), ZOO_WHEELS (.whl: carried wheels, see zoo/gpu_wheels.sh),
 #      PYTHON (default python3).
 # Writes RUNS/gpu.log (the run's output) and gpu_summary.json (into $OUT when set, else RUNS); exits with the
@@ -21,7 +23,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 t0=$(date +%s)
-STAGE=${1:-adapters}
+STAGE=${1:-vae-wide,export,adapters}
 MINUTES=${2:-12}
 RUNS=${3:-${OUT:+$OUT/zoo_runs}}
 RUNS=${RUNS:-outputs/zoo_gpu}
@@ -65,11 +67,13 @@ command -v nvidia-smi >/dev/null && nvidia-smi -L
 budget=$(awk -v m="$MINUTES" 'BEGIN { printf "%d", m * 60 }')
 left=$((budget - ($(date +%s) - t0) - ${ZOO_RESERVE_S:-40}))
 if [ "$left" -lt 20 ]; then echo "no time left for training (${MINUTES} min budget)"; exit 3; fi
+VAE_ARGS=""
+case ",$STAGE," in *,vae-wide,*) VAE_ARGS="--vae-steps ${ZOO_VAE_STEPS:-1500}" ;; esac
 echo "== $STAGE on $DEVICE for at most ${left}s, runs in $RUNS"
 # shellcheck disable=SC2086
 timeout --signal=TERM --kill-after=15 "$left" "$PY" -m zoo train --only "$STAGE" --runs "$RUNS" \
     --device "$DEVICE" --checkpoint-every "${ZOO_CHECKPOINT_EVERY:-50}" --threads "${ZOO_THREADS:-8}" \
-    --num-workers "${ZOO_WORKERS:-4}" --weights "$RUNS/weights" ${ZOO_ARGS:-} 2>&1 | tee "$RUNS/gpu.log"
+    --num-workers "${ZOO_WORKERS:-4}" --weights "$RUNS/weights" $VAE_ARGS ${ZOO_ARGS:-} 2>&1 | tee "$RUNS/gpu.log"
 status=${PIPESTATUS[0]}
 
 # 4. summary: per run folder its newest complete checkpoint and last logged line
