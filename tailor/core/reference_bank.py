@@ -14,6 +14,9 @@ resnet / block outputs. At the following ordinary UNet call the bank is read:
     community pipeline's ``uc_mask`` rule; a layer joins when ``weight > i / n`` (layers sorted widest first).
 ``attn3`` (an added cross-attention, StoryGen's context module): ``out = Attn1(x) + scale * attn3(x, f_ref)`` with
     a module the method owns per layer.
+``call`` (the method's own attention over ``[x; bank]``, Infinite-ID's mixed attention with AdaIN-mean on queries
+    and keys): ``out = read_fn(attn, x, f_ref, extra)``, ``extra`` the features of the ``attn`` banks reading the
+    same layer (concatenated into its keys / values); the same ``style_fidelity`` rule.
 ``adain`` (GroupNorm statistics, sd-webui-controlnet's "reference_adain"): after each resnet / transformer pair of
     the down / up blocks and after the mid block, ``h = (h - mu) / sigma * sigma_ref + mu_ref`` (per channel, eps
     1e-6 on the variance), the same ``style_fidelity`` rule, a point joining when ``weight >= gn_weight`` (mid 0,
@@ -23,7 +26,8 @@ A *fused* pass (:class:`ReferenceRows`, :func:`fused_call`; a method returns it 
 runs the reference rows in front of the sampling batch in the sampling call itself: each layer writes from the first
 rows and the others read them at once, so a step costs one UNet call of ``R + B`` rows instead of two calls (the
 world base: ~1.3x the plain step instead of ~1.8x); other methods' residuals get zero rows in front (a separate pass
-gets none either), the attention-map store skips those rows.
+gets none either), the attention-map store skips those rows. After the call the rows' own prediction is in
+``ReferenceRows.prediction`` (a reader that denoises its rows as a stream of their own steps them with it).
 
 The processors chain: each ``attn1`` gets a :class:`ReferenceAttnProcessor` wrapping the processor that was there
 (plain, a hypernetwork's, ...), several banks may share it, and IP-Adapter's decoupled processors on ``attn2`` are
@@ -132,16 +136,20 @@ class ReferenceBank:
         adain: bool = False,
         style_fidelity: float = 0.5,
         attn3: dict[str, nn.Module] | None = None,
+        read_fn: Any = None,
     ):
-        if reader not in ("attn", "attn3", None):
-            raise ConfigError(f"reference bank reader must be 'attn', 'attn3' or None; got {reader!r}.")
+        if reader not in ("attn", "attn3", "call", None):
+            raise ConfigError(f"reference bank reader must be 'attn', 'attn3', 'call' or None; got {reader!r}.")
         if reader == "attn3" and not attn3:
             raise ConfigError("an attn3 reference bank needs one attn3 module per self-attention layer.")
+        if reader == "call" and not callable(read_fn):
+            raise ConfigError("a 'call' reference bank needs read_fn(attn, hidden_states, bank, extra).")
         layers = self_attention_layers(unet)
         if reader is not None and not layers:
             raise ConfigError("this UNet has no transformer blocks with self-attention; a reference bank cannot read.")
         self.unet = unet
         self.reader, self.adain, self.style_fidelity, self.attn3 = reader, adain, float(style_fidelity), attn3
+        self.read_fn = read_fn
         self.layers = [name for name, _ in layers]
         order = sorted(range(len(layers)), key=lambda i: -layers[i][1])  # widest first, stable (the community's)
         self.layer_gate = {layers[i][0]: rank / len(layers) for rank, i in enumerate(order)}
@@ -341,7 +349,17 @@ class ReferenceAttnProcessor:
         rows = hidden_states.shape[0]
         concat = [b for b in self.banks if b.reader == "attn" and b.reading()]
         feats = [(b, f) for b in concat if (f := b.feature(self.name, rows)) is not None]
-        if feats:
+        calls = [b for b in self.banks if b.reader == "call" and b.reading()]
+        called = [(b, f) for b in calls if (f := b.feature(self.name, rows)) is not None][:1]  # one replaces attn1
+        if called:
+            bank, f = called[0]
+            extra = [g.to(hidden_states) for _, g in feats]
+            out = bank.read_fn(attn, hidden_states, f.to(hidden_states), extra)
+            if bank.uncond_rows and bank.style_fidelity > 0:
+                u = bank.uncond_rows
+                plain = self.base(attn, hidden_states[:u], encoder_hidden_states, attention_mask, temb=temb, **kwargs)
+                out = bank.mix(out, torch.cat([plain, out[u:]]))
+        elif feats:
             context = torch.cat([hidden_states] + [f.to(hidden_states) for _, f in feats], dim=1)
             # the community pipeline drops the attention mask when it reads (self-attention has none in SD)
             out = self.base(attn, hidden_states, context, None, temb=temb, **kwargs)
@@ -456,6 +474,8 @@ class ReferenceRows:
     rows: torch.Tensor
     banks: list[ReferenceBank]
     groups: int = 1
+    #: the rows' own prediction, set by the call (Infinite-ID steps its ID stream with it)
+    prediction: torch.Tensor | None = None
 
 
 def _pad(x: torch.Tensor, n: int) -> torch.Tensor:
@@ -495,6 +515,7 @@ def fused_call(unet, ref: ReferenceRows, latents, timestep, hidden, added, extra
         _ROWS.reset(tokens[1])
         for bank in ref.banks:
             bank.mode = "read"
+    ref.prediction = out[:n]
     return out[n:]
 
 

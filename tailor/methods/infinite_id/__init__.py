@@ -1,0 +1,39 @@
+"""infinite_id: Infinite-ID (Wu et al. 2024) — face-embedding + CLIP ID tokens in decoupled cross-attention trained
+with the text cross-attention off; at inference an ID stream and a text stream share self-attention keys / values
+(mixed attention) with AdaIN-mean."""
+
+from __future__ import annotations
+
+from tailor.core.image_prompt import MAX_SCALE
+from tailor.core.method import MethodSpec
+from tailor.core.surface import GenerateInput
+from tailor.faces.id_adapter import FACE_INPUT
+from tailor.methods.infinite_id.config import InfiniteIDConfig
+from tailor.methods.infinite_id.method import InfiniteIDMethod
+
+
+def example_inputs(components) -> dict:
+    import tailor.world as world
+
+    return {"face": world.render_face(3, identity=901).pil()}
+
+
+SPEC = MethodSpec(
+    name="infinite_id",
+    method=InfiniteIDMethod,
+    config=InfiniteIDConfig,
+    summary="identity: face + CLIP ID tokens trained with text cross-attention off; an ID stream and a text stream "
+    "share self-attention (mixed attention, AdaIN-mean)",
+    paper="Wu et al. 2024, Infinite-ID: Identity-preserved Personalization via ID-semantics Decoupling Paradigm",
+    test_options={"num_tokens": 2, "clip_tokens": 2, "resampler_depth": 1, "image_encoder": "tiny"},
+    example_inputs=example_inputs,
+    generate=GenerateInput(
+        "--infinite-id",
+        "Infinite-ID model (a training --out folder, or world: shipped) and its reference face(s); the --face images "
+        "when none is given; repeatable.",
+        input=FACE_INPUT,
+        max_weight=MAX_SCALE,
+    ),
+)
+
+__all__ = ["SPEC", "InfiniteIDConfig", "InfiniteIDMethod"]
