@@ -2,7 +2,7 @@
 ablation without the reference UNet (inpainting + IP-Adapter only) trained the same way, the export and the bench.
 
 Both runs: ``world:pair`` sized data (each item re-rendered by :class:`tailor.methods.ref_unet.data.TryOnItems`), batch
-8, lr 2e-4 (conv_in at 10x), AdamW weight decay 0.01, constant after 20 warm-up steps, 800 steps, seed 0, LoRA rank
+4, lr 2e-4 (conv_in at 10x), AdamW weight decay 0.01, constant after 20 warm-up steps, 800 steps, seed 0, LoRA rank
 16 on attention / proj / ff of the try-on UNet, IP-Adapter-Plus ``world-plus`` frozen. Checkpoints every 100 steps; a
 rerun resumes from the newest. One busy CPU thread: ~2-3 s/step under the shared load (two runs at once).
 
@@ -33,7 +33,7 @@ def train(runs: str | Path, which: str, steps: int | None = None, base: str = "w
 
     out = Path(runs) / which
     resume = "latest" if list_checkpoints(out) else None
-    config = TrainConfig(base=base, out=str(out), data=DATA, steps=steps or STEPS, batch_size=8, lr=2e-4,
+    config = TrainConfig(base=base, out=str(out), data=DATA, steps=steps or STEPS, batch_size=4, lr=2e-4,
                          weight_decay=1e-2, lr_scheduler="constant", warmup_steps=20, seed=0, checkpoint_every=100,
                          keep_checkpoints=2, resume=resume, log_every=20)  # fmt: skip
     return tailor.train(tailor.get_spec("ref_unet").method(**RUNS[which]), config)
@@ -53,7 +53,7 @@ def export(runs: str | Path, weights: str | Path | None = None) -> Path:
     with atomic_dir(dst) as tmp:
         tensors = {k: v.half() if v.is_floating_point() else v for k, v in load_tensors(src).items()}
         save_tensors(tmp / src.name, tensors, meta)
-        recipe = {"data": DATA, "steps": STEPS, "batch_size": 8, "lr": 2e-4, "method": "ref_unet",
+        recipe = {"data": DATA, "steps": STEPS, "batch_size": 4, "lr": 2e-4, "method": "ref_unet",
                   "options": RUNS["ref"], "warmup_steps": 20, "weight_decay": 0.01}  # fmt: skip
         trained = {"loss_last_window": sum(losses) / max(len(losses), 1)}
         write_json(tmp / "tailor.json", {"artifact": src.name, "zoo": {"base": "world", "recipe": recipe,

@@ -90,6 +90,7 @@ class RefUnetMethod(Method):
         self.writer = self.reader = None
         self.ip: Method | None = None  # the IP-Adapter-Plus (frozen), or None
         self._ip_loaded: Method | None = None  # an IP-Adapter read from an official folder
+        self._reference_state: dict[str, torch.Tensor] | None = None  # GarmentNet read from an official folder
         self._replaced_conv: nn.Conv2d | None = None
         self._state: dict[str, torch.Tensor] = {}  # weights to apply on attach
         self._base: dict[str, torch.Tensor] = {}  # the base UNet, while a full official TryonNet is loaded
@@ -116,6 +117,10 @@ class RefUnetMethod(Method):
 
             self.reference = copy.deepcopy(unet).requires_grad_(False).eval()
             self.reference.set_attn_processor(AttnProcessor2_0())  # the plain base, whatever was attached
+            if self._reference_state is not None:
+                from tailor.core.method import load_module_state
+
+                load_module_state(self.reference, self._reference_state, f"{self.source_file} (unet_encoder)")
         targets = find_targets(components, self.config.lora_targets)
         self.lora = LoRA(self.name, {k: (self.config.rank, float(self.config.rank)) for k in targets})
         if self._ip_loaded is not None:
@@ -146,7 +151,9 @@ class RefUnetMethod(Method):
                 self._apply_state()
             unet.conv_in.requires_grad_(True)
             if self.reference is not None:
-                self.writer = ReferenceBank(self.reference, reader=None)
+                # a reader of its own (never read: GarmentNet runs only in passes), so a pass stops after the last
+                # self-attention instead of running the up block and conv_out that no bank needs
+                self.writer = ReferenceBank(self.reference, reader="attn")
                 self.reader = ReferenceBank(unet, reader="attn", style_fidelity=0.0)
                 self.writer.attach()
                 self.reader.attach()
