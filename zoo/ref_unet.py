@@ -10,6 +10,7 @@ rerun resumes from the newest. One busy CPU thread: ~2-3 s/step under the shared
     python -m zoo.ref_unet train RUNS baseline   # -> RUNS/baseline (reference_unet=False)
     python -m zoo.ref_unet export RUNS           # -> tailor/world/zoo/weights/adapters/ref-unet (float16)
     python -m zoo.ref_unet bench RUNS/ref RUNS/baseline OUT [N]   # SSIM / PSNR vs the exact targets + contact sheet
+    python -m zoo.ref_unet speed ref|baseline    # trainable params, train s/step, peak RSS, sampling s/step vs base
 """
 
 from __future__ import annotations
@@ -109,6 +110,60 @@ def bench(ref: str, baseline: str, out: str | Path, n: int = 32, base: str = "wo
     return results
 
 
+def speed(which: str, steps: int = 12, base: str = "world") -> dict:
+    """Trainable parameters, training s/step (batch 4, the recipe's; after 2 warm-up steps) and this process's peak
+    RSS for ``which`` (``ref`` / ``baseline``), and sampling s/step (30 steps, guidance 2) of it and of the plain base
+    in the same process; run once per ``which`` (peak RSS is per process)."""
+    import resource
+    import tempfile
+
+    import numpy as np
+    from PIL import Image
+
+    import tailor
+    from tailor.core.pipeline import Pipeline
+    from tailor.core.training import TrainConfig
+    from tailor.methods.ref_unet.data import render_tryon
+
+    method = tailor.get_spec("ref_unet").method(**RUNS[which])
+    with tempfile.TemporaryDirectory() as tmp:
+        times: list[float] = []
+        config = TrainConfig(base=base, out=tmp, data=DATA, steps=steps, batch_size=4, lr=2e-4, seed=0, log_every=1,
+                             checkpoint_every=10_000)  # fmt: skip
+        t0 = time.time()
+        tailor.train(method, config)
+        total = time.time() - t0
+        log = [json.loads(x) for x in (Path(tmp) / "log.jsonl").read_text().splitlines() if x.strip()]
+        times = [1.0 / r["it_s"] for r in log[2:] if r.get("it_s")]
+    trainable = sum(p.numel() for p in method.trainable_parameters())
+    rss_train = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    comps = tailor.load_components(base)
+    c = render_tryon(derive_seed_for_speed(), comps.default_size)
+    inputs = {k: Image.fromarray(c[k]) for k in ("scene", "reference", "mask", "shape")}
+    out = {"which": which, "trainable_params": trainable, "train_s_per_step": float(np.median(times)) if times else
+           total / steps, "peak_rss_mb_after_training": round(rss_train)}  # fmt: skip
+    for name in ("plain", which):
+        pipe = Pipeline(comps)
+        if name != "plain":
+            pipe.attach(method, **inputs)
+        pipe.generate(c["caption"], steps=2, guidance=GUIDANCE)  # warm-up
+        runs = []
+        for s in range(3):
+            t0 = time.time()
+            pipe.generate(c["caption"], seed=s, steps=SAMPLING_STEPS, guidance=GUIDANCE)
+            runs.append((time.time() - t0) / SAMPLING_STEPS)
+        out[f"sample_s_per_step_{name}"] = float(np.median(runs))
+        pipe.detach()
+    out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    return out
+
+
+def derive_seed_for_speed() -> int:
+    from tailor.world.vocab import derive_seed
+
+    return derive_seed(BENCH_SEED, 0)
+
+
 if __name__ == "__main__":
     import torch
 
@@ -116,6 +171,8 @@ if __name__ == "__main__":
     what = sys.argv[1]
     if what == "train":
         print(train(sys.argv[2], sys.argv[3]))
+    elif what == "speed":
+        print(json.dumps(speed(sys.argv[2])))
     elif what == "export":
         print(export(sys.argv[2]))
     elif what == "bench":
