@@ -213,3 +213,28 @@ def test_tiny_train_then_generate(tmp_path):
     assert state["ref_unet.conv_in.weight"][:, 4:].abs().max() > 0  # the new channels moved
     out = Pipeline(tailor.tiny_components()).attach(back, **_case()).generate("a star", steps=2).array
     assert out.shape == (1, 32, 32, 3)
+
+
+def test_cli_by_name_and_one_line_errors(capsys, tmp_path):
+    """``--ref-unet ref-unet=...`` loads the shipped world weights by name; an empty mask or a mask of another size
+    exits 2 with one sentence and writes nothing; a reference of another size is resized."""
+    from tailor.cli import main
+
+    c = render_tryon(7)
+    for k in ("scene", "reference", "mask", "shape"):
+        Image.fromarray(c[k]).save(tmp_path / f"{k}.png")
+    Image.new("L", (64, 64)).save(tmp_path / "empty.png")
+    Image.fromarray(c["mask"]).resize((32, 32)).save(tmp_path / "small.png")
+    Image.fromarray(c["reference"]).resize((96, 96)).save(tmp_path / "big.png")
+    p = str(tmp_path)
+    for mask, needle in (("empty.png", "mask is empty"), ("small.png", "mask is 32x32 but the scene is 64x64")):
+        spec = f"ref-unet={p}/scene.png+{p}/reference.png+{p}/{mask}"
+        code = main(["generate", "--base", "world", "--ref-unet", spec, "-p", "x", "--steps", "1", "--out",
+                     f"{p}/bad"])  # fmt: skip
+        err = capsys.readouterr().err
+        assert code == 2 and needle in err and "Traceback" not in err
+        assert not (tmp_path / "bad").exists()
+    spec = f"ref-unet={p}/scene.png+{p}/big.png+{p}/mask.png+{p}/shape.png"
+    code = main(["generate", "--base", "world", "--ref-unet", spec, "-p", c["caption"], "--steps", "2", "-n", "1",
+                 "--out", f"{p}/ok"])  # fmt: skip
+    assert code == 0 and (tmp_path / "ok" / "generation.json").is_file()
