@@ -238,3 +238,19 @@ def test_cli_by_name_and_one_line_errors(capsys, tmp_path):
     code = main(["generate", "--base", "world", "--ref-unet", spec, "-p", c["caption"], "--steps", "2", "-n", "1",
                  "--out", f"{p}/ok"])  # fmt: skip
     assert code == 0 and (tmp_path / "ok" / "generation.json").is_file()
+
+
+def test_bank_rows_follow_a_call_on_some_rows(tiny):
+    """Core bank: a UNet call on some rows of the sampling batch (``batch_rows``, StoryGen's extra guidance row) reads
+    those rows of a bank written per sampling row (ref_unet's [zero, features] under guidance)."""
+    from tailor.core.reference_bank import batch_rows
+
+    bank = ReferenceBank(tiny.unet, reader="attn")
+    name = bank.layers[0]
+    f = torch.arange(2.0).view(2, 1, 1).expand(2, 3, 4)
+    bank.features, bank.mode = {name: f}, "read"
+    assert torch.equal(bank.feature(name, 2), f)
+    with batch_rows(torch.tensor([1])):
+        assert torch.equal(bank.feature(name, 1), f[1:])
+    with batch_rows(torch.tensor([0])):
+        assert torch.equal(bank.feature(name, 1), f[:1])

@@ -97,16 +97,17 @@ def bench(ref: str, baseline: str, out: str | Path, n: int = 32, base: str = "wo
         images[name] = outs
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    (out / "ref_unet_bench.json").write_text(json.dumps({"n": n, "guidance": GUIDANCE, "steps": SAMPLING_STEPS,
+                                                         "results": results}, indent=2))  # fmt: skip
+    np.savez_compressed(out / "ref_unet_bench_images.npz", **{k: np.stack(v) for k, v in images.items()})
     sheet = []
     for i, c in enumerate(cases[:8]):
         m = np.repeat(c["mask"][..., None], 3, -1) >= 128
-        shown = np.where(m, (c["scene"] * 0.45).astype(np.uint8), c["scene"])
+        shown = np.where(m, c["scene"] // 3 + 60, c["scene"]).astype(np.uint8)  # the masked region greyed
         sheet.append(np.concatenate([shown, c["reference"], c["target"], images["ref_unet"][i],
                                      images["baseline"][i]], 1))  # fmt: skip
-    arr = np.concatenate(sheet, 0)
+    arr = np.concatenate(sheet, 0).astype(np.uint8)
     Image.fromarray(arr).resize((arr.shape[1] * 3, arr.shape[0] * 3), Image.NEAREST).save(out / "ref_unet_sheet.png")
-    (out / "ref_unet_bench.json").write_text(json.dumps({"n": n, "guidance": GUIDANCE, "steps": SAMPLING_STEPS,
-                                                         "results": results}, indent=2))  # fmt: skip
     return results
 
 
@@ -136,6 +137,7 @@ def speed(which: str, steps: int = 12, base: str = "world") -> dict:
         log = [json.loads(x) for x in (Path(tmp) / "log.jsonl").read_text().splitlines() if x.strip()]
         times = [1.0 / r["it_s"] for r in log[2:] if r.get("it_s")]
     trainable = sum(p.numel() for p in method.trainable_parameters())
+    method.unpatch()  # off the training base
     rss_train = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     comps = tailor.load_components(base)
     c = render_tryon(derive_seed_for_speed(), comps.default_size)
