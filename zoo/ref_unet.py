@@ -2,7 +2,7 @@
 ablation without the reference UNet (inpainting + IP-Adapter only) trained the same way, the export and the bench.
 
 Both runs: ``world:pair`` sized data (each item re-rendered by :class:`tailor.methods.ref_unet.data.TryOnItems`), batch
-4, lr 2e-4 (conv_in at 10x), AdamW weight decay 0.01, constant after 20 warm-up steps, 800 steps, seed 0, LoRA rank
+4, lr 2e-4 (conv_in at 10x), AdamW weight decay 0.01, constant after 20 warm-up steps, 1,600 steps (shipped: run to 800, then resumed to 1,600), seed 0, LoRA rank
 16 on attention / proj / ff of the try-on UNet, IP-Adapter-Plus ``world-plus`` frozen. Checkpoints every 100 steps; a
 rerun resumes from the newest. One busy CPU thread: ~2-3 s/step under the shared load (two runs at once).
 
@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 DATA = "world:pair"
-STEPS = 800
+STEPS = 1600
 RUNS = {"ref": {"reference_unet": True}, "baseline": {"reference_unet": False}}
 BENCH_SEED = 900_000  # bench cases: derive_seed(BENCH_SEED, i), disjoint from the training seed 0
 GUIDANCE, SAMPLING_STEPS = 2.0, 30  # the official inference default guidance (2.0)
@@ -84,7 +84,7 @@ def bench(ref: str, baseline: str, out: str | Path, n: int = 32, base: str = "wo
         for i, c in enumerate(cases):
             inputs = {k: Image.fromarray(c[k]) for k in ("scene", "reference", "mask", "shape")}
             pipe = Pipeline(comps).attach(method, **inputs)
-            img = pipe.generate(c["caption"], seed=i, steps=SAMPLING_STEPS, guidance=GUIDANCE).array[0]
+            img = np.asarray(pipe.generate(c["caption"], seed=i, steps=SAMPLING_STEPS, guidance=GUIDANCE).images[0])
             pipe.detach()
             ys, xs = np.nonzero(c["mask"] >= 128)  # the mask is a box: its crop is the repainted region
             crop = (slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1))
