@@ -1,10 +1,11 @@
 """The zoo's world ref_unet (IDM-VTON, Choi et al. 2024): the try-on UNet trained on world try-on cases, its
 ablation without the reference UNet (inpainting + IP-Adapter only) trained the same way, the export and the bench.
 
-Both runs: ``world:pair`` sized data (each item re-rendered by :class:`tailor.methods.ref_unet.data.TryOnItems`), batch
-4, lr 2e-4 (conv_in at 10x), AdamW weight decay 0.01, constant after 20 warm-up steps, 1,600 steps (shipped: run to 800, then resumed to 1,600), seed 0, LoRA rank
-16 on attention / proj / ff of the try-on UNet, IP-Adapter-Plus ``world-plus`` frozen. Checkpoints every 100 steps; a
-rerun resumes from the newest. One busy CPU thread: ~2-3 s/step under the shared load (two runs at once).
+Both runs: ``world:pair`` sized data (each item re-rendered by :class:`tailor.methods.ref_unet.data.TryOnItems`),
+batch 4, lr 2e-4 (conv_in at 10x), AdamW weight decay 0.01, constant after 20 warm-up steps, 1,600 steps (the shipped
+run: 800, then resumed to 1,600), seed 0, LoRA rank 16 on attention / proj / ff of the try-on UNet, IP-Adapter-Plus
+``world-plus`` frozen. Checkpoints every 100 steps; a rerun resumes from the newest. ~2-3 s/step under the shared load
+(two runs at once), 0.85 s/step for the resumed 800 (load ~1).
 
     python -m zoo.ref_unet train RUNS ref        # -> RUNS/ref      (the method)
     python -m zoo.ref_unet train RUNS baseline   # -> RUNS/baseline (reference_unet=False)

@@ -125,8 +125,8 @@ def read_official(path: str | Path, cls):
         raise FormatError(f"{root} is not an IDM-VTON folder (no unet/config.json and unet/{WEIGHTS}).")
     cfg = json.loads(cfg_path.read_text())
     if int(cfg.get("in_channels", 0)) != 13:
-        raise FormatError(f"{root}/unet takes {cfg.get('in_channels')} input channels, not IDM-VTON's 13 (noisy + mask "
-                          f"+ masked image + pose latents); pass an IDM-VTON folder.")  # fmt: skip
+        raise FormatError(f"{root}/unet takes {cfg.get('in_channels')} input channels, not IDM-VTON's 13 (noisy + "
+                          f"mask + masked image + pose latents); pass an IDM-VTON folder.")  # fmt: skip
     state = load_tensors(weights)
     proj = {k[len(PROJ) :]: v for k, v in state.items() if k.startswith(PROJ)}
     ips = {k: v for k, v in state.items() if IP_KEY.match(k)}
