@@ -88,6 +88,13 @@ RELIGHT_RECIPES: dict[str, AdapterRecipe] = {
     "ic-light-fbc": AdapterRecipe("ic_light", {"mode": "fbc", "input_lr_scale": 10.0}, steps=1400, lr=1e-4,
                                   data=LIGHT_DATA, train={"caption_dropout": 0.1}),
 }  # fmt: skip
+# ref_unet (IDM-VTON, issue #22): the 13-channel try-on UNet (conv_in + rank-16 LoRA) reading a frozen reference UNet;
+# world try-on cases re-rendered from world:pair items (tailor/methods/ref_unet/data.py). Its own recipe, bench and
+# export: zoo/ref_unet.py (the same schedule as here).
+TRYON_RECIPES: dict[str, AdapterRecipe] = {
+    "ref-unet": AdapterRecipe("ref_unet", {"reference_unet": True}, steps=1600, batch_size=4, lr=2e-4,
+                              warmup_steps=20, data="world:pair"),
+}  # fmt: skip
 RECIPES: dict[str, AdapterRecipe] = {
     "canny": AdapterRecipe("controlnet", {"condition": "canny"}, steps=550),
     "world": AdapterRecipe("ip_adapter", {"image_encoder": "world"}, steps=550),
@@ -105,6 +112,7 @@ RECIPES: dict[str, AdapterRecipe] = {
     **IDENTITY_RECIPES,
     **STORY_RECIPES,
     **RELIGHT_RECIPES,
+    **TRYON_RECIPES,
 }
 NAMES = tuple(RECIPES)
 

@@ -250,6 +250,9 @@ class ReferenceBank:
         g = self.groups
         if g > 1:  # (g * r, N, D) -> (r, g * N, D)
             f = f.view(g, f.shape[0] // g, *f.shape[1:]).transpose(0, 1).reshape(f.shape[0] // g, -1, f.shape[-1])
+        sel = _ROWS.get()
+        if sel is not None and f.shape[0] != rows and sel.numel() == rows and f.shape[0] > int(sel.max()):
+            f = f[sel.to(f.device)]  # a call on some rows of the sampling batch (batch_rows): the bank's rows follow
         return match_rows(f, rows)
 
     # ------------------------------------------------------------------ AdaIN

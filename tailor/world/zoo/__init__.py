@@ -12,7 +12,8 @@ Shipped under ``weights/`` (safetensors only):
   ControlNets ``canny`` and ``seg``, T2I-Adapter ``t2i-canny``, ControlNeXt ``controlnext-canny``, IP-Adapters
   ``world`` and ``world-plus``, the identity methods ``instantid``, ``photomaker``, ``pulid`` (the name
   ``world`` after ``--instantid`` / ``--photomaker`` / ``--pulid`` means these: :func:`identity_adapter`) and
-  StoryGen's context module ``storygen`` (``--storygen world``: :func:`method_adapter`).
+  StoryGen's context module ``storygen`` (``--storygen world``: :func:`method_adapter`), the try-on UNet
+  ``ref-unet`` (``--ref-unet ref-unet=SCENE+REF+MASK+SHAPE``).
 
 This package keeps what runs at inference: these paths, the oracle models (:mod:`.oracles`), the world CLIP scorer
 (:mod:`.clip`, :mod:`.scorer`) and the caption vocabulary (:mod:`.vocabulary`). The recipes that trained the weights
@@ -71,6 +72,7 @@ ADAPTERS = {
     "storygen": ("storygen", None),
     "ic-light-fc": ("ic_light", None),
     "ic-light-fbc": ("ic_light", None),
+    "ref-unet": ("ref_unet", None),
 }
 #: the world identity weights of each identity method: ``--instantid world`` -> ``adapters/instantid``
 IDENTITY_ADAPTERS = {"instantid": "instantid", "photomaker": "photomaker", "pulid": "pulid"}
