@@ -97,7 +97,7 @@ RECIPES: dict[str, AdapterRecipe] = {
     "world-plus": AdapterRecipe("ip_adapter", {"image_encoder": "world", "plus": True}, steps=420),
     # module widths scaled to the base (issue 20: 36,768 parameters, not the SD1.5 module's 3.45M), so its step
     # costs about what the frozen UNet's does and it trains longer than the others
-    "controlnext-canny": AdapterRecipe("controlnext", {"condition": "canny"}, steps=4000),
+    "controlnext-canny": AdapterRecipe("controlnext", {"condition": "canny"}, steps=3000),
     # issue 24: boxes image -> multi-object scenes; relation scenes of 4 styles (cartoon held out for `tailor synth`'s
     # bench), 3,000 steps (68 min on one busy thread at 1.4 s/step)
     "layout": AdapterRecipe(
