@@ -10,7 +10,7 @@ import tailor
 from tailor.core.pipeline import Pipeline
 from tailor.errors import IncompatibleError
 from tailor.methods.controlnext import ControlNeXtMethod
-from tailor.methods.controlnext.modules import ControlNeXtModel, cross_normalize, num_stages
+from tailor.methods.controlnext.modules import ControlNeXtModel, cross_normalize, num_stages, scaled_widths
 
 
 def test_hook_adds_cross_normalized_control_after_block0(tiny):
@@ -71,3 +71,75 @@ def test_sizes_files_and_official_layout(tiny, tmp_path):
     assert all(torch.equal(v, ref[k]) for k, v in back.model.state_dict().items())
     folder = ControlNeXtModel.from_pretrained(tmp_path / "run" / "controlnext")
     assert all(torch.equal(v, ref[k]) for k, v in folder.state_dict().items())
+
+
+def shapes(model) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def test_widths_scale_with_the_base():
+    """Every width keeps its official ratio to the first UNet block (64, 128, 256 / 320), rounded to 8s."""
+    sd = ControlNeXtModel.for_base((320, 640, 1280, 1280), 8)
+    assert shapes(sd) == shapes(ControlNeXtModel())  # SD1.5: the official module, shape for shape
+    assert sum(p.numel() for p in sd.parameters()) == 3_526_400
+    assert scaled_widths(320) == {"embed": 64, "mid": 128, "last": 256, "time_proj": 128, "time_embed": 256}
+    assert scaled_widths(640) == {"embed": 128, "mid": 256, "last": 512, "time_proj": 256, "time_embed": 512}
+    # the world base (32, 64, 128), VAE factor 4: 6.4 -> 8, 12.8 -> 16, 25.6 -> 24
+    world = ControlNeXtModel.for_base((32, 64, 128), 4)
+    got = shapes(world)
+    assert got["embedding.0.weight"] == (8, 3, 3, 3) and got["embedding.6.weight"] == (16, 8, 3, 3)
+    assert got["time_embedding.linear_1.weight"] == (24, 16) and got["time_embedding.linear_2.weight"] == (24, 24)
+    assert got["down_res.0.conv1.weight"] == (16, 16, 3, 3) and got["down_res.1.conv1.weight"] == (24, 16, 3, 3)
+    assert got["down_res.1.time_emb_proj.weight"] == (24, 24) and got["mid_convs.0.0.weight"] == (24, 24, 3, 3)
+    assert got["mid_convs.1.weight"] == (32, 24, 1, 1)
+    assert sum(p.numel() for p in world.parameters()) == 36_768  # the paper-width module on this base: 3,452,384
+    assert set(got) == set(shapes(ControlNeXtModel()))  # the official key layout
+    out = world(torch.rand(2, 3, 64, 64), torch.tensor([10]))
+    assert tuple(out.shape) == (2, 32, 8, 8)  # 64 px -> 32 (stem) -> 8 after two stages: the injection point's size
+
+
+def test_scaled_module_round_trips_through_the_official_layout(tmp_path):
+    """A file of bare official keys at scaled widths reads back with the widths its tensors imply."""
+    world = ControlNeXtModel.for_base((32, 64, 128), 4)
+    save_file({k: v.contiguous() for k, v in world.state_dict().items()}, str(tmp_path / "m.safetensors"))
+    loaded = tailor.load(tmp_path / "m.safetensors")
+    assert loaded.model_config["embedding_channels"] == [8, 16] and loaded.model_config["time_proj_dim"] == 16
+    loaded.patch(tailor.tiny_components())  # first block 32 wide: fits
+    ref = world.state_dict()
+    assert all(torch.equal(v, ref[k]) for k, v in loaded.model.state_dict().items())
+
+
+def test_shipped_world_module_loads_by_name():
+    from tailor.world.zoo import WEIGHTS, shipped_adapters
+
+    if "controlnext-canny" not in shipped_adapters() or not (WEIGHTS / "base" / "model_index.json").is_file():
+        pytest.skip("controlnext-canny or the world base is not shipped")
+    m = tailor.load("controlnext-canny")
+    assert isinstance(m, ControlNeXtMethod) and m.config.condition == "canny"
+    world = tailor.load_components("world")
+    m.patch(world)
+    want = ControlNeXtModel.for_base(world.unet.config.block_out_channels, world.vae_scale_factor)
+    assert shapes(m.model) == shapes(want)  # shipped at the widths scaled to the base
+    m.unpatch()
+
+
+def test_control_bench_times_each_file_at_its_own_widths(tmp_path, monkeypatch):
+    """Two ControlNeXt files of one config but different widths get their own training timing (the bench once
+    timed the paper-width file with the base-scaled module)."""
+    from tailor.bench import control as B
+
+    seen = []
+
+    def fake_train(method, config, components=None):
+        seen.append(method.model_config)
+        raise RuntimeError("timed")
+
+    monkeypatch.setattr(tailor, "train", fake_train)
+    s = B.Settings(base="tiny", out=tmp_path, **B.QUICK)
+    cfg = ControlNeXtMethod(condition="canny").config
+    paper, scaled = dict(ControlNeXtModel().config), dict(ControlNeXtModel.for_base((32, 64), 2).config)
+    rows = [B.timed_training(n, "controlnext", cfg, s, tmp_path, a) for n, a in (("p", paper), ("s", scaled))]
+    assert [m["output_channels"] for m in seen] == [320, 32]  # each timed at the loaded file's architecture
+    assert all("timed" in r["train_error"] for r in rows)
+    B.timed_training("again", "controlnext", cfg, s, tmp_path, paper)
+    assert len(seen) == 2  # the cache answers the same architecture

@@ -222,9 +222,24 @@ def check_ic_light(shapes, kind, configs):
     assert state["conv_in.bias"] == [320] and any(k.startswith("up_blocks.") for k in state)
 
 
+def check_controlnext(shapes, kind, configs):
+    """The official ControlNeXt module (SD1.5 training code), which a first block of 320 gets unscaled: 3 -> 64, 64,
+    128 stem, stages 128 -> 128 -> 256, 128-d timestep -> 256, a 1x1 conv to 320; file and folder alike."""
+    want = {"embedding.0.weight": [64, 3, 3, 3], "embedding.6.weight": [128, 64, 3, 3],
+            "time_embedding.linear_1.weight": [256, 128], "down_res.0.conv1.weight": [128, 128, 3, 3],
+            "down_res.1.conv1.weight": [256, 128, 3, 3], "mid_convs.0.0.weight": [256, 256, 3, 3],
+            "mid_convs.1.weight": [320, 256, 1, 1]}  # fmt: skip
+    file = {k.removeprefix("controlnext."): v for k, v in one(shapes, "controlnext.safetensors").items()}
+    folder = one(shapes, "controlnext/diffusion_pytorch_model.safetensors")
+    for state in (file, folder):
+        assert {k: state.get(k) for k in want} == want
+        assert not any(k.startswith("down_res.2.") for k in state)  # two stages for a VAE factor of 8
+
+
 CHECKS = {
     "controlnet": check_controlnet,
     "controlnet_pp": check_controlnet,
+    "controlnext": check_controlnext,
     "dreambooth": check_full_unet,
     "finetune": check_full_unet,
     "hypernetwork": check_hypernetwork,

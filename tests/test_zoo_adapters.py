@@ -92,7 +92,7 @@ def test_shipped_sizes():
     # IC-Light's file is a full UNet delta (4.2M parameters in float16: 8.5 MB each), within the zoo's 80 MB
     assert all(r <= 9e6 for r in relight)
     assert sum(p.stat().st_size for p in WEIGHTS.rglob("*") if p.is_file()) <= 80e6
-    # ~15 MB was the aim; ControlNeXt's module keeps the paper's widths (64/128/256, 3.5M parameters: 6.9 MB)
+    # ~15 MB was the aim; ControlNeXt at the base's widths is 79 KB (the paper's widths were 6.9 MB)
     # + the layout ControlNet of `tailor synth` (issue 24, 3.8 MB)
     assert sum(size.values()) <= 24 * 2**20
     assert identity <= 6.5e6  # InstantID's IdentityNet (a ControlNet of the world UNet) alone is 3.96 MB

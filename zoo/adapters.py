@@ -102,8 +102,9 @@ RECIPES: dict[str, AdapterRecipe] = {
     "t2i-canny": AdapterRecipe("t2i_adapter", {"condition": "canny", "adapter_type": "full"}, steps=600),
     "seg": AdapterRecipe("controlnet", {"condition": "seg"}, steps=420),
     "world-plus": AdapterRecipe("ip_adapter", {"image_encoder": "world", "plus": True}, steps=420),
-    # its control module convolves at the image's resolution (3->64 channels, stride 2): ~3.5x the step cost
-    "controlnext-canny": AdapterRecipe("controlnext", {"condition": "canny"}, steps=320, batch_size=4),
+    # module widths scaled to the base (issue 20: 36,768 parameters, not the SD1.5 module's 3.45M), so its step
+    # costs about what the frozen UNet's does and it trains longer than the others
+    "controlnext-canny": AdapterRecipe("controlnext", {"condition": "canny"}, steps=3000),
     # issue 24: boxes image -> multi-object scenes; relation scenes of 4 styles (cartoon held out for `tailor synth`'s
     # bench), 3,000 steps (68 min on one busy thread at 1.4 s/step)
     "layout": AdapterRecipe(

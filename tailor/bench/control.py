@@ -101,9 +101,12 @@ def edge_f1_scores(images, samples: list) -> float:
                           for im, s in zip(images, samples)]))  # fmt: skip
 
 
-def train_seconds_per_step(method_name: str, config, s: Settings, folder: Path) -> dict[str, float]:
+def train_seconds_per_step(
+    method_name: str, config, s: Settings, folder: Path, model_config: dict | None = None
+) -> dict[str, float]:
     """Seconds per optimizer step on world objects: the median wall time of ``train_steps`` steps after 2 warm-up
-    steps, and the process CPU time of a (1 + ``train_steps``)-step run minus that of a 1-step run (setup cancels)."""
+    steps, and the process CPU time of a (1 + ``train_steps``)-step run minus that of a 1-step run (setup cancels).
+    ``model_config``: the loaded model's architecture (else the method's default for the base)."""
     import json
 
     import tailor
@@ -113,6 +116,8 @@ def train_seconds_per_step(method_name: str, config, s: Settings, folder: Path) 
     try:
         for steps in (1, 1, 1 + s.train_steps):  # the first run takes the one-off costs (lazy imports, caches)
             method = spec.method(config) if config is not None else spec.method()
+            if model_config is not None:  # a fresh model of the loaded one's widths, not the base's default
+                method.model_config = dict(model_config)
             cfg = tailor.TrainConfig(base=s.base, data="world:objects", steps=steps + 1, batch_size=s.batch_size,
                                      out=str(folder / str(steps)), log_every=1, seed=0)  # fmt: skip
             comps = tailor.load_components(s.base)
@@ -152,17 +157,21 @@ def scores(images, samples: list, kind: str | None) -> dict[str, Any]:
     }
 
 
-def timed_training(name: str, method_name: str, config, s: Settings, root: Path) -> dict[str, Any]:
-    """Training s/step, cached in ``root/timing.json`` per (method, config, base, steps, batch)."""
+def timed_training(
+    name: str, method_name: str, config, s: Settings, root: Path, model_config: dict | None = None
+) -> dict[str, Any]:
+    """Training s/step, cached in ``root/timing.json`` per (method, config, model architecture, base, steps,
+    batch): two files of one method at different widths are timed apart."""
     import json
 
     key = C.stamp(dict(method=method_name, config=config.to_dict() if config is not None else None, base=s.base,
-                       steps=s.train_steps, bs=s.batch_size))  # fmt: skip
+                       steps=s.train_steps, bs=s.batch_size,
+                       **({"model": model_config} if model_config is not None else {})))  # fmt: skip
     cache_file = root / "timing.json"
     cache = json.loads(cache_file.read_text()) if cache_file.is_file() and not s.fresh else {}
     if key not in cache:
         try:
-            cache[key] = train_seconds_per_step(method_name, config, s, root / "timing" / name)
+            cache[key] = train_seconds_per_step(method_name, config, s, root / "timing" / name, model_config)
         except Exception as e:  # report, do not lose the other rows: e.g. a method whose training needs extra inputs
             cache[key] = {"train_s_per_step": None, "train_error": f"{type(e).__name__}: {e}"}
         shutil.rmtree(root / "timing", ignore_errors=True)
@@ -219,7 +228,8 @@ def run(s: Settings) -> dict[str, Any]:
             C.save_images(images, root / "images" / name, "img")
             row = {"model": name, "path": s.models[name], "method": method.name, "condition": kind, "params": params}
             row |= sps | scores(images, per_image, kind)
-            rows.append(row | timed_training(name, method.name, method.config, s, root))
+            arch = getattr(method, "model_config", None)
+            rows.append(row | timed_training(name, method.name, method.config, s, root, arch))
             from tailor.core.images import to_pil
 
             sheet.append((f"{name} condition", to_pil(conds[:8])))

@@ -138,7 +138,8 @@ class ControlNeXtMethod(ConditionedModelMethod):
 
 
 def official_config(tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
-    """The module config an official ControlNeXt state dict implies (stages, widths, output channels)."""
+    """The module config an official-layout ControlNeXt state dict implies (stages, widths, output channels; the
+    release's SD1.5 files give the official widths, files made here for other bases their scaled ones)."""
     stages = sorted({int(k.split(".")[1]) for k in tensors if k.startswith("down_res.")})
     outs = [int(tensors[f"down_res.{i}.conv1.weight"].shape[0]) for i in stages]
     ins = [int(tensors[f"down_res.{i}.conv1.weight"].shape[1]) for i in stages]
@@ -149,4 +150,6 @@ def official_config(tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
         groups=groups,
         output_channels=int(tensors["mid_convs.1.weight"].shape[0]),
         time_embed_dim=int(tensors["time_embedding.linear_2.weight"].shape[0]),
+        embedding_channels=[int(tensors[f"embedding.{i}.weight"].shape[0]) for i in (0, 6)],
+        time_proj_dim=int(tensors["time_embedding.linear_1.weight"].shape[1]),
     )

@@ -4,9 +4,12 @@ Generation"): a light convolutional encoder of the condition image, and cross no
 Layout and parameter names follow the official ``ControlNeXtModel`` (SD1.5 training code), so its weights load
 unchanged on SD1.5: ``embedding`` (3->64 stride 2, 64, 128 convs with GroupNorm + ReLU), ``down_res`` /
 ``down_sample`` (ResNet block + stride-2 conv per stage, 128 -> 128 -> 256, timestep-conditioned), ``mid_convs``
-(a residual conv pair, then a 1x1 conv to the UNet's first block width). Two changes for small bases: the output
-width is the base's ``block_out_channels[0]`` (320 on SD1.5) and the number of down stages is chosen so the output
-is not coarser than the injection point (two stages for a VAE factor of 8, the paper's module).
+(a residual conv pair, then a 1x1 conv to the UNet's first block width), a 128-d sinusoidal timestep and a 256-d
+time embedding. Three changes for other bases (:meth:`ControlNeXtModel.for_base`): the output width is the base's
+``block_out_channels[0]`` (320 on SD1.5); every other width keeps its official ratio to that width (64, 128, 256,
+128, 256 = 0.2, 0.4, 0.8, 0.4, 0.8 x 320; :func:`scaled_widths`), so the module stays as light next to a small UNet
+as the paper's is next to SD1.5's; and the number of down stages is chosen so the output is not coarser than the
+injection point (two stages for a VAE factor of 8, the paper's module).
 """
 
 from __future__ import annotations
@@ -17,6 +20,22 @@ from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.resnet import Downsample2D, ResnetBlock2D
 from torch import nn
+
+#: the official module's widths on SD1.5 (first UNet block 320): embedding (64, 128), stage outputs 128 / 256,
+#: sinusoidal timestep 128, time embedding 256
+OFFICIAL_BASE_WIDTH = 320
+OFFICIAL_WIDTHS = {"embed": 64, "mid": 128, "last": 256, "time_proj": 128, "time_embed": 256}
+
+
+def scaled_width(official: int, base_width: int) -> int:
+    """``official * base_width / 320`` rounded to a multiple of 8 (the GroupNorms' 8 groups), at least 8."""
+    return max(8, 8 * round(official * base_width / OFFICIAL_BASE_WIDTH / 8))
+
+
+def scaled_widths(base_width: int) -> dict[str, int]:
+    """The official widths at their ratio to the first UNet block: SD1.5 (320) gives them unchanged, the world
+    base (32) gives embed 8, mid 16, last 24, time_proj 16, time_embed 24."""
+    return {k: scaled_width(v, base_width) for k, v in OFFICIAL_WIDTHS.items()}
 
 
 def num_stages(vae_factor: int) -> int:
@@ -36,19 +55,22 @@ class ControlNeXtModel(ModelMixin, ConfigMixin):
         groups: tuple[int, ...] = (4, 8),
         output_channels: int = 320,
         controlnext_scale: float = 1.0,
+        embedding_channels: tuple[int, int] = (64, 128),
+        time_proj_dim: int = 128,
     ):
         super().__init__()
-        self.time_proj = Timesteps(128, True, downscale_freq_shift=0)
-        self.time_embedding = TimestepEmbedding(128, time_embed_dim)
+        e1, e2 = embedding_channels
+        self.time_proj = Timesteps(time_proj_dim, True, downscale_freq_shift=0)
+        self.time_embedding = TimestepEmbedding(time_proj_dim, time_embed_dim)
         self.embedding = nn.Sequential(
-            nn.Conv2d(3, 64, kernel_size=3, stride=2, padding=1),
-            nn.GroupNorm(2, 64),
+            nn.Conv2d(3, e1, kernel_size=3, stride=2, padding=1),
+            nn.GroupNorm(2, e1),
             nn.ReLU(),
-            nn.Conv2d(64, 64, kernel_size=3, stride=1, padding=1),
-            nn.GroupNorm(2, 64),
+            nn.Conv2d(e1, e1, kernel_size=3, stride=1, padding=1),
+            nn.GroupNorm(2, e1),
             nn.ReLU(),
-            nn.Conv2d(64, 128, kernel_size=3, stride=1, padding=1),
-            nn.GroupNorm(2, 128),
+            nn.Conv2d(e1, e2, kernel_size=3, stride=1, padding=1),
+            nn.GroupNorm(2, e2),
             nn.ReLU(),
         )
         self.down_res = nn.ModuleList()
@@ -58,7 +80,7 @@ class ControlNeXtModel(ModelMixin, ConfigMixin):
                 ResnetBlock2D(in_channels=cin, out_channels=cout, temb_channels=time_embed_dim, groups=g)
             )
             self.down_sample.append(Downsample2D(cout, use_conv=True, out_channels=cout, padding=1, name="op"))
-        last = out_channels[-1] if len(out_channels) else 128
+        last = out_channels[-1] if len(out_channels) else e2
         self.mid_convs = nn.ModuleList(
             [
                 nn.Sequential(
@@ -75,12 +97,18 @@ class ControlNeXtModel(ModelMixin, ConfigMixin):
 
     @classmethod
     def for_base(cls, block_out_channels, vae_factor: int) -> ControlNeXtModel:
-        n = num_stages(vae_factor)
+        """The module for a base: the official one on SD1.5 (first block 320), widths scaled by the first block's
+        width otherwise (:func:`scaled_widths`), down stages fitted to the VAE factor (:func:`num_stages`)."""
+        width = int(block_out_channels[0])
+        w, n = scaled_widths(width), num_stages(vae_factor)
         return cls(
-            in_channels=(128, 128)[:n],
-            out_channels=(128, 256)[:n],
+            time_embed_dim=w["time_embed"],
+            in_channels=(w["mid"], w["mid"])[:n],
+            out_channels=(w["mid"], w["last"])[:n],
             groups=(4, 8)[:n],
-            output_channels=int(block_out_channels[0]),
+            output_channels=width,
+            embedding_channels=(w["embed"], w["mid"]),
+            time_proj_dim=w["time_proj"],
         )
 
     def forward(self, image: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
