@@ -641,3 +641,67 @@ def stage_eval_v2(runs: Path, weights: Path, n_prompts: int | None = None, steps
     vae = json.loads(vm.read_text()) if vm.is_file() else None
     bases = {"base-v2": folder, "shipped": base_path()}
     return evaluate_bases(bases, Path(runs) / "eval_v2", n_prompts, 2, steps, exclude, vae, device=str(dev))
+
+
+# ------------------------------------------------------------------ what comes back from a lent GPU
+RESULT_FILES = (
+    "eval_v2/table.md", "eval_v2/eval.json", "eval_v2/samples.png", "vae_v2/metrics.json", "vae_v2/roundtrip.png",
+    "vae_v2/plan.json", "vae_v2/log.jsonl", "unet_v2_plan.json", "unet_v2/log.jsonl", "weights/base-v2/zoo.json",
+)  # fmt: skip
+
+
+def pack_results(runs: str | Path, dest: str | Path, limit: int = 15 * 2**20) -> list[str]:
+    """Few, small files into ``dest`` (a lent GPU returns at most 8 files of 16 MiB): ``v2_results.tar`` (tables,
+    metrics, plans, logs, grids), ``v2_samples.png`` and ``v2_table.md`` to look at, and the exported base v2 in
+    float16 (``tailor generate`` loads it as float32) as ``base-v2-fp16-K.tar`` parts of at most ``limit`` bytes
+    (untar them all into one folder). Returns the files written."""
+    import shutil
+    import tarfile
+    import tempfile
+
+    from safetensors.torch import load_file, save_file
+
+    runs, dest = Path(runs), Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    written = []
+    with tarfile.open(dest / "v2_results.tar", "w") as tar:
+        for rel in RESULT_FILES:
+            if (runs / rel).is_file():
+                tar.add(runs / rel, arcname=rel)
+    written.append(str(dest / "v2_results.tar"))
+    for rel, name in (("eval_v2/samples.png", "v2_samples.png"), ("eval_v2/table.md", "v2_table.md")):
+        if (runs / rel).is_file():
+            shutil.copyfile(runs / rel, dest / name)
+            written.append(str(dest / name))
+    base = runs / "weights" / "base-v2"
+    if not (base / "model_index.json").is_file():
+        return written
+    with tempfile.TemporaryDirectory() as tmp:
+        half = Path(tmp) / "base-v2"
+        files = []
+        for f in sorted(p for p in base.rglob("*") if p.is_file()):
+            rel = f.relative_to(base)
+            (half / rel).parent.mkdir(parents=True, exist_ok=True)
+            if f.suffix == ".safetensors":
+                t = load_file(str(f))
+                save_file({k: v.half() if v.is_floating_point() else v for k, v in t.items()}, str(half / rel),
+                          metadata={"format": "pt"})  # fmt: skip
+            else:
+                shutil.copyfile(f, half / rel)
+            files.append(rel)
+        parts: list[list[Path]] = [[]]
+        size = 0
+        for rel in sorted(files, key=lambda r: -(half / r).stat().st_size):
+            n = (half / rel).stat().st_size
+            if parts[-1] and size + n > limit:
+                parts.append([])
+                size = 0
+            parts[-1].append(rel)
+            size += n
+        for k, part in enumerate(parts, 1):
+            path = dest / f"base-v2-fp16-{k}.tar"
+            with tarfile.open(path, "w") as tar:
+                for rel in part:
+                    tar.add(half / rel, arcname=str(Path("base-v2") / rel))
+            written.append(str(path))
+    return written
