@@ -301,7 +301,9 @@ def stage_vae_v2(runs: Path, steps: int | None = None, batch_size: int | None = 
     pool = np.load(folder / "pool.npy")
     batch_size = int(os.environ.get("ZOO_V2_VAE_BATCH", batch_size or (256 if gpu else 8)))
     torch.manual_seed(SEED)
-    vae = build_vae_v2(channels or VAE_CHANNELS, layers or VAE_LAYERS, groups=VAE_GROUPS)
+    channels = tuple(channels or VAE_CHANNELS)
+    groups = VAE_GROUPS if all(c % VAE_GROUPS == 0 for c in channels) else 4  # tiny test sizes: groups of 4
+    vae = build_vae_v2(channels, layers or VAE_LAYERS, groups=groups)
     vae.to(dev)
     batches = pool_batches(pool, batch_size, SEED, dev)
     sec = None
