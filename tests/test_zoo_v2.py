@@ -136,3 +136,29 @@ def test_export_refuses_the_package_weights(tmp_path):
 
     with pytest.raises(ConfigError, match="never into the package"):
         v2.stage_export_v2(tmp_path, WEIGHTS)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("bash") is None or shutil.which("timeout") is None, reason="needs bash, timeout")
+def test_gpu_script_runs_the_base_v2_alias_on_the_cpu_within_its_minutes(tmp_path):
+    """The CPU smoke run of docs/zoo.md ("GPU path: base v2"), ~2-3 minutes: every stage, the split, the packing."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    runs, out = tmp_path / "runs", tmp_path / "OUT"
+    env = {k: v for k, v in os.environ.items() if k not in ("OUT", "PYTHONPATH") and not k.startswith("ZOO_")}
+    env |= {"PYTHON": sys.executable, "ZOO_DEVICE": "cpu", "ZOO_THREADS": "1", "ZOO_WORKERS": "0",
+            "ZOO_V2_IMAGES": "128", "ZOO_V2_VAE_BATCH": "4", "ZOO_V2_UNET_BATCH": "4", "ZOO_V2_EVAL_N": "2",
+            "ZOO_V2_EVAL_S": "45", "ZOO_V2_EXPORT_S": "10", "ZOO_RESERVE_S": "10", "OMP_NUM_THREADS": "1",
+            "ZOO_WHEELS": str(tmp_path / "no-wheels"), "OUT": str(out)}  # fmt: skip
+    done = subprocess.run(["bash", str(root / "zoo" / "gpu.sh"), "base-v2", "4", str(runs)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert "planned split (s):" in done.stdout
+    summary = json.loads((out / "gpu_summary.json").read_text())
+    assert summary["exit"] == 0 and {"vae_v2", "unet_v2"} <= set(summary["runs"])
+    back = sorted(p.name for p in out.iterdir())
+    assert len(back) <= 8 and "v2_table.md" in back and "base-v2-fp16-1.tar" in back
