@@ -29,11 +29,12 @@ THREADS = Annotated[int, typer.Option(help="torch CPU threads.")]
 
 def stage_list(only: str | None) -> tuple[str, ...]:
     """``--only`` as stages: one name or several, comma-separated (default: all, in order)."""
-    from zoo import recipe
+    from zoo import recipe, v2
 
     stages = recipe.DEFAULT_STAGES if only is None else tuple(s.strip() for s in only.split(",") if s.strip())
-    known = (*recipe.STAGES, "from-shipped")
+    known = (*recipe.STAGES, "from-shipped", *v2.STAGES, *v2.ALIAS)
     bad = [s for s in stages if s not in known]
+    stages = v2.expand(stages)
     if bad or not stages:
         raise ConfigError(f"unknown stage {(bad or [only])[0]!r}; pick one of {', '.join(known)}.")
     return stages
@@ -47,7 +48,7 @@ def train(
             help="Run these stages (comma-separated): tokenizer, vae, vae-decoder, vae-wide, unet, unet-faces, "
             "unet-cooldown, unet-words, unet-long, unet-long-decay, clip, oracle, export, "
             "adapters (default: all, in order); from-shipped seeds RUNS from the shipped base (then unet-long goes "
-            "on from it)."
+            "on from it); base v2 (zoo/v2.py): vae-v2, unet-v2, export-v2, eval-v2, or base-v2 for all four."
         ),
     ] = None,
     runs: Annotated[Path, typer.Option(help="Run folder (checkpoints; every stage resumes from it).")] = Path(
@@ -100,7 +101,7 @@ def train(
     ] = None,
 ) -> None:
     """Train the world zoo (base model, world CLIP, oracles, adapters) and export it into the package's weights."""
-    from zoo import loop, recipe
+    from zoo import loop, recipe, v2
 
     stages = stage_list(only)
     names = None if adapters is None else tuple(n.strip() for n in adapters.split(",") if n.strip())
@@ -143,8 +144,25 @@ def train(
             recipe.stage_oracle(runs, picked, {n: steps for n in picked} if steps else None)
         elif stage == "adapters":
             recipe.stage_adapters(runs, names, steps, base=base, **out, **ck)
+        elif stage in v2.STAGES:
+            run_v2(stage, stages, runs, steps, weights, num_workers)
         else:
             typer.echo(json.dumps(recipe.stage_export(runs, **out)))
+
+
+def run_v2(stage: str, stages: tuple[str, ...], runs: Path, steps: int | None, weights: Path | None, workers: int):
+    """One base-v2 stage (:mod:`zoo.v2`); ``--weights`` defaults to ``RUNS/weights`` (never the package's)."""
+    from zoo import v2
+
+    weights = weights if weights is not None else runs / "weights"
+    if stage == "vae-v2":
+        typer.echo(str(v2.stage_vae_v2(runs, steps, workers=workers, stages=stages)))
+    elif stage == "unet-v2":
+        typer.echo(str(v2.stage_unet_v2(runs, steps, num_workers=workers, stages=stages)))
+    elif stage == "export-v2":
+        typer.echo(str(v2.stage_export_v2(runs, weights)))
+    else:
+        v2.stage_eval_v2(runs, weights)
 
 
 UNET_PHASES = {

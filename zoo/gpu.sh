@@ -7,7 +7,9 @@
 # STAGE    any `python -m zoo train --only` value, comma-separated for several (default: vae-wide,export,adapters:
 #          world v2's sharper VAE on the shipped latents (ZOO_VAE_STEPS steps, batch 128, exported into
 #          RUNS/weights/base), then the adapters on the shipped base; all need nothing but this checkout; the unet*
-#          stages need their earlier runs in RUNS, or `from-shipped,unet-long` to go on from the shipped base)
+#          stages need their earlier runs in RUNS, or `from-shipped,unet-long` to go on from the shipped base);
+#          base-v2 (= vae-v2,unet-v2,export-v2,eval-v2, zoo/v2.py): a new VAE and base UNet from scratch, exported to
+#          RUNS/weights/base-v2 and measured beside the shipped base (docs/zoo.md "GPU path: base v2")
 # MINUTES  wall-clock budget of the whole script, setup included (default 12, decimals allowed); training stops early
 #          enough (SIGTERM) to write the summary; rerun the same command and every stage resumes from its newest
 #          complete checkpoint in RUNS
@@ -17,6 +19,9 @@
 #      ZOO_CHECKPOINT_EVERY (50), ZOO_THREADS (8), ZOO_WORKERS (4: data workers of the diffusion stages),
 #      ZOO_VAE_STEPS (1500: steps of vae-wide; its render processes: cpu_count - 2, at most 12),
 #      ZOO_RESERVE_S (40: seconds kept for the summary), ZOO_WHEELS (.whl: carried wheels, see zoo/gpu_wheels.sh),
+#      base v2: ZOO_V2_VAE_S / ZOO_V2_UNET_S (fixed training seconds; default: shares of the time left, see
+#      zoo/v2.py SHARES), ZOO_V2_EXPORT_S (15) / ZOO_V2_EVAL_S (60) (kept for those stages), ZOO_V2_IMAGES
+#      (60000: pool renders), ZOO_V2_VAE_BATCH / ZOO_V2_UNET_BATCH (256), ZOO_V2_EVAL_PROMPTS (32 per task),
 #      PYTHON (default python3).
 # Writes RUNS/gpu.log (the run's output) and gpu_summary.json (into $OUT when set, else RUNS); exits with the
 # training's status (0 finished, 124 stopped at the budget: resumable).
@@ -25,7 +30,11 @@ cd "$(dirname "$0")/.." || exit 1
 t0=$(date +%s)
 STAGE=${1:-vae-wide,export,adapters}
 MINUTES=${2:-12}
-RUNS=${3:-${OUT:+$OUT/zoo_runs}}
+V2=""
+case ",$STAGE," in *,base-v2,*|*,vae-v2,*|*,unet-v2,*|*,export-v2,*|*,eval-v2,*) V2=1 ;; esac
+# base v2 writes ~60k pool images and checkpoints: its runs stay on the machine (outputs/ is kept between calls on a
+# warm machine); what comes back to $OUT is packed by zoo/v2.py pack_results (at most 8 files of 16 MiB)
+if [ -n "$V2" ]; then RUNS=${3:-outputs/zoo_gpu}; else RUNS=${3:-${OUT:+$OUT/zoo_runs}}; fi
 RUNS=${RUNS:-outputs/zoo_gpu}
 SUMMARY_DIR=${OUT:-$RUNS}
 PY=${PYTHON:-python3}
@@ -69,10 +78,21 @@ left=$((budget - ($(date +%s) - t0) - ${ZOO_RESERVE_S:-40}))
 if [ "$left" -lt 20 ]; then echo "no time left for training (${MINUTES} min budget)"; exit 3; fi
 VAE_ARGS=""
 case ",$STAGE," in *,vae-wide,*) VAE_ARGS="--vae-steps ${ZOO_VAE_STEPS:-1500}" ;; esac
+case ",$STAGE," in
+    *,base-v2,*|*,vae-v2,*|*,unet-v2,*)
+        # the v2 stages share one deadline (zoo/v2.py stage_seconds): each takes its share of what is left
+        export ZOO_V2_DEADLINE=$(($(date +%s) + left - 5))
+        "$PY" -c "import json, sys; from zoo import v2; stages = v2.expand(tuple(sys.argv[2].split(',')));
+print('planned split (s):', json.dumps(v2.split_budget(float(sys.argv[1]), tuple(s for s in stages if s in v2.STAGES))))" \
+            "$((left - 5))" "$STAGE" ;;
+esac
 echo "== $STAGE on $DEVICE for at most ${left}s, runs in $RUNS"
 # shellcheck disable=SC2086
+CK_ARGS="--checkpoint-every ${ZOO_CHECKPOINT_EVERY:-50}"  # base v2 plans its own (about every 60 s) unless set
+if [ -n "$V2" ] && [ -z "${ZOO_CHECKPOINT_EVERY:-}" ]; then CK_ARGS=""; fi
+# shellcheck disable=SC2086
 timeout --signal=TERM --kill-after=15 "$left" "$PY" -m zoo train --only "$STAGE" --runs "$RUNS" \
-    --device "$DEVICE" --checkpoint-every "${ZOO_CHECKPOINT_EVERY:-50}" --threads "${ZOO_THREADS:-8}" \
+    --device "$DEVICE" $CK_ARGS --threads "${ZOO_THREADS:-8}" \
     --num-workers "${ZOO_WORKERS:-4}" --weights "$RUNS/weights" $VAE_ARGS ${ZOO_ARGS:-} 2>&1 | tee "$RUNS/gpu.log"
 status=${PIPESTATUS[0]}
 
@@ -94,4 +114,9 @@ for log in sorted(runs.rglob("log.jsonl")):
 Path(dest).write_text(json.dumps(out, indent=1))
 print(json.dumps(out))
 EOF
+if [ -n "$V2" ] && [ "$SUMMARY_DIR" != "$RUNS" ]; then
+    cp "$RUNS/gpu.log" "$SUMMARY_DIR/gpu.log" 2>/dev/null
+    "$PY" -c "import sys; from zoo.v2 import pack_results; print(pack_results(sys.argv[1], sys.argv[2]))" \
+        "$RUNS" "$SUMMARY_DIR"
+fi
 exit "$status"

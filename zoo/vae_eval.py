@@ -31,9 +31,10 @@ def fresh_renders(kind: str, n: int, seed: int = SEED, size: int = 64) -> list:
 @torch.no_grad()
 def round_trip(vae, x: torch.Tensor, batch: int = 64) -> torch.Tensor:
     """Encode (posterior mode) and decode images in [-1, 1]; returns [-1, 1], quantised to 8 bits as a saved PNG."""
-    out = []
+    first = next(iter(vae.parameters()), None) if hasattr(vae, "parameters") else None
+    out, dev = [], first.device if first is not None else x.device  # on the VAE's device; the result on the CPU
     for i in range(0, len(x), batch):
-        rec = vae.decode(vae.encode(x[i : i + batch]).latent_dist.mode()).sample.clamp(-1, 1)
+        rec = vae.decode(vae.encode(x[i : i + batch].to(dev)).latent_dist.mode()).sample.clamp(-1, 1).cpu()
         out.append(((rec + 1) * 127.5).round() / 127.5 - 1)
     return torch.cat(out)
 
