@@ -237,3 +237,23 @@ def test_tiny_train_generate_and_test_time_tuning(tmp_path):
     assert tuned.adapt_seconds > 0 and not np.allclose(out, plain)
     after = tuned.state_dict()  # detach restored the untuned LoRAs
     assert all(torch.equal(state[k], after[k].to(state[k].dtype)) for k in state)
+
+
+# --------------------------------------------------------------------- shipped world weights
+def test_shipped_world_weights_load_by_name_within_budget():
+    from tailor.compose.flags import load_kind
+    from tailor.core.io import load_tensors
+    from tailor.world.zoo import WEIGHTS
+
+    folder = WEIGHTS / "adapters" / "photoverse"
+    if not (folder / "tailor.json").is_file():
+        pytest.skip("the world PhotoVerse weights are not trained yet")
+    assert sum(p.stat().st_size for p in folder.iterdir()) <= 2**20  # the 1 MB budget
+    tensors = load_tensors(folder / "photoverse.safetensors")
+    assert {v.dtype for v in tensors.values()} == {torch.float16}
+    for name in ("photoverse", "world"):
+        assert load_kind(name, "photoverse").name == "photoverse"
+    comps = tailor.load_components("world")
+    m = load_kind("photoverse", "photoverse")
+    out = generate(m, comps, prompt="a photo of a S man on snow", face=face(size=64))
+    assert np.isfinite(out).all() and out.shape == (1, 64, 64, 3)
