@@ -137,7 +137,8 @@ def tiny_identity_models(tmp_path_factory) -> dict[str, str]:
     """Untrained identity methods and an IP-Adapter on the tiny base, saved as training folders would be."""
     root = tmp_path_factory.mktemp("id")
     opts = {"instantid": {"resampler_depth": 1}, "photomaker": {"image_encoder": "tiny", "rank": 2},
-            "pulid": {"resampler_depth": 1}, "ip_adapter": {"image_encoder": "tiny"}}  # fmt: skip
+            "pulid": {"resampler_depth": 1}, "ip_adapter": {"image_encoder": "tiny"},
+            "photoverse": {"image_encoder": "tiny", "adapter_width": 16, "placeholder": "a"}}  # fmt: skip
     for name, kw in opts.items():
         method = tailor.get_spec(name).method(**kw)
         method.patch(tailor.tiny_components())
@@ -149,17 +150,20 @@ def test_identity_quick(tmp_path, tiny_identity_models):
     from tailor.bench import identity as B
 
     models = {k: v for k, v in tiny_identity_models.items() if k in B.KINDS}
+    models["photoverse-tune"] = models["photoverse"]  # a row with its own options over the same weights
     s = B.Settings(base="tiny", out=tmp_path, models=models, ip_adapter=tiny_identity_models["ip_adapter"],
                    dreambooth="dreambooth_lora", **B.QUICK)  # fmt: skip
     result = B.run(s)
     rows = {r["method"]: r for r in result["rows"]}
-    assert list(rows) == ["renders", "base", "ip-adapter", "dreambooth", "instantid", "photomaker", "pulid"]
+    assert list(rows) == ["renders", "base", "ip-adapter", "dreambooth", "instantid", "photomaker", "pulid",
+                          "photoverse", "photoverse-tune"]  # fmt: skip
     for r in rows.values():
         assert -1.0 <= r["facesim"] <= 1.0 and 0.0 <= r["same_identity"] <= 1.0
         assert r["style_acc"] is not None and r["background_acc"] is not None and r["clip_t_like"] is not None
     assert rows["renders"]["facesim"] > 0.5 and rows["renders"]["same_identity"] == 1.0  # the oracle knows real faces
     assert rows["dreambooth"]["train_s"] > 0 and rows["dreambooth"]["steps"] == 2
-    assert all(rows[k]["train_s"] == 0.0 for k in ("base", "ip-adapter", *B.KINDS))
+    assert all(rows[k]["train_s"] == 0.0 for k in ("base", "ip-adapter", *B.KINDS) if k != "photoverse-tune")
+    assert rows["photoverse-tune"]["train_s"] > 0  # its test-time tuning: the per-subject seconds
     assert json.loads((tmp_path / "results.json").read_text())["rows"] == result["rows"]
     assert (tmp_path / "grid.png").is_file() and (tmp_path / "images" / "pulid" / "800" / "img_000.png").is_file()
 

@@ -38,6 +38,14 @@ def identity_rows() -> tuple[str, ...]:
     return tuple(r.key for spec in registry().values() for r in spec.bench if r.bench == "identity")
 
 
+def declared_rows() -> dict:
+    """Row key -> (MethodSpec, BenchRow) of the identity rows (a key may differ from its method's name, e.g. a
+    method's row with other options: ``photoverse-tune``)."""
+    from tailor.core.method import registry
+
+    return {r.key: (spec, r) for spec in registry().values() for r in spec.bench if r.bench == "identity"}
+
+
 def __getattr__(name: str):
     if name == "KINDS":
         return identity_rows()
@@ -130,14 +138,17 @@ def load_models(s: Settings) -> dict[str, Any]:
     import tailor
     from tailor.compose import load_kind
 
-    out = {}
+    out, rows = {}, declared_rows()
     for kind, path in s.models.items():
+        spec, row = rows[kind]
         try:
-            out[kind] = load_kind(path, kind)
+            out[kind] = load_kind(path, spec.name)
         except Exception as e:
             raise InputError(
-                f"--model {kind}={path} cannot be loaded ({e}); pass a `tailor train {kind}` folder."
+                f"--model {kind}={path} cannot be loaded ({e}); pass a `tailor train {spec.name}` folder."
             ) from e
+        if row.options:  # the row's options over the loaded config (e.g. PhotoVerse's test-time tuning steps)
+            out[kind].config = out[kind].config.replace(**row.options)
     if s.ip_adapter:
         method = tailor.load(s.ip_adapter)
         if method.name != "ip_adapter":
@@ -195,10 +206,17 @@ def row_images(key: str, identity: int, refs: list, s: Settings, models: dict, r
         pipe.attach(trained)
     elif key != "base":
         attach(pipe, key, models[key], refs, cls, s)
+    method = models.get(key)
+    if hasattr(method, "adapt_seconds"):
+        method.adapt_seconds = method.adapt_cpu_seconds = 0.0
     with C.timer() as t:
         images = C.generate(pipe, prompts(cls, s.prompts, words), s.seeds, s.sample_steps, s.guidance)
     pipe.detach()
-    return images, cost | {"sample_cpu_s_per_image": t["cpu_seconds"] / len(images)}
+    adapt = float(getattr(method, "adapt_seconds", 0.0) or 0.0)
+    if adapt:  # a method that tunes on the references when it first sees them: that time is its per-subject cost
+        cost = {**cost, "train_s": adapt, "train_cpu_s": float(method.adapt_cpu_seconds)}
+    sample_cpu = t["cpu_seconds"] - float(getattr(method, "adapt_cpu_seconds", 0.0) or 0.0)
+    return images, cost | {"sample_cpu_s_per_image": sample_cpu / len(images)}
 
 
 COLUMNS = [
