@@ -101,3 +101,50 @@ def shipped_folder() -> Path:
     from tailor.methods.controlgpt.shipped import folder
 
     return folder()
+
+
+def cost(mode: str, steps: int = 8) -> dict[str, Any]:
+    """One measurement in this process (run each mode in a fresh one: peak RSS is per process): ``sample-base``,
+    ``sample-controlgpt`` (20-step sampling of 4 prompts, s/step) or ``train-controlnet`` / ``train-controlgpt``
+    (``steps`` training steps at batch 8 on ``world:relation:photo`` after 2 warm-up steps, s/step)."""
+    import resource
+    import tempfile
+
+    import torch
+
+    import tailor
+    from tailor.core.artifacts import load
+    from tailor.core.training import TrainConfig
+
+    torch.set_num_threads(1)
+    out: dict[str, Any] = {"mode": mode}
+    if mode.startswith("sample"):
+        pipe = tailor.Pipeline(tailor.load_components("world"))
+        if mode == "sample-controlgpt":
+            pipe.attach(load(str(shipped_folder())), weight=1.0)
+        texts = prompts(4)
+        pipe.generate(texts[0], n=1, seed=0, steps=2, width=SIZE, height=SIZE)  # warm-up
+        t0 = time.perf_counter()
+        for i, t in enumerate(texts):
+            pipe.generate(t, n=1, seed=i, steps=STEPS, guidance=GUIDANCE, width=SIZE, height=SIZE)
+        out["s_per_step"] = (time.perf_counter() - t0) / (len(texts) * STEPS)
+    else:
+        spec = "controlgpt" if mode == "train-controlgpt" else "controlnet"
+        opts = {"init": "layout"} if spec == "controlgpt" else {"condition": "layout"}
+        method = tailor.get_spec(spec).method(**opts)
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = TrainConfig(base="world", out=tmp, data="world:relation:photo", steps=steps + 2, batch_size=8,
+                              lr=1e-4, seed=0, log_every=2, checkpoint_every=10_000)  # fmt: skip
+            tailor.train(method, cfg)
+            logs = [json.loads(line) for line in (Path(tmp) / "log.jsonl").read_text().splitlines()]
+            rates = [r["it_s"] for r in logs if r.get("it_s") and r["step"] > 2]  # the first window warms up
+            out["s_per_step"] = float(np.mean([1 / r for r in rates]))
+        out["trainable_params"] = sum(p.numel() for p in method.trainable_parameters())
+    out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(json.dumps(cost(sys.argv[1])))
