@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", default="outputs/zoo_runs")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--n", type=int, default=48, help="bench: prompts (one image each)")
+    p.add_argument("--model", default=None, help="bench: a controlgpt run / file (default: the run, else shipped)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     t0 = time.time()
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         from zoo.controlgpt_bench import run_bench
 
-        print(json.dumps(run_bench(args.runs, n=args.n), indent=1))
+        print(json.dumps(run_bench(args.runs, n=args.n, model=args.model), indent=1))
     print(f"{args.stage}: {time.time() - t0:.0f} s", flush=True)
     return 0
 

@@ -80,11 +80,17 @@ def run_bench(runs: str | Path, n: int = 48, model: str | None = None, sheet_row
 
     sample(pipe, "controlgpt", layout_of)
     result: dict[str, Any] = {"prompts": n, "steps": STEPS, "guidance": GUIDANCE, "model": model, "rows": {}}
+    shape_only = [
+        {"objects": [{"shape": o["shape"]} for o in e["objects"]], "relations": e["relations"]} for e in exps
+    ]
+    keep = ("object_accuracy", "object_recall", "relation_accuracy", "relation_accuracy_given_objects")
+    result["rows_shape_only"] = {}
     for name, images in rows.items():
-        s = relation_scores(exps, detect(np.stack(images)))
-        keep = ("object_accuracy", "object_recall", "relation_accuracy", "relation_accuracy_given_objects")
+        dets = detect(np.stack(images))
+        s = relation_scores(exps, dets)
         result["rows"][name] = {k: s[k] for k in keep} | {"sampling_s_per_step": round(timing[name], 4)}
-        print(name, json.dumps(result["rows"][name]), flush=True)
+        result["rows_shape_only"][name] = {k: relation_scores(shape_only, dets)[k] for k in keep}  # colours ignored
+        print(name, json.dumps(result["rows"][name]), json.dumps(result["rows_shape_only"][name]), flush=True)
     out = Path(runs) / "controlgpt"
     out.mkdir(parents=True, exist_ok=True)
     sketches = [sketch_image(p["objects"], SIZE) for p in plans]
