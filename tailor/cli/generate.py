@@ -25,7 +25,18 @@ if TYPE_CHECKING:
 GENERATION_VERSION = 2
 
 
-def read_prompts(prompt: list[str], prompts_file: Path | None) -> list[str]:
+def option_prompt(flags, values: dict) -> str | None:
+    """The value of a declared input option that doubles as the prompt (``--plan TEXT``), if one is given."""
+    from tailor.compose import input_options
+
+    given = [values.get(_dest(f)) for f, o in input_options(flags).items() if o.prompt and values.get(_dest(f))]
+    return str(given[0]) if given else None
+
+
+def read_prompts(prompt: list[str], prompts_file: Path | None, fallback: str | None = None) -> list[str]:
+    """--prompt values and --prompts lines; ``fallback`` (an input option such as --plan) when neither is given."""
+    if not prompt and prompts_file is None and fallback:
+        return [fallback]
     prompts = list(prompt or [])
     if prompts_file is not None:
         prompts_file = Path(prompts_file)
@@ -281,7 +292,8 @@ def run(flags, values: dict, order: list[str] | None = None) -> None:
     from tailor.core.outputs import guarded_out
 
     story = values.get("story")
-    texts = read_story(values, story) if story else read_prompts(values.get("prompt"), values.get("prompts"))
+    texts = read_story(values, story) if story else read_prompts(values.get("prompt"), values.get("prompts"),
+                                                                 option_prompt(flags, values))  # fmt: skip
     config = settings_from(values)
     if story and values.get("n") is None:
         config = config.replace(n=1)

@@ -40,6 +40,8 @@ class InputOption:
     #: repeatable (``--text-box`` once per ``--text`` line): the attachment input is then the list of given values
     multiple: bool = False
     metavar: str = "PATH"
+    #: the value is also the prompt when ``tailor generate`` gets no --prompt / --prompts (``--plan TEXT``)
+    prompt: bool = False
 
 
 @dataclass(frozen=True)

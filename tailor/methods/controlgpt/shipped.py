@@ -1,0 +1,32 @@
+"""``--controlgpt controlgpt-sketch`` (or ``world``): the world Control-GPT shipped with the zoo
+(``weights/adapters/controlgpt-sketch/``), registered as the ``artifact:controlgpt`` resource by this package."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tailor.errors import InputError
+
+NAME = "controlgpt-sketch"
+
+
+def folder() -> Path:
+    from tailor.world.zoo import WEIGHTS
+
+    return WEIGHTS / "adapters" / NAME
+
+
+def world(name: str) -> Path | None:
+    """``controlgpt-sketch`` / ``world`` -> the shipped folder (``tailor.load`` reads its ``tailor.json``)."""
+    if name not in (NAME, "world"):
+        return None
+    if not (folder() / "tailor.json").is_file():
+        raise InputError(
+            f"the world Control-GPT weights ({NAME}) are not shipped in this install; train them with `python -m "
+            f"zoo.controlgpt train` and `... export` from a source checkout, or pass a training --out folder."
+        )
+    return folder()
+
+
+def names() -> list[str]:
+    return [NAME, "world"]
