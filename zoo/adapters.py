@@ -88,6 +88,8 @@ RELIGHT_RECIPES: dict[str, AdapterRecipe] = {
     "ic-light-fbc": AdapterRecipe("ic_light", {"mode": "fbc", "input_lr_scale": 10.0}, steps=1400, lr=1e-4,
                                   data=LIGHT_DATA, train={"caption_dropout": 0.1}),
 }  # fmt: skip
+from zoo import infinite_id  # noqa: E402  (its recipe builds an AdapterRecipe)
+
 RECIPES: dict[str, AdapterRecipe] = {
     "canny": AdapterRecipe("controlnet", {"condition": "canny"}, steps=550),
     "world": AdapterRecipe("ip_adapter", {"image_encoder": "world"}, steps=550),
@@ -105,6 +107,7 @@ RECIPES: dict[str, AdapterRecipe] = {
     **IDENTITY_RECIPES,
     **STORY_RECIPES,
     **RELIGHT_RECIPES,
+    **infinite_id.recipes(),  # Infinite-ID (issue #22), its recipe in zoo/infinite_id.py
 }
 NAMES = tuple(RECIPES)
 
