@@ -1,6 +1,6 @@
 """Contact sheet of an identity-bench run for Infinite-ID (docs/infinite_id.md): one line per (held-out identity,
 prompt), the columns the first reference photo, then the first seed's image of each row (default: base |
-infinite_id | infinite_id-adain | instantid), labelled on top.
+infinite_id | infinite_id-adain | infinite_id-plain | instantid), labelled on top.
 
     python benchmarks/infinite_id_sheet.py outputs/bench/identity_infid outputs/infinite_id_sheet.png
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-ROWS = ("base", "infinite_id", "infinite_id-adain", "instantid")
+ROWS = ("base", "infinite_id", "infinite_id-adain", "infinite_id-plain", "instantid")
 
 
 def sheet(bench: Path, out: Path, rows: tuple[str, ...] = ROWS, identities: int = 4, scale: int = 3) -> Path:
