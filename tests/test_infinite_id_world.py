@@ -92,6 +92,7 @@ def test_shipped_weights_are_small_float16_and_load_by_both_names():
     a, b = load_kind("world", "infinite_id"), load_kind(NAME, "infinite_id")
     assert a.name == b.name == "infinite_id" and a.config == b.config
     assert a.config.image_encoder == "world" and a.config.resampler_depth == 1
+    assert (a.config.style_fidelity, a.config.adain_mean) == (1.0, False)  # zoo/infinite_id.py INFERENCE
 
 
 @pytest.fixture(scope="module")

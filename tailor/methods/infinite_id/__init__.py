@@ -39,38 +39,20 @@ SPEC = MethodSpec(
         input=FACE_INPUT,
         max_weight=MAX_SCALE,
     ),
-    # zero-shot rows of `tailor bench identity` on the shipped world weights (python -m zoo.infinite_id): mixed
-    # attention without and with AdaIN-mean, and the plain decoupled-attention adapter (ID tokens in the text stream)
+    # zero-shot rows of `tailor bench identity` on the shipped world weights (python -m zoo.infinite_id): the ID +
+    # text streams with the text stream's unconditional rows keeping their own self-attention (style_fidelity 1, the
+    # default) or reading the ID stream too (sf0), each without / with AdaIN-mean; and the plain decoupled adapter
     bench=(
-        BenchRow(
-            "identity",
-            "infinite_id",
-            0,
-            0.0,
-            {"adain_mean": False},
-            model="world",
-            note="zero-shot: shipped world weights, ID + text streams, mixed attention",
-        ),
-        BenchRow(
-            "identity",
-            "infinite_id-adain",
-            0,
-            0.0,
-            {"adain_mean": True},
-            model="world",
-            default=False,
-            note="zero-shot: mixed attention + AdaIN-mean",
-        ),
-        BenchRow(
-            "identity",
-            "infinite_id-plain",
-            0,
-            0.0,
-            {"mixed": False},
-            model="world",
-            default=False,
-            note="zero-shot: ID tokens in the text stream's cross-attention (no ID stream)",
-        ),
+        BenchRow("identity", "infinite_id", 0, 0.0, {"adain_mean": False, "style_fidelity": 1.0}, model="world",
+                 note="zero-shot: shipped world weights, ID + text streams, mixed attention"),
+        BenchRow("identity", "infinite_id-adain", 0, 0.0, {"adain_mean": True, "style_fidelity": 1.0}, model="world",
+                 default=False, note="zero-shot: mixed attention + AdaIN-mean"),
+        BenchRow("identity", "infinite_id-sf0", 0, 0.0, {"adain_mean": False, "style_fidelity": 0.0}, model="world",
+                 default=False, note="zero-shot: mixed attention in the unconditional rows too"),
+        BenchRow("identity", "infinite_id-sf0-adain", 0, 0.0, {"adain_mean": True, "style_fidelity": 0.0},
+                 model="world", default=False, note="zero-shot: as sf0, + AdaIN-mean"),
+        BenchRow("identity", "infinite_id-plain", 0, 0.0, {"mixed": False}, model="world", default=False,
+                 note="zero-shot: ID tokens in the text stream's cross-attention (no ID stream)"),
     ),  # fmt: skip
 )
 
