@@ -2,7 +2,7 @@
 prompt), the columns the first reference photo, then the first seed's image of each row (default: base |
 infinite_id | infinite_id-adain | infinite_id-plain | instantid), labelled on top.
 
-    python benchmarks/infinite_id_sheet.py outputs/bench/identity_infid outputs/infinite_id_sheet.png
+    python benchmarks/infinite_id_sheet.py outputs/bench/identity_infid outputs/infinite_id_sheet.png [ROW,ROW...]
 """
 
 from __future__ import annotations
@@ -44,4 +44,4 @@ def sheet(bench: Path, out: Path, rows: tuple[str, ...] = ROWS, identities: int 
 
 
 if __name__ == "__main__":
-    print(sheet(Path(sys.argv[1]), Path(sys.argv[2])))
+    print(sheet(Path(sys.argv[1]), Path(sys.argv[2]), tuple(sys.argv[3].split(",")) if len(sys.argv) > 3 else ROWS))

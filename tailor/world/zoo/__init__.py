@@ -12,7 +12,8 @@ Shipped under ``weights/`` (safetensors only):
   ControlNets ``canny`` and ``seg``, T2I-Adapter ``t2i-canny``, ControlNeXt ``controlnext-canny``, IP-Adapters
   ``world`` and ``world-plus``, the identity methods ``instantid``, ``photomaker``, ``pulid`` (the name
   ``world`` after ``--instantid`` / ``--photomaker`` / ``--pulid`` means these: :func:`identity_adapter`) and
-  StoryGen's context module ``storygen`` (``--storygen world``: :func:`method_adapter`).
+  StoryGen's context module ``storygen`` (``--storygen world``: :func:`method_adapter`), Infinite-ID ``infinite-id``
+  (``--infinite-id world``: the method folder's resource provider).
 
 This package keeps what runs at inference: these paths, the oracle models (:mod:`.oracles`), the world CLIP scorer
 (:mod:`.clip`, :mod:`.scorer`) and the caption vocabulary (:mod:`.vocabulary`). The recipes that trained the weights
