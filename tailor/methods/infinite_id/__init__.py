@@ -84,6 +84,16 @@ SPEC = MethodSpec(
         ),
         BenchRow(
             "identity",
+            "infinite_id-id2",
+            0,
+            0.0,
+            {"adain_mean": False, "style_fidelity": 1.0, "id_scale": 2.0},
+            model="world",
+            default=False,
+            note="zero-shot: as the default row, the ID stream's image cross-attention x2",
+        ),
+        BenchRow(
+            "identity",
             "infinite_id-plain",
             0,
             0.0,
