@@ -162,7 +162,7 @@ def test_identity_quick(tmp_path, tiny_identity_models):
         assert r["style_acc"] is not None and r["background_acc"] is not None and r["clip_t_like"] is not None
     assert rows["renders"]["facesim"] > 0.5 and rows["renders"]["same_identity"] == 1.0  # the oracle knows real faces
     assert rows["dreambooth"]["train_s"] > 0 and rows["dreambooth"]["steps"] == 2
-    assert all(rows[k]["train_s"] == 0.0 for k in ("base", "ip-adapter", *B.KINDS) if k != "photoverse-tune")
+    assert all(rows[k]["train_s"] == 0.0 for k in ("base", "ip-adapter", *models) if k != "photoverse-tune")
     assert rows["photoverse-tune"]["train_s"] > 0  # its test-time tuning: the per-subject seconds
     assert json.loads((tmp_path / "results.json").read_text())["rows"] == result["rows"]
     assert (tmp_path / "grid.png").is_file() and (tmp_path / "images" / "pulid" / "800" / "img_000.png").is_file()

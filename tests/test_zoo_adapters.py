@@ -108,7 +108,8 @@ def test_shipped_adapter_runs_on_the_world_base(name, world, render):
     method = tailor.load(name)
     pipe = tailor.Pipeline(world)
     base = pipe.generate(PROMPT, n=1, seed=0, steps=2, guidance=5.0).array
-    if name in IDENTITY_ADAPTERS:  # a face as the reference (PhotoMaker: its class word puts the trigger in)
+    # a face as the reference (PhotoMaker: its class word puts the trigger in)
+    if name in IDENTITY_ADAPTERS or method.name == "infinite_id":
         face = render_face(3, identity=900).pil()
         pipe.attach(method, weight=1.0, **({"id_images": face, "class_word": "star"} if name == "photomaker" else
                                            {"face": face}))  # fmt: skip

@@ -95,6 +95,8 @@ TRYON_RECIPES: dict[str, AdapterRecipe] = {
     "ref-unet": AdapterRecipe("ref_unet", {"reference_unet": True}, steps=1600, batch_size=4, lr=2e-4,
                               warmup_steps=20, data="world:pair"),
 }  # fmt: skip
+from zoo import infinite_id  # noqa: E402  (its recipe builds an AdapterRecipe)
+
 RECIPES: dict[str, AdapterRecipe] = {
     "canny": AdapterRecipe("controlnet", {"condition": "canny"}, steps=550),
     "world": AdapterRecipe("ip_adapter", {"image_encoder": "world"}, steps=550),
@@ -114,6 +116,7 @@ RECIPES: dict[str, AdapterRecipe] = {
     **STORY_RECIPES,
     **RELIGHT_RECIPES,
     **TRYON_RECIPES,
+    **infinite_id.recipes(),  # Infinite-ID (issue #22), its recipe in zoo/infinite_id.py
 }
 NAMES = tuple(RECIPES)
 

@@ -66,7 +66,7 @@ def train(
         str | None,
         typer.Option(
             help="Comma-separated adapters to train (canny, seg, t2i-canny, controlnext-canny, world, "
-            "world-plus, instantid, photomaker, pulid; default: all)."
+            "world-plus, instantid, photomaker, pulid, infinite-id, ...; default: all)."
         ),  # fmt: skip
     ] = None,
     vae_stop_at: Annotated[

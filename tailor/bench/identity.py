@@ -30,27 +30,29 @@ from tailor.bench import personalize as P
 from tailor.errors import InputError
 
 
-def identity_rows() -> tuple[str, ...]:
-    """The methods that declare a row in this bench (``BenchRow("identity", ...)``: zero-shot identity encoders,
-    run with their shipped ``world`` weights unless ``--model KIND=PATH``)."""
-    from tailor.core.method import registry
-
-    return tuple(r.key for spec in registry().values() for r in spec.bench if r.bench == "identity")
-
-
-def declared_rows() -> dict:
-    """Row key -> (MethodSpec, BenchRow) of the identity rows (a key may differ from its method's name, e.g. a
-    method's row with other options: ``photoverse-tune``)."""
+def identity_specs() -> dict[str, tuple]:
+    """The rows methods declare for this bench (``BenchRow("identity", ...)``: zero-shot identity encoders), key ->
+    (MethodSpec, BenchRow); a row runs the method's shipped ``row.model`` (``world`` unless set) or ``--model
+    KEY=PATH``, its ``options`` overriding the loaded config (e.g. Infinite-ID's AdaIN-mean on and off)."""
     from tailor.core.method import registry
 
     return {r.key: (spec, r) for spec in registry().values() for r in spec.bench if r.bench == "identity"}
+
+
+def identity_rows(default_only: bool = False) -> tuple[str, ...]:
+    """The keys of the declared rows (``default_only``: those a plain run includes)."""
+    return tuple(k for k, (_, r) in identity_specs().items() if r.default or not default_only)
+
+
+def default_models() -> dict[str, str]:
+    return {k: identity_specs()[k][1].model or "world" for k in identity_rows(default_only=True)}
 
 
 def __getattr__(name: str):
     if name == "KINDS":
         return identity_rows()
     if name == "DEFAULT_MODELS":
-        return {kind: "world" for kind in identity_rows()}
+        return default_models()
     raise AttributeError(name)
 
 
@@ -68,7 +70,7 @@ QUICK = dict(identities=(800,), prompts=1, seeds=1, n_ref=2, sample_steps=2, ste
 class Settings:
     base: str = "world"
     out: Path = Path("outputs/bench/identity")
-    models: dict[str, str] = field(default_factory=lambda: {k: "world" for k in identity_rows()})  # kind -> path
+    models: dict[str, str] = field(default_factory=default_models)  # row key -> path
     ip_adapter: str | None = "world"  # None: no IP-Adapter row
     dreambooth: str | None = "dreambooth_lora_te"  # a personalize recipe, or None: no DreamBooth row
     identities: tuple[int, ...] = DEFAULT_IDENTITIES
@@ -138,17 +140,17 @@ def load_models(s: Settings) -> dict[str, Any]:
     import tailor
     from tailor.compose import load_kind
 
-    out, rows = {}, declared_rows()
-    for kind, path in s.models.items():
-        spec, row = rows[kind]
+    out, specs = {}, identity_specs()
+    for key, path in s.models.items():
+        spec, row = specs[key]
         try:
-            out[kind] = load_kind(path, spec.name)
+            out[key] = load_kind(path, spec.name)
         except Exception as e:
             raise InputError(
-                f"--model {kind}={path} cannot be loaded ({e}); pass a `tailor train {spec.name}` folder."
+                f"--model {key}={path} cannot be loaded ({e}); pass a `tailor train {spec.name}` folder."
             ) from e
-        if row.options:  # the row's options over the loaded config (e.g. PhotoVerse's test-time tuning steps)
-            out[kind].config = out[kind].config.replace(**row.options)
+        if row.options:
+            out[key].config = out[key].config.replace(**row.options)
     if s.ip_adapter:
         method = tailor.load(s.ip_adapter)
         if method.name != "ip_adapter":

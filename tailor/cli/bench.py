@@ -174,9 +174,16 @@ def identity(
     base: Base = "world",
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("outputs/bench/identity"),
     model: Annotated[
-        list[str] | None, typer.Option("--model", help="KIND=PATH of an identity method (default: KIND=world).")
+        list[str] | None,
+        typer.Option(
+            "--model",
+            help="KEY=PATH of a declared identity row (instantid, ..., infinite_id, "
+            "infinite_id-adain, infinite_id-plain; default: KEY=world).",
+        ),
     ] = None,
-    default_models: Annotated[bool, typer.Option(help="Include the shipped instantid, photomaker, pulid.")] = True,
+    default_models: Annotated[
+        bool, typer.Option(help="Include the default rows (shipped instantid, photomaker, pulid, infinite_id).")
+    ] = True,
     ip_adapter: Annotated[str, typer.Option(help="IP-Adapter row ('' for none).")] = "world",
     dreambooth: Annotated[
         str, typer.Option(help="DreamBooth-LoRA row: a personalize recipe ('' for none).")

@@ -4,9 +4,10 @@ with the text cross-attention off; at inference an ID stream and a text stream s
 
 from __future__ import annotations
 
+from tailor.core import resources
 from tailor.core.image_prompt import MAX_SCALE
 from tailor.core.method import MethodSpec
-from tailor.core.surface import GenerateInput
+from tailor.core.surface import BenchRow, GenerateInput
 from tailor.faces.id_adapter import FACE_INPUT
 from tailor.methods.infinite_id.config import InfiniteIDConfig
 from tailor.methods.infinite_id.method import InfiniteIDMethod
@@ -17,6 +18,10 @@ def example_inputs(components) -> dict:
 
     return {"face": world.render_face(3, identity=901).pil()}
 
+
+# ``--infinite-id world``: the shipped world weights (``python -m zoo.infinite_id``), as ``--instantid world``
+resources.register("artifact:infinite_id", "tailor.methods.infinite_id.resources:shipped",
+                   "tailor.methods.infinite_id.resources:shipped_names")  # fmt: skip
 
 SPEC = MethodSpec(
     name="infinite_id",
@@ -34,6 +39,70 @@ SPEC = MethodSpec(
         input=FACE_INPUT,
         max_weight=MAX_SCALE,
     ),
+    # zero-shot rows of `tailor bench identity` on the shipped world weights (python -m zoo.infinite_id): the ID +
+    # text streams with the text stream's unconditional rows keeping their own self-attention (style_fidelity 1, the
+    # default) or reading the ID stream too (sf0), each without / with AdaIN-mean; and the plain decoupled adapter
+    bench=(
+        BenchRow(
+            "identity",
+            "infinite_id",
+            0,
+            0.0,
+            {"adain_mean": False, "style_fidelity": 1.0},
+            model="world",
+            note="zero-shot: shipped world weights, ID + text streams, mixed attention",
+        ),
+        BenchRow(
+            "identity",
+            "infinite_id-adain",
+            0,
+            0.0,
+            {"adain_mean": True, "style_fidelity": 1.0},
+            model="world",
+            default=False,
+            note="zero-shot: mixed attention + AdaIN-mean",
+        ),
+        BenchRow(
+            "identity",
+            "infinite_id-sf0",
+            0,
+            0.0,
+            {"adain_mean": False, "style_fidelity": 0.0},
+            model="world",
+            default=False,
+            note="zero-shot: mixed attention in the unconditional rows too",
+        ),
+        BenchRow(
+            "identity",
+            "infinite_id-sf0-adain",
+            0,
+            0.0,
+            {"adain_mean": True, "style_fidelity": 0.0},
+            model="world",
+            default=False,
+            note="zero-shot: as sf0, + AdaIN-mean",
+        ),
+        BenchRow(
+            "identity",
+            "infinite_id-id2",
+            0,
+            0.0,
+            {"adain_mean": False, "style_fidelity": 1.0, "id_scale": 2.0},
+            model="world",
+            default=False,
+            note="zero-shot: as the default row, the ID stream's image cross-attention x2",
+        ),
+        BenchRow(
+            "identity",
+            "infinite_id-plain",
+            0,
+            0.0,
+            {"mixed": False},
+            model="world",
+            default=False,
+            note="zero-shot: ID tokens in the text stream's cross-attention (no ID stream)",
+        ),
+    ),  # fmt: skip
 )
 
 __all__ = ["SPEC", "InfiniteIDConfig", "InfiniteIDMethod"]

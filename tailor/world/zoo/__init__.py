@@ -14,6 +14,8 @@ Shipped under ``weights/`` (safetensors only):
   ``world`` after ``--instantid`` / ``--photomaker`` / ``--pulid`` means these: :func:`identity_adapter`) and
   StoryGen's context module ``storygen`` (``--storygen world``: :func:`method_adapter`), the try-on UNet
   ``ref-unet`` (``--ref-unet ref-unet=SCENE+REF+MASK+SHAPE``).
+  StoryGen's context module ``storygen`` (``--storygen world``: :func:`method_adapter`), Infinite-ID ``infinite-id``
+  (``--infinite-id world``: the method folder's resource provider).
 
 This package keeps what runs at inference: these paths, the oracle models (:mod:`.oracles`), the world CLIP scorer
 (:mod:`.clip`, :mod:`.scorer`) and the caption vocabulary (:mod:`.vocabulary`). The recipes that trained the weights
@@ -73,6 +75,7 @@ ADAPTERS = {
     "ic-light-fc": ("ic_light", None),
     "ic-light-fbc": ("ic_light", None),
     "ref-unet": ("ref_unet", None),
+    "infinite-id": ("infinite_id", None),
 }
 #: the world identity weights of each identity method: ``--instantid world`` -> ``adapters/instantid``
 IDENTITY_ADAPTERS = {"instantid": "instantid", "photomaker": "photomaker", "pulid": "pulid"}
