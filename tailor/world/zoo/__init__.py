@@ -71,6 +71,7 @@ ADAPTERS = {
     "storygen": ("storygen", None),
     "ic-light-fc": ("ic_light", None),
     "ic-light-fbc": ("ic_light", None),
+    "world-inpaint": ("inpaint", None),
 }
 #: the world identity weights of each identity method: ``--instantid world`` -> ``adapters/instantid``
 IDENTITY_ADAPTERS = {"instantid": "instantid", "photomaker": "photomaker", "pulid": "pulid"}
