@@ -56,6 +56,7 @@ class Settings:
     guidance: float = 5.0
     fresh: bool = False
     timing_rounds: int = 2
+    parallel: int = 2  # declared rows training side by side
 
     def check(self) -> None:
         rows = declared_rows()
@@ -189,6 +190,8 @@ def train_rows(declared: dict, s: Settings, root: Path) -> dict[str, dict[str, A
     run side by side, so their wall s/step shares the CPU: the CPU s/step is the comparable number); cached."""
     recs, procs = {}, {}
     for key, (_spec, row) in declared.items():
+        if len([p for p, _ in procs.values() if p.poll() is None]) >= s.parallel:  # a shared CPU: a few at a time
+            next(p for p, _ in procs.values() if p.poll() is None).wait()
         steps, batch = s.steps or row.steps, s.batch_size or row.batch_size
         folder = root / "train" / key
         config = dict(base=s.base, out=str(folder), data="world:light", steps=steps, batch_size=batch, lr=row.lr,
