@@ -204,9 +204,13 @@ def train_rows(declared: dict, s: Settings, root: Path) -> dict[str, dict[str, A
             config["resume"] = "latest" if ckpts and not s.fresh else None
             args = json.dumps({"options": row.options, "config": config})
             cmd = [sys.executable, "-c", TRAIN_SCRIPT, args]
-            procs[key] = (subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True), settings)
+            folder.mkdir(parents=True, exist_ok=True)  # its output to files: a waited-on pipe could fill and block
+            with open(folder / "train.out", "w") as out, open(folder / "train.err", "w") as err:
+                procs[key] = (subprocess.Popen(cmd, stdout=out, stderr=err, text=True), settings)
     for key, (proc, settings) in procs.items():
-        stdout, stderr = proc.communicate()
+        proc.wait()
+        folder = root / "train" / key
+        stdout, stderr = (folder / "train.out").read_text(), (folder / "train.err").read_text()
         lines = [ln for ln in stdout.splitlines() if ln.startswith("RESULT ")]
         if proc.returncode or not lines:
             raise InputError(f"training relight row {key} failed: {stderr.strip()[-400:]}")
