@@ -116,6 +116,15 @@ def test_ic_light_compact_file_is_base_plus_delta_and_official_file_is_merged_mi
     via_official = Pipeline(comps2).attach(tailor.load(tmp_path / "iclight_fc.safetensors"), foreground=fg)
     assert np.abs(via_official.generate("a star", seed=0, steps=2).array - ours).max() <= 1e-5
 
+    from tailor.cli import main  # tailor convert ic-light: the official file from the compact one alone
+
+    assert main(["convert", "ic-light", str(tmp_path / "ic_light.safetensors"), str(tmp_path / "o.safetensors"),
+                 "--base", "tiny"]) == 0  # fmt: skip
+    converted = load_tensors(tmp_path / "o.safetensors")
+    assert set(converted) == set(official) and all(torch.equal(converted[k], v) for k, v in official.items())
+    assert main(["convert", "ic-light", str(tmp_path / "ic_light.safetensors"), str(tmp_path / "o.safetensors"),
+                 "--base", "tiny"]) == 2  # fmt: skip
+
 
 def test_ic_light_compact_resumes_into_the_lora_and_refuses_full_offsets():
     comps = tailor.tiny_components()

@@ -52,7 +52,7 @@ SPEC = MethodSpec(
         BenchRow(
             "relight",
             mode + ("+consistency" if w else ""),
-            200,
+            150,
             5e-4,
             {"mode": mode, "consistency_weight": w, "input_lr_scale": 2.0, "unet_rank": 16},
             batch_size=4,
