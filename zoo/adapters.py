@@ -83,7 +83,7 @@ STORY_RECIPES: dict[str, AdapterRecipe] = {
 # (~8.5 MB: a full delta of the 4.2 M-parameter world UNet).
 LIGHT_DATA = "world:light"
 STEPS_FC, STEPS_FBC = 300, 300  # ~33 min each at ~6.7 s/step on the busy 2-core machine
-STEPS_INPAINT = 1500
+STEPS_INPAINT = 1500  # 2,320 s logged at ~1.5 s/step (the load dropped)
 # Shipped compact (issue #21 item 5, 2 MB each): conv_in and every bias / norm in full, a rank-16 LoRA delta on every
 # other UNet weight (``unet_rank=16``: 0.86 M trained parameters, ~1.8 MB in float16; tailor.core.unet_delta); lr 5e-4
 # (LoRA moves slowly at 1e-4 on the world base), conv_in at 2x = 1e-3 as before. Steps sized for ~25 min each.

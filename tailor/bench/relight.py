@@ -204,13 +204,13 @@ def train_rows(declared: dict, s: Settings, root: Path) -> dict[str, dict[str, A
             config["resume"] = "latest" if ckpts and not s.fresh else None
             args = json.dumps({"options": row.options, "config": config})
             cmd = [sys.executable, "-c", TRAIN_SCRIPT, args]
-            folder.mkdir(parents=True, exist_ok=True)  # its output to files: a waited-on pipe could fill and block
-            with open(folder / "train.out", "w") as out, open(folder / "train.err", "w") as err:
+            logs = root / "train"  # its output to files beside the run (a waited-on pipe could fill and block)
+            logs.mkdir(parents=True, exist_ok=True)
+            with open(logs / f"{key}.out", "w") as out, open(logs / f"{key}.err", "w") as err:
                 procs[key] = (subprocess.Popen(cmd, stdout=out, stderr=err, text=True), settings)
     for key, (proc, settings) in procs.items():
         proc.wait()
-        folder = root / "train" / key
-        stdout, stderr = (folder / "train.out").read_text(), (folder / "train.err").read_text()
+        stdout, stderr = (root / "train" / f"{key}.out").read_text(), (root / "train" / f"{key}.err").read_text()
         lines = [ln for ln in stdout.splitlines() if ln.startswith("RESULT ")]
         if proc.returncode or not lines:
             raise InputError(f"training relight row {key} failed: {stderr.strip()[-400:]}")
