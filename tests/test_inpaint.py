@@ -71,3 +71,25 @@ def test_other_widths_are_refused():
     widen_conv_in(comps.unet, 2)
     with pytest.raises(IncompatibleError, match="takes 6"):
         InpaintMethod().patch(comps)
+
+
+def test_bench_inpaint_quick(tmp_path):
+    """`tailor bench inpaint --quick` on the tiny base: the exact render agrees with itself, blending keeps more of
+    the unmasked region than an untrained (2-step) inpainting base, the PSNR helper is the textbook formula."""
+    from tailor.bench import inpaint as B
+    from tailor.core.training import TrainConfig, train
+
+    a = np.zeros((4, 4, 3), np.uint8)
+    b = a.copy()
+    b[0, 0] = 255
+    region = np.zeros((4, 4), bool)
+    region[0, :2] = True
+    assert B.psnr_region(a, b, region) == pytest.approx(10 * np.log10(255.0**2 / (255.0**2 * 3 / 6)))
+    train(InpaintMethod(unet_rank=2), TrainConfig(base="tiny", out=str(tmp_path / "run"), steps=1, batch_size=1,
+                                                 resolution=32))  # fmt: skip
+    s = B.Settings(base="tiny", out=tmp_path / "bench", models={"mine": str(tmp_path / "run")}, **B.QUICK)
+    res = B.run(s)
+    rows = {r["row"]: r for r in res["rows"]}
+    assert rows["exact render"]["object"] == 1.0 and rows["exact render"]["psnr_kept"] is None
+    assert rows["base + blending"]["psnr_kept"] > rows["mine"]["psnr_kept"]
+    assert (tmp_path / "bench" / "grid.png").is_file() and rows["mine"]["step_cost"] > 0

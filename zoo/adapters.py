@@ -82,11 +82,16 @@ STORY_RECIPES: dict[str, AdapterRecipe] = {
 # (24 UNet rows) on one contended CPU thread. The shipped file is the tailor file of the UNet offsets in float16
 # (~8.5 MB: a full delta of the 4.2 M-parameter world UNet).
 LIGHT_DATA = "world:light"
+STEPS_FC, STEPS_FBC = 300, 300  # ~33 min each at ~6.7 s/step on the busy 2-core machine
+STEPS_INPAINT = 1500  # 2,320 s logged at ~1.5 s/step (the load dropped)
+# Shipped compact (issue #21 item 5, 2 MB each): conv_in and every bias / norm in full, a rank-16 LoRA delta on every
+# other UNet weight (``unet_rank=16``: 0.86 M trained parameters, ~1.8 MB in float16; tailor.core.unet_delta); lr 5e-4
+# (LoRA moves slowly at 1e-4 on the world base), conv_in at 2x = 1e-3 as before. Steps sized for ~25 min each.
 RELIGHT_RECIPES: dict[str, AdapterRecipe] = {
-    "ic-light-fc": AdapterRecipe("ic_light", {"mode": "fc", "input_lr_scale": 10.0}, steps=1600, lr=1e-4,
-                                 data=LIGHT_DATA, train={"caption_dropout": 0.1}),
-    "ic-light-fbc": AdapterRecipe("ic_light", {"mode": "fbc", "input_lr_scale": 10.0}, steps=1400, lr=1e-4,
-                                  data=LIGHT_DATA, train={"caption_dropout": 0.1}),
+    "ic-light-fc": AdapterRecipe("ic_light", {"mode": "fc", "input_lr_scale": 2.0, "unet_rank": 16}, steps=STEPS_FC,
+                                 lr=5e-4, data=LIGHT_DATA, train={"caption_dropout": 0.1}),
+    "ic-light-fbc": AdapterRecipe("ic_light", {"mode": "fbc", "input_lr_scale": 2.0, "unet_rank": 16},
+                                  steps=STEPS_FBC, lr=5e-4, data=LIGHT_DATA, train={"caption_dropout": 0.1}),
 }  # fmt: skip
 # ref_unet (IDM-VTON, issue #22): the 13-channel try-on UNet (conv_in + rank-16 LoRA) reading a frozen reference UNet;
 # world try-on cases re-rendered from world:pair items (tailor/methods/ref_unet/data.py). Its own recipe, bench and
@@ -97,6 +102,13 @@ TRYON_RECIPES: dict[str, AdapterRecipe] = {
 }  # fmt: skip
 from zoo import infinite_id  # noqa: E402  (its recipe builds an AdapterRecipe)
 
+# The world inpainting base (issue #21): the shipped base's conv_in widened to 9 channels (mask + masked-image
+# latents, SD-inpainting), random masks (25% whole image, boxes / ellipses / strokes), compact as IC-Light: conv_in
+# and biases / norms in full, rank-16 LoRA delta elsewhere (~1.8 MB in float16). `--apply world-inpaint` makes the
+# base an inpainting base.
+INPAINT_RECIPES: dict[str, AdapterRecipe] = {
+    "world-inpaint": AdapterRecipe("inpaint", {"unet_rank": 16}, steps=STEPS_INPAINT, lr=5e-4),
+}
 RECIPES: dict[str, AdapterRecipe] = {
     "canny": AdapterRecipe("controlnet", {"condition": "canny"}, steps=550),
     "world": AdapterRecipe("ip_adapter", {"image_encoder": "world"}, steps=550),
@@ -117,6 +129,7 @@ RECIPES: dict[str, AdapterRecipe] = {
     **RELIGHT_RECIPES,
     **TRYON_RECIPES,
     **infinite_id.recipes(),  # Infinite-ID (issue #22), its recipe in zoo/infinite_id.py
+    **INPAINT_RECIPES,
 }
 NAMES = tuple(RECIPES)
 

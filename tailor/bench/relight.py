@@ -56,6 +56,7 @@ class Settings:
     guidance: float = 5.0
     fresh: bool = False
     timing_rounds: int = 2
+    parallel: int = 2  # declared rows training side by side
 
     def check(self) -> None:
         rows = declared_rows()
@@ -189,6 +190,8 @@ def train_rows(declared: dict, s: Settings, root: Path) -> dict[str, dict[str, A
     run side by side, so their wall s/step shares the CPU: the CPU s/step is the comparable number); cached."""
     recs, procs = {}, {}
     for key, (_spec, row) in declared.items():
+        if len([p for p, _ in procs.values() if p.poll() is None]) >= s.parallel:  # a shared CPU: a few at a time
+            next(p for p, _ in procs.values() if p.poll() is None).wait()
         steps, batch = s.steps or row.steps, s.batch_size or row.batch_size
         folder = root / "train" / key
         config = dict(base=s.base, out=str(folder), data="world:light", steps=steps, batch_size=batch, lr=row.lr,
@@ -201,9 +204,13 @@ def train_rows(declared: dict, s: Settings, root: Path) -> dict[str, dict[str, A
             config["resume"] = "latest" if ckpts and not s.fresh else None
             args = json.dumps({"options": row.options, "config": config})
             cmd = [sys.executable, "-c", TRAIN_SCRIPT, args]
-            procs[key] = (subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True), settings)
+            logs = root / "train"  # its output to files beside the run (a waited-on pipe could fill and block)
+            logs.mkdir(parents=True, exist_ok=True)
+            with open(logs / f"{key}.out", "w") as out, open(logs / f"{key}.err", "w") as err:
+                procs[key] = (subprocess.Popen(cmd, stdout=out, stderr=err, text=True), settings)
     for key, (proc, settings) in procs.items():
-        stdout, stderr = proc.communicate()
+        proc.wait()
+        stdout, stderr = (root / "train" / f"{key}.out").read_text(), (root / "train" / f"{key}.err").read_text()
         lines = [ln for ln in stdout.splitlines() if ln.startswith("RESULT ")]
         if proc.returncode or not lines:
             raise InputError(f"training relight row {key} failed: {stderr.strip()[-400:]}")

@@ -275,3 +275,25 @@ def relight(
                    default_models=default_models, rows=tuple(row) if row else None, steps=steps, scenes=scenes,
                    sample_steps=sample_steps, fresh=fresh)  # fmt: skip
     emit(B.run, apply_quick(s, B.QUICK, quick), as_json)
+
+
+@bench_app.command("inpaint")
+def inpaint(
+    base: Base = "world",
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("outputs/bench/inpaint"),
+    model: Annotated[
+        list[str] | None, typer.Option("--model", help="NAME=PATH of an inpaint artifact to score (repeatable).")
+    ] = None,
+    default_models: Annotated[bool, typer.Option(help="Also score the shipped world-inpaint when present.")] = True,
+    scenes: Annotated[int, typer.Option(help="Held-out world objects, each repainted in its box.")] = 24,
+    sample_steps: Annotated[int, typer.Option(help="Sampling steps.")] = 20,
+    quick: Quick = False,
+    as_json: Json = False,
+) -> None:
+    """Inpainting on held-out world objects: PSNR of what the mask keeps, the attribute oracle's agreement with the
+    exact render inside it; an inpainting model vs the plain base's mask blending."""
+    from tailor.bench import inpaint as B
+
+    s = B.Settings(base=base, out=out, models=pairs(model, "--model", "mine=outputs/inpaint"),
+                   default_models=default_models, scenes=scenes, sample_steps=sample_steps)  # fmt: skip
+    emit(B.run, apply_quick(s, B.QUICK, quick), as_json)

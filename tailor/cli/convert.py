@@ -177,6 +177,30 @@ def convert_photomaker(
     typer.echo(f"wrote release-layout PhotoMaker {dst}")
 
 
+@convert_app.command("ic-light")
+def convert_ic_light(
+    src: Annotated[Path, typer.Argument(help="IC-Light: a tailor file or --out folder, or a shipped name.")],
+    dst: Annotated[Path, typer.Argument(help="Output .safetensors in the official offsets layout.")],
+    base: Annotated[str, typer.Option(help="Base model the IC-Light was made for.")] = "world",
+    base_config: Annotated[str, typer.Option(help="Config folder for a single-file base.")] = None,
+) -> None:
+    """Write IC-Light's official offsets file (every UNet key, merged - base), also from a compact (--unet-rank)
+    file: it is materialised on the base first."""
+    import tailor
+    from tailor.methods.ic_light.formats import write_offsets
+
+    method = tailor.load(str(src))
+    if method.name != "ic_light":
+        raise InputError(f"{src} is a {method.name} file, not IC-Light; pass an IC-Light file or folder.")
+    if dst.exists():
+        raise InputError(f"{dst} exists; pass a new output path.")
+    method.patch(tailor.load_components(base, config=base_config))
+    offsets = method.state_dict_plain()
+    method.unpatch()
+    write_offsets(dst, offsets)
+    typer.echo(f"wrote official IC-Light offsets {dst} ({len(offsets)} tensors, {method.config.mode})")
+
+
 @lora_app.command("merge")
 def merge(
     loras: Annotated[list[Path], typer.Argument(help="LoRA files or training --out folders.")],

@@ -32,6 +32,13 @@ class IcLightConfig(Config):
         0.1, "weight of the light-transport consistency loss (training with lit pairs; 0 = off)"
     )
 
+    unet_rank: int = option(
+        0,
+        "0: the whole UNet trains (the paper); R > 0: conv_in and every bias / norm train in full and every other "
+        "weight as a rank-R LoRA delta (a compact file, tailor.core.unet_delta; loading materialises base + delta, "
+        "the official offsets file stays the full delta)",
+    )
+
     @property
     def condition_images(self) -> int:
         """How many images' latents the UNet input carries besides the noisy latents."""
@@ -39,4 +46,5 @@ class IcLightConfig(Config):
 
     def validate(self) -> None:
         self.check(self.input_lr_scale > 0, f"input_lr_scale must be > 0; got {self.input_lr_scale}.")
+        self.check(self.unet_rank >= 0, f"unet_rank must be >= 0 (0 = the whole UNet); got {self.unet_rank}.")
         self.check(self.consistency_weight >= 0, f"consistency_weight must be >= 0; got {self.consistency_weight}.")

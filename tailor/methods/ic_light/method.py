@@ -29,7 +29,8 @@ from tailor.core.conditioning import StepExtras, StepState
 from tailor.core.input_channels import restore_conv_in, unet_in_channels, widen_conv_in
 from tailor.core.io import load_tensors, meta_json, read_metadata
 from tailor.core.method import Method
-from tailor.errors import ConfigError, IncompatibleError, InputError
+from tailor.core.unet_delta import UNetDelta, dense_offsets, is_compact
+from tailor.errors import ConfigError, FormatError, IncompatibleError, InputError
 from tailor.methods.ic_light import data, formats
 from tailor.methods.ic_light.config import IcLightConfig
 from tailor.methods.ic_light.consistency import Combiner, consistency_loss, predicted_clean
@@ -37,6 +38,7 @@ from tailor.methods.ic_light.prepare import background_array, encode_mode, foreg
 
 log = logging.getLogger("tailor")
 COMBINER = "combiner."  # tailor-file keys of the consistency combiner (training only)
+DELTA = "delta."  # tailor-file keys of the compact UNet delta (``unet_rank`` > 0: tailor.core.unet_delta)
 
 
 class IcLightMethod(Method):
@@ -55,6 +57,8 @@ class IcLightMethod(Method):
         self.combiner: Combiner | None = None
         self._combiner_state: dict[str, torch.Tensor] = {}  # loaded before the combiner is built
         self._abar: torch.Tensor | None = None  # the training schedule's alpha-bar (consistency loss)
+        rank = self.config.unet_rank
+        self._delta = UNetDelta(rank, name="ic_light_delta") if rank else None  # the compact form (unet_rank > 0)
 
     @property
     def input_channels(self) -> int:  # type: ignore[override]
@@ -96,7 +100,8 @@ class IcLightMethod(Method):
 
     def _apply(self, unet, offsets: dict[str, torch.Tensor]) -> None:
         own = unet.state_dict()
-        missing = sorted(set(own) - set(offsets))
+        # a compact file names only what it changes (the rest is zero); the official file names every key
+        missing = [] if self._compact() else sorted(set(own) - set(offsets))
         unknown = sorted(set(offsets) - set(own))
         source = self.source_file or "the IC-Light offsets"
         if unknown or missing:
@@ -115,8 +120,35 @@ class IcLightMethod(Method):
             for k, v in offsets.items():
                 own[k].add_(v.to(own[k]))
 
+    def _compact(self) -> bool:
+        return self._delta is not None and (self._delta.training or bool(self._delta.state_dict()))
+
+    def _start_delta(self) -> None:
+        """Training with ``unet_rank``: the UNet back to the (widened) base, the LoRA and the full tensors injected
+        over it and loaded with the compact weights held (a resumed run)."""
+        if self._delta.training:
+            return
+        if self._offsets is not None and not self._delta.state_dict():
+            raise ConfigError(
+                f"unet_rank={self.config.unet_rank} trains a compact delta from the base; these weights are full "
+                f"offsets — train them further with unet_rank=0, or start from the base."
+            )
+        self.components.unet.load_state_dict(self._base)
+        self._delta.start(self.components)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """The whole UNet (and the combiner); with ``unet_rank`` the full tensors and the LoRA (injected here, which
+        only the trainer asks for)."""
+        if self._delta is None:
+            return super().trainable_parameters()
+        self._start_delta()
+        comb = list(self.combiner.parameters()) if self.combiner is not None else []
+        return self._delta.parameters() + comb
+
     def detach(self, components) -> None:
         unet = components.unet
+        if self._delta is not None:
+            self._delta.stop()  # the base's modules and values back; the trained weights kept compact
         if self._base:
             self._offsets = self.state_dict_plain()
             unet.load_state_dict(self._base)
@@ -225,6 +257,11 @@ class IcLightMethod(Method):
     # ------------------------------------------------------------------ weights and files
     def state_dict_plain(self) -> dict[str, torch.Tensor]:
         """The offsets over the base UNet (official keys): the attached UNet minus the base, else the loaded ones."""
+        if self._compact():
+            dense = dense_offsets(self._delta.state_dict())
+            if not self._base:
+                return dense  # only the keys it changes; attach it to a base for the official file's every key
+            return {k: dense[k].to(v.dtype) if k in dense else torch.zeros_like(v) for k, v in self._base.items()}
         if not self._base:
             return dict(self._offsets or {})
         own = self.components.unet.state_dict()
@@ -233,7 +270,10 @@ class IcLightMethod(Method):
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The offsets (``ic_light.<unet key>``) and, when training with the consistency loss, the combiner
         (``ic_light.combiner.*``: a resumed run needs it; the official file leaves it out)."""
-        out = {f"{self.name}.{k}": v for k, v in self.state_dict_plain().items()}
+        if self._compact():
+            out = {f"{self.name}.{DELTA}{k}": v for k, v in self._delta.state_dict().items()}
+        else:
+            out = {f"{self.name}.{k}": v for k, v in self.state_dict_plain().items()}
         comb = self.combiner.state_dict() if self.combiner is not None else self._combiner_state
         out.update({f"{self.name}.{COMBINER}{k}": v.detach().cpu() for k, v in comb.items()})
         return out
@@ -246,6 +286,20 @@ class IcLightMethod(Method):
             self._combiner_state = comb
             if self.combiner is not None:
                 self.combiner.load_state_dict(comb)
+        compact = {k[len(DELTA) :]: offsets.pop(k) for k in list(offsets) if k.startswith(DELTA)}
+        if compact:
+            if offsets or not is_compact(compact):
+                raise FormatError(
+                    f"{self.source_file or 'the IC-Light file'} mixes full and compact offsets; it is "
+                    f"damaged — save it again."
+                )
+            if self._delta is None:  # a compact file read with other options: its own rank
+                rank = next(v.shape[0] for k, v in compact.items() if k.endswith(".lora_A.weight"))
+                self._delta = UNetDelta(int(rank), name="ic_light_delta")
+            self._delta.load_state_dict(compact)
+            if self._delta.training:
+                return
+            offsets = dense_offsets(compact)
         if self._base:  # attached: re-base on the original weights
             unet = self.components.unet
             unet.load_state_dict(self._base)
@@ -258,7 +312,7 @@ class IcLightMethod(Method):
 
         The attached weights are first set to ``base + offset`` (a rounding step of at most one float ulp), so a file
         loaded onto the base reproduces this model bit for bit."""
-        if self._base:
+        if self._base and not self._compact():
             offsets = self.state_dict_plain()
             own = self.components.unet.state_dict()
             with torch.no_grad():

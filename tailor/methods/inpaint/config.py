@@ -32,8 +32,19 @@ class InpaintConfig(Config):
         "UNet weights to train: all (SD-inpainting), attention or cross_attention (conv_in always trains)",
         choices=("all", "attention", "cross_attention"),
     )
+    unet_rank: int = option(
+        0,
+        "0: the UNet weights --unet-params names train in full (SD-inpainting); R > 0: conv_in and every bias / norm "
+        "in full, every other weight as a rank-R LoRA delta (a compact file, tailor.core.unet_delta; loading "
+        "materialises base + delta, pipeline/ stays the full inpainting UNet)",
+    )
 
     def validate(self) -> None:
+        self.check(self.unet_rank >= 0, f"unet_rank must be >= 0 (0 = full weights); got {self.unet_rank}.")
+        self.check(
+            self.unet_rank == 0 or self.unet_params == "all",
+            "unet_rank applies to the whole UNet; leave unet_params at all with it.",
+        )
         p = self.full_mask_prob
         self.check(0.0 <= p <= 1.0, f"full_mask_prob must lie in [0, 1]; got {p}.")
         bad = [k for k in self.mask_kinds if k not in MASK_KINDS]

@@ -26,11 +26,13 @@ from tailor.core.input_channels import restore_conv_in, unet_in_channels, widen_
 from tailor.core.latents import scale_latents
 from tailor.core.method import ComposedMethod, get_spec
 from tailor.core.training.noise import generator
-from tailor.errors import IncompatibleError
+from tailor.core.unet_delta import UNetDelta, dense_offsets, is_compact
+from tailor.errors import FormatError, IncompatibleError
 from tailor.methods.inpaint.config import InpaintConfig
 from tailor.methods.inpaint.masks import random_mask
 
 STREAM_MASK = 21  # random stream of the training masks (see core.training.noise)
+DELTA = "delta."  # file keys of the compact UNet delta (unet_rank > 0)
 
 
 class InpaintMethod(ComposedMethod):
@@ -45,6 +47,9 @@ class InpaintMethod(ComposedMethod):
         self.inner = get_spec("finetune").method(unet_params=self.config.unet_params)
         self._replaced_conv: nn.Conv2d | None = None
         self._seed = 0
+        rank = self.config.unet_rank  # > 0: the compact form (tailor.core.unet_delta) instead of the inner finetune
+        self._delta = UNetDelta(rank, name="inpaint_delta") if rank else None
+        self._merged: dict[str, torch.Tensor] = {}  # base values of the weights base + delta replaced (sampling)
 
     # ------------------------------------------------------------------ attach / detach
     def patch(self, components) -> None:
@@ -60,6 +65,13 @@ class InpaintMethod(ComposedMethod):
                 f"channels; this one takes {have} — use a plain or inpainting Stable Diffusion base."
             )
         self.components = components
+        if self._delta is not None:
+            try:
+                self._merge()
+            except Exception:
+                self.unpatch()
+                raise
+            return
         try:
             self.inner.patch(components)
         except Exception:
@@ -67,7 +79,62 @@ class InpaintMethod(ComposedMethod):
             raise
         components.unet.conv_in.requires_grad_(True)  # the new channels always train
 
+    # ------------------------------------------------------------------ the compact form (unet_rank > 0)
+    def _merge(self) -> None:
+        """Sampling: the UNet's weights become base + the delta held (plain modules, no LoRA layers)."""
+        state = self._delta.state_dict()
+        if not state or self._merged:
+            return
+        own = self.components.unet.state_dict()
+        offsets = dense_offsets(state)
+        source = self.source_file or "the inpaint delta"
+        for k, v in offsets.items():
+            if k not in own or own[k].shape != v.shape:
+                got = tuple(own[k].shape) if k in own else "no such key"
+                raise IncompatibleError(
+                    f"{source} does not fit this base ({k}: {tuple(v.shape)} vs {got}); use weights made for it."
+                )
+        with torch.no_grad():
+            for k, v in offsets.items():
+                self._merged[k] = own[k].detach().to("cpu", copy=True)
+                own[k].add_(v.to(own[k]))
+
+    def _unmerge(self) -> None:
+        own = self.components.unet.state_dict()
+        with torch.no_grad():
+            for k, v in self._merged.items():
+                own[k].copy_(v.to(own[k]))
+        self._merged = {}
+
+    def modules(self) -> list[nn.Module]:
+        if self._delta is None:
+            return self.inner.modules()
+        return [self.components.unet] if self.components is not None else []
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        if self._delta is None:
+            return super().state_dict()
+        return {f"{self.name}.{DELTA}{k}": v for k, v in self._delta.state_dict().items()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        if self._delta is None:
+            return super().load_state_dict(state)
+        prefix = f"{self.name}.{DELTA}"
+        compact = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        if not is_compact(compact) or len(compact) != len(state):
+            raise FormatError(
+                f"{self.source_file or 'the inpaint weights'} hold no compact UNet delta ({prefix}*) but "
+                f"unet_rank={self.config.unet_rank}; the file is damaged or made with unet_rank=0."
+            )
+        self._delta.load_state_dict(compact)
+        if self.components is not None and not self._delta.training:
+            self._unmerge()
+            self._merge()
+
     def unpatch(self) -> None:
+        if self._delta is not None and self.components is not None:
+            self._delta.stop()
+            self._unmerge()
         if self.inner.components is not None:
             self.inner.unpatch()
         if self._replaced_conv is not None and self.components is not None:
@@ -76,7 +143,14 @@ class InpaintMethod(ComposedMethod):
         self.components = None
 
     def trainable_parameters(self) -> list[nn.Parameter]:
-        return self.inner.trainable_parameters()
+        """The inner finetune's; with ``unet_rank`` the full tensors and the LoRA (injected here over the base, which
+        only the trainer asks for)."""
+        if self._delta is None:
+            return self.inner.trainable_parameters()
+        if not self._delta.training:
+            self._unmerge()
+            self._delta.start(self.components)
+        return self._delta.parameters()
 
     # ------------------------------------------------------------------ data
     def wrap_dataset(self, dataset, config):
@@ -117,5 +191,8 @@ class InpaintMethod(ComposedMethod):
         """``inpaint.safetensors`` plus ``pipeline/`` (a diffusers ``StableDiffusionInpaintPipeline`` folder)."""
         path = super().save(out_dir)
         if self.components is not None:
+            if self._delta is not None and self._delta.training:  # the folder holds the full merged UNet
+                self._delta.stop()
+                self._merge()
             self.components.save_pipeline(Path(out_dir) / "pipeline")
         return path

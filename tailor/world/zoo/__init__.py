@@ -76,6 +76,7 @@ ADAPTERS = {
     "ic-light-fbc": ("ic_light", None),
     "ref-unet": ("ref_unet", None),
     "infinite-id": ("infinite_id", None),
+    "world-inpaint": ("inpaint", None),
 }
 #: the world identity weights of each identity method: ``--instantid world`` -> ``adapters/instantid``
 IDENTITY_ADAPTERS = {"instantid": "instantid", "photomaker": "photomaker", "pulid": "pulid"}
