@@ -70,6 +70,11 @@ class ControlNetMethod(ConditionedModelMethod):
         super().__init__(config, **overrides)
         self._original: dict[str, torch.Tensor] | None = None  # original-layout weights waiting for the base
 
+    @classmethod
+    def file_layout(cls):
+        """This folder's ``formats`` (the original ``control_model.*`` layout; AnyDoor's checkpoints hold one)."""
+        return formats
+
     # ------------------------------------------------------------------ build
     def build(self, components) -> None:
         from diffusers import ControlNetModel
