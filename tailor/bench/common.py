@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tailor.errors import ConfigError
+from tailor.errors import ConfigError, InputError
 
 #: built-in world subjects (two colours, subject-only patterns, decals: never in base training), in bench order
 DEFAULT_SUBJECTS = ("checker_star", "zebra_heart", "ladybug_circle", "target_square")
@@ -146,6 +146,21 @@ def drift_calibration(names: Sequence[str], n_ref: int, n_probe: int, size: int)
         "different_mean": float(np.mean(diff)),
         "subjects": list(names),
     }
+
+
+def load_artifact(what: str, name: str, path: str, method: str, expected: str, fix: str):
+    """A bench row's model: ``tailor.load(path)``, refused in one sentence when it cannot be loaded or is not a
+    ``method`` artifact (``what``: the bench's word for it; ``expected``: the method's name in the message; ``fix``:
+    what to pass instead)."""
+    import tailor
+
+    try:
+        loaded = tailor.load(path)
+    except Exception as e:
+        raise InputError(f"{what} {name}={path} cannot be loaded ({e}); {fix}.") from e
+    if loaded.name != method:
+        raise InputError(f"{name}={path} is a {loaded.name} artifact, not {expected}; {fix}.")
+    return loaded
 
 
 # --------------------------------------------------------------------- timing, cache, files

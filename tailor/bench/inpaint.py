@@ -103,15 +103,7 @@ def _mean_finite(v: list[float]) -> float | None:
 
 
 def load_model(name: str, path: str):
-    import tailor
-
-    try:
-        method = tailor.load(path)
-    except Exception as e:
-        raise InputError(f"inpainting model {name}={path} cannot be loaded ({e}); pass an inpaint artifact.") from e
-    if method.name != "inpaint":
-        raise InputError(f"{name}={path} is a {method.name} artifact, not inpaint; pass an inpainting model.")
-    return method
+    return C.load_artifact("inpainting model", name, path, "inpaint", "inpaint", "pass an inpainting model")
 
 
 def models(s: Settings) -> dict[str, str]:

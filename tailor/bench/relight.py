@@ -223,15 +223,7 @@ def train_rows(declared: dict, s: Settings, root: Path) -> dict[str, dict[str, A
 
 
 def load_model(name: str, path: str):
-    import tailor
-
-    try:
-        method = tailor.load(path)
-    except Exception as e:
-        raise InputError(f"relight model {name}={path} cannot be loaded ({e}); pass an IC-Light file.") from e
-    if method.name != "ic_light":
-        raise InputError(f"{name}={path} is a {method.name} artifact, not IC-Light; pass an IC-Light model.")
-    return method
+    return C.load_artifact("relight model", name, path, "ic_light", "IC-Light", "pass an IC-Light model")
 
 
 def models(s: Settings) -> dict[str, str]:

@@ -55,8 +55,9 @@ def placeholder_position(tokenizer, prompt: str, word: str) -> int | None:
 
 
 class WordInjection:
-    """While ``rows(...)`` is active the token embedding's output at ``(row, pos)`` is that row's word ``(width,)``;
-    the position must hold ``token_id`` (checked: a mismatch means the prompt was cut off by the token limit)."""
+    """While ``rows(...)`` is active the token embedding's output at ``(row, pos)`` is that row's word ``(width,)``, or
+    at ``(row, pos .. pos + k)`` its words ``(k, width)`` (ELITE's several words); those positions must hold
+    ``token_id`` (checked: a mismatch means the prompt was cut off by the token limit or rewritten)."""
 
     def __init__(self, embedding: nn.Module, token_id: int, what: str = "the placeholder"):
         self.token_id, self.what = token_id, what
@@ -65,6 +66,7 @@ class WordInjection:
 
     @contextmanager
     def rows(self, rows: list[tuple[int, int, torch.Tensor]]):
+        """``rows``: (row of the text batch, first position, a word ``(width,)`` or words ``(k, width)``)."""
         self._rows = rows
         try:
             yield
@@ -77,9 +79,12 @@ class WordInjection:
         ids = args[0]
         out = output.clone()
         for row, pos, word in self._rows:
-            if pos >= ids.shape[1] or int(ids[row, pos]) != self.token_id:
-                raise InputError(f"{self.what} fell past the text encoder's token limit; shorten the prompt.")
-            out[row, pos] = word.to(out)
+            words = word.reshape(-1, out.shape[-1])
+            span = ids[row, pos : pos + words.shape[0]]
+            if span.numel() != words.shape[0] or not bool((span == self.token_id).all()):
+                raise InputError(f"{self.what} fell past the text encoder's token limit or was moved; shorten the "
+                                 "prompt.")  # fmt: skip
+            out[row, pos : pos + words.shape[0]] = words.to(out)
         return out
 
     def remove(self) -> None:

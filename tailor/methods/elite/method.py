@@ -3,7 +3,7 @@ patch tokens in a gated extra cross-attention (local mapper); one forward pass p
 
 **Global mapper** (:class:`~tailor.methods.elite.modules.Mapper`): features of several layers of a frozen CLIP vision
 tower through one MLP each -> one word per layer; the words replace the placeholder (``S``) in the text encoder's
-input (:class:`~tailor.methods.elite.modules.WordInjection`: all words in training, word ``token_index`` at sampling,
+input (:class:`~tailor.core.placeholder.WordInjection`: all words in training, word ``token_index`` at sampling,
 as the official ``inference_global.py`` with ``--token_index 0``). Trainable copies of every ``attn2.to_k`` /
 ``to_v`` replace the base's for the text tokens while ELITE is attached. Loss: eps-MSE + ``reg_global`` x mean |words|.
 
@@ -142,7 +142,7 @@ class ELITEMethod(Method):
         if self._kv is not None:  # attached already (the trainer patched it; a pipeline attaches it again)
             return
         emb = components.text_encoder.get_input_embeddings()
-        self._injection = WordInjection(emb, self.token_id)
+        self._injection = WordInjection(emb, self.token_id, "the ELITE placeholder words")
         self._kv = KVOverride(components.unet, self.global_mapper, self.layers)
         if self.has_local:
             attach_branch(components.unet, self.branch)

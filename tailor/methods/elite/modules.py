@@ -9,10 +9,10 @@ Customized Text-to-Image Generation*; official code csyxwei/ELITE ``train_global
 - :func:`vision_layers`: which hidden states feed the mappers. The official reads CLIP ViT-L/14 (24 layers):
   ``[last_hidden_state, hidden_states[4], [8], [12], [16]]``; a tower with ``L`` layers reads the same fractions of
   its depth (``round(k * L / 24)``, at least 1).
-- :class:`WordInjection`: a forward hook on the text encoder's token embedding that puts the mapper's words at the
-  placeholder's positions (the official replaces the placeholder by the words and shifts the rest right; tailor
-  writes the placeholder word once per injected word, so the tokenizer does the shifting and every base prompt
-  encoder — clip skip, truncation — runs unchanged).
+- :class:`~tailor.core.placeholder.WordInjection` (core, shared with PhotoVerse): a forward hook on the text
+  encoder's token embedding that puts the mapper's words at the placeholder's positions (the official replaces the
+  placeholder by the words and shifts the rest right; tailor writes the placeholder word once per injected word, so
+  the tokenizer does the shifting and every base prompt encoder — clip skip, truncation — runs unchanged).
 - :class:`KVOverride`: the trainable copies of every ``attn2.to_k`` / ``to_v`` (``to_k_global`` / ``to_v_global``)
   used in place of the base's for every text token of every row while ELITE is active, as the official's
   cross-attention does; forward hooks on the base projections, so any attention processor (IP-Adapter's decoupled
@@ -22,12 +22,12 @@ Customized Text-to-Image Generation*; official code csyxwei/ELITE ``train_global
 from __future__ import annotations
 
 import re
-from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tailor.core.placeholder import WordInjection, find_word  # noqa: F401  (WordInjection: ELITE's API)
 from tailor.errors import ConfigError, InputError
 
 OFFICIAL_DEPTH = 24  # CLIP ViT-L/14, the official image encoder
@@ -195,11 +195,6 @@ def placeholder_id(tokenizer, word: str) -> int:
     return ids[0]
 
 
-def find_word(prompt: str, word: str) -> re.Match | None:
-    """The first occurrence of ``word`` as a whole word (case-sensitive, as written in the prompt)."""
-    return re.search(rf"(?<![\w<]){re.escape(word)}(?![\w>])", prompt)
-
-
 def with_placeholder(prompt: str, class_word: str, placeholder: str) -> str:
     """``prompt`` with its first whole-word ``class_word`` replaced by ``placeholder``, unless it already holds the
     placeholder (or lacks the class word)."""
@@ -220,42 +215,6 @@ def expand_prompt(tokenizer, prompt: str, word: str, k: int) -> tuple[str, int] 
     prefix = expand_placeholders(tokenizer, prompt[: m.start()])
     pos = 1 + len(tokenizer(prefix, add_special_tokens=False).input_ids)
     return prompt[: m.start()] + " ".join([word] * k) + prompt[m.end() :], pos
-
-
-class WordInjection:
-    """While active (``with injection.rows(...)``), the token embedding's output at ``(row, pos .. pos + k)`` is the
-    row's words; the positions must hold the placeholder id (checked: a mismatch means the prompt was rewritten)."""
-
-    def __init__(self, embedding: nn.Module, token_id: int):
-        self.token_id = token_id
-        self._rows: list[tuple[int, int, torch.Tensor]] | None = None
-        self.handle = embedding.register_forward_hook(self._hook)
-
-    @contextmanager
-    def rows(self, rows: list[tuple[int, int, torch.Tensor]]):
-        """``rows``: (row of the text batch, first position, words ``(k, width)``)."""
-        self._rows = rows
-        try:
-            yield
-        finally:
-            self._rows = None
-
-    def _hook(self, module, args, output):
-        if not self._rows:
-            return output
-        ids = args[0]
-        out = output.clone()
-        for row, pos, words in self._rows:
-            k = words.shape[0]
-            span = ids[row, pos : pos + k]
-            if span.numel() != k or not bool((span == self.token_id).all()):
-                raise InputError("the ELITE placeholder words were cut off or moved (a prompt longer than the text "
-                                 "encoder's limit?); shorten the prompt.")  # fmt: skip
-            out[row, pos : pos + k] = words.to(out)
-        return out
-
-    def remove(self) -> None:
-        self.handle.remove()
 
 
 class KVOverride:
