@@ -23,6 +23,12 @@ def example_inputs(components) -> dict:
 resources.register("artifact:infinite_id", "tailor.methods.infinite_id.resources:shipped",
                    "tailor.methods.infinite_id.resources:shipped_names")  # fmt: skip
 
+
+def _row(key: str, note: str, default: bool = False, **options) -> BenchRow:
+    """A zero-shot row of `tailor bench identity` on the shipped world weights with these inference options."""
+    return BenchRow("identity", key, 0, 0.0, options, model="world", default=default, note=f"zero-shot: {note}")
+
+
 SPEC = MethodSpec(
     name="infinite_id",
     method=InfiniteIDMethod,
@@ -43,65 +49,18 @@ SPEC = MethodSpec(
     # text streams with the text stream's unconditional rows keeping their own self-attention (style_fidelity 1, the
     # default) or reading the ID stream too (sf0), each without / with AdaIN-mean; and the plain decoupled adapter
     bench=(
-        BenchRow(
-            "identity",
-            "infinite_id",
-            0,
-            0.0,
-            {"adain_mean": False, "style_fidelity": 1.0},
-            model="world",
-            note="zero-shot: shipped world weights, ID + text streams, mixed attention",
-        ),
-        BenchRow(
-            "identity",
-            "infinite_id-adain",
-            0,
-            0.0,
-            {"adain_mean": True, "style_fidelity": 1.0},
-            model="world",
-            default=False,
-            note="zero-shot: mixed attention + AdaIN-mean",
-        ),
-        BenchRow(
-            "identity",
-            "infinite_id-sf0",
-            0,
-            0.0,
-            {"adain_mean": False, "style_fidelity": 0.0},
-            model="world",
-            default=False,
-            note="zero-shot: mixed attention in the unconditional rows too",
-        ),
-        BenchRow(
-            "identity",
-            "infinite_id-sf0-adain",
-            0,
-            0.0,
-            {"adain_mean": True, "style_fidelity": 0.0},
-            model="world",
-            default=False,
-            note="zero-shot: as sf0, + AdaIN-mean",
-        ),
-        BenchRow(
-            "identity",
+        _row("infinite_id", "ID + text streams, mixed attention", True, adain_mean=False, style_fidelity=1.0),
+        _row("infinite_id-adain", "mixed attention + AdaIN-mean", adain_mean=True, style_fidelity=1.0),
+        _row("infinite_id-sf0", "mixed attention in the unconditional rows too", adain_mean=False, style_fidelity=0.0),
+        _row("infinite_id-sf0-adain", "as sf0, + AdaIN-mean", adain_mean=True, style_fidelity=0.0),
+        _row(
             "infinite_id-id2",
-            0,
-            0.0,
-            {"adain_mean": False, "style_fidelity": 1.0, "id_scale": 2.0},
-            model="world",
-            default=False,
-            note="zero-shot: as the default row, the ID stream's image cross-attention x2",
+            "as the default row, the ID stream's image cross-attention x2",
+            adain_mean=False,
+            style_fidelity=1.0,
+            id_scale=2.0,
         ),
-        BenchRow(
-            "identity",
-            "infinite_id-plain",
-            0,
-            0.0,
-            {"mixed": False},
-            model="world",
-            default=False,
-            note="zero-shot: ID tokens in the text stream's cross-attention (no ID stream)",
-        ),
+        _row("infinite_id-plain", "ID tokens in the text stream's cross-attention (no ID stream)", mixed=False),
     ),  # fmt: skip
 )
 
