@@ -122,7 +122,10 @@ def read_official(path: str | Path, cls):
     root = folder_of(path)
     cfg_path, weights = root / "unet" / "config.json", root / "unet" / WEIGHTS
     if not cfg_path.is_file() or not weights.is_file():
-        raise FormatError(f"{root} is not an IDM-VTON folder (no unet/config.json and unet/{WEIGHTS}).")
+        raise FormatError(
+            f"{path} is not an IDM-VTON folder or its unet weights (no {root}/unet/config.json and "
+            f"unet/{WEIGHTS}); pass the folder that holds unet/, unet_encoder/ and image_encoder/."
+        )
     cfg = json.loads(cfg_path.read_text())
     if int(cfg.get("in_channels", 0)) != 13:
         raise FormatError(f"{root}/unet takes {cfg.get('in_channels')} input channels, not IDM-VTON's 13 (noisy + "
