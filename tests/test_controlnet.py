@@ -117,6 +117,23 @@ def test_other_base_is_incompatible(tiny, tmp_path):
         tailor.load(tmp_path / "controlnet" / "diffusion_pytorch_model.safetensors").patch(other)
 
 
+def test_a_widened_unet_still_takes_a_controlnet_of_its_latents(tiny, tmp_path):
+    """An inpainting / IC-Light / try-on UNet widens conv_in; the ControlNet reads the noisy latents alone, so its
+    in_channels is checked against the VAE's latent channels (a ControlNet of other latents is still refused)."""
+    from tailor.core.input_channels import widen_conv_in
+
+    m = _method(tiny, 6)
+    m.patch(tiny)
+    m.save(tmp_path)
+    widened = tailor.tiny_components()
+    widen_conv_in(widened.unet, 5)
+    assert widened.unet.config.in_channels == tiny.unet.config.in_channels + 5
+    tailor.load(tmp_path / "controlnet.safetensors").patch(widened)  # accepted
+    cfg = dict(m.controlnet.config, in_channels=widened.unet.config.in_channels)
+    with pytest.raises(IncompatibleError, match="in_channels"):
+        m.check_base(cfg, widened.unet.config, widened.vae_scale_factor, widened.vae.config.latent_channels)
+
+
 def test_bad_control_image_names_the_file(tiny, tmp_path):
     bad = tmp_path / "edges.png"
     bad.write_text("not an image")

@@ -82,7 +82,9 @@ class ControlNetMethod(ConditionedModelMethod):
         unet, f = components.unet, components.vae_scale_factor
         if self.model_config is not None:
             cfg = {k: v for k, v in self.model_config.items() if not k.startswith("_")}
-            self.check_base(cfg, unet.config, f)
+            vae = getattr(components, "vae", None)
+            latent = getattr(getattr(vae, "config", None), "latent_channels", None)
+            self.check_base(cfg, unet.config, f, latent)
             self.controlnet = ControlNetModel.from_config(cfg)
         else:
             hint = hint_channels(f)
@@ -96,9 +98,14 @@ class ControlNetMethod(ConditionedModelMethod):
             state = formats.diffusers_from_original(original, keys, int(self.controlnet.config.layers_per_block))
             self._pending_state = {f"{self.name}.{k}": v for k, v in state.items()}
 
-    def check_base(self, cfg: dict[str, Any], unet_cfg, vae_factor: int) -> None:
+    def check_base(self, cfg: dict[str, Any], unet_cfg, vae_factor: int, latent_channels: int | None = None) -> None:
+        """Refuse a ControlNet made for another base. Its ``in_channels`` is checked against the latents it reads
+        (``latent_channels``: the VAE's), not the UNet's ``conv_in``, which an inpainting / IC-Light / try-on UNet
+        widens while the ControlNet still reads the noisy latents alone (as diffusers' ControlNet-inpaint pipeline)."""
         for key in _MUST_MATCH:
             mine, base = cfg.get(key), unet_cfg.get(key) if hasattr(unet_cfg, "get") else getattr(unet_cfg, key)
+            if key == "in_channels" and latent_channels is not None:
+                base = latent_channels
             mine = list(mine) if isinstance(mine, (list, tuple)) else mine
             base = list(base) if isinstance(base, (list, tuple)) else base
             if key in cfg and mine != base:
