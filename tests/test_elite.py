@@ -333,3 +333,26 @@ def test_world_name_resolves_through_the_method_folder(monkeypatch, tmp_path):
     (tmp_path / "adapters" / "elite").mkdir(parents=True)
     (tmp_path / "adapters" / "elite" / "tailor.json").write_text("{}")
     assert data.shipped("world") == tmp_path / "adapters" / "elite"
+
+
+def test_shipped_world_elite_loads_by_name_and_changes_the_image():
+    """The world ELITE (``python -m zoo.elite global|local|export``) ships float16 within 3 MB and, attached with a
+    reference, changes what the base draws for a prompt with the placeholder."""
+
+    import tailor.world as world
+    from tailor.compose.flags import load_kind
+    from tailor.core.io import load_tensors
+    from tailor.world.zoo import WEIGHTS
+
+    folder = WEIGHTS / "adapters" / "elite"
+    assert sum(p.stat().st_size for p in folder.iterdir()) <= 3e6
+    assert {v.dtype for v in load_tensors(folder / "elite.safetensors").values()} == {torch.float16}
+    m = load_kind("world", "elite")
+    assert m.name == "elite"
+    pipe = tailor.Pipeline(tailor.load_components("world"))
+    kw = dict(n=1, seed=0, steps=4, guidance=5.0)
+    plain = pipe.generate("a photo of a S on snow", **kw).array
+    ref = world.render("a photo of a red striped star on grass", 3).pil()
+    pipe.attach(m, elite_image=[ref])
+    out = pipe.generate("a photo of a S on snow", **kw).array
+    assert np.isfinite(out).all() and np.abs(out - plain).max() > 1e-2
