@@ -148,6 +148,20 @@ def drift_calibration(names: Sequence[str], n_ref: int, n_probe: int, size: int)
     }
 
 
+def with_shipped(models: dict[str, str], names: Sequence[str], include: bool) -> dict[str, str]:
+    """A bench's ``NAME=PATH`` models plus, when ``include``, each of ``names`` the world zoo ships (by its name;
+    a model the user gave under that name wins)."""
+    out = dict(models)
+    if include:
+        from tailor.world import zoo
+
+        shipped = zoo.shipped_adapters()
+        for name in names:
+            if name in shipped:
+                out.setdefault(name, name)
+    return out
+
+
 def load_artifact(what: str, name: str, path: str, method: str, expected: str, fix: str):
     """A bench row's model: ``tailor.load(path)``, refused in one sentence when it cannot be loaded or is not a
     ``method`` artifact (``what``: the bench's word for it; ``expected``: the method's name in the message; ``fix``:

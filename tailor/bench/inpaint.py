@@ -107,13 +107,7 @@ def load_model(name: str, path: str):
 
 
 def models(s: Settings) -> dict[str, str]:
-    out = dict(s.models)
-    if s.default_models:
-        from tailor.world import zoo
-
-        if "world-inpaint" in zoo.shipped_adapters():
-            out.setdefault("world-inpaint", "world-inpaint")
-    return out
+    return C.with_shipped(s.models, ("world-inpaint",), s.default_models)
 
 
 def run(s: Settings) -> dict[str, Any]:

@@ -227,14 +227,7 @@ def load_model(name: str, path: str):
 
 
 def models(s: Settings) -> dict[str, str]:
-    out = dict(s.models)
-    if s.default_models:
-        from tailor.world import zoo
-
-        for name in ("ic-light-fc", "ic-light-fbc"):
-            if name in zoo.shipped_adapters():
-                out.setdefault(name, name)
-    return out
+    return C.with_shipped(s.models, ("ic-light-fc", "ic-light-fbc"), s.default_models)
 
 
 def run(s: Settings) -> dict[str, Any]:
