@@ -19,8 +19,9 @@ _warned: set[str] = set()
 MAX_PIXELS = 64_000_000  # refuse decompression bombs well before they exhaust memory
 
 
-def load_image(path: str | Path) -> Image.Image:
-    """Open an image as 8-bit RGB; unusual but usable modes (CMYK, 16-bit, palette, alpha) are converted."""
+def open_image(path: str | Path) -> Image.Image:
+    """Open and load an image file in its own mode (alpha kept), refusing a missing, empty, broken or oversized file
+    in one sentence; :func:`load_image` converts the result to RGB."""
     path = Path(path)
     if path.is_symlink() and not path.exists():
         raise InputError(f"image {path} is a broken or looping symbolic link; fix or remove the link.")
@@ -44,6 +45,25 @@ def load_image(path: str | Path) -> Image.Image:
         Image.DecompressionBombWarning,
     ) as e:
         raise InputError(f"{path} is not a readable image ({e.__class__.__name__}); replace or re-save it.") from e
+    return img
+
+
+def image_input(value, what: str) -> Image.Image:
+    """A method's image input — a file (through :func:`open_image`), a PIL image or a uint8 array — in its own
+    mode, so a foreground's alpha channel survives; ``what`` names the input in the refusal."""
+    if isinstance(value, str | Path):
+        return open_image(value)
+    if isinstance(value, Image.Image):
+        return value
+    if isinstance(value, np.ndarray) and value.ndim in (2, 3):
+        return Image.fromarray(value.astype(np.uint8))
+    raise InputError(f"{what} must be an image file, a PIL image or a uint8 array; got {type(value).__name__}.")
+
+
+def load_image(path: str | Path) -> Image.Image:
+    """Open an image as 8-bit RGB; unusual but usable modes (CMYK, 16-bit, palette, alpha) are converted."""
+    path = Path(path)
+    img = open_image(path)
     img_mode = img.mode
     if img.mode != "RGB":
         if img.mode in ("I;16", "I;16B", "I;16L", "I"):

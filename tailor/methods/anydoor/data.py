@@ -24,6 +24,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from tailor.core.images import image_input
 from tailor.errors import ConfigError, InputError
 from tailor.methods.anydoor.hf import collage, grow_box, hf_map, mask_box, object_square
 
@@ -125,35 +126,15 @@ def _first(value, what: str):
     return value
 
 
-def _open(value, what: str) -> Image.Image:
-    if isinstance(value, str | Path):
-        from tailor.core.images import load_image
-
-        path = Path(value)
-        if not path.is_file():
-            raise InputError(f"{what} {value} does not exist; check the path.")
-        try:
-            img = Image.open(path)
-            img.load()
-        except Exception:  # noqa: BLE001 - any unreadable file: one sentence from the shared loader
-            return load_image(value)
-        return img
-    if isinstance(value, Image.Image):
-        return value
-    if isinstance(value, np.ndarray) and value.ndim in (2, 3):
-        return Image.fromarray(value.astype(np.uint8))
-    raise InputError(f"{what} must be an image file or a PIL image; got {type(value).__name__}.")
-
-
 def object_input(image, mask=None) -> tuple[np.ndarray, np.ndarray]:
     """The object (uint8 HxWx3) and its mask (HxW bool): from ``mask`` (a file / image / array of the object image's
     size, nonzero = object), else the image's alpha channel, else its non-white pixels (background removal for an
     object on white)."""
-    img = _open(_first(image, "object image"), "--object")
+    img = image_input(_first(image, "object image"), "--object")
     rgba = img.convert("RGBA") if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info else None
     rgb = np.asarray(img.convert("RGB"))
     if mask is not None:
-        m = np.asarray(_open(mask, "--object-mask").convert("L"))
+        m = np.asarray(image_input(mask, "--object-mask").convert("L"))
         if m.shape != rgb.shape[:2]:
             raise InputError(f"--object-mask is {m.shape[1]}x{m.shape[0]} but the --object image is "
                              f"{rgb.shape[1]}x{rgb.shape[0]}; give a mask of the object image's size.")  # fmt: skip
@@ -173,7 +154,7 @@ def object_input(image, mask=None) -> tuple[np.ndarray, np.ndarray]:
 def scene_input(scene) -> np.ndarray:
     if scene is None:
         raise InputError("anydoor needs the scene to place the object in; pass --scene IMG.")
-    return np.asarray(_open(scene, "--scene").convert("RGB"))
+    return np.asarray(image_input(scene, "--scene").convert("RGB"))
 
 
 def parse_box(box, width: int, height: int) -> tuple[int, int, int, int]:

@@ -19,32 +19,13 @@ import numpy as np
 import torch
 from PIL import Image
 
+from tailor.core.images import image_input
 from tailor.core.latents import scale_latents
-from tailor.errors import ConfigError, InputError
+from tailor.errors import InputError
 
 log = logging.getLogger("tailor")
 
 GREY = 127.0
-
-
-def _open(value: Any, what: str) -> Image.Image:
-    if isinstance(value, str | Path):
-        path = Path(value)
-        if not path.is_file():
-            raise InputError(f"IC-Light {what} {path} does not exist; check the path.")
-        try:
-            img = Image.open(path)
-            img.load()
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-            raise InputError(f"IC-Light {what} {path} is not a readable image ({e.__class__.__name__}).") from e
-        return img
-    if isinstance(value, np.ndarray):
-        return Image.fromarray(value)
-    if isinstance(value, Image.Image):
-        return value
-    raise ConfigError(
-        f"IC-Light {what} must be an image file, a PIL image or a uint8 array; got {type(value).__name__}."
-    )
 
 
 def _has_alpha(img: Image.Image) -> bool:
@@ -63,10 +44,10 @@ def cover_crop(img: Image.Image, width: int, height: int) -> np.ndarray:
 def foreground_array(value: Any, width: int, height: int, mask: Any = None) -> np.ndarray:
     """The foreground on grey, ``height x width x 3`` uint8; alpha from ``mask`` (an image, white = the object) when
     given, else from the image's alpha channel."""
-    img = _open(value, "foreground")
+    img = image_input(value, "IC-Light foreground")
     name = f"foreground {value}" if isinstance(value, str | Path) else "foreground image"
     if mask is not None:
-        m = _open(mask, "foreground mask").convert("L")
+        m = image_input(mask, "IC-Light foreground mask").convert("L")
         if m.size != img.size:
             log.warning("IC-Light: the foreground mask is %dx%d, the foreground %dx%d: the mask was resized",
                         *m.size, *img.size)  # fmt: skip
@@ -88,7 +69,7 @@ def foreground_array(value: Any, width: int, height: int, mask: Any = None) -> n
 
 
 def background_array(value: Any, width: int, height: int) -> np.ndarray:
-    return cover_crop(_open(value, "background").convert("RGB"), width, height)
+    return cover_crop(image_input(value, "IC-Light background").convert("RGB"), width, height)
 
 
 def to_model_range(arrays: list[np.ndarray]) -> torch.Tensor:
