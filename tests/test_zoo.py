@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from tailor.core.io import load_tensors
 from tailor.errors import ConfigError, InputError
 
 
@@ -122,6 +123,26 @@ def test_unet_recipe_on_the_trainer_exports_a_diffusers_folder(tmp_path, world_t
     ).images
     assert img.shape == (1, 32, 32, 3) and np.isfinite(img).all()
     assert not list((weights / "base").rglob("*.bin"))
+    # stored in float16 (the zoo's budget), built and run in float32, equal to the EMA weights up to that rounding
+    stored = {f.parent.name: load_tensors(f, check=False) for f in (weights / "base").glob("*/*.safetensors")}
+    assert {t.dtype for part in stored.values() for t in part.values()} == {torch.float16}
+    assert pipe.unet.dtype == pipe.vae.dtype == pipe.text_encoder.dtype == torch.float32
+
+
+def test_store_half_rounds_float32_only_and_keeps_metadata(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from tailor.core.io import read_metadata
+    from zoo.export import store_half
+
+    w, ids = torch.randn(4, 5), torch.arange(3)
+    save_file({"w": w, "ids": ids, "h": w.half()}, str(tmp_path / "a.safetensors"), metadata={"format": "pt"})
+    save_file({"h": w.half()}, str(tmp_path / "b.safetensors"))
+    assert store_half(tmp_path) == [tmp_path / "a.safetensors"]  # b holds no float32: left as it is
+    t = load_file(str(tmp_path / "a.safetensors"))
+    assert t["w"].dtype == torch.float16 and torch.equal(t["w"], w.half()) and not torch.equal(t["w"].float(), w)
+    assert torch.equal(t["ids"], ids) and torch.equal(t["h"], w.half())
+    assert read_metadata(tmp_path / "a.safetensors") == {"format": "pt"}
 
 
 def test_faces_continuation_starts_from_the_object_runs_ema_and_is_exported(tmp_path, world_tokenizer):
@@ -214,6 +235,8 @@ def test_world_clip_recipe_and_vision_export(tmp_path, world_tokenizer):
     model = train_clip(str(tmp_path / "clip"), world_tokenizer, steps=2, batch_size=4)
     save_clip(model, world_tokenizer, tmp_path / "c", tmp_path / "v")
     vision = CLIPVisionModelWithProjection.from_pretrained(str(tmp_path / "v"), local_files_only=True)
+    assert vision.dtype == torch.float32  # float16 on disk, upcast on load
+    assert {t.dtype for t in load_tensors(tmp_path / "v" / "model.safetensors").values()} == {torch.float16}
     scorer = WorldClip(tmp_path / "c")
     x = torch.rand(2, 3, 64, 64)
     with torch.no_grad():

@@ -26,6 +26,7 @@ from transformers import (
 from tailor.core.io import atomic_dir
 from tailor.world.zoo.clip import MEAN, STD, features, pixel_values, text_inputs
 from zoo.data import mixed_samples
+from zoo.export import store_half
 from zoo.loop import LoopConfig, current_device, train_loop
 
 
@@ -107,6 +108,7 @@ def save_clip(model: CLIPModel, tokenizer: CLIPTokenizer, clip_dir: str | Path, 
     vision.visual_projection.load_state_dict(model.visual_projection.state_dict())
     with atomic_dir(vision_dir) as tmp:
         vision.save_pretrained(tmp, safe_serialization=True)
+        store_half(tmp)  # float16 on disk like the rest of the zoo; transformers upcasts on load
         proc.save_pretrained(tmp)
 
 

@@ -667,7 +667,7 @@ def pack_results(runs: str | Path, dest: str | Path, limit: int = 15 * 2**20) ->
     import tarfile
     import tempfile
 
-    from safetensors.torch import load_file, save_file
+    from zoo.export import store_half
 
     runs, dest = Path(runs), Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
@@ -686,17 +686,9 @@ def pack_results(runs: str | Path, dest: str | Path, limit: int = 15 * 2**20) ->
         return written
     with tempfile.TemporaryDirectory() as tmp:
         half = Path(tmp) / "base-v2"
-        files = []
-        for f in sorted(p for p in base.rglob("*") if p.is_file()):
-            rel = f.relative_to(base)
-            (half / rel).parent.mkdir(parents=True, exist_ok=True)
-            if f.suffix == ".safetensors":
-                t = load_file(str(f))
-                save_file({k: v.half() if v.is_floating_point() else v for k, v in t.items()}, str(half / rel),
-                          metadata={"format": "pt"})  # fmt: skip
-            else:
-                shutil.copyfile(f, half / rel)
-            files.append(rel)
+        shutil.copytree(base, half)
+        store_half(half)
+        files = [f.relative_to(half) for f in sorted(half.rglob("*")) if f.is_file()]
         parts: list[list[Path]] = [[]]
         size = 0
         for rel in sorted(files, key=lambda r: -(half / r).stat().st_size):
