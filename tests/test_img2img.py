@@ -103,6 +103,36 @@ def test_inpainting_base_without_mask_and_blending_keeps_outside(tiny):
     assert np.isfinite(out).all()
 
 
+@pytest.mark.parametrize("channels", [4, 9])
+def test_keep_unmasked_pastes_the_init_image_back_outside_the_mask(tiny, channels):
+    """A1111's mask blur + overlay: outside the (blurred) mask the init image exactly, inside the sample."""
+    if channels == 9:
+        _inpainting(tiny)
+    img, mask = _image(), _mask()
+    pipe = Pipeline(tiny)
+    kw = dict(seed=3, steps=3, guidance=5.0, init_image=img, mask=mask)
+    plain = pipe.generate("a star", **kw).array[0]
+    hard = pipe.generate("a star", keep_unmasked=0, **kw).array[0]
+    soft = pipe.generate("a star", keep_unmasked=2, **kw).array[0]
+    init = np.asarray(img, dtype=np.float32) / 255
+    inside = np.asarray(mask) > 127
+    assert np.abs(hard[~inside] - init[~inside]).max() <= 1e-6 and np.array_equal(hard[inside], plain[inside])
+    assert np.abs(plain[~inside] - init[~inside]).mean() > 0.05  # without it the outside is the VAE's, not the image
+    far = np.zeros_like(inside)  # pixels at least 6 px from the mask's edge, on either side
+    far[:, :] = True
+    x0, y0, x1, y1 = 4, 8, 20, 24
+    far[max(y0 - 6, 0) : y1 + 6, max(x0 - 6, 0) : x1 + 6] = False
+    far[y0 + 6 : y1 - 6, x0 + 6 : x1 - 6] = True
+    assert np.abs(soft[far & ~inside] - init[far & ~inside]).max() <= 1e-3
+    assert np.abs(soft[far & inside] - plain[far & inside]).max() <= 1e-3
+    edge = ~far
+    assert np.abs(soft[edge] - hard[edge]).max() > 1e-3  # the border is blended
+    with pytest.raises(ConfigError, match="pass --mask with it"):
+        pipe.generate("a star", keep_unmasked=2, seed=3, steps=3, init_image=img)
+    with pytest.raises(ConfigError, match="keep_unmasked is a blur in pixels"):
+        pipe.generate("a star", keep_unmasked=-1, **kw)
+
+
 def test_controlnet_composes_with_inpainting(tiny):
     """A ControlNet (built on the 4-channel UNet) through step_kwargs on a 9-channel inpainting UNet ==
     diffusers' StableDiffusionControlNetInpaintPipeline."""
@@ -199,9 +229,12 @@ def test_generate_cli_img2img_and_inpaint(tmp_path):
     Image.new("L", (32, 32), 0).save(tmp_path / "black.png")
     out = tmp_path / "out"
     generate(prompt=["a star"], base="tiny", n=1, steps=2, init_image=str(tmp_path / "init.png"),
-             mask=str(tmp_path / "mask.png"), out=str(out))  # fmt: skip
+             mask=str(tmp_path / "mask.png"), out=str(out), keep_unmasked=0)  # fmt: skip
     record = json.loads((out / "generation.json").read_text())
     assert record["settings"]["mask"].endswith("mask.png") and record["settings"]["strength"] is None
+    assert record["settings"]["keep_unmasked"] == 0
+    written, init = np.asarray(Image.open(out / "000.png")), np.asarray(_image())
+    assert np.array_equal(written[np.asarray(_mask()) < 128], init[np.asarray(_mask()) < 128])
     bad = tmp_path / "bad"
     with pytest.raises(InputError, match="all black"):
         generate(prompt=["a star"], base="tiny", n=1, steps=2, init_image=str(tmp_path / "init.png"),

@@ -10,7 +10,7 @@ from PIL import Image
 import tailor
 from tailor.core.pipeline import Pipeline
 from tailor.core.training.noise import generator
-from tailor.errors import ConfigError, IncompatibleError
+from tailor.errors import ConfigError, IncompatibleError, InputError
 from tailor.methods.inpaint import InpaintConfig, InpaintMethod
 from tailor.methods.inpaint.masks import random_mask
 
@@ -87,9 +87,16 @@ def test_bench_inpaint_quick(tmp_path):
     assert B.psnr_region(a, b, region) == pytest.approx(10 * np.log10(255.0**2 / (255.0**2 * 3 / 6)))
     train(InpaintMethod(unet_rank=2), TrainConfig(base="tiny", out=str(tmp_path / "run"), steps=1, batch_size=1,
                                                  resolution=32))  # fmt: skip
-    s = B.Settings(base="tiny", out=tmp_path / "bench", models={"mine": str(tmp_path / "run")}, **B.QUICK)
+    s = B.Settings(base="tiny", out=tmp_path / "bench", models={"mine": str(tmp_path / "run")}, keep_unmasked=0,
+                   **B.QUICK)  # fmt: skip
     res = B.run(s)
     rows = {r["row"]: r for r in res["rows"]}
     assert rows["exact render"]["object"] == 1.0 and rows["exact render"]["psnr_kept"] is None
     assert rows["base + blending"]["psnr_kept"] > rows["mine"]["psnr_kept"]
     assert (tmp_path / "bench" / "grid.png").is_file() and rows["mine"]["step_cost"] > 0
+    # pasted back with a hard edge, the kept region is the render itself (no finite PSNR), the mask the model's
+    for key in ("base + blending", "mine"):
+        pasted = rows[f"{key} + keep-unmasked 0"]
+        assert pasted["psnr_kept"] is None and pasted["psnr_mask"] == pytest.approx(rows[key]["psnr_mask"])
+    with pytest.raises(InputError, match="keep-unmasked"):
+        B.Settings(keep_unmasked=-1).check()

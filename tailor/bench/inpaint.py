@@ -16,7 +16,8 @@ target. Scores:
 
 Rows: ``exact render`` (the oracle's own agreement: 1 by definition, PSNR infinite), ``base + blending`` (the plain
 4-channel base with ``--mask``: latent blending, diffusers' behaviour), then each inpainting model given
-(``world-inpaint``, shipped, by default).
+(``world-inpaint``, shipped, by default); with ``keep_unmasked`` each generated row again with the init image pasted
+back outside the mask (``--keep-unmasked``, A1111's mask blur + overlay).
 """
 
 from __future__ import annotations
@@ -48,10 +49,13 @@ class Settings:
     sample_steps: int = 20
     guidance: float = 5.0
     timing_rounds: int = 2
+    keep_unmasked: int | None = None  # also each generated row with the init image pasted back (blur in pixels)
 
     def check(self) -> None:
         if min(self.scenes, self.sample_steps) < 1:
             raise InputError("--scenes and --sample-steps must be >= 1.")
+        if self.keep_unmasked is not None and self.keep_unmasked < 0:
+            raise InputError(f"--keep-unmasked is a blur in pixels and must be >= 0; got {self.keep_unmasked}.")
 
 
 def scene(i: int, size: int) -> dict[str, Any]:
@@ -123,7 +127,9 @@ def run(s: Settings) -> dict[str, Any]:
     size = comps.default_size
     scenes = [scene(i, size) for i in range(s.scenes)]
     given = models(s)
-    keys = ["exact render", "base + blending", *given]
+    generated = ["base + blending", *given]
+    pasted = {f"{k} + keep-unmasked {s.keep_unmasked}": k for k in generated} if s.keep_unmasked is not None else {}
+    keys = ["exact render", *generated, *pasted]
     pipe = tailor.Pipeline(comps)
     prompt = scenes[0]["caption"]
     n_show = min(6, len(scenes))
@@ -139,7 +145,8 @@ def run(s: Settings) -> dict[str, Any]:
             if key == "exact render":
                 outs = [sc["image"] for sc in scenes]
             else:
-                method = load_model(key, given[key]) if key in given else None
+                model = pasted.get(key, key)
+                method = load_model(model, given[model]) if model in given else None
                 if method is not None:
                     pipe.attach(method)
                 outs = []
@@ -152,9 +159,12 @@ def run(s: Settings) -> dict[str, Any]:
                         guidance=s.guidance,
                         init_image=Image.fromarray(sc["image"]),
                         mask=Image.fromarray(sc["mask"].astype(np.uint8) * 255),
+                        keep_unmasked=s.keep_unmasked if key in pasted else None,
                     )
                     outs.append(np.asarray(img.images[0].convert("RGB")))
-                if method is None:
+                if key in pasted:  # the same samples pasted back: the sampling cost is its row's
+                    pipe.detach()
+                elif method is None:
                     row |= {"sample_s_per_step": step_seconds(pipe, prompt, s.guidance), "step_cost": 1.0}
                 else:
                     pipe.detach()

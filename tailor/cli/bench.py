@@ -287,6 +287,9 @@ def inpaint(
     default_models: Annotated[bool, typer.Option(help="Also score the shipped world-inpaint when present.")] = True,
     scenes: Annotated[int, typer.Option(help="Held-out world objects, each repainted in its box.")] = 24,
     sample_steps: Annotated[int, typer.Option(help="Sampling steps.")] = 20,
+    keep_unmasked: Annotated[
+        int | None, typer.Option(help="Also score every row with the init image pasted back (this blur in pixels).")
+    ] = None,
     quick: Quick = False,
     as_json: Json = False,
 ) -> None:
@@ -295,5 +298,6 @@ def inpaint(
     from tailor.bench import inpaint as B
 
     s = B.Settings(base=base, out=out, models=pairs(model, "--model", "mine=outputs/inpaint"),
-                   default_models=default_models, scenes=scenes, sample_steps=sample_steps)  # fmt: skip
+                   default_models=default_models, scenes=scenes, sample_steps=sample_steps,
+                   keep_unmasked=keep_unmasked)  # fmt: skip
     emit(B.run, apply_quick(s, B.QUICK, quick), as_json)

@@ -39,6 +39,12 @@ class GenerateConfig(Config):
         "How much of the init image is repainted, in (0, 1]: the last int(steps * strength) steps run (default: 0.8 "
         "for img2img, 1.0 with --mask, as diffusers).",
     )
+    keep_unmasked: int | None = option(
+        None,
+        "Inpaint: paste the init image back outside the mask after decoding, over a border blurred by this many "
+        "pixels (0 = hard edge; A1111's mask blur + overlay). Default: off, the decoded latents as they are "
+        "(diffusers).",
+    )
 
     def validate(self) -> None:
         self.check(self.n >= 1 and self.steps >= 1, f"steps and n must be >= 1; got steps={self.steps}, n={self.n}.")
@@ -52,6 +58,10 @@ class GenerateConfig(Config):
                 0.0 < self.strength <= 1.0,
                 f"strength must lie in (0, 1] (how much of the init image is repainted); got {self.strength}.",
             )
+        self.check(
+            self.keep_unmasked is None or self.keep_unmasked >= 0,
+            f"keep_unmasked is a blur in pixels and must be >= 0; got {self.keep_unmasked}.",
+        )
         for name in ("width", "height"):
             value = getattr(self, name)
             self.check(value is None or value > 0, f"{name} must be a positive number of pixels; got {value}.")

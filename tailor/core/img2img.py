@@ -215,3 +215,18 @@ class ImageStart:
         if i < len(timesteps) - 1:
             proper = scheduler.add_noise(proper, self.noise, torch.tensor([timesteps[i + 1]]))
         return (1 - self.mask_latents) * proper + self.mask_latents * latents
+
+    # ------------------------------------------------------------------ after decoding
+    def overlay(self, images: np.ndarray, blur: int | None) -> np.ndarray:
+        """``images`` (NHWC in [0, 1]) with the init image pasted back outside the mask, the mask's edge blurred by
+        ``blur`` pixels (a Gaussian of that radius; A1111's mask blur + overlay); unchanged when ``blur`` is None."""
+        if blur is None or self.mask is None:
+            return images
+        from PIL import ImageFilter
+
+        mask = Image.fromarray((self.mask[0, 0].cpu().numpy() * 255).round().astype(np.uint8), "L")
+        if blur > 0:
+            mask = mask.filter(ImageFilter.GaussianBlur(blur))
+        alpha = (np.asarray(mask, dtype=np.float32) / 255.0)[None, :, :, None]
+        init = (self.image[0].permute(1, 2, 0).cpu().float().numpy() / 2 + 0.5).clip(0, 1)[None]
+        return (alpha * images + (1 - alpha) * init).astype(images.dtype)

@@ -205,6 +205,8 @@ class Pipeline:
             config = GenerateConfig.from_dict({**config.to_dict(), **settings}, source="generation settings")
         init_image = config.init_image if init_image is None or isinstance(init_image, str | Path) else init_image
         mask = config.mask if mask is None or isinstance(mask, str | Path) else mask
+        if config.keep_unmasked is not None and mask is None:
+            raise ConfigError("--keep-unmasked pastes the init image back outside the mask; pass --mask with it.")
         c = self.components
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         if not prompts:
@@ -276,6 +278,8 @@ class Pipeline:
             a.method.set_scale(a.weight)
 
         array = decode(c, latents)
+        if start is not None and mask is not None:
+            array = start.overlay(array, config.keep_unmasked)
         settings = config.to_dict() | dict(width=width, height=height, base=c.source, methods=self.describe())
         return GenerationResult(to_pil(array), array, seeds, all_prompts, settings)
 
