@@ -240,13 +240,13 @@ def test_built_after_a_lora_it_copies_the_base_layers():
     layers under the LoRA wrappers, as ``from_unet`` copies a UNet without LoRA."""
     from diffusers import ControlNetModel
 
-    from tailor.methods.controlnet.method import controlnet_from_unet
+    from tailor.core.control import controlnet_from_unet
     from tailor.methods.lora import LoRAMethod
 
     comps = tailor.tiny_components()
     ref = ControlNetModel.from_unet(comps.unet, conditioning_embedding_out_channels=(16, 32)).state_dict()
     pipe = tailor.Pipeline(comps).attach(LoRAMethod(rank=2))
-    got = controlnet_from_unet(comps.unet, (16, 32)).state_dict()
+    got = controlnet_from_unet(comps.unet, 4, conditioning_embedding_out_channels=(16, 32)).state_dict()
     pipe.detach()
     assert set(got) == set(ref)
     assert all(torch.equal(got[k], ref[k]) for k in ref if not k.startswith("controlnet_"))  # those start fresh

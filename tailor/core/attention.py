@@ -189,6 +189,8 @@ class DecoupledAttnProcessor:
                 ip = ip.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim).to(query.dtype)
                 mask = gate(self.name, hidden_states) if gate is not None else None
                 if mask is not None:
+                    if mask.shape[0] != batch_size:  # a gate over the whole sampling batch: the rows running now
+                        mask = pass_rows(mask)
                     if mask.shape[0] != batch_size:  # reference rows fused in front: ungated
                         mask = torch.cat([mask.new_ones((prefix_rows(), *mask.shape[1:])), mask])
                     ip = ip * mask.to(ip)

@@ -49,6 +49,43 @@ def hint_channels(vae_factor: int, channels: tuple[int, ...] = HINT_CHANNELS) ->
     return tuple(channels[:n])
 
 
+#: the parts of a UNet diffusers' ``ControlNetModel.from_unet`` copies into the ControlNet
+UNET_PARTS = ("conv_in", "time_proj", "time_embedding", "class_embedding", "add_embedding", "down_blocks", "mid_block")
+
+
+def controlnet_from_unet(unet, latent_channels: int | None = None, **kwargs):
+    """diffusers' ``ControlNetModel.from_unet`` for the UNet as earlier methods left it (``kwargs`` go to it: hint
+    widths, conditioning channels):
+
+    - a LoRA attached before (peft layers ``<name>.base_layer`` + ``lora_A/B``, e.g. ``--lora`` before
+      ``--instantid``): the base layers' weights are copied, not the wrappers';
+    - a ``conv_in`` widened by an input-channel method (inpainting, IC-Light, try-on): the ControlNet reads the noisy
+      latents alone, as in diffusers' ControlNet-inpaint pipeline, so its ``conv_in`` takes ``latent_channels`` and
+      copies the weights of those input channels."""
+    from diffusers import ControlNetModel
+
+    state = unet.state_dict()
+    wrapped = any(".base_layer." in k for k in state)
+    widened = latent_channels is not None and int(unet.config.in_channels) != latent_channels
+    if not (wrapped or widened):
+        return ControlNetModel.from_unet(unet, **kwargs)
+    net = ControlNetModel.from_unet(unet, load_weights_from_unet=False, **kwargs)
+    if widened:
+        old = net.conv_in
+        net.conv_in = torch.nn.Conv2d(latent_channels, old.out_channels, old.kernel_size, padding=old.padding)
+        net.register_to_config(in_channels=latent_channels)
+    base = {k.replace(".base_layer.", "."): v for k, v in state.items() if ".lora_" not in k}
+    own = net.state_dict()
+    copied = {}
+    for k, v in own.items():
+        if k.split(".")[0] in UNET_PARTS and k in base:
+            w = base[k][:, :latent_channels] if widened and k == "conv_in.weight" else base[k]
+            if w.shape == v.shape:
+                copied[k] = w
+    net.load_state_dict(copied, strict=False)
+    return net
+
+
 def load_condition(source: Any, what: str = "control image") -> Any:
     """A path is opened (InputError naming it when it is not an image); other inputs pass through checked."""
     if isinstance(source, (str, Path)):

@@ -78,6 +78,14 @@ class Method:
     training_free: ClassVar[bool] = False
     #: True when the method changes what the text encoder produces (so text embeddings cannot be cached)
     trains_text_encoder: ClassVar[bool] = False
+    #: what the method does with the UNet's text context: "" (nothing, or works on whatever context there is),
+    #: "edits" (re-encodes the prompt or edits its word embeddings / reads its words' attention), "replaces" (puts
+    #: a context of its own in place of the prompt's, e.g. AnyDoor's ID tokens); the pipeline refuses an "edits"
+    #: method beside a "replaces" one (:func:`tailor.core.pipeline.check_text_context`)
+    text_context: ClassVar[str] = ""
+    #: True for a method that widens the UNet's ``conv_in`` with input channels of its own layout (inpainting,
+    #: IC-Light, try-on): two such methods cannot share one UNet, and the pipeline says so
+    widens_input: ClassVar[bool] = False
     #: the registered method a composed method is built on (:class:`ComposedMethod`); None for a plain method
     inner: Method | None = None
     #: the file this method was loaded from (``tailor.load`` sets it), named in errors; None when built in memory

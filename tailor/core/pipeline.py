@@ -133,6 +133,25 @@ def encode_with_methods(attachments: list[Attachment], cond: Conditioning, batch
     return cond
 
 
+def check_pairs(attached: list[Method], new: Method) -> None:
+    """Refuse, in one sentence naming both, a method that cannot share the pipeline with one attached before: two
+    that widen the UNet's input layout, or one that edits the prompt's text context beside one that replaces it."""
+    kinds = {"edits": "edits the prompt's text embeddings", "replaces": "replaces the prompt's text context"}
+    for old in attached:
+        if old.widens_input and new.widens_input:
+            raise IncompatibleError(
+                f"{old.name} and {new.name} both widen the UNet's input (conv_in) with channels of their own "
+                f"layout, and one UNet takes one layout; use one of them."
+            )
+        pair = {old.text_context, new.text_context}
+        if pair == {"edits", "replaces"} or (old.text_context == new.text_context == "replaces"):
+            a, b = sorted((old, new), key=lambda m: m.text_context != "replaces")
+            raise IncompatibleError(
+                f"{a.name} {kinds[a.text_context]} with a context of its own, so {b.name} (which "
+                f"{kinds[b.text_context]}) has nothing to act on; use one of them."
+            )
+
+
 @dataclass
 class GenerationResult:
     images: list  # PIL images
@@ -151,6 +170,7 @@ class Pipeline:
 
     # ------------------------------------------------------------------ methods
     def attach(self, method: Method, weight: float = 1.0, start: float = 0.0, end: float = 1.0, **inputs) -> Pipeline:
+        check_pairs([a.method for a in self.attachments], method)
         att = Attachment(method, weight, start, end, inputs)
         try:
             method.patch(self.components)

@@ -39,7 +39,7 @@ from torch import nn
 
 from tailor.core.components import load_image_encoder
 from tailor.core.conditioning import StepExtras, StepState
-from tailor.core.control import control_batch, hint_channels
+from tailor.core.control import control_batch, controlnet_from_unet, hint_channels
 from tailor.core.io import load_tensors, meta_json, read_metadata, save_tensors
 from tailor.core.lora import LoRA, find_targets
 from tailor.core.method import ARTIFACT_FORMAT, Method, load_module_state
@@ -69,6 +69,7 @@ class AnyDoorMethod(Method):
     """Attach with ``pipe.attach(method, object=IMG, scene=IMG, box="x0,y0,x1,y1"[, object_mask=MASK])``."""
 
     name = "anydoor"
+    text_context = "replaces"  # the ID tokens are the whole cross-attention context
     config_cls = AnyDoorConfig
     default_lr: ClassVar[float] = 1e-5  # the official learning rate (the world recipe uses more)
 
@@ -93,7 +94,6 @@ class AnyDoorMethod(Method):
 
     # ------------------------------------------------------------------ build / attach
     def build(self, components) -> None:
-        from diffusers import ControlNetModel
 
         c = self.config
         if components.is_sdxl:
@@ -104,18 +104,12 @@ class AnyDoorMethod(Method):
         self.encoder, self.processor = load_image_encoder(c.image_encoder, components.device)
         width = int(self.encoder.config.hidden_size)
         self.projector = nn.Linear(width, int(unet.config.cross_attention_dim))
-        wrapped = any(".base_layer." in k for k in unet.state_dict())  # a LoRA attached before: weights loaded below
-        self.controlnet = ControlNetModel.from_unet(
+        self.controlnet = controlnet_from_unet(
             unet,
+            int(components.vae.config.latent_channels),
             conditioning_channels=4,
             conditioning_embedding_out_channels=hint_channels(components.vae_scale_factor),
-            load_weights_from_unet=not wrapped,
         )
-        if wrapped:
-            base = {k.replace(".base_layer.", "."): v for k, v in unet.state_dict().items() if ".lora_" not in k}
-            own = self.controlnet.state_dict()
-            self.controlnet.load_state_dict({k: base[k] for k in own if k in base and base[k].shape == own[k].shape},
-                                            strict=False)  # fmt: skip
         self.controlnet.to(dtype=unet.dtype).eval()
         self.projector.to(dtype=unet.dtype).eval()
         if c.decoder == "lora":

@@ -28,7 +28,7 @@ from torch import nn
 
 from tailor.core.components import module_dtype
 from tailor.core.conditioning import Conditioning, StepExtras, StepState
-from tailor.core.control import hint_channels
+from tailor.core.control import controlnet_from_unet, hint_channels
 from tailor.core.io import load_tensors, read_metadata, save_tensors
 from tailor.core.latents import scale_latents, unscale_latents, vae_decode
 from tailor.core.method import Method, load_module_state
@@ -47,6 +47,7 @@ class AnyTextMethod(Method):
     """Attach with ``text=WORD or [WORDS]`` and ``text_box="x0,y0,x1,y1" or [...]`` (one box per line, pixels)."""
 
     name = "anytext"
+    text_context = "edits"  # it changes the prompt's word embeddings
     config_cls = AnyTextConfig
     trains_text_encoder: ClassVar[bool] = True  # the prompt embeddings depend on the method: never cached
     default_lr: ClassVar[float] = 1e-4
@@ -62,13 +63,13 @@ class AnyTextMethod(Method):
 
     # ------------------------------------------------------------------ build
     def build(self, components) -> None:
-        from diffusers import ControlNetModel
 
         if components.is_sdxl:
             raise IncompatibleError("anytext supports SD1.x / SD2-style bases (one CLIP text encoder); not SDXL.")
         unet, f = components.unet, components.vae_scale_factor
         self._placeholder_id = self._placeholder(components.tokenizer)
-        control = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=hint_channels(f))
+        latent = int(components.vae.config.latent_channels)
+        control = controlnet_from_unet(unet, latent, conditioning_embedding_out_channels=hint_channels(f))
         control.controlnet_cond_embedding = AuxiliaryLatent(
             f, int(components.vae.config.latent_channels), int(unet.config.block_out_channels[0]),
             self.config.glyph_scale,

@@ -61,6 +61,7 @@ class CharacterAdapterMethod(Method):
     """Attach with ``pipe.attach(CharacterAdapterMethod(regions=["star", "heart"]), weight=1.0, reference=img)``."""
 
     name = "character_adapter"
+    text_context = "edits"  # it gates each region by its word's attention map
     config_cls = CharacterAdapterConfig
     training_free = True
 

@@ -28,7 +28,7 @@ from torch import nn
 
 from tailor.core.components import module_dtype
 from tailor.core.conditioning import StepExtras, StepState
-from tailor.core.control import control_batch, drop_captions, hint_channels
+from tailor.core.control import control_batch, controlnet_from_unet, drop_captions, hint_channels
 from tailor.core.io import load_tensors, meta_json, read_metadata
 from tailor.core.method import Method, load_module_state
 from tailor.errors import ConfigError, FormatError, IncompatibleError, InputError
@@ -74,8 +74,10 @@ class ControlGPTMethod(Method):
                 )
             self.control = ControlNetModel.from_config(cfg)
         else:
-            self.control = ControlNetModel.from_unet(
-                unet, conditioning_embedding_out_channels=hint_channels(components.vae_scale_factor)
+            self.control = controlnet_from_unet(
+                unet,
+                int(components.vae.config.latent_channels),
+                conditioning_embedding_out_channels=hint_channels(components.vae_scale_factor),
             )
             if self._pending_state is None and self.config.init != "none":
                 self._load_init(self.config.init)

@@ -25,7 +25,7 @@ from torch import nn
 from tailor.conditions.method import ConditionedModelMethod
 from tailor.core.components import module_dtype
 from tailor.core.conditioning import StepExtras, StepState
-from tailor.core.control import drop_captions, hint_channels, pad_uncond
+from tailor.core.control import controlnet_from_unet, drop_captions, hint_channels, pad_uncond
 from tailor.core.io import load_tensors, meta_json, read_metadata
 from tailor.core.method import ARTIFACT_FORMAT
 from tailor.core.model_method import diffusers_folder
@@ -35,24 +35,6 @@ from tailor.methods.controlnet.config import ControlNetConfig
 
 #: ControlNet config fields that must equal the base UNet's for the residuals to fit
 _MUST_MATCH = ("in_channels", "block_out_channels", "layers_per_block", "cross_attention_dim", "down_block_types")
-
-
-def controlnet_from_unet(unet, hint: tuple[int, ...]):
-    """``ControlNetModel.from_unet``; when a LoRA is attached to the UNet (peft layers: ``<name>.base_layer`` +
-    ``lora_A/B``, e.g. ``--lora`` before ``--instantid``) it copies the base layers' weights, not the wrappers'."""
-    from diffusers import ControlNetModel
-
-    state = unet.state_dict()
-    if not any(".base_layer." in k for k in state):
-        return ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=hint)
-    net = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=hint, load_weights_from_unet=False)
-    base = {k.replace(".base_layer.", "."): v for k, v in state.items() if ".lora_" not in k}
-    copied = {k: base[k] for k in net.state_dict() if k.split(".")[0] in UNET_PARTS and k in base}
-    net.load_state_dict(copied, strict=False)
-    return net
-
-
-UNET_PARTS = ("conv_in", "time_proj", "time_embedding", "class_embedding", "add_embedding", "down_blocks", "mid_block")
 
 
 class ControlNetMethod(ConditionedModelMethod):
@@ -90,7 +72,8 @@ class ControlNetMethod(ConditionedModelMethod):
             hint = hint_channels(f)
             if self._original is not None:
                 hint = formats.hint_channels_of(self._original)
-            self.controlnet = controlnet_from_unet(unet, hint)
+            latent = int(components.vae.config.latent_channels)
+            self.controlnet = controlnet_from_unet(unet, latent, conditioning_embedding_out_channels=hint)
         self.controlnet.to(dtype=unet.dtype).eval()
         if self._original is not None:
             original, self._original = self._original, None

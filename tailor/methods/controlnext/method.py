@@ -24,6 +24,7 @@ from tailor.core.conditioning import StepExtras, StepState
 from tailor.core.control import drop_captions
 from tailor.core.io import load_tensors, meta_json, read_metadata
 from tailor.core.method import ARTIFACT_FORMAT
+from tailor.core.reference_bank import in_reference_pass, prefix_rows
 from tailor.errors import FormatError, IncompatibleError
 from tailor.methods.controlnext.config import ControlNeXtConfig
 from tailor.methods.controlnext.modules import ControlNeXtModel, cross_normalize
@@ -77,12 +78,16 @@ class ControlNeXtMethod(ConditionedModelMethod):
         self._control = None  # computed afresh by step_kwargs when this call is inside the window
 
     def _add_control(self, module, args, output):
+        if in_reference_pass():  # a reference method's own pass over its reference: no control there
+            return None
         control, self._control = self._control, None  # one UNet call consumes it
         if control is None or self.scale == 0:
             return None
         hidden, skips = output
         strength = float(self.scale) * float(self.config.control_scale) * float(self.model.scale)
-        return hidden + cross_normalize(control, hidden) * strength, skips
+        n = prefix_rows()  # a fused reference pass runs its rows in front of the sampling rows: they get none
+        added = hidden[n:] + cross_normalize(control, hidden[n:]) * strength
+        return (torch.cat([hidden[:n], added]) if n else added), skips
 
     # ------------------------------------------------------------------ training data
     def expand_batch(self, batch, keys, positions):

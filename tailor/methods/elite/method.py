@@ -66,6 +66,7 @@ class ELITEMethod(Method):
     place of its first ``star`` (what the benches pass)."""
 
     name = "elite"
+    text_context = "edits"  # it changes the prompt's word embeddings
     config_cls = ELITEConfig
     trains_text_encoder = True  # the prompt embeddings depend on the mapper: never cache them
     default_lr: ClassVar[float] = 1e-4

@@ -45,6 +45,7 @@ class IcLightMethod(Method):
     """fc / fbc relighting: extra input channels + the whole UNet's offsets."""
 
     name = "ic_light"
+    widens_input = True  # its conv_in takes the inputs' extra channels
     config_cls = IcLightConfig
     default_lr: ClassVar[float] = 1e-4  # the tiny world model; the paper fine-tunes SD1.5 at ~1e-5
 

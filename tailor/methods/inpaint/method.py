@@ -39,6 +39,7 @@ class InpaintMethod(ComposedMethod):
     """A 4-channel base made (or a 9-channel one trained further as) a 9-channel inpainting base."""
 
     name = "inpaint"
+    widens_input = True  # its conv_in takes the inputs' extra channels
     config_cls = InpaintConfig
     default_lr: ClassVar[float] = 1e-4  # the tiny world model, like finetune; real SD bases want ~1e-5
 

@@ -45,6 +45,7 @@ class PhotoMakerMethod(Method):
     ``class_word="man"`` to put the trigger after that word of every prompt)."""
 
     name = "photomaker"
+    text_context = "edits"  # it changes the prompt's word embeddings
     config_cls = PhotoMakerConfig
     default_lr: ClassVar[float] = 1e-4
 

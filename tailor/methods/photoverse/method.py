@@ -61,6 +61,7 @@ class PhotoVerseMethod(Method):
     ``class_word="woman"``)."""
 
     name = "photoverse"
+    text_context = "edits"  # it changes the prompt's word embeddings
     config_cls = PhotoVerseConfig
     trains_text_encoder = True  # the prompt embeddings hold the pseudo-word: never cache them
     default_lr: ClassVar[float] = 1e-4

@@ -80,6 +80,7 @@ class RefUnetMethod(Method):
     """Attach with ``pipe.attach(method, scene=IMG, reference=IMG, mask=IMG, shape=IMG)`` (or ``tryon=[...]``)."""
 
     name = "ref_unet"
+    widens_input = True  # its conv_in takes the inputs' extra channels
     config_cls = RefUnetConfig
     default_lr: ClassVar[float] = 1e-4
 

@@ -42,6 +42,7 @@ class TextualInversionMethod(Method):
     """Train (or load) the vectors of one placeholder token; the base stays frozen."""
 
     name = "textual_inversion"
+    text_context = "edits"  # it changes the prompt's word embeddings
     config_cls = TextualInversionConfig
     trains_text_encoder = True  # the prompt embeddings depend on the trained vectors: never cache them
     default_lr: ClassVar[float] = 5e-3  # the paper's base lr (it scales it by batch size x GPUs)
