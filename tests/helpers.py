@@ -73,3 +73,17 @@ class ControlNetHook(Method):
             return_dict=False,
         )
         return StepExtras(down_block_additional_residuals=list(down), mid_block_additional_residual=mid)
+
+
+def accelerate_launch(processes: int = 2) -> list[str]:
+    """``accelerate launch`` of ``processes`` CPU processes on a free rendezvous port (two such tests may run at once
+    under xdist; on a machine without GPUs ``--multi_gpu`` starts torchrun's processes, which use gloo on the CPU)."""
+    import socket
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
+            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+            "--main_process_port", str(port)]  # fmt: skip

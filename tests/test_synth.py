@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,8 @@ import pytest
 
 from tailor.cli import main
 from tailor.synth.stats import fit_stats
+
+from helpers import accelerate_launch
 
 FAST = ["--steps", "2", "--filter-steps", "5", "--base", "tiny"]
 
@@ -132,10 +133,7 @@ def test_two_processes_merge_to_the_one_process_output(real, control, tmp_path):
     args = ["synth", "--real", str(real), "--n", "5", "--control", str(control), *FAST, "--threshold", "0.2"]
     one, two = tmp_path / "one", tmp_path / "two"
     assert main([*args, "--out", str(one)]) == 0
-    # on a machine without GPUs `--multi_gpu` starts torchrun's N processes, which use gloo on the CPU (`--cpu`
-    # alone would start one process)
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]  # fmt: skip
+    launch = accelerate_launch(2)
     proc = subprocess.run([*launch, "-m", "tailor", *args, "--out", str(two)], env=env, capture_output=True,
                           text=True, timeout=400)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]

@@ -11,6 +11,7 @@ Nothing here names a method. The flags are generated: the sampling settings from
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -299,6 +300,8 @@ def run(flags, values: dict, order: list[str] | None = None) -> None:
         config = config.replace(n=1)
     if story and config.n != 1:
         raise ConfigError(f"--story makes one image per frame; drop -n {config.n} (or run the story once per seed).")
+    if (story or values.get("save_attention")) and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError("--story and --save-attention run in one process; run tailor generate without accelerate.")
     # before the model loads: a file or a user's folder as --out is refused at once, a second writer too
     with guarded_out(values["out"], "tailor generate") as out:
         comps = tailor.load_components(values["base"], config=values.get("base_config"))
@@ -310,6 +313,10 @@ def run(flags, values: dict, order: list[str] | None = None) -> None:
         if story:
             result = generate_story(pipe, texts, config)
             write_outputs(out, result, config, len(texts), cols=len(texts))
+        elif store is None:
+            from tailor.cli.generate_batches import generate_prompts
+
+            generate_prompts(pipe, texts, config, out, write_outputs)
         else:
             result = pipe.generate(texts, config, progress=True)
             write_outputs(out, result, config, len(texts))
@@ -389,16 +396,19 @@ def write_attention(out: Path, result, store, tokens: dict) -> None:
     click.echo(f"wrote attention maps of {', '.join(dict.fromkeys(w for _, w in tokens))} beside the images")
 
 
-def write_outputs(out: Path, result, config, n_prompts: int, cols: int | None = None) -> None:
-    """The PNGs, ``grid.png`` and ``generation.json`` of one generation into ``out``."""
+def write_outputs(
+    out: Path, result, config, n_prompts: int, cols: int | None = None, files_written: bool = False
+) -> None:
+    """The PNGs (unless ``files_written``), ``grid.png`` and ``generation.json`` of one generation into ``out``."""
     from tailor.core.images import make_grid
     from tailor.core.io import atomic_path, write_json
 
     records = []
     for i, (img, p, s) in enumerate(zip(result.images, result.prompts, result.seeds)):
         name = f"{i:03d}.png"
-        with atomic_path(out / name) as tmp:
-            img.save(tmp, format="PNG")
+        if not files_written:
+            with atomic_path(out / name) as tmp:
+                img.save(tmp, format="PNG")
         records.append({"file": name, "prompt": p, "seed": s})
     with atomic_path(out / "grid.png") as tmp:
         make_grid(result.images, cols=cols or (config.n if n_prompts > 1 else None)).save(tmp, format="PNG")

@@ -26,7 +26,7 @@ NOT_DATA = frozenset({"grid.png", "generation.json", "labels.json", "loss.png"})
 #: renders, a bench run)
 TAILOR_RECORDS = frozenset(
     {"tailor.json", "log.jsonl", "checkpoints", "generation.json", "tailor-pipeline.json", ".tailor.lock",
-     "labels.json", "tailor-bench.json"}
+     "labels.json", "tailor-bench.json", "generation.parts"}
 )  # fmt: skip
 
 _FIX = {

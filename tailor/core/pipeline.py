@@ -182,6 +182,13 @@ class Pipeline:
         self.attachments.append(att)
         return self
 
+    def settings_record(self, config: GenerateConfig) -> dict[str, Any]:
+        """What ``generation.json`` records of a call with ``config`` on this pipeline: the settings, the resolved
+        size, the base and the attachments."""
+        size = self.components.default_size
+        width, height = config.width or size, config.height or size
+        return config.to_dict() | dict(width=width, height=height, base=self.components.source, methods=self.describe())
+
     def describe(self) -> list[dict[str, Any]]:
         """The attachments as ``generation.json`` records them: method, source file, weight, start/end."""
         return [
@@ -300,7 +307,7 @@ class Pipeline:
         array = decode(c, latents)
         if start is not None and mask is not None:
             array = start.overlay(array, config.keep_unmasked)
-        settings = config.to_dict() | dict(width=width, height=height, base=c.source, methods=self.describe())
+        settings = self.settings_record(config)
         return GenerationResult(to_pil(array), array, seeds, all_prompts, settings)
 
 
