@@ -13,27 +13,16 @@ same prompt and settings.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 import click
 
+from tailor.core.training.distributed import barrier, process_slot
+
 #: a folder of tailor's records (core.fsguard.TAILOR_RECORDS), so the folder of a stopped run is taken up again
 PARTS = "generation.parts"
-
-
-def process_slot() -> tuple[int, int]:
-    """(rank, world size) of this process under accelerate / torchrun; (0, 1) alone."""
-    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def barrier(world: int) -> None:
-    if world > 1:
-        from accelerate import PartialState
-
-        PartialState(cpu=True).wait_for_everyone()
 
 
 def _done(out: Path, k: int, prompt: str, settings: dict[str, Any]) -> bool:

@@ -187,7 +187,8 @@ class Pipeline:
         size, the base and the attachments."""
         size = self.components.default_size
         width, height = config.width or size, config.height or size
-        return config.to_dict() | dict(width=width, height=height, base=self.components.source, methods=self.describe())
+        source, methods = self.components.source, self.describe()
+        return config.to_dict() | dict(width=width, height=height, base=source, methods=methods)
 
     def describe(self) -> list[dict[str, Any]]:
         """The attachments as ``generation.json`` records them: method, source file, weight, start/end."""

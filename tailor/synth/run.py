@@ -17,31 +17,19 @@ Resuming skips every candidate that has a record.
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from tailor.core.training.distributed import barrier, process_slot
 from tailor.errors import ConfigError, InputError
 from tailor.synth.methods import get_synth_method
 from tailor.synth.stats import BoxStats, Layout, fit_stats
 
 RECORDS, IMAGES, DROPPED, FILTER = "records", "images", "dropped", "filter.safetensors"
 PREVIEW = 32  # candidates drawn in preview.png
-
-
-def process_slot() -> tuple[int, int]:
-    """(rank, world size) of this process under accelerate / torchrun; (0, 1) alone."""
-    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def _barrier(world: int) -> None:
-    if world > 1:
-        from accelerate import PartialState
-
-        PartialState(cpu=True).wait_for_everyone()
 
 
 def layout_at(stats: BoxStats, seed: int, i: int) -> tuple[Layout, int]:
@@ -112,7 +100,7 @@ def synthesize(method: str, real: str | Path, n: int, out: str | Path, seed: int
         write_json(out / RECORDS / f"{i:06d}.json", rec)
         if (k + 1) % 10 == 0 or k + 1 == len(todo):
             log(f"process {rank}: {k + 1}/{len(todo)} ({(time.perf_counter() - t0) / (k + 1):.1f} s each)")
-    _barrier(world)
+    barrier(world)
     if rank != 0:
         return None
     return merge(out, n, list(stats.classes))

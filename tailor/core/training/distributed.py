@@ -71,3 +71,16 @@ def average_gradients(params: list[torch.nn.Parameter], world: int, bucket: int 
             for g, synced in zip(group, _unflatten_dense_tensors(flat, group)):
                 g.copy_(synced)
             group, size = [], 0
+
+
+def process_slot() -> tuple[int, int]:
+    """(rank, world size) of this process under accelerate / torchrun; (0, 1) alone."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def barrier(world: int) -> None:
+    """Wait for every process of a launch (gloo on the CPU); nothing alone."""
+    if world > 1:
+        from accelerate import PartialState
+
+        PartialState(cpu=True).wait_for_everyone()
