@@ -188,11 +188,12 @@ class DecoupledAttnProcessor:
                 )
                 ip = ip.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim).to(query.dtype)
                 mask = gate(self.name, hidden_states) if gate is not None else None
-                if mask is not None:
-                    if mask.shape[0] != batch_size:  # a gate over the whole sampling batch: the rows running now
-                        mask = pass_rows(mask)
-                    if mask.shape[0] != batch_size:  # reference rows fused in front: ungated
+                if mask is not None and mask.shape[0] != batch_size:  # a gate over the sampling batch's rows:
+                    if prefix_rows():  # reference rows fused in front of them are ungated
                         mask = torch.cat([mask.new_ones((prefix_rows(), *mask.shape[1:])), mask])
+                    else:  # a call over some of the rows (StoryGen's extra unconditional call): theirs
+                        mask = pass_rows(mask)
+                if mask is not None:
                     ip = ip * mask.to(ip)
                 hidden_states = hidden_states + scale * ip
 
