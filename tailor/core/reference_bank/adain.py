@@ -1,0 +1,51 @@
+"""AdaIN over a reference (sd-webui-controlnet's "reference_adain"): where the statistics are matched and how.
+
+After each resnet / transformer pair of the down / up blocks and after the mid block,
+``h = (h - mu) / sigma * sigma_ref + mu_ref`` (per channel, eps 1e-6 on the variance); a point joins when the bank's
+weight is ``>= gn_weight`` (mid 0, down ``2 (1 - w / n)``, up ``2 w / n``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from tailor.core.reference_bank.rows import match_rows
+
+EPS = 1e-6  # the community pipeline's floor on the variance
+
+
+def adain_points(unet) -> list[tuple[nn.Module, float]]:
+    """The modules whose output AdaIN matches and their ``gn_weight`` thresholds (the community pipeline's order):
+    the mid block (0), each down block's transformers (or resnets when it has none) at ``2 (1 - w / n)``, each up
+    block's at ``2 w / n``."""
+    points: list[tuple[nn.Module, float]] = []
+    if unet.mid_block is not None:
+        points.append((unet.mid_block, 0.0))
+    for blocks, down in ((unet.down_blocks, True), (unet.up_blocks, False)):
+        n = len(blocks)
+        for w, block in enumerate(blocks):
+            gn = 2.0 * ((1.0 - w / n) if down else w / n)
+            inner = getattr(block, "attentions", None) or block.resnets
+            points += [(m, gn) for m in inner]
+    return points
+
+
+def channel_stats(h: torch.Tensor, groups: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel ``(mean, var)`` of ``h``; with several references (``groups``, stacked reference-major) the
+    average of their statistics."""
+    var, mean = torch.var_mean(h, dim=(2, 3), keepdim=True, correction=0)
+    if groups > 1:
+        var = var.view(groups, -1, *var.shape[1:]).mean(0)
+        mean = mean.view(groups, -1, *mean.shape[1:]).mean(0)
+    return mean.detach(), var.detach()
+
+
+def adain(h: torch.Tensor, mean_ref: torch.Tensor, var_ref: torch.Tensor) -> torch.Tensor:
+    """``h`` with the reference's per-channel mean and standard deviation (the reference rows repeated to ``h``'s)."""
+    rows = h.shape[0]
+    mean_ref, var_ref = match_rows(mean_ref, rows, "reference statistics"), match_rows(var_ref, rows)
+    var, mean = torch.var_mean(h, dim=(2, 3), keepdim=True, correction=0)
+    std = var.clamp_min(EPS) ** 0.5
+    std_ref = var_ref.clamp_min(EPS) ** 0.5
+    return (h - mean) / std * std_ref + mean_ref
