@@ -1,4 +1,5 @@
-"""AdaIN over a reference (sd-webui-controlnet's "reference_adain"): where the statistics are matched and how.
+"""The AdaIN reader of a reference bank (sd-webui-controlnet's "reference_adain"): where the statistics are matched,
+how, and the forward hook that records and matches them.
 
 After each resnet / transformer pair of the down / up blocks and after the mid block,
 ``h = (h - mu) / sigma * sigma_ref + mu_ref`` (per channel, eps 1e-6 on the variance); a point joins when the bank's
@@ -10,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from tailor.core.reference_bank.rows import match_rows
+from tailor.core.reference_bank.rows import in_reference_pass, match_rows, prefix_rows
 
 EPS = 1e-6  # the community pipeline's floor on the variance
 
@@ -49,3 +50,37 @@ def adain(h: torch.Tensor, mean_ref: torch.Tensor, var_ref: torch.Tensor) -> tor
     std = var.clamp_min(EPS) ** 0.5
     std_ref = var_ref.clamp_min(EPS) ** 0.5
     return (h - mean) / std * std_ref + mean_ref
+
+
+def adain_hook(bank, index: int):
+    """The forward hook on AdaIN point ``index`` of ``bank``: records the reference's statistics while the bank
+    writes, matches them (with the bank's ``style_fidelity`` rule) while it reads; a fused call does both."""
+
+    def hook(module, args, output):
+        is_tuple = isinstance(output, tuple)
+        h = output[0] if is_tuple else getattr(output, "sample", output)
+        n = prefix_rows()
+        if bank.mode == "fused" and n:
+            ref, main = h[:n], h[n:]
+            if bank.scale >= bank.points[index][1]:
+                bank.stats[index] = channel_stats(ref, bank.groups)
+            if not bank.reading() or index not in bank.stats:
+                return None
+            h = torch.cat([ref, bank.mix(adain(main, *bank.stats[index]), main)])
+        elif bank.mode == "write" and in_reference_pass():
+            if bank.scale >= bank.points[index][1]:
+                bank.stats[index] = channel_stats(h, bank.groups)
+            bank.wrote(("adain", index))
+            return None
+        elif not bank.reading() or index not in bank.stats:
+            return None
+        else:
+            h = bank.mix(adain(h, *bank.stats[index]), h)
+        if is_tuple:
+            return (h, *output[1:])
+        if hasattr(output, "sample"):
+            output.sample = h
+            return output
+        return h
+
+    return hook

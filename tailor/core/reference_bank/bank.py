@@ -13,9 +13,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from tailor.core.reference_bank.adain import adain, adain_points, channel_stats
+from tailor.core.reference_bank.adain import adain_hook, adain_points
 from tailor.core.reference_bank.processor import ReferenceAttnProcessor, processor_class
-from tailor.core.reference_bank.rows import current_rows, in_reference_pass, match_rows, maybe_stop, prefix_rows
+from tailor.core.reference_bank.rows import current_rows, in_reference_pass, match_rows, maybe_stop
 from tailor.errors import ConfigError
 
 
@@ -93,7 +93,7 @@ class ReferenceBank:
             procs[name] = proc
         self.unet.set_attn_processor(procs)
         for index, (module, _) in enumerate(self.points):
-            self._hooks.append(module.register_forward_hook(self._adain_hook(index)))
+            self._hooks.append(module.register_forward_hook(adain_hook(self, index)))
 
     def detach(self) -> None:
         procs = dict(self.unet.attn_processors)
@@ -140,7 +140,8 @@ class ReferenceBank:
             self.order = list(self._seen)
         self.mode = "read"
 
-    def _wrote(self, event: tuple[str, Any]) -> None:
+    def wrote(self, event: tuple[str, Any]) -> None:
+        """Note a write of the pass (``("attn", layer)`` or ``("adain", point)``); the last one needed ends it."""
         self._seen.append(event)
         if event == self._last:
             self.mode = "done"
@@ -149,7 +150,7 @@ class ReferenceBank:
     # ------------------------------------------------------------------ writing
     def write(self, name: str, hidden_states: torch.Tensor) -> None:
         self.features[name] = hidden_states.detach()
-        self._wrote(("attn", name))
+        self.wrote(("attn", name))
 
     def reading(self) -> bool:
         return self.mode in ("read", "fused") and self.scale > 0 and not in_reference_pass()
@@ -167,37 +168,6 @@ class ReferenceBank:
         if sel is not None and f.shape[0] != rows and sel.numel() == rows and f.shape[0] > int(sel.max()):
             f = f[sel.to(f.device)]  # a call on some rows of the sampling batch (batch_rows): the bank's rows follow
         return match_rows(f, rows)
-
-    # ------------------------------------------------------------------ AdaIN
-    def _adain_hook(self, index: int):
-        def hook(module, args, output):
-            is_tuple = isinstance(output, tuple)
-            h = output[0] if is_tuple else getattr(output, "sample", output)
-            n = prefix_rows()
-            if self.mode == "fused" and n:
-                ref, main = h[:n], h[n:]
-                if self.scale >= self.points[index][1]:
-                    self.stats[index] = channel_stats(ref, self.groups)
-                if not self.reading() or index not in self.stats:
-                    return None
-                h = torch.cat([ref, self.mix(adain(main, *self.stats[index]), main)])
-            elif self.mode == "write" and in_reference_pass():
-                if self.scale >= self.points[index][1]:
-                    self.stats[index] = channel_stats(h, self.groups)
-                self._wrote(("adain", index))
-                return None
-            elif not self.reading() or index not in self.stats:
-                return None
-            else:
-                h = self.mix(adain(h, *self.stats[index]), h)
-            if is_tuple:
-                return (h, *output[1:])
-            if hasattr(output, "sample"):
-                output.sample = h
-                return output
-            return h
-
-        return hook
 
     def mix(self, with_ref: torch.Tensor, plain: torch.Tensor | None) -> torch.Tensor:
         """``style_fidelity``: the unconditional rows become ``sf * plain + (1 - sf) * with_ref``."""

@@ -9,14 +9,11 @@ attention over ``[x; bank]``) and ``attn3`` (an added cross-attention), with the
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
 
 from tailor.core.reference_bank.rows import in_reference_pass, prefix_rows
-
-if TYPE_CHECKING:
-    from tailor.core.reference_bank.bank import ReferenceBank
 
 
 class ReferenceAttnProcessor:
@@ -27,13 +24,14 @@ class ReferenceAttnProcessor:
     def __init__(self, base, name: str):
         self.base = base
         self.name = name
-        self.banks: list[ReferenceBank] = []
+        #: the :class:`~tailor.core.reference_bank.bank.ReferenceBank` s on this layer (each installs itself here)
+        self.banks: list[Any] = []
 
-    def add(self, bank: ReferenceBank) -> None:
+    def add(self, bank) -> None:
         if not any(b is bank for b in self.banks):
             self.banks.append(bank)
 
-    def remove(self, bank: ReferenceBank) -> None:
+    def remove(self, bank) -> None:
         self.banks = [b for b in self.banks if b is not bank]
 
     def __call__(self, *args, **kwargs):
