@@ -88,7 +88,7 @@ def run(flags, values: dict, order: list[str] | None = None) -> None:
         elif store is None:
             from tailor.cli.generate_batches import generate_prompts
 
-            generate_prompts(pipe, texts, config, out, write_outputs)
+            generate_prompts(pipe, texts, config, out)
         else:
             result = pipe.generate(texts, config, progress=True)
             write_outputs(out, result, config, len(texts))

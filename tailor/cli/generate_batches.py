@@ -35,8 +35,9 @@ def _done(out: Path, k: int, prompt: str, settings: dict[str, Any]) -> bool:
     return record.get("prompt") == prompt and record.get("settings") == settings and all(f.is_file() for f in files)
 
 
-def generate_prompts(pipe, texts: list[str], config, out: Path, write_outputs) -> None:
+def generate_prompts(pipe, texts: list[str], config, out: Path) -> None:
     """This process's share of the prompts into ``out``; the main process then merges (see the module's note)."""
+    from tailor.cli.generate_outputs import write_outputs
     from tailor.core.io import atomic_path, write_json
     from tailor.core.pipeline import GenerationResult
 
