@@ -31,7 +31,9 @@ log = logging.getLogger("tailor")
 
 RECOGNIZER_STEPS = 500
 RECOGNIZER_BATCH = 48
-#: the training schedule of the method and of the ControlNet baseline (the same data, steps and batch)
+#: the training schedule of the method and of the ControlNet baseline (the same data, steps and batch). 400: what
+#: session 15's shared CPU allowed (1.4 s/step unloaded, 2.6-3.5 at load 11-15; docs/anytext.md); too few to
+#: draw legible text, as is the recognizer's stage (it stays on the CTC plateau at 300-500 steps)
 STEPS, BATCH, LR = 400, 8, 1e-4
 DATA = "world:glyph:all"
 OPTIONS = {"recognizer": None}  # filled with the stage-1 file
