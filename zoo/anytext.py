@@ -31,10 +31,13 @@ log = logging.getLogger("tailor")
 
 RECOGNIZER_STEPS = 500
 RECOGNIZER_BATCH = 48
-#: the training schedule of the method and of the ControlNet baseline (the same data, steps and batch)
-STEPS, BATCH, LR = 700, 8, 1e-4
+#: the training schedule of the method and of the ControlNet baseline (the same data, steps and batch). 400: what
+#: session 15's shared CPU allowed (1.4 s/step unloaded, 2.6-3.5 at load 11-15; docs/anytext.md); too few to
+#: draw legible text, as is the recognizer's stage (it stays on the CTC plateau at 300-500 steps)
+STEPS, BATCH, LR = 400, 8, 1e-4
 DATA = "world:glyph:all"
 OPTIONS = {"recognizer": None}  # filled with the stage-1 file
+NOOCR = "run-noocr"  # the ablation's run folder (ocr_loss_weight=0)
 
 
 def _texts(rng: np.random.Generator, n: int, longest: int) -> list[str]:
@@ -131,12 +134,12 @@ def train_config(out: Path, steps: int = STEPS, batch: int = BATCH, **kw):
                        resume="latest" if list_checkpoints(out) else None, log_every=10, **kw)  # fmt: skip
 
 
-def train_anytext(runs: str | Path, steps: int = STEPS, **options):
+def train_anytext(runs: str | Path, steps: int = STEPS, folder: str = "run", **options):
     import tailor
 
     rec = Path(runs) / "anytext" / "recognizer.safetensors"
     method = tailor.get_spec("anytext").method(recognizer=str(rec), **options)
-    return tailor.train(method, train_config(Path(runs) / "anytext" / "run", steps))
+    return tailor.train(method, train_config(Path(runs) / "anytext" / folder, steps))
 
 
 def train_controlnet(runs: str | Path, steps: int = STEPS):
@@ -148,7 +151,7 @@ def train_controlnet(runs: str | Path, steps: int = STEPS):
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m zoo.anytext", description=__doc__.splitlines()[0])
-    p.add_argument("stage", choices=("recognizer", "anytext", "controlnet", "bench", "export"))
+    p.add_argument("stage", choices=("recognizer", "anytext", "controlnet", "noocr", "bench", "export"))
     p.add_argument("--runs", default="outputs/zoo_runs")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--n", type=int, default=64, help="bench: images per model")
@@ -162,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         train_anytext(args.runs, args.steps or STEPS)
     elif args.stage == "controlnet":
         train_controlnet(args.runs, args.steps or STEPS)
+    elif args.stage == "noocr":  # the paper's ablation: no OCR perceptual loss, the same schedule
+        train_anytext(args.runs, args.steps or STEPS, folder=NOOCR, ocr_loss_weight=0.0)
     elif args.stage == "bench":
         from zoo.anytext_bench import run_bench
 

@@ -23,6 +23,8 @@ import torch
 
 EVAL_SEED = 910_000
 STEPS, GUIDANCE = 20, 7.5
+#: AnyText runs by bench row: the method, and the paper's ablation without the OCR perceptual loss (if trained)
+RUN_FOLDERS = {"anytext": "run", "noocr": "run-noocr"}
 
 
 def eval_set(n: int, size: int = 64):
@@ -105,8 +107,8 @@ def _model_rows(runs: Path, which: str, comps, renders, captions, texts, boxes, 
     if cache.is_file() and json.loads(cache.read_text()).get("n") == n:
         return json.loads(cache.read_text()), [Image.open(folder / f"{i:03d}.png").copy() for i in range(n)]
     pipe, inputs, params = tailor.Pipeline(comps), None, 0
-    if which == "anytext":
-        method = load(runs / "anytext" / "run")
+    if which in RUN_FOLDERS:
+        method = load(runs / "anytext" / RUN_FOLDERS[which])
         inputs = [{"text": t, "text_box": [b]} for t, b in zip(texts, boxes)]
     elif which == "controlnet":
         method = load(runs / "anytext" / "controlnet")
@@ -135,7 +137,10 @@ def run_bench(runs: str | Path, n: int = 96, size: int = 64, cost: bool = True, 
     renders, captions, texts, boxes = eval_set(n, size)
     comps = tailor.load_components("world")
     rows, images = {}, {}
-    for which in only or ("base", "controlnet", "anytext"):
+    models = ["base", "controlnet", "anytext"]
+    if (runs / "anytext" / RUN_FOLDERS["noocr"] / "tailor.json").is_file():
+        models.append("noocr")
+    for which in only or models:
         rows[which], images[which] = _model_rows(runs, which, comps, renders, captions, texts, boxes, size)
     if only:
         return {"rows": rows}
@@ -148,10 +153,11 @@ def run_bench(runs: str | Path, n: int = 96, size: int = 64, cost: bool = True, 
             rows[which]["train_cost_error"] = str(e)[:200]
     conds = [Image.fromarray(glyph_edges(t, b, size)) for t, b in zip(texts[:12], boxes[:12])]
     sheet_rows = [("renders", renders[:12]), ("glyph", conds)]
-    sheet_rows += [(k, images[k][:12]) for k in ("anytext", "controlnet", "base")]
+    sheet_rows += [(k, images[k][:12]) for k in ("anytext", "noocr", "controlnet", "base") if k in images]
     sheet = contact_sheet(sheet_rows, runs / "anytext" / "bench.png", scale=3)
     result = {"rows": rows, "settings": {"n": n, "size": size, "steps": STEPS, "guidance": GUIDANCE,
-              "eval_seed": EVAL_SEED}, "texts": texts[:12], "contact_sheet": str(sheet)}  # fmt: skip
+              "eval_seed": EVAL_SEED}, "texts": texts[:12], "captions": captions[:12],
+              "sheet_rows": [k for k, _ in sheet_rows], "contact_sheet": str(sheet)}  # fmt: skip
     (runs / "anytext" / "bench.json").write_text(json.dumps(result, indent=1))
     return result
 
