@@ -84,3 +84,17 @@ def test_twosubjects_bench_refuses_undeclared_rows(tmp_path):
         B.run(B.Settings(out=tmp_path, rows=("nope",)))
     with pytest.raises(InputError, match="--weight"):
         B.run(B.Settings(out=tmp_path, weight=0.0))
+    with pytest.raises(InputError, match="--phrasing"):
+        B.run(B.Settings(out=tmp_path, phrasing="or"))
+
+
+def test_prompts_name_the_shapes_only():
+    from tailor.bench import twosubjects as B
+    from tailor.world.captions import parse_prompt
+
+    for j in range(4):
+        sample, prompt = B.held_out_case(j, 64, "relation")
+        rel = sample.attrs["relations"][0]
+        assert rel["relation"] in prompt and all(o["shape"] in prompt for o in sample.objects)
+        assert not any(o[k] in prompt.split() for o in sample.objects for k in ("color", "pattern"))
+        assert parse_prompt(B.held_out_case(j, 64)[1])["background"] == sample.attrs["background"]

@@ -37,6 +37,7 @@ from tailor.errors import InputError
 TWO_SEED = 940_000  # reference j renders with seed TWO_SEED + j
 THRESHOLD = 0.3  # detector score for a subject to count as found (the relation checker's)
 ATTRS = ("color", "pattern")
+PHRASINGS = ("and", "relation")
 QUICK = dict(cases=2, seeds=1, sample_steps=2, timing_rounds=1)
 
 
@@ -59,6 +60,7 @@ class Settings:
     sample_steps: int = 20
     guidance: float = 5.0
     weight: float = 1.0  # image-prompt scale of every row
+    phrasing: str = "and"  # the prompt: "and" or "relation" (see held_out_case)
     baseline: bool = True
     timing_rounds: int = 3
 
@@ -69,6 +71,8 @@ class Settings:
                 raise InputError(f"twosubjects row {key!r} is not declared; pick from {', '.join(declared)}.")
         if min(self.cases, self.seeds, self.sample_steps) < 1:
             raise InputError("--cases, --seeds and --sample-steps must be >= 1.")
+        if self.phrasing not in PHRASINGS:
+            raise InputError(f"--phrasing must be one of {', '.join(PHRASINGS)}; got {self.phrasing!r}.")
         if not 0.0 < self.weight <= 5.0:
             raise InputError(f"--weight must lie in (0, 5]; got {self.weight}.")
 
@@ -85,14 +89,25 @@ def case_objects(j: int) -> list[dict[str, str]]:
     return [{"shape": str(shapes[i]), "color": str(colors[i]), "pattern": str(patterns[i])} for i in range(2)]
 
 
-def held_out_case(j: int, size: int):
-    """Reference render of case ``j`` (a photo) and its prompt naming the two shapes and the background."""
+def held_out_case(j: int, size: int, phrasing: str = "and"):
+    """Reference render of case ``j`` (a photo) and its prompt naming the two shapes and the background: ``and``
+    (``a photo of a star and a heart on grass``) or ``relation`` (the reference's stated relation, as the world's
+    relation captions without colours and patterns: ``a photo of a star left of a heart on grass``)."""
+    from tailor.world.captions import BG_ON
     from tailor.world.relations import render_relation_scene
 
     sample = render_relation_scene(TWO_SEED + j, objects=case_objects(j), n_objects=2, style="photo", size=size)
-    a, b = (o["shape"] for o in sample.objects)
-    bg = sample.attrs["background"]
-    return sample, f"a photo of a {a} and a {b} on {bg}"
+    shapes = [o["shape"] for o in sample.objects]
+    rel = sample.attrs["relations"][0]
+    a, b = shapes[rel["subject"]], shapes[rel["object"]]
+    link = "and" if phrasing == "and" else rel["relation"]
+    return sample, f"a photo of {_a(a)} {link} {_a(b)} {BG_ON[sample.attrs['background']]}"
+
+
+def _a(word: str) -> str:
+    from tailor.world.captions import _a as article
+
+    return article(word)
 
 
 def subjects_of(sample) -> list[dict[str, str]]:
@@ -237,7 +252,7 @@ def run(s: Settings) -> dict[str, Any]:
     size = comps.default_size
     pipe = tailor.Pipeline(comps)
     methods = {k: load_row(k, spec, row, s) for k, (spec, row) in declared.items()}
-    cases = [held_out_case(j, size) for j in range(s.cases)]
+    cases = [held_out_case(j, size, s.phrasing) for j in range(s.cases)]
     truths = [subjects_of(sample) for sample, _ in cases]
     keys = [*(["none"] if s.baseline else []), *methods]
     base_step = step_seconds(pipe, cases[0][1], s.guidance)

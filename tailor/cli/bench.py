@@ -263,6 +263,9 @@ def twosubjects(
     sample_steps: Annotated[int, typer.Option(help="DDIM steps per image.")] = 20,
     guidance: Annotated[float, typer.Option(help="Guidance scale.")] = 5.0,
     weight: Annotated[float, typer.Option(help="Image-prompt scale of every row.")] = 1.0,
+    phrasing: Annotated[
+        str, typer.Option(help="Prompt: 'and' (a star and a heart) or 'relation' (a star left of a heart).")
+    ] = "and",
     quick: Quick = False,
     as_json: Json = False,
 ) -> None:
@@ -271,7 +274,8 @@ def twosubjects(
     from tailor.bench import twosubjects as B
 
     s = B.Settings(base=base, out=out, models=pairs(model, "--model", "ip-adapter=runs/ip"), cases=cases,
-                   seeds=seeds, sample_steps=sample_steps, guidance=guidance, weight=weight)  # fmt: skip
+                   seeds=seeds, sample_steps=sample_steps, guidance=guidance, weight=weight,
+                   phrasing=phrasing)  # fmt: skip
     if row:
         s.rows = tuple(row)
     emit(B.run, apply_quick(s, B.QUICK, quick), as_json)
