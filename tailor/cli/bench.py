@@ -247,6 +247,40 @@ def story(
     emit(B.run, apply_quick(s, B.QUICK, quick), as_json)
 
 
+@bench_app.command("twosubjects")
+def twosubjects(
+    base: Base = "world",
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("outputs/bench/twosubjects"),
+    model: Annotated[
+        list[str] | None,
+        typer.Option("--model", help="KEY=PATH: other IP-Adapter weights for a row (default: the row's own)."),
+    ] = None,
+    row: Annotated[
+        list[str] | None, typer.Option("--row", help="Declared row to run (repeatable; default: every one).")
+    ] = None,
+    cases: Annotated[int, typer.Option(help="Held-out two-object references.")] = 16,
+    seeds: Annotated[int, typer.Option(help="Images per reference.")] = 2,
+    sample_steps: Annotated[int, typer.Option(help="DDIM steps per image.")] = 20,
+    guidance: Annotated[float, typer.Option(help="Guidance scale.")] = 5.0,
+    weight: Annotated[float, typer.Option(help="Image-prompt scale of every row.")] = 1.0,
+    phrasing: Annotated[
+        str, typer.Option(help="Prompt: 'and' (a star and a heart) or 'relation' (a star left of a heart).")
+    ] = "and",
+    quick: Quick = False,
+    as_json: Json = False,
+) -> None:
+    """Character-Adapter vs IP-Adapter on two subjects of one reference: per subject, whether its colour and pattern
+    are its own or the other subject's (detector + attribute oracles), and the sampling cost."""
+    from tailor.bench import twosubjects as B
+
+    s = B.Settings(base=base, out=out, models=pairs(model, "--model", "ip-adapter=runs/ip"), cases=cases,
+                   seeds=seeds, sample_steps=sample_steps, guidance=guidance, weight=weight,
+                   phrasing=phrasing)  # fmt: skip
+    if row:
+        s.rows = tuple(row)
+    emit(B.run, apply_quick(s, B.QUICK, quick), as_json)
+
+
 @bench_app.command("relight")
 def relight(
     base: Base = "world",

@@ -4,7 +4,7 @@ IP-Adapter, each region gated by where its word attends."""
 from __future__ import annotations
 
 from tailor.core.method import MethodSpec
-from tailor.core.surface import GenerateInput, Input
+from tailor.core.surface import BenchRow, GenerateInput, Input
 from tailor.methods.character_adapter.config import CharacterAdapterConfig
 from tailor.methods.character_adapter.method import CharacterAdapterMethod
 
@@ -40,6 +40,24 @@ SPEC = MethodSpec(
         input=Input("reference", "images"),
         max_weight=5.0,
         options=("regions", "ip_adapter"),
+    ),
+    bench=(
+        BenchRow(
+            "twosubjects",
+            "character-adapter",
+            0,
+            0.0,
+            options={"ip_adapter": "world"},
+            note="training-free on the shipped IP-Adapter; one region per object (exact masks)",
+        ),
+        BenchRow(
+            "twosubjects",
+            "character-adapter-plus",
+            0,
+            0.0,
+            options={"ip_adapter": "world-plus"},
+            note="training-free on the shipped IP-Adapter-Plus; one region per object (exact masks)",
+        ),
     ),
     example_inputs=example_inputs,
 )

@@ -39,7 +39,11 @@ SPEC = MethodSpec(
         ),
         max_weight=MAX_SCALE,
     ),
-    bench=(BenchRow("story", "ip-adapter", 0, 0.0, note="the shipped world weights; frame 1 as the image prompt"),),
+    bench=(
+        BenchRow("story", "ip-adapter", 0, 0.0, note="the shipped world weights; frame 1 as the image prompt"),
+        BenchRow("twosubjects", "ip-adapter", 0, 0.0, model="world", note="the whole two-object reference"),
+        BenchRow("twosubjects", "ip-adapter-plus", 0, 0.0, model="world-plus", note="the whole two-object reference"),
+    ),
     example_inputs=example_inputs,
 )
 
