@@ -92,10 +92,13 @@ class ODGEN(SynthMethod):
     def setup(self) -> None:
         import tailor
         from tailor.core.artifacts import load
+        from tailor.core.resources import resolve
 
         model = self.options.get("control") or "odgen"
         comps = tailor.load_components(self.base)
-        method = load(model)
+        tailor.get_spec("odgen")  # registers the shipped-weights resource
+        shipped = None if Path(model).exists() else resolve("artifact:odgen", model)  # odgen / world: shipped
+        method = load(shipped or model)
         if getattr(method, "name", None) != "odgen":
             raise ConfigError(f"--control {model} is not an ODGEN model; train one with `tailor train odgen`.")
         self.pipe = tailor.Pipeline(comps).attach(method, weight=float(self.options.get("scale", 1.0)))
