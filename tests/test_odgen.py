@@ -228,3 +228,18 @@ def test_synth_odgen_bad_real_sets(real, model, tmp_path, capsys, edit, message)
                  str(model), "--steps", "2", "--filter-steps", "5", "--base", "tiny"])  # fmt: skip
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err and not out.exists()
+
+
+def test_shipped_world_weights_load_by_name_within_budget():
+    from tailor.core.resources import resolve
+    from tailor.methods.odgen.shipped import folder
+
+    if not (folder() / "tailor.json").is_file():
+        pytest.skip("odgen world weights not shipped in this checkout")
+    tailor.get_spec("odgen")
+    path = resolve("artifact:odgen", "odgen")
+    assert path == folder() and resolve("artifact:odgen", "world") == folder()
+    m = tailor.load(path)
+    assert isinstance(m, ODGENMethod) and m.config.init == "none" and m.config.max_objects == 3
+    assert sum(p.stat().st_size for p in folder().iterdir()) <= 4.5e6  # the budget
+    assert all(v.dtype == torch.float16 for v in m.state_dict().values() if v.is_floating_point())
