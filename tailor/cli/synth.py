@@ -31,8 +31,14 @@ def make_synth_command() -> click.Command:
             click.Option(["--out"], required=True, help="Output folder (COCO: images/ + annotations.json)."),
             click.Option(["--seed"], type=int, default=0, help="Seed of the layouts and images.  [default: 0]"),
             click.Option(["--base"], default="world", help="Base model.  [default: world]"),
-            click.Option(["--control"], default=None, help="layout: the ControlNet (default: shipped 'layout')."),
-            click.Option(["--scale"], type=float, default=1.0, help="layout: ControlNet weight.  [default: 1.0]"),
+            click.Option(
+                ["--control"],
+                default=None,
+                help="layout: the ControlNet (default: shipped 'layout'); odgen: the model (default: 'odgen').",
+            ),  # fmt: skip
+            click.Option(
+                ["--scale"], type=float, default=1.0, help="The ControlNet's / ODGEN's weight.  [default: 1.0]"
+            ),
             click.Option(["--steps"], type=int, default=20, help="Sampler steps.  [default: 20]"),
             click.Option(["--guidance"], type=float, default=7.5, help="Classifier-free guidance.  [default: 7.5]"),
             click.Option(

@@ -69,6 +69,8 @@ def synthesize(method: str, real: str | Path, n: int, out: str | Path, seed: int
     settings = {**synth.settings(), "real": str(Path(real).resolve()), "n": n, "seed": seed, "threshold": threshold,
                 "filter_steps": filter_steps}  # fmt: skip
     out = Path(out)
+    synth.setup()
+    synth.check(stats)
     if rank == 0:
         _check_settings(out, settings)
         write_json(out / "tailor.json", {"command": "tailor synth", "settings": settings})
@@ -81,7 +83,6 @@ def synthesize(method: str, real: str | Path, n: int, out: str | Path, seed: int
             classifier = train_classifier(*_real_set(real), list(stats.classes), seed=seed, steps=filter_steps)
             if rank == 0:
                 save_classifier(classifier, out / FILTER)
-    synth.setup()
     todo = [i for i in range(rank, n, world) if not (out / RECORDS / f"{i:06d}.json").is_file()]
     log(f"process {rank}/{world}: {len(todo)} of {len(range(rank, n, world))} candidates to make")
     t0 = time.perf_counter()

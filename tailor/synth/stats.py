@@ -26,6 +26,8 @@ from tailor.errors import InputError
 
 #: tries for one box, then for one whole layout
 BOX_TRIES, LAYOUT_TRIES = 50, 20
+#: how far (pixels) a real box may pass the image border (float rounding of writers)
+EDGE = 0.5
 
 
 @dataclass
@@ -168,6 +170,14 @@ def fit_stats(real: str | Path) -> BoxStats:
     objs = [o for r in records for o in r.get("objects") or []]
     if not objs:
         raise InputError(f"--real {real} has no objects with boxes in labels.json; render it with --kind relation.")
+    for r in records:
+        for o in r.get("objects") or []:
+            x0, y0, x1, y1 = o["box"]
+            if x1 <= x0 or y1 <= y0:
+                raise InputError(f"--real {real}: {r['file']} has a zero-area box {o['box']}; fix or drop it.")
+            if x0 < -EDGE or y0 < -EDGE or x1 > w + EDGE or y1 > w + EDGE:
+                raise InputError(f"--real {real}: {r['file']} has the box {o['box']} outside its {w}x{h} image; fix "
+                                 f"or drop it.")  # fmt: skip
     rows = []
     for o in objs:
         x0, y0, x1, y1 = o["box"]
