@@ -33,14 +33,16 @@ OPTIONS = {"resampler_depth": 1, "train_reference": "photo"}
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
 
 
-def recipe():
+def recipe(reference: str = "photo"):
     from zoo.adapters import IDENTITY_RECIPES
 
-    return dataclasses.replace(IDENTITY_RECIPES["instantid"], options=OPTIONS, steps=STEPS)
+    options = OPTIONS | {"train_reference": reference}
+    return dataclasses.replace(IDENTITY_RECIPES["instantid"], options=options, steps=STEPS)
 
 
-def run_dir(runs: Path) -> Path:
-    return Path(runs) / "adapters" / NAME
+def run_dir(runs: Path, reference: str = "photo") -> Path:
+    """``RUNS/adapters/instantid-v2`` (the ablation with the item's own face: ``instantid-v2-self``)."""
+    return Path(runs) / "adapters" / (NAME if reference == "photo" else f"{NAME}-{reference}")
 
 
 def init_file(runs: Path, init: Path | None = None) -> Path:
@@ -61,6 +63,7 @@ def train(
     steps: int = STEPS,
     threads: int = 1,
     init: Path | None = typer.Option(None, help="Warm start from this instantid file (default: the shipped one)."),
+    reference: str = typer.Option("photo", help="train_reference: photo (this recipe) or self (the ablation)."),
 ) -> None:
     """Train (or resume) the retrained InstantID on the shipped base."""
     import tailor
@@ -69,8 +72,8 @@ def train(
     from zoo.adapters import FACE_DATA
 
     adapters.set_threads(threads)
-    r = recipe()
-    out = run_dir(runs)
+    r = recipe(reference)
+    out = run_dir(runs, reference)
     start = init_file(runs, init)
     method = tailor.get_spec("instantid").method(**r.options)
     method.load_state_dict({k: v.float() for k, v in load_tensors(start).items()})
@@ -85,7 +88,12 @@ def train(
 
 
 @app.command()
-def export(runs: Path = Path("outputs/zoo"), weights: Path | None = None) -> None:
+def export(
+    runs: Path = Path("outputs/zoo"),
+    weights: Path | None = None,
+    reference: str = "photo",
+    scales: str | None = typer.Option(None, help="IP,IDENTITYNET scales written into the file's config."),
+) -> None:
     """Write the trained file as the shipped ``instantid`` (float16), recording this recipe in ``tailor.json``."""
     from tailor.core.artifacts import resolve_artifact
     from tailor.core.io import atomic_dir, load_tensors, read_metadata, write_json
@@ -93,13 +101,18 @@ def export(runs: Path = Path("outputs/zoo"), weights: Path | None = None) -> Non
     from zoo import adapters
     from zoo.export import keep_unchanged, readable
 
-    src = run_dir(runs)
+    src = run_dir(runs, reference)
     artifact = resolve_artifact(src)
     meta = read_metadata(artifact) | {"base": "world"}
+    if scales:
+        ip, net = (float(v) for v in scales.split(","))
+        meta["config"] = json.dumps(
+            json.loads(meta["config"]) | {"ip_scale": ip, "controlnet_scale": net}, sort_keys=True
+        )
     dst = Path(weights or WEIGHTS) / "adapters" / "instantid"
     init = "the instantid shipped before (1,200 steps on step 3,000 of an early base)"
     info = adapters._train_info(src, "instantid")
-    info["recipe"] = {**dataclasses.asdict(recipe()), "init": init, "module": "zoo.identity"}
+    info["recipe"] = {**dataclasses.asdict(recipe(reference)), "init": init, "module": "zoo.identity"}
     with atomic_dir(dst) as tmp:
         adapters._save_half(load_tensors(artifact), meta, tmp / artifact.name)
         write_json(tmp / "tailor.json", {"artifact": artifact.name, "zoo": info})
