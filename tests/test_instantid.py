@@ -201,3 +201,33 @@ def test_tokens_follow_the_weights_within_one_attachment():
         m.proj.proj_out.weight.mul_(1.5)
     assert np.abs(pipe.generate(PROMPT, **KW).array - first).max() > 1e-4
     pipe.detach()
+
+
+def test_train_reference_photo_embeds_another_render_of_the_identity():
+    """``train_reference="photo"``: the ID embedding is another photo render's of the item's identity (its own
+    keypoints), the IdentityNet keypoints stay the item's; non-face items keep their own face; bad values refused."""
+    from tailor.core.training.data import build_datasets
+    from tailor.faces.embedders import face_embedder
+    from tailor.faces.inputs import FaceDataset
+    from tailor.world.vocab import derive_seed
+
+    data, _ = build_datasets("world:faces:all:ids=1000-", 64, 0)
+    own, photo = FaceDataset(data), FaceDataset(data, reference="photo")
+    model = face_embedder(None)
+    for i in range(3):
+        a, b = own[i], photo[i]
+        assert torch.equal(a["face_keypoints"], b["face_keypoints"])
+        attrs = b["attrs"]
+        ref = world.render_face(derive_seed(int(attrs["seed"]), 2), identity=int(attrs["identity"]),
+                                cls=attrs["cls"], style="photo", size=64)  # fmt: skip
+        assert ref.attrs["style"] == "photo" and ref.attrs["identity"] == attrs["identity"]
+        x = torch.from_numpy(ref.image).permute(2, 0, 1).float()[None] / 255.0
+        want = model.embed(x, ref.keypoints[None])[0]
+        assert torch.allclose(b["face_embedding"], want, atol=1e-5)
+        assert not torch.allclose(a["face_embedding"], b["face_embedding"], atol=1e-3)
+    objects, _ = build_datasets("world:objects", 64, 0)
+    item = objects[0] | {"keypoints": torch.tensor([[20.0, 24], [44, 24], [32, 34], [24, 44], [40, 44]])}
+    assert FaceDataset([item], reference="photo")._reference(item, 0) is None
+    with pytest.raises(ConfigError):
+        InstantIDMethod(train_reference="other")
+    assert InstantIDMethod(train_reference="photo").config.train_reference == "photo"

@@ -69,12 +69,16 @@ def reference_faces(value: Any, backend: str, embedder: str | None, expected: in
 
 class FaceDataset(Dataset):
     """Adds ``face_embedding`` (D,) and ``face_keypoints`` (5, 2) pixels to every item of a training set; the
-    embedding is the configured face embedder's (an aligned one reads the item's keypoints)."""
+    embedding is the configured face embedder's (an aligned one reads the item's keypoints).
 
-    def __init__(self, dataset: Dataset, embedder: str | None = None, keypoints: bool = True):
+    ``reference``: ``"self"`` embeds the item's own face (the papers' recipe); ``"photo"`` embeds another render of
+    a world face's identity (photo style, its own pose, light and background; other items keep their own face), as
+    a user's reference photo differs from the image asked for. ``face_keypoints`` stay the item's (its pose)."""
+
+    def __init__(self, dataset: Dataset, embedder: str | None = None, keypoints: bool = True, reference: str = "self"):
         from tailor.faces.embedders import face_embedder
 
-        self.dataset, self.embedder, self.keypoints = dataset, embedder, keypoints
+        self.dataset, self.embedder, self.keypoints, self.reference = dataset, embedder, keypoints, reference
         self.model = face_embedder(embedder)
         self._warned = False
 
@@ -95,10 +99,32 @@ class FaceDataset(Dataset):
                 pts, _ = keypoint_detector()(x)
                 item["keypoints"] = pts[0, :5] * torch.tensor([x.shape[-1], x.shape[-2]])
             kps = torch.as_tensor(item["keypoints"], dtype=torch.float32) if need else None
-            item["face_embedding"] = self.model.embed(x, None if kps is None else kps[None].numpy())[0]
+            ref, ref_kps = self._reference(item, i), kps
+            if ref is None:
+                ref = x
+            else:
+                ref, ref_kps = ref
+            item["face_embedding"] = self.model.embed(ref, None if ref_kps is None else ref_kps[None].numpy())[0]
         if self.keypoints:
             item["face_keypoints"] = kps
         return item
+
+    def _reference(self, item: dict[str, Any], i: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``reference="photo"``: another photo render of a world face's identity as (1, 3, H, W) in [0, 1] and its
+        (5, 2) keypoints; None for the item's own face."""
+        attrs = item.get("attrs") or {}
+        if self.reference != "photo" or not (isinstance(attrs, dict) and attrs.get("kind") == "face"):
+            return None
+        if "identity" not in attrs:
+            return None
+        import tailor.world as world
+        from tailor.world.vocab import derive_seed
+
+        size = int(item["pixel_values"].shape[-1])
+        other = world.render_face(derive_seed(int(attrs.get("seed", i)), 2), identity=int(attrs["identity"]),
+                                  cls=attrs.get("cls"), style="photo", size=size)  # fmt: skip
+        x = torch.from_numpy(other.image).permute(2, 0, 1).float()[None] / 255.0
+        return x, torch.as_tensor(other.keypoints, dtype=torch.float32)
 
 
 def clip_pixels(images: list[Any], processor) -> torch.Tensor:

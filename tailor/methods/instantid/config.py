@@ -23,6 +23,12 @@ class InstantIDConfig(FaceIDConfig):
     controlnet_scale: float = option(0.8, "IdentityNet residual scale (times the attachment weight)")
     controlnet_start: float = option(0.0, "fraction of the schedule where IdentityNet starts")
     controlnet_end: float = option(1.0, "fraction of the schedule where IdentityNet stops")
+    train_reference: str = option(
+        "self",
+        "training reference of the ID embedding: self (the target image's own face, the paper) or photo (another "
+        "photo render of a world face's identity: other pose, light and background)",
+        choices=("self", "photo"),
+    )
 
     def validate(self) -> None:
         super().validate()  # the shared options; ip_scale and controlnet_scale in [0, MAX_SCALE]

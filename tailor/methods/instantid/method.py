@@ -137,7 +137,7 @@ class InstantIDMethod(FaceIDMethod):
 
     # ------------------------------------------------------------------ training
     def wrap_dataset(self, dataset, config):
-        data = FaceDataset(dataset, self.embedder_name())
+        data = FaceDataset(dataset, self.embedder_name(), reference=self.config.train_reference)
         if len(data):
             item = data[0]
             size = (item["pixel_values"].shape[-1], item["pixel_values"].shape[-2])
