@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tailor.errors import InputError
-
 NAME = "anytext"
+ALIASES = ("world",)
 
 
 def folder() -> Path:
@@ -18,15 +17,16 @@ def folder() -> Path:
 
 def world(name: str) -> Path | None:
     """``world`` -> the shipped folder (``tailor.load`` reads its ``tailor.json``); None for any other name."""
-    if name != "world":
-        return None
-    if not (folder() / "tailor.json").is_file():
-        raise InputError(
-            "the world AnyText weights are not shipped in this install; train them with `python -m zoo.anytext "
-            "recognizer`, `... anytext` and `... export` from a source checkout, or pass a training --out folder."
-        )
-    return folder()
+    from tailor.world.zoo import shipped_method
+
+    return shipped_method(
+        NAME,
+        name,
+        ALIASES,
+        "the world AnyText weights are not shipped in this install; train them with `python -m zoo.anytext "
+        "recognizer`, `... anytext` and `... export` from a source checkout, or pass a training --out folder.",
+    )
 
 
 def names() -> list[str]:
-    return ["world"]
+    return list(ALIASES)

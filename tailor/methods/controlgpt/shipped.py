@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tailor.errors import InputError
-
 NAME = "controlgpt-sketch"
+ALIASES = ("controlgpt-sketch", "world")
 
 
 def folder() -> Path:
@@ -18,15 +17,16 @@ def folder() -> Path:
 
 def world(name: str) -> Path | None:
     """``controlgpt-sketch`` / ``world`` -> the shipped folder (``tailor.load`` reads its ``tailor.json``)."""
-    if name not in (NAME, "world"):
-        return None
-    if not (folder() / "tailor.json").is_file():
-        raise InputError(
-            f"the world Control-GPT weights ({NAME}) are not shipped in this install; train them with `python -m "
-            f"zoo.controlgpt train` and `... export` from a source checkout, or pass a training --out folder."
-        )
-    return folder()
+    from tailor.world.zoo import shipped_method
+
+    return shipped_method(
+        NAME,
+        name,
+        ALIASES,
+        f"the world Control-GPT weights ({NAME}) are not shipped in this install; train them with `python -m "
+        f"zoo.controlgpt train` and `... export` from a source checkout, or pass a training --out folder.",
+    )
 
 
 def names() -> list[str]:
-    return [NAME, "world"]
+    return list(ALIASES)

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tailor.errors import InputError
-
 NAME = "odgen"
+ALIASES = ("odgen", "world")
 
 
 def folder() -> Path:
@@ -18,15 +17,16 @@ def folder() -> Path:
 
 def world(name: str) -> Path | None:
     """``odgen`` / ``world`` -> the shipped folder (``tailor.load`` reads its ``tailor.json``)."""
-    if name not in (NAME, "world"):
-        return None
-    if not (folder() / "tailor.json").is_file():
-        raise InputError(
-            f"the world ODGEN weights ({NAME}) are not shipped in this install; train them with `python -m zoo.odgen "
-            f"train` and `... export` from a source checkout, or pass a training --out folder."
-        )
-    return folder()
+    from tailor.world.zoo import shipped_method
+
+    return shipped_method(
+        NAME,
+        name,
+        ALIASES,
+        f"the world ODGEN weights ({NAME}) are not shipped in this install; train them with `python -m zoo.odgen "
+        f"train` and `... export` from a source checkout, or pass a training --out folder.",
+    )
 
 
 def names() -> list[str]:
-    return [NAME, "world"]
+    return list(ALIASES)

@@ -94,6 +94,18 @@ def adapter_path(name: str) -> Path:
     return _require(WEIGHTS / "adapters" / name / "tailor.json", f"adapter {name!r}").parent
 
 
+def shipped_method(name: str, asked: str, aliases: tuple[str, ...], missing: str) -> Path | None:
+    """The folder ``weights/adapters/<name>/`` of a method's shipped world weights when ``asked`` is one of
+    ``aliases`` (``tailor.load`` reads its ``tailor.json``); None for any other name; ``missing`` (one sentence
+    naming the recipe) when this install lacks them. What each method's ``artifact:<method>`` resource calls."""
+    if asked not in aliases:
+        return None
+    folder = WEIGHTS / "adapters" / name
+    if not (folder / "tailor.json").is_file():
+        raise InputError(missing)
+    return folder
+
+
 def shipped_adapters() -> list[str]:
     """The adapter names whose weights are present."""
     return [n for n in ADAPTERS if (WEIGHTS / "adapters" / n / "tailor.json").is_file()]
