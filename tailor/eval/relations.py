@@ -66,7 +66,8 @@ def expectations_from_labels(folder: str | Path, files: list[Path]) -> list[dict
 
 
 def expectations_from_prompts(prompts: list[str]) -> list[dict[str, Any]]:
-    from tailor.world.relations import check_relations, parse_relations
+    from tailor.world.relation_text import parse_relations
+    from tailor.world.relations import check_relations
 
     out = []
     for p in prompts:

@@ -227,7 +227,8 @@ class RulePlanner(Planner):
     name = "rule"
 
     def plan(self, prompt: str, size: int = DEFAULT_SIZE, seed: int = 0) -> dict[str, Any]:
-        from tailor.world.relations import _layout, check_relations, parse_relations
+        from tailor.world.relation_text import parse_relations
+        from tailor.world.relations import _layout, check_relations
         from tailor.world.vocab import SHAPES, make_rng
 
         p = parse_relations(prompt)

@@ -104,7 +104,7 @@ class BoxStats:
         return boxes
 
     def _describe(self, rng: np.random.Generator, boxes: list[list[int]]) -> Layout:
-        from tailor.world.relations import relation_caption
+        from tailor.world.relation_text import relation_caption
 
         objects: list[dict[str, Any]] = []
         seen = set()

@@ -24,7 +24,8 @@ def render(prompt: str, seed: int, size: int = 64) -> Sample:
     if p["kind"] == "face":
         return render_face(seed, cls=p["cls"], background=p["background"], style=style, size=size)
     if p["kind"] == "scene":
-        from tailor.world.relations import render_relation_prompt, states_relations
+        from tailor.world.relation_text import states_relations
+        from tailor.world.relations import render_relation_prompt
 
         if states_relations(prompt):  # "a red star left of a blue circle": placed so that the relations hold
             return render_relation_prompt(prompt, seed, size=size)
