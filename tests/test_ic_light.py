@@ -281,3 +281,12 @@ def test_conv_in_learning_rate_group():
     assert {id(p) for p in groups[1]["params"]} == conv
     ids = [id(p) for g in groups for p in g["params"]]
     assert len(ids) == len(set(ids)) and set(ids) == {id(p) for p in method.trainable_parameters()}
+
+
+def test_bench_relight_row_none_means_models_only():
+    from tailor.bench.relight import Settings, declared_rows
+    from tailor.cli.bench import _rows
+
+    assert _rows(None) is None and _rows(["NONE"]) == () and _rows(["fc", "fbc"]) == ("fc", "fbc")
+    assert declared_rows(), "IC-Light declares its ablation rows"
+    Settings(rows=_rows(["none"])).check()  # no training row, nothing to reject

@@ -281,6 +281,13 @@ def twosubjects(
     emit(B.run, apply_quick(s, B.QUICK, quick), as_json)
 
 
+def _rows(row: list[str] | None) -> tuple[str, ...] | None:
+    """``--row`` values: None = the declared defaults, ``none`` alone = no training rows (score the models only)."""
+    if row and [r.lower() for r in row] == ["none"]:
+        return ()
+    return tuple(row) if row else None
+
+
 @bench_app.command("relight")
 def relight(
     base: Base = "world",
@@ -292,7 +299,10 @@ def relight(
         bool, typer.Option(help="Also score the shipped ic-light-fc / ic-light-fbc when present.")
     ] = True,
     row: Annotated[
-        list[str] | None, typer.Option("--row", help="Declared training row to run (repeatable; default: all).")
+        list[str] | None,
+        typer.Option(
+            "--row", help="Declared training row to run (repeatable; default: all; 'none': score models only)."
+        ),
     ] = None,
     steps: Annotated[int | None, typer.Option(help="Training steps of the declared rows (default: theirs).")] = None,
     scenes: Annotated[int, typer.Option(help="Held-out lit objects.")] = 12,
@@ -306,7 +316,7 @@ def relight(
     from tailor.bench import relight as B
 
     s = B.Settings(base=base, out=out, models=pairs(model, "--model", "mine=outputs/ic_light"),
-                   default_models=default_models, rows=tuple(row) if row else None, steps=steps, scenes=scenes,
+                   default_models=default_models, rows=_rows(row), steps=steps, scenes=scenes,
                    sample_steps=sample_steps, fresh=fresh)  # fmt: skip
     emit(B.run, apply_quick(s, B.QUICK, quick), as_json)
 
