@@ -21,7 +21,7 @@ from tailor.core.training.checkpoint import find_resume, list_checkpoints
 from tailor.core.training.data import FolderDataset, SampleOrder, build_datasets, center_crop_resize
 from tailor.core.training.noise import compute_snr, draw, min_snr_weights, training_target
 from tailor.core.training.objective import Objective
-from tailor.errors import ConfigError, InputError, TrainingError
+from tailor.errors import ConfigError, FormatError, InputError, TrainingError
 from tailor.methods.finetune import FinetuneConfig, FinetuneMethod
 
 from helpers import captioned_folder
@@ -438,3 +438,32 @@ def test_textual_inversion_trains_as_with_the_whole_batch_in_the_text_encoder(tm
     else:
         assert 1 in encoded  # the data's 3 captions repeated within a batch of 2 at least once
         assert abs(loss_a - loss_b) <= 1e-6 and (a - b).abs().max() <= 1e-6
+
+
+# --------------------------------------------------------------------- a checkpoint as an artifact
+def test_a_checkpoint_loads_like_the_final_file(tmp_path, data):
+    """``tailor.load(OUT/checkpoints/step-N)`` (or its ``method.safetensors``) builds the method the run's
+    ``trainer.json`` records, with that step's weights: at the last step, the same tensors as the saved artifact."""
+    from tailor.core.artifacts import load
+    from tailor.core.io import load_tensors
+    from tailor.methods.lora import LoRAConfig, LoRAMethod
+
+    out = tmp_path / "run"
+    run(out, data, method=LoRAMethod(LoRAConfig(rank=3, alpha=6.0)), steps=4, checkpoint_every=2, keep_checkpoints=0)
+    final = load(out)
+    for _, path in list_checkpoints(out):
+        for target in (path, path / "method.safetensors"):
+            m = load(target)
+            assert isinstance(m, LoRAMethod) and m.config.rank == 3 and m.config.alpha == 6.0
+            assert m.source_file == str(path / "method.safetensors")
+        assert set(load_tensors(path / "method.safetensors")) == set(final.state_dict())
+    last = load(list_checkpoints(out)[-1][1])
+    assert list_checkpoints(out)[-1][0] == 4
+    a, b = last.state_dict(), final.state_dict()
+    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+    first = load(list_checkpoints(out)[0][1]).state_dict()
+    assert any(not torch.equal(first[k], b[k]) for k in b), "step 2's weights are not step 4's"
+
+    (list_checkpoints(out)[0][1] / "trainer.json").write_text("{not json")
+    with pytest.raises(FormatError, match="trainer.json is damaged"):
+        load(list_checkpoints(out)[0][1])

@@ -17,6 +17,9 @@ from tailor.core.io import read_metadata
 from tailor.core.method import ARTIFACT_FORMAT, Method, get_spec, method_names, registry
 from tailor.errors import FormatError, InputError
 
+#: a training checkpoint (``OUT/checkpoints/step-N``): the method's tensors and the run's record beside them
+CHECKPOINT_WEIGHTS, CHECKPOINT_INFO = "method.safetensors", "trainer.json"
+
 
 def resolve_artifact(path: str | Path) -> Path:
     """The weight file a path names: the file itself, or the artifact recorded in a training folder."""
@@ -25,6 +28,8 @@ def resolve_artifact(path: str | Path) -> Path:
         path = shipped_name(path)
     if path.is_file():
         return path
+    if (path / CHECKPOINT_INFO).is_file() and (path / CHECKPOINT_WEIGHTS).is_file():  # a checkpoints/step-N folder
+        return path / CHECKPOINT_WEIGHTS
     manifest = path / "tailor.json"
     if manifest.is_file():
         try:
@@ -80,6 +85,8 @@ def load(path: str | Path) -> Method:
                 f"{', '.join(method_names())}); update tailor or pass another file."
             )
         return _named(get_spec(meta["method"]).method.from_file(file), file)
+    if file.name == CHECKPOINT_WEIGHTS and (file.parent / CHECKPOINT_INFO).is_file():
+        return _named(from_checkpoint(file), file)
     for spec in registry().values():
         if spec.method.sniff(file, meta):
             return _named(spec.method.from_file(file), file)
@@ -87,3 +94,25 @@ def load(path: str | Path) -> Method:
         f"{file} names no tailor method and matches no known community format; "
         f"pass a file written by `tailor train` or a supported format."
     )
+
+
+def from_checkpoint(file: Path) -> Method:
+    """The method of a training checkpoint's ``method.safetensors``, built from the ``method`` and
+    ``method_config`` its ``trainer.json`` records (the file itself carries no method metadata), with the raw
+    trained weights of that step (an ``--ema`` run's averaged weights are applied only by the final save)."""
+    from tailor.core.io import load_tensors
+
+    info_path = file.parent / CHECKPOINT_INFO
+    try:
+        info = json.loads(info_path.read_text())
+        name, config = str(info["method"]), info.get("method_config") or {}
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+        raise FormatError(f"{info_path} is damaged ({e.__class__.__name__}); load another checkpoint.") from e
+    if name.replace("-", "_") not in method_names():
+        raise FormatError(
+            f"{info_path} names method {name!r}, which this tailor does not have (it has {', '.join(method_names())})."
+        )
+    cls = get_spec(name).method
+    method = cls(cls.config_cls.from_dict(config, source=str(info_path)))
+    method.load_state_dict(load_tensors(file))
+    return method
