@@ -39,7 +39,7 @@ SPEC = MethodSpec(
         "prompt); each region's IP-Adapter tokens act where its word attends (repeatable).",
         input=Input("reference", "images"),
         max_weight=5.0,
-        options=("regions", "ip_adapter"),
+        options=("regions", "ip_adapter", "segmenter"),
     ),
     bench=(
         BenchRow(
@@ -57,6 +57,23 @@ SPEC = MethodSpec(
             0.0,
             options={"ip_adapter": "world-plus"},
             note="training-free on the shipped IP-Adapter-Plus; one region per object (exact masks)",
+        ),
+        BenchRow(
+            "twosubjects",
+            "character-adapter-seg",
+            0,
+            0.0,
+            options={"ip_adapter": "world", "segmenter": "segmenter_scenes"},
+            note="training-free on the shipped IP-Adapter; regions cut by the scene-trained world segmenter",
+        ),
+        BenchRow(
+            "twosubjects",
+            "character-adapter-seg-old",
+            0,
+            0.0,
+            options={"ip_adapter": "world", "segmenter": "segmenter"},
+            note="as character-adapter-seg with the first world segmenter (one-object renders only)",
+            default=False,
         ),
     ),
     example_inputs=example_inputs,
