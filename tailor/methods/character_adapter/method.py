@@ -51,11 +51,7 @@ def segment(image: Image.Image, segmenter: str = "segmenter_scenes") -> tuple[np
     """A world segmenter's (oracle name or file) per-pixel class map of ``image`` and its class names."""
     from tailor.world.zoo.oracles import load_oracle, to_unit
 
-    try:
-        seg = load_oracle(segmenter)
-    except (FileNotFoundError, OSError) as e:
-        raise InputError(f"character_adapter segmenter {segmenter!r} cannot be read ({e}); pass segmenter_scenes, "
-                         f"segmenter or a segmenter oracle file.") from e  # fmt: skip
+    seg = load_oracle(segmenter)  # a missing name or file: one sentence
     if getattr(seg, "config", {}).get("kind") != "segmenter":
         raise InputError(f"character_adapter segmenter {segmenter!r} is a {seg.config.get('kind')} oracle, not a "
                          f"segmenter; pass segmenter_scenes or a segmenter oracle file.")  # fmt: skip
@@ -132,7 +128,7 @@ class CharacterAdapterMethod(Method):
                 found[word] = mask
         missing = [w for w in wanted if w not in found]
         if missing or not found:
-            what = f"region {missing[0]!r}" if missing else "any region"
+            what = f"region {missing[0]!r}" if missing else "region"
             raise InputError(f"character_adapter found no {what} in the reference image; give a reference showing "
                              f"it or other --character-adapter-regions.")  # fmt: skip
         return found
