@@ -138,6 +138,11 @@ def seg_batch(n: int, seed: int, step: int, scenes: float = SEG_SCENES):
     return [*object_batch(n - k, seed, step), *(scene_batch(k, seed, step) if k else [])]
 
 
+def train_segmenter_scenes(out: str, steps: int = 3000, **kw) -> Segmenter:
+    """The shipped ``oracles/segmenter_scenes``: :func:`train_segmenter` with its default scene mix, 3000 steps."""
+    return train_segmenter(out, steps=steps, **kw)
+
+
 def train_segmenter(
     out: str,
     steps: int = 800,
@@ -203,6 +208,13 @@ def evaluate_segmenter(
     if n_scenes:
         out["scenes"] = segmentation_scores(model, scene_batch(n_scenes, scene_seed, 0))
     return out
+
+
+evaluate_segmenter_scenes = evaluate_segmenter
+
+#: options of an oracle's ``train_<name>`` in the zoo's oracle stage: the shipped ``segmenter`` is the first recipe's
+#: (one-object renders only), so the measured numbers that read with it stay comparable
+ORACLE_OPTIONS = {"segmenter": {"scenes": 0.0}}
 
 
 # --------------------------------------------------------------------- instance embedder
