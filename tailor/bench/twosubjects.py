@@ -26,7 +26,6 @@ reference and the prompt, and its ratio to the plain base's step (CPU time, inte
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,11 +44,8 @@ QUICK = dict(cases=2, seeds=1, sample_steps=2, timing_rounds=1)
 
 
 def twosubject_rows() -> dict:
-    """Rows methods declare for this bench: key -> (MethodSpec, BenchRow)."""
-    from tailor.core.method import registry
-
-    rows = [(r.key, (spec, r)) for spec in registry().values() for r in spec.bench if r.bench == "twosubjects"]
-    return dict(sorted(rows, key=lambda kv: bool(kv[1][0].builds_on)))  # the adapters before what builds on them
+    """Rows methods declare for this bench: key -> (MethodSpec, BenchRow), the adapters before what builds on them."""
+    return C.declared_rows("twosubjects")
 
 
 @dataclass
@@ -203,21 +199,9 @@ def segmenter_accuracy(samples, name: str = "segmenter") -> float:
 def load_row(key: str, spec, row, s: Settings):
     """A declared row's method: trained ones (IP-Adapter) load ``--model KEY=PATH`` or the row's ``model``;
     training-free ones (Character-Adapter) take the row's options (``--model KEY=PATH``: its ``ip_adapter``)."""
-    from tailor.compose import load_kind
-
     path = s.models.get(key)
-    if spec.method.training_free:
-        options = dict(row.options) | ({"ip_adapter": path} if path else {})
-        return spec.method(**options)
-    path = path or row.model or "world"
-    try:
-        method = load_kind(path, spec.name)
-    except Exception as e:
-        raise InputError(f"twosubjects row {key}={path} cannot be loaded ({e}); pass --model {key}=PATH with a "
-                         f"`tailor train {spec.name}` folder.") from e  # fmt: skip
-    if row.options:
-        method.config = method.config.replace(**row.options)
-    return method
+    free = {"ip_adapter": path} if path else None
+    return C.load_row("twosubjects", key, spec, row, path or row.model or "world", free)
 
 
 def cut_regions(method, row, sample) -> dict[str, np.ndarray] | None:
@@ -264,16 +248,10 @@ COLUMNS = [
 def run(s: Settings) -> dict[str, Any]:
     from PIL import Image
 
-    import tailor
     from tailor.core.progress import make_progress
 
-    root = C.start(s)
-    t0 = time.perf_counter()
-    declared = {k: v for k, v in twosubject_rows().items() if (v[1].default if s.rows is None else k in s.rows)}
-    comps = tailor.load_components(s.base)
-    size = comps.default_size
-    pipe = tailor.Pipeline(comps)
-    methods = {k: load_row(k, spec, row, s) for k, (spec, row) in declared.items()}
+    bench = C.start_rows(s, "twosubjects", load_row)
+    root, pipe, size, declared, methods = bench.root, bench.pipe, bench.size, bench.declared, bench.methods
     cases = [held_out_case(j, size, s.phrasing) for j in range(s.cases)]
     truths = [subjects_of(sample) for sample, _ in cases]
     keys = [*(["none"] if s.baseline else []), *methods]
@@ -333,7 +311,7 @@ def run(s: Settings) -> dict[str, Any]:
             {"seed": TWO_SEED + j, "prompt": p, "subjects": t} for j, ((_, p), t) in enumerate(zip(cases, truths))
         ],
     }
-    return C.finish(root, "twosubjects", s, rows, C.Table(COLUMNS, rows), t0, before_rows=extra)
+    return C.finish(root, "twosubjects", s, rows, C.Table(COLUMNS, rows), bench.t0, before_rows=extra)
 
 
 def reference_image(sample):

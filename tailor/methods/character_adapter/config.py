@@ -25,7 +25,7 @@ class CharacterAdapterConfig(Config):
         "class the segmenter finds in the reference)"
     )  # fmt: skip
     segmenter: str = option(
-        "segmenter", "the segmenter that cuts the regions: a world oracle name (segmenter_scenes: trained on "
+        "segmenter_scenes", "the segmenter that cuts the regions: a world oracle name (segmenter_scenes: trained on "
         "one-object renders and multi-object scenes; segmenter: the first, one-object renders only) or its file"
     )  # fmt: skip
     exclusive: bool = option(True, "each latent pixel takes only the region whose word attends to it most")
