@@ -515,3 +515,19 @@ def test_unet_long_decay_stage_warm_starts_from_the_newest_long_checkpoint_and_r
     assert recipe.base_run(tmp_path) == tmp_path / "unet_words"
     (tmp_path / "unet_long_decay" / "checkpoints" / "step-000050").mkdir(parents=True)
     assert recipe.base_run(tmp_path) == tmp_path / "unet_long_decay"  # the base is exported from the decay
+
+
+@pytest.mark.skipif(not _shipped("oracles/segmenter_scenes.safetensors"), reason="segmenter_scenes not shipped")
+def test_seg_scores_name_their_segmenter():
+    """The seg controllability score reads with the first segmenter unless told: on real renders the scene segmenter
+    reads the shapes (mIoU ~0.9), the first one mostly the background."""
+    from PIL import Image
+
+    from tailor.bench.control import held_out, seg_miou
+    from tailor.eval.control import SEGMENTER
+
+    samples = held_out(8, 64)
+    images = [Image.fromarray(s.image) for s in samples]
+    first, scenes = seg_miou(images, samples), seg_miou(images, samples, "segmenter_scenes")
+    assert SEGMENTER == "segmenter" and seg_miou(images, samples, SEGMENTER) == first
+    assert scenes > 0.8 and first < 0.5, (first, scenes)
