@@ -74,11 +74,11 @@ def edge_scores(images: np.ndarray, conds: list[np.ndarray]) -> float:
     return float(np.mean([edge_f1(canny(im), c[..., 0] > 0) for im, c in zip(images, conds)]))
 
 
-def seg_scores(images: np.ndarray, labels: list[np.ndarray]) -> dict:
+def seg_scores(images: np.ndarray, labels: list[np.ndarray], segmenter: str = "segmenter") -> dict:
     from tailor.world.vocab import SHAPES
     from tailor.world.zoo.oracles import load_oracle, to_unit
 
-    seg = load_oracle("segmenter")
+    seg = load_oracle(segmenter)
     classes = list(seg.classes)
     to_oracle = np.array([classes.index("background")] + [classes.index(s) for s in SHAPES])
     with torch.no_grad():
@@ -132,8 +132,9 @@ def eval_control(name, comps, samples, base_images, args) -> dict:
     real = np.stack([s.image for s in samples])
     if kind == "seg":
         labels = [truth_of_sample(s)["labels_map"] for s in samples]
-        score = {"with": seg_scores(images, labels), "without": seg_scores(base_images, labels),
-                 "real_renders": seg_scores(real, labels)}  # fmt: skip
+        score = {"with": seg_scores(images, labels, args.segmenter),
+                 "without": seg_scores(base_images, labels, args.segmenter),
+                 "real_renders": seg_scores(real, labels, args.segmenter)}  # fmt: skip
     else:
         score = {"with": {"edge_f1": edge_scores(images, conds)},
                  "without": {"edge_f1": edge_scores(base_images, conds)},
@@ -186,6 +187,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--guidance", type=float, default=5.0)
     ap.add_argument("--only", default=",".join(CONTROL + IP))
+    ap.add_argument("--segmenter", default="segmenter", help="world segmenter oracle of the seg scores")
     ap.add_argument("--cli-canny", action="store_true", help="condition = OpenCV Canny of the render (the CLI's)")
     args = ap.parse_args()
     torch.set_num_threads(1)

@@ -63,18 +63,44 @@ def test_leakage_scoring_sees_swapped_colours_and_patterns():
 def test_twosubjects_bench_quick(tmp_path):
     from tailor.bench import twosubjects as B
 
-    s = B.Settings(out=tmp_path, rows=("ip-adapter", "character-adapter"), **B.QUICK)
+    s = B.Settings(out=tmp_path, rows=("ip-adapter", "character-adapter", "character-adapter-seg-old"), **B.QUICK)
     result = B.run(s)
     rows = {r["method"]: r for r in result["rows"]}
-    assert list(rows) == ["none", "ip-adapter", "character-adapter", "reference"]
+    assert list(rows) == ["none", "ip-adapter", "character-adapter", "character-adapter-seg-old", "reference"]
+    # the first segmenter cuts neither reference: the row is refused on both, as the CLI refuses them
+    old = rows["character-adapter-seg-old"]
+    assert old["refs_cut"] == 0.0 and old["found"] is None and old.get("step_seconds") is None
+    assert rows["character-adapter"]["refs_cut"] == 1.0 and "refs_cut" not in rows["ip-adapter"]
+    assert not (tmp_path / "images" / "character-adapter-seg-old").exists()
     assert rows["reference"]["found"] == 1.0 and rows["reference"]["color_leak"] == 0.0
     assert rows["none"]["step_cost"] == 1.0 and rows["character-adapter"]["step_cost"] > 0
     ip = np.asarray(Image.open(tmp_path / "images" / "ip-adapter" / "case_00" / "img_000.png"))
     ca = np.asarray(Image.open(tmp_path / "images" / "character-adapter" / "case_00" / "img_000.png"))
     assert not np.array_equal(ip, ca)  # region tokens gated by words, not the whole image's tokens
-    assert 0.0 <= result["segmenter_pixel_accuracy_on_references"] <= 1.0
+    acc = result["segmenter_pixel_accuracy_on_references"]
+    assert set(acc) == {"segmenter", "segmenter_scenes"} and acc["segmenter_scenes"] > 0.5 > acc["segmenter"]
     assert json.loads((tmp_path / "results.json").read_text())["rows"] == result["rows"]
     assert (tmp_path / "grid.png").is_file() and len(result["cases"]) == 2
+
+
+def test_segmenter_rows_cut_regions_as_the_method_does():
+    """A row naming a segmenter gets the method's own regions for the two shape words; other Character-Adapter rows
+    the exact masks; a reference the segmenter cannot cut is refused (empty)."""
+    from tailor.bench import twosubjects as B
+
+    declared = B.twosubject_rows()
+    sample, _ = B.held_out_case(0, 64)
+    s = B.Settings()
+    methods = {k: B.load_row(k, *declared[k], s) for k in ("character-adapter", "character-adapter-seg",
+                                                             "character-adapter-seg-old", "ip-adapter")}  # fmt: skip
+    exact = B.cut_regions(methods["character-adapter"], declared["character-adapter"][1], sample)
+    assert all((exact[o["shape"]] == o["mask"]).all() for o in sample.objects)
+    cut = B.cut_regions(methods["character-adapter-seg"], declared["character-adapter-seg"][1], sample)
+    assert set(cut) == {o["shape"] for o in sample.objects}
+    for o in sample.objects:
+        assert (cut[o["shape"]] & o["mask"]).sum() / (cut[o["shape"]] | o["mask"]).sum() > 0.5
+    assert B.cut_regions(methods["character-adapter-seg-old"], declared["character-adapter-seg-old"][1], sample) == {}
+    assert B.cut_regions(methods["ip-adapter"], declared["ip-adapter"][1], sample) is None
 
 
 def test_twosubjects_bench_refuses_undeclared_rows(tmp_path):

@@ -96,6 +96,48 @@ def test_world_segmenter_regions():
         CharacterAdapterMethod(regions=["dog"]).regions(image, {})
 
 
+def test_scene_segmenter_cuts_both_objects_of_two_object_scenes():
+    """The default segmenter (segmenter_scenes, trained on relation scenes too) cuts both named objects of the
+    twosubjects references, on them; the first one (segmenter, one-object renders only) finds neither pair."""
+    from PIL import Image
+
+    from tailor.bench.twosubjects import held_out_case
+
+    cut = old = 0
+    for j in range(8):
+        sample, _ = held_out_case(j, 64)
+        image, words = Image.fromarray(sample.image), [o["shape"] for o in sample.objects]
+        try:
+            found = CharacterAdapterMethod(regions=words).regions(image, {})
+        except InputError:
+            continue
+        cut += 1
+        for o in sample.objects:
+            mask = found[o["shape"]]
+            assert (mask & o["mask"]).sum() / mask.sum() > 0.6, (j, o["shape"])  # the region lies on its object
+        try:
+            CharacterAdapterMethod(regions=words, segmenter="segmenter").regions(image, {})
+            old += 1
+        except InputError:
+            pass
+    assert cut >= 6 and old == 0, (cut, old)
+
+
+def test_segmenter_option_refuses_what_is_no_segmenter(tmp_path):
+    from PIL import Image
+
+    image = Image.new("RGB", (64, 64), "white")
+    with pytest.raises(InputError, match="does not exist"):
+        CharacterAdapterMethod(segmenter=str(tmp_path / "missing.safetensors")).regions(image, {})
+    with pytest.raises(InputError, match="not a segmenter"):
+        CharacterAdapterMethod(segmenter="attributes").regions(image, {})
+    try:  # min_area 0 still never gives an empty region (a class no pixel carries)
+        found = CharacterAdapterMethod(min_area=0.0).regions(image, {})
+    except InputError:
+        found = {}
+    assert all(m.any() for m in found.values())
+
+
 def test_generate_cli(tmp_path, capsys):
     import json
 

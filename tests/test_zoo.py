@@ -204,6 +204,37 @@ def test_oracles_train_save_and_load(tmp_path):
     assert seg(x).shape == (3, len(R.SEG_CLASSES), 64, 64)
 
 
+def test_segmenter_batches_mix_scenes_with_exact_per_object_labels():
+    from zoo import oracle_recipes as R
+
+    batch = R.seg_batch(6, 5, 0, scenes=0.5)
+    assert [len(s.objects) for s in batch[:3]] == [1] * 3 and all(len(s.objects) >= 2 for s in batch[3:])
+    plain = R.seg_batch(4, 5, 0, scenes=0.0)  # the first segmenter's batches: one-object renders, shape x mask
+    assert [s.attrs for s in plain] == [s.attrs for s in R.object_batch(4, 5, 0)]
+    for s in plain:
+        assert (R.seg_target(s) == s.mask * (1 + R.SHAPES.index(s.attrs["shape"]))).all()
+    for s in batch:
+        target = R.seg_target(s)
+        assert target.shape == s.mask.shape and ((target > 0) == s.mask).all()
+    scene = batch[-1]
+    for o in scene.objects:  # every object's pixels carry its own shape's class
+        assert (R.seg_target(scene)[o["mask"]] == R.SEG_CLASSES.index(o["shape"])).all()
+    with pytest.raises(ValueError, match="scenes"):
+        R.train_segmenter("unused", steps=0, scenes=1.5)
+
+
+def test_evaluate_segmenter_reports_one_object_renders_and_scenes():
+    from tailor.world.zoo.oracles import Segmenter
+    from zoo import oracle_recipes as R
+
+    torch.manual_seed(0)
+    out = R.evaluate_segmenter(Segmenter(R.SEG_CLASSES), n=4, n_scenes=3)
+    keys = {"pixel_accuracy", "miou", "object_pixel_accuracy"}
+    assert keys <= set(out) and set(out["scenes"]) == keys
+    assert all(0.0 <= v <= 1.0 for v in [*(out[k] for k in keys), *out["scenes"].values()])
+    assert "scenes" not in R.evaluate_segmenter(Segmenter(R.SEG_CLASSES), n=2, n_scenes=0)
+
+
 def test_object_batch_hard_fraction_draws_the_confusable_pair():
     from zoo import oracle_recipes as R
 
@@ -484,3 +515,19 @@ def test_unet_long_decay_stage_warm_starts_from_the_newest_long_checkpoint_and_r
     assert recipe.base_run(tmp_path) == tmp_path / "unet_words"
     (tmp_path / "unet_long_decay" / "checkpoints" / "step-000050").mkdir(parents=True)
     assert recipe.base_run(tmp_path) == tmp_path / "unet_long_decay"  # the base is exported from the decay
+
+
+@pytest.mark.skipif(not _shipped("oracles/segmenter_scenes.safetensors"), reason="segmenter_scenes not shipped")
+def test_seg_scores_name_their_segmenter():
+    """The seg controllability score reads with the first segmenter unless told: on real renders the scene segmenter
+    reads the shapes (mIoU ~0.9), the first one mostly the background."""
+    from PIL import Image
+
+    from tailor.bench.control import held_out, seg_miou
+    from tailor.eval.control import SEGMENTER
+
+    samples = held_out(8, 64)
+    images = [Image.fromarray(s.image) for s in samples]
+    first, scenes = seg_miou(images, samples), seg_miou(images, samples, "segmenter_scenes")
+    assert SEGMENTER == "segmenter" and seg_miou(images, samples, SEGMENTER) == first
+    assert scenes > 0.8 and first < 0.5, (first, scenes)

@@ -61,7 +61,7 @@ def train(
     ] = None,
     threads: THREADS = 1,
     oracles: Annotated[str, typer.Option(help="Comma-separated oracles to train.")] = "attributes,segmenter,"
-    "instance,face",
+    "segmenter_scenes,instance,face",
     adapters: Annotated[
         str | None,
         typer.Option(

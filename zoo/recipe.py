@@ -44,6 +44,7 @@ DEFAULT_STEPS = {
     "clip": 1500,
     "attributes": 2500,
     "segmenter": 600,
+    "segmenter_scenes": 3000,
     "instance": 1000,
     "face": 1200,
 }
@@ -284,7 +285,7 @@ def stage_clip(runs: Path, steps: int | None = None, batch_size: int = 32) -> Pa
 
 def stage_oracle(
     runs: Path,
-    which: tuple[str, ...] = ("attributes", "segmenter", "instance", "face"),
+    which: tuple[str, ...] = ("attributes", "segmenter", "segmenter_scenes", "instance", "face"),
     steps: dict[str, int] | None = None,
 ) -> dict[str, dict]:
     from zoo import oracle_recipes as R
@@ -299,7 +300,7 @@ def stage_oracle(
                 log.warning("skipping the face oracle: tailor.world has no render_face yet")
                 continue
         train = getattr(R, f"train_{name}")
-        model = train(str(runs / "oracles" / name), steps=steps[name])
+        model = train(str(runs / "oracles" / name), steps=steps[name], **R.ORACLE_OPTIONS.get(name, {}))
         if name == "attributes":  # second phase at 128 px (see oracle_recipes.HIRES)
             model = R.train_attributes(str(runs / "oracles" / "attributes_hires"), init=model, **R.HIRES)
         metrics = getattr(R, f"evaluate_{name}")(model)

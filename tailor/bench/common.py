@@ -177,6 +177,59 @@ def load_artifact(what: str, name: str, path: str, method: str, expected: str, f
     return loaded
 
 
+# --------------------------------------------------------------------- declared rows
+def declared_rows(bench: str) -> dict:
+    """Rows methods declare with ``BenchRow(bench, ...)``: key -> (MethodSpec, BenchRow), in registry order with the
+    rows of methods that build on others after the rest (the adapters before what builds on them)."""
+    from tailor.core.method import registry
+
+    rows = [(r.key, (spec, r)) for spec in registry().values() for r in spec.bench if r.bench == bench]
+    return dict(sorted(rows, key=lambda kv: bool(kv[1][0].builds_on)))
+
+
+def load_row(bench: str, key: str, spec, row, path: str, free_options: dict[str, Any] | None = None):
+    """A declared row's method: a training-free one from the row's options (``free_options`` on top); a trained one
+    loaded from ``path`` as a ``spec.name`` artifact (one sentence when it cannot be), the row's options on top."""
+    if spec.method.training_free:
+        return spec.method(**(dict(row.options) | (free_options or {})))
+    from tailor.compose import load_kind
+
+    try:
+        method = load_kind(path, spec.name)
+    except Exception as e:
+        raise InputError(f"{bench} row {key}={path} cannot be loaded ({e}); pass --model {key}=PATH with a "
+                         f"`tailor train {spec.name}` folder.") from e  # fmt: skip
+    if row.options:
+        method.config = method.config.replace(**row.options)
+    return method
+
+
+@dataclass
+class RowRun:
+    """What a bench over declared rows starts from (:func:`start_rows`)."""
+
+    root: Path
+    t0: float
+    pipe: Any
+    size: int
+    declared: dict  # the rows to run: key -> (MethodSpec, BenchRow)
+    methods: dict  # key -> loaded method
+
+
+def start_rows(s, bench: str, load) -> RowRun:
+    """A bench over the rows methods declare for ``bench``: :func:`start`, the rows ``s.rows`` names (None: the
+    default ones), the base's pipeline and each row's method from ``load(key, spec, row, s)``."""
+    import tailor
+
+    root = start(s)
+    t0 = time.perf_counter()
+    declared = {k: v for k, v in declared_rows(bench).items() if (v[1].default if s.rows is None else k in s.rows)}
+    comps = tailor.load_components(s.base)
+    pipe = tailor.Pipeline(comps)
+    methods = {k: load(k, spec, row, s) for k, (spec, row) in declared.items()}
+    return RowRun(root, t0, pipe, comps.default_size, declared, methods)
+
+
 # --------------------------------------------------------------------- timing, cache, files
 @contextmanager
 def timer() -> Iterator[dict[str, float]]:

@@ -49,6 +49,7 @@ class Settings:
     train_steps: int = 10  # timed training steps per method
     batch_size: int = 4
     fresh: bool = False
+    segmenter: str = "segmenter"  # the world segmenter oracle that reads the seg rows (tailor.eval.control.SEGMENTER)
 
     def check(self) -> None:
         if min(self.conditions, self.seeds, self.sample_steps, self.train_steps, self.batch_size) < 1:
@@ -84,12 +85,12 @@ def condition_batch(samples: list, kind: str) -> torch.Tensor:
     return torch.stack([to_condition_tensor(from_truth(kind, truth_of_sample(s))) for s in samples])
 
 
-def seg_miou(images, samples: list) -> float:
-    """Mean over images of the mIoU (classes present in truth or prediction) of the segmenter oracle vs truth."""
+def seg_miou(images, samples: list, segmenter: str = "segmenter") -> float:
+    """Mean over images of the mIoU (classes present in truth or prediction) of a segmenter oracle vs truth."""
     from tailor.conditions import truth_of_sample
     from tailor.eval.control import label_miou, segment
 
-    pred = segment(images, samples[0].mask.shape)
+    pred = segment(images, samples[0].mask.shape, segmenter)
     return float(np.mean([label_miou(p, truth_of_sample(s)["labels_map"]) for p, s in zip(pred, samples)]))
 
 
@@ -140,7 +141,7 @@ def generate_row(pipe, samples, n: int, s: Settings) -> tuple[list, dict[str, fl
                     "sample_cpu_s_per_step": t["cpu_seconds"] / s.sample_steps}  # fmt: skip
 
 
-def scores(images, samples: list, kind: str | None) -> dict[str, Any]:
+def scores(images, samples: list, kind: str | None, segmenter: str = "segmenter") -> dict[str, Any]:
     """Controllability of the model's kind (both for the no-control row) and prompt fidelity."""
     from tailor.eval.world import prompt_scores, world_scores
 
@@ -149,7 +150,7 @@ def scores(images, samples: list, kind: str | None) -> dict[str, Any]:
     named = [acc[k] for k in ("shape", "color", "pattern", "background") if k in acc]
     return {
         "edge_f1": edge_f1_scores(images, samples) if kind in (None, "canny", "hf") else None,
-        "miou": seg_miou(images, samples) if kind in (None, "seg") else None,
+        "miou": seg_miou(images, samples, segmenter) if kind in (None, "seg") else None,
         "attr_acc": float(np.mean(named)) if named else None,
         "color_acc": acc.get("color"),
         "background_acc": acc.get("background"),
@@ -215,7 +216,8 @@ def run(s: Settings) -> dict[str, Any]:
         images, sps = generate_row(pipe, samples, s.seeds, s)
         C.save_images(images, root / "images" / "no_control", "img")
         row = {"model": "no control", "method": "-", "condition": "-", "params": 0} | sps
-        rows.append(row | scores(images, per_image, None) | timed_training("no_control", "finetune", None, s, root))
+        row |= scores(images, per_image, None, s.segmenter)
+        rows.append(row | timed_training("no_control", "finetune", None, s, root))
         sheet.append(("no control", images[:: s.seeds][:8]))
         progress.advance(task)
         for name, (method, kind) in loaded.items():
@@ -227,7 +229,7 @@ def run(s: Settings) -> dict[str, Any]:
             pipe.detach()
             C.save_images(images, root / "images" / name, "img")
             row = {"model": name, "path": s.models[name], "method": method.name, "condition": kind, "params": params}
-            row |= sps | scores(images, per_image, kind)
+            row |= sps | scores(images, per_image, kind, s.segmenter)
             arch = getattr(method, "model_config", None)
             rows.append(row | timed_training(name, method.name, method.config, s, root, arch))
             from tailor.core.images import to_pil

@@ -49,9 +49,7 @@ QUICK = dict(stories=2, frames=2, sample_steps=2, timing_rounds=1, train_steps=2
 
 def story_rows() -> dict:
     """Rows methods declare for this bench: key -> (MethodSpec, BenchRow)."""
-    from tailor.core.method import registry
-
-    return {r.key: (spec, r) for spec in registry().values() for r in spec.bench if r.bench == "story"}
+    return C.declared_rows("story")
 
 
 @dataclass
@@ -91,19 +89,7 @@ def held_out_story(j: int, frames: int, size: int) -> list:
 def load_row(key: str, spec, row, s: Settings):
     """The row's method: training-free ones from the row's options; trained ones from ``--model KEY=PATH`` (the
     row's key or its method's name) or the shipped ``world`` weights, with the row's options on top."""
-    if spec.method.training_free:
-        return spec.method(**row.options)
-    from tailor.compose import load_kind
-
-    path = s.models.get(key, s.models.get(spec.name, "world"))
-    try:
-        method = load_kind(path, spec.name)
-    except Exception as e:
-        raise InputError(f"story row {key}={path} cannot be loaded ({e}); pass --model {key}=PATH with a "
-                         f"`tailor train {spec.name}` folder.") from e  # fmt: skip
-    if row.options:
-        method.config = method.config.replace(**row.options)
-    return method
+    return C.load_row("story", key, spec, row, s.models.get(key, s.models.get(spec.name, "world")))
 
 
 def attach(pipe, method, frames: list, prompts: list[str], s: Settings) -> None:
@@ -209,16 +195,10 @@ COLUMNS = [
 
 
 def run(s: Settings) -> dict[str, Any]:
-    import tailor
     from tailor.core.progress import make_progress
 
-    root = C.start(s)
-    t0 = time.perf_counter()
-    declared = {k: v for k, v in story_rows().items() if (v[1].default if s.rows is None else k in s.rows)}
-    comps = tailor.load_components(s.base)
-    size = comps.default_size
-    pipe = tailor.Pipeline(comps)
-    methods = {k: load_row(k, spec, row, s) for k, (spec, row) in declared.items()}
+    bench = C.start_rows(s, "story", load_row)
+    root, t0, pipe, size, methods = bench.root, bench.t0, bench.pipe, bench.size, bench.methods
     stories = [held_out_story(j, s.frames, size) for j in range(s.stories)]
     prompts = [[f.caption for f in st] for st in stories]
     real = [[f.pil() for f in st] for st in stories]

@@ -9,9 +9,12 @@ and pattern each object wears has to come from the image prompt, and from the ri
 Rows: ``none`` (the base with the prompt: colours by chance), the rows methods declare with
 ``BenchRow("twosubjects", ...)`` — the IP-Adapters (shipped ``world`` / ``world-plus``, the whole reference as the
 image prompt) and Character-Adapter on each (one set of IP tokens per object region, gated by its shape word's
-attention; the regions are the render's exact object masks, given as the method's ``masks`` input, because the world
-segmenter mislabels shapes in two-object scenes: ``results.json`` has its pixel accuracy on these references) — at
-the same weight, then ``reference`` (the references themselves: the oracles' ceiling).
+attention) — at the same weight, then ``reference`` (the references themselves: the oracles' ceiling). A
+Character-Adapter row whose options name a ``segmenter`` cuts the two regions with that world segmenter, as
+``--character-adapter-regions A --character-adapter-regions B`` does (a reference where it finds no region of a
+shape is refused, as the command refuses it: the row is scored on the references it cut, ``refs_cut``); the other
+Character-Adapter rows get the render's exact object masks as the method's ``masks`` input. ``results.json`` has
+each segmenter's object-pixel accuracy on these references.
 
 Scoring (evaluator-only oracles; no method sees them): the world detector oracle finds each named shape (its best
 box of that class scoring >= ``THRESHOLD``); the attribute oracle reads colour and pattern from the box, cropped
@@ -23,7 +26,6 @@ reference and the prompt, and its ratio to the plain base's step (CPU time, inte
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,11 +44,8 @@ QUICK = dict(cases=2, seeds=1, sample_steps=2, timing_rounds=1)
 
 
 def twosubject_rows() -> dict:
-    """Rows methods declare for this bench: key -> (MethodSpec, BenchRow)."""
-    from tailor.core.method import registry
-
-    rows = [(r.key, (spec, r)) for spec in registry().values() for r in spec.bench if r.bench == "twosubjects"]
-    return dict(sorted(rows, key=lambda kv: bool(kv[1][0].builds_on)))  # the adapters before what builds on them
+    """Rows methods declare for this bench: key -> (MethodSpec, BenchRow), the adapters before what builds on them."""
+    return C.declared_rows("twosubjects")
 
 
 @dataclass
@@ -176,14 +175,16 @@ def leakage(reads: list[list[dict | None]], truths: list[list[dict[str, str]]]) 
     return out
 
 
-def segmenter_accuracy(samples) -> float:
-    """Share of the references' object pixels the world segmenter labels with their object's shape (why the bench
-    gives Character-Adapter the exact masks)."""
+SEGMENTERS = ("segmenter", "segmenter_scenes")  # the world segmenters results.json scores on the references
+
+
+def segmenter_accuracy(samples, name: str = "segmenter") -> float:
+    """Share of the references' object pixels the world segmenter ``name`` labels with their object's shape."""
     import torch
 
     from tailor.world.zoo.oracles import load_oracle, to_unit
 
-    seg = load_oracle("segmenter")
+    seg = load_oracle(name)
     with torch.no_grad():
         labels = seg(to_unit([s.image for s in samples])).argmax(1).numpy()
     hit = tot = 0
@@ -198,37 +199,40 @@ def segmenter_accuracy(samples) -> float:
 def load_row(key: str, spec, row, s: Settings):
     """A declared row's method: trained ones (IP-Adapter) load ``--model KEY=PATH`` or the row's ``model``;
     training-free ones (Character-Adapter) take the row's options (``--model KEY=PATH``: its ``ip_adapter``)."""
-    from tailor.compose import load_kind
-
     path = s.models.get(key)
-    if spec.method.training_free:
-        options = dict(row.options) | ({"ip_adapter": path} if path else {})
-        return spec.method(**options)
-    path = path or row.model or "world"
+    free = {"ip_adapter": path} if path else None
+    return C.load_row("twosubjects", key, spec, row, path or row.model or "world", free)
+
+
+def cut_regions(method, row, sample) -> dict[str, np.ndarray] | None:
+    """Region word -> mask of ``sample`` for a method that reads regions (Character-Adapter; None for any other):
+    the render's exact object masks, or, for a row whose options name a ``segmenter``, the regions the method cuts
+    with it for the two shape words (``{}`` when it refuses the reference: a shape it does not find)."""
+    if not callable(getattr(method, "regions", None)):
+        return None
+    shapes = [o["shape"] for o in sample.objects]
+    if "segmenter" not in row.options:
+        return {o["shape"]: o["mask"] for o in sample.objects}
+    method.config = method.config.replace(regions=shapes)
     try:
-        method = load_kind(path, spec.name)
-    except Exception as e:
-        raise InputError(f"twosubjects row {key}={path} cannot be loaded ({e}); pass --model {key}=PATH with a "
-                         f"`tailor train {spec.name}` folder.") from e  # fmt: skip
-    if row.options:
-        method.config = method.config.replace(**row.options)
-    return method
+        return method.regions(reference_image(sample), {})
+    except InputError:
+        return {}
 
 
-def attach(pipe, method, sample, weight: float) -> None:
-    """The whole reference as the method's declared input; a method that reads region masks gets the render's exact
-    object masks under their shape words."""
+def attach(pipe, method, sample, weight: float, masks: dict[str, np.ndarray] | None = None) -> None:
+    """The whole reference as the method's declared input; a method that reads region masks gets ``masks``
+    (:func:`cut_regions`) under their shape words."""
     from tailor.core.method import get_spec
 
     decl = get_spec(method.name).generate
-    extra = {}
-    if callable(getattr(method, "regions", None)):  # Character-Adapter: region word -> mask
-        extra["masks"] = {o["shape"]: o["mask"] for o in sample.objects}
+    extra = {"masks": masks} if masks else {}
     pipe.attach(method, weight=weight, **{decl.input.name: [reference_image(sample)]}, **extra)
 
 
 COLUMNS = [
     ("method", "method", ""),
+    ("refs_cut", "refs cut", ".3f"),
     ("found", "subjects found", ".3f"),
     ("color_own", "own colour", ".3f"),
     ("color_leak", "colour leak", ".3f"),
@@ -242,48 +246,56 @@ COLUMNS = [
 
 
 def run(s: Settings) -> dict[str, Any]:
-    import tailor
+    from PIL import Image
+
     from tailor.core.progress import make_progress
 
-    root = C.start(s)
-    t0 = time.perf_counter()
-    declared = {k: v for k, v in twosubject_rows().items() if (v[1].default if s.rows is None else k in s.rows)}
-    comps = tailor.load_components(s.base)
-    size = comps.default_size
-    pipe = tailor.Pipeline(comps)
-    methods = {k: load_row(k, spec, row, s) for k, (spec, row) in declared.items()}
+    bench = C.start_rows(s, "twosubjects", load_row)
+    root, pipe, size, declared, methods = bench.root, bench.pipe, bench.size, bench.declared, bench.methods
     cases = [held_out_case(j, size, s.phrasing) for j in range(s.cases)]
     truths = [subjects_of(sample) for sample, _ in cases]
     keys = [*(["none"] if s.baseline else []), *methods]
     base_step = step_seconds(pipe, cases[0][1], s.guidance)
+    blank = Image.new("RGB", (size, size), "white")  # a refused reference's tile
     rows, sheet = [], []
     with make_progress() as progress:
         task = progress.add_task("twosubjects", total=len(keys) * s.cases, info="")
         for key in keys:
             method = methods.get(key)
-            images = []
+            row_decl = declared[key][1] if method is not None else None
+            images, truth, firsts, cut = [], [], [], []
             for j, (sample, prompt) in enumerate(cases):
                 progress.update(task, info=f"{key} / case {j}")
+                masks = cut_regions(method, row_decl, sample) if method is not None else None
+                progress.advance(task)
+                if masks == {}:  # the method refuses this reference
+                    firsts.append(blank)
+                    continue
+                cut.append(j)
                 if method is not None:
-                    attach(pipe, method, sample, s.weight)
+                    attach(pipe, method, sample, s.weight, masks)
                 out = C.generate(pipe, [prompt], s.seeds, s.sample_steps, s.guidance)
                 if method is not None:
                     pipe.detach()
                 C.save_images(out, root / "images" / key / f"case_{j:02d}", "img")
                 images += out
-                progress.advance(task)
-            reads = read_subjects(images, [[t["shape"] for t in tr] for tr in truths for _ in range(s.seeds)])
-            row = {"method": key} | leakage(reads, [tr for tr in truths for _ in range(s.seeds)])
+                truth += [truths[j]] * s.seeds
+                firsts.append(out[0])
+            reads = read_subjects(images, [[t["shape"] for t in tr] for tr in truth]) if images else []
+            row = {"method": key} | leakage(reads, truth)
+            if callable(getattr(method, "regions", None)):
+                row["refs_cut"] = len(cut) / len(cases)
             if method is None:
                 row |= {"step_seconds": base_step, "step_cost": 1.0}
-            else:
-                sample, prompt = cases[0]
+            elif cut:
+                sample, prompt = cases[cut[0]]
+                masks = cut_regions(method, row_decl, sample)
                 row["step_seconds"], row["step_cost"] = step_cost(
-                    pipe, lambda m=method, c=sample: attach(pipe, m, c, s.weight), pipe.detach, prompt, s.guidance,
-                    s.timing_rounds,
+                    pipe, lambda m=method, c=sample, r=masks: attach(pipe, m, c, s.weight, r), pipe.detach, prompt,
+                    s.guidance, s.timing_rounds,
                 )  # fmt: skip
             rows.append(row)
-            sheet.append((key, images[:: s.seeds][:8]))
+            sheet.append((key, firsts[:8]))
     refs = [reference_image(sample) for sample, _ in cases]
     rows.append({"method": "reference"} | leakage(read_subjects(refs, [[t["shape"] for t in tr] for tr in truths]),
                                                   truths))  # fmt: skip
@@ -292,12 +304,14 @@ def run(s: Settings) -> dict[str, Any]:
     extra = {
         "grid_rows": [name for name, _ in sheet],
         "grid_columns": "case 0..7, first seed",
-        "segmenter_pixel_accuracy_on_references": segmenter_accuracy([sample for sample, _ in cases]),
+        "segmenter_pixel_accuracy_on_references": {
+            name: segmenter_accuracy([sample for sample, _ in cases], name) for name in SEGMENTERS
+        },
         "cases": [
             {"seed": TWO_SEED + j, "prompt": p, "subjects": t} for j, ((_, p), t) in enumerate(zip(cases, truths))
         ],
     }
-    return C.finish(root, "twosubjects", s, rows, C.Table(COLUMNS, rows), t0, before_rows=extra)
+    return C.finish(root, "twosubjects", s, rows, C.Table(COLUMNS, rows), bench.t0, before_rows=extra)
 
 
 def reference_image(sample):

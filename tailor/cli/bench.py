@@ -106,6 +106,9 @@ def control(
     sample_steps: Annotated[int, typer.Option(help="DDIM steps per image.")] = 20,
     guidance: Annotated[float, typer.Option(help="Guidance scale.")] = 5.0,
     train_steps: Annotated[int, typer.Option(help="Timed training steps per method (batch 4).")] = 10,
+    segmenter: Annotated[
+        str, typer.Option(help="World segmenter oracle of the mIoU: segmenter (first) or segmenter_scenes.")
+    ] = "segmenter",
     quick: Quick = False,
     fresh: Fresh = False,
     as_json: Json = False,
@@ -118,7 +121,7 @@ def control(
     if not models:
         raise InputError("no control model to bench; pass --model NAME=PATH or keep --default-models.")
     s = B.Settings(base=base, out=out, models=models, conditions=conditions, seeds=seeds, sample_steps=sample_steps,
-                   guidance=guidance, train_steps=train_steps, fresh=fresh)  # fmt: skip
+                   guidance=guidance, train_steps=train_steps, fresh=fresh, segmenter=segmenter)  # fmt: skip
     emit(B.run, apply_quick(s, B.QUICK, quick), as_json)
 
 

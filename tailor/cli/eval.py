@@ -146,12 +146,15 @@ def control(
     kind: Annotated[str, typer.Option(help="canny (edge F1) or seg (mIoU by the world segmenter oracle).")],
     images: Annotated[Path, typer.Option(help="Folder of generated images.")],
     conditions: Annotated[Path, typer.Option(help="Folder of their condition maps, paired by file name (stem).")],
+    segmenter: Annotated[
+        str, typer.Option(help="seg: the world segmenter oracle, segmenter (first) or segmenter_scenes, or a file.")
+    ] = "segmenter",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Controllability: how well each image follows its condition map (ControlNet++'s edge F1 / mIoU)."""
     from tailor.eval.control import control_scores
 
-    result = control_scores(kind, images, conditions)
+    result = control_scores(kind, images, conditions, segmenter)
     if as_json:
         typer.echo(json.dumps(result))
         return

@@ -34,22 +34,27 @@ def label_miou(pred: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean([((pred == c) & (truth == c)).sum() / ((pred == c) | (truth == c)).sum() for c in classes]))
 
 
-def segment(images, size: tuple[int, int]) -> np.ndarray:
-    """The world segmenter oracle's label maps (N x H x W) of PIL ``images`` resized to ``size`` (H, W)."""
+#: the world segmenter every seg score reads with unless told otherwise: the first one (one-object renders), so that
+#: the numbers measured with it stay comparable; ``segmenter_scenes`` is the one trained on multi-object scenes too
+SEGMENTER = "segmenter"
+
+
+def segment(images, size: tuple[int, int], segmenter: str = SEGMENTER) -> np.ndarray:
+    """A world segmenter oracle's (name or file) label maps (N x H x W) of PIL ``images`` resized to ``size``."""
     import torch
 
     from tailor.world.zoo.oracles import load_oracle, to_unit
 
-    model = load_oracle("segmenter")
+    model = load_oracle(segmenter)
     with torch.no_grad():
         return model(to_unit([im.convert("RGB").resize(size[::-1]) for im in images])).argmax(1).numpy()
 
 
-def seg_mious(images, label_maps: list[np.ndarray]) -> list[float]:
+def seg_mious(images, label_maps: list[np.ndarray], segmenter: str = SEGMENTER) -> list[float]:
     """Per image: mIoU of the segmenter oracle's prediction on ``images[i]`` against ``label_maps[i]``."""
     out = []
     for im, truth in zip(images, label_maps):
-        out.append(label_miou(segment([im], truth.shape)[0], truth))
+        out.append(label_miou(segment([im], truth.shape, segmenter)[0], truth))
     return out
 
 
@@ -85,9 +90,9 @@ def pair_files(images: Path, conditions: Path) -> list[tuple[Path, Path]]:
     return pairs
 
 
-def control_scores(kind: str, images: Path, conditions: Path) -> dict:
-    """Mean controllability of the images in ``images`` against their same-stem maps in ``conditions``:
-    ``{"kind", "metric", "score", "pairs", "per_image": {stem: score}}``."""
+def control_scores(kind: str, images: Path, conditions: Path, segmenter: str = SEGMENTER) -> dict:
+    """Mean controllability of the images in ``images`` against their same-stem maps in ``conditions`` (``seg``:
+    read by the world segmenter ``segmenter``): ``{"kind", "metric", "score", "pairs", "per_image": {stem: ...}}``."""
     from tailor.core.images import load_image
 
     if kind not in KINDS:
@@ -98,7 +103,7 @@ def control_scores(kind: str, images: Path, conditions: Path) -> dict:
     if kind == "canny":
         metric, scores = "edge_f1", [edge_f1_to_map(im, m[..., 0] > 127) for im, m in zip(imgs, maps)]
     else:
-        metric, scores = "miou", seg_mious(imgs, [labels_from_seg_map(m) for m in maps])
+        metric, scores = "miou", seg_mious(imgs, [labels_from_seg_map(m) for m in maps], segmenter)
     per_image = {a.stem: round(float(s), 4) for (a, _), s in zip(pairs, scores)}
     return {
         "kind": kind,

@@ -24,6 +24,11 @@ def example_inputs(components) -> dict:
     return {"reference": Image.fromarray(arr), "masks": {"red": red, "star": star}}
 
 
+def _row(key: str, note: str, default: bool = True, **options) -> BenchRow:
+    """A ``tailor bench twosubjects`` row: training-free (no steps), ``options`` on the method."""
+    return BenchRow("twosubjects", key, 0, 0.0, options=options, note=f"training-free {note}", default=default)
+
+
 SPEC = MethodSpec(
     name="character_adapter",
     method=CharacterAdapterMethod,
@@ -39,24 +44,29 @@ SPEC = MethodSpec(
         "prompt); each region's IP-Adapter tokens act where its word attends (repeatable).",
         input=Input("reference", "images"),
         max_weight=5.0,
-        options=("regions", "ip_adapter"),
+        options=("regions", "ip_adapter", "segmenter"),
     ),
     bench=(
-        BenchRow(
-            "twosubjects",
-            "character-adapter",
-            0,
-            0.0,
-            options={"ip_adapter": "world"},
-            note="training-free on the shipped IP-Adapter; one region per object (exact masks)",
+        _row(
+            "character-adapter", "on the shipped IP-Adapter; one region per object (exact masks)", ip_adapter="world"
         ),
-        BenchRow(
-            "twosubjects",
+        _row(
             "character-adapter-plus",
-            0,
-            0.0,
-            options={"ip_adapter": "world-plus"},
-            note="training-free on the shipped IP-Adapter-Plus; one region per object (exact masks)",
+            "on the shipped IP-Adapter-Plus; one region per object (exact masks)",
+            ip_adapter="world-plus",
+        ),
+        _row(
+            "character-adapter-seg",
+            "on the shipped IP-Adapter; regions cut by the scene-trained world segmenter",
+            ip_adapter="world",
+            segmenter="segmenter_scenes",
+        ),
+        _row(
+            "character-adapter-seg-old",
+            "as character-adapter-seg with the first world segmenter (one-object renders only)",
+            default=False,
+            ip_adapter="world",
+            segmenter="segmenter",
         ),
     ),
     example_inputs=example_inputs,

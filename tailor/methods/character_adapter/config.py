@@ -24,9 +24,14 @@ class CharacterAdapterConfig(Config):
         [], "region words: segmenter classes to cut from the reference, each a word of the prompt (empty: every "
         "class the segmenter finds in the reference)"
     )  # fmt: skip
+    segmenter: str = option(
+        "segmenter_scenes", "the segmenter that cuts the regions: a world oracle name (segmenter_scenes: trained on "
+        "one-object renders and multi-object scenes; segmenter: the first, one-object renders only) or its file"
+    )  # fmt: skip
     exclusive: bool = option(True, "each latent pixel takes only the region whose word attends to it most")
     min_area: float = option(0.01, "smallest fraction of the reference a found region must cover")
 
     def validate(self) -> None:
         self.check(bool(str(self.ip_adapter).strip()), "ip_adapter is empty; pass 'world' or an IP-Adapter file.")
+        self.check(bool(str(self.segmenter).strip()), "segmenter is empty; pass 'segmenter_scenes' or a file.")
         self.check(0.0 <= self.min_area < 1.0, f"min_area must lie in [0, 1); got {self.min_area}.")

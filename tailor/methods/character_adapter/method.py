@@ -1,8 +1,8 @@
 """Character-Adapter (Ma et al. 2024): training-free region-level image prompts on an IP-Adapter.
 
 1. *Prompt-guided segmentation*: the reference is cut into regions, one per region word (a segmenter class: the
-   world zoo's segmenter, or masks given as ``inputs["masks"]`` = {word: HxW bool}); each region is cropped to its box
-   on a white ground.
+   world segmenter named by ``segmenter``, by default ``segmenter_scenes``, or masks given as ``inputs["masks"]`` =
+   {word: HxW bool}); each region is cropped to its box on a white ground.
 2. *Region-level adapters*: each region goes through the IP-Adapter's encoder and projection on its own, giving its
    own tokens; every cross-attention layer adds one decoupled attention per region (``ImageBranch.regions`` in
    :mod:`tailor.core.attention`) instead of one over the whole image.
@@ -47,11 +47,14 @@ def region_crop(image: Image.Image, mask: np.ndarray) -> Image.Image:
     return Image.fromarray(out)
 
 
-def segment(image: Image.Image) -> tuple[np.ndarray, list[str]]:
-    """The world segmenter's per-pixel class map of ``image`` and its class names."""
+def segment(image: Image.Image, segmenter: str = "segmenter_scenes") -> tuple[np.ndarray, list[str]]:
+    """A world segmenter's (oracle name or file) per-pixel class map of ``image`` and its class names."""
     from tailor.world.zoo.oracles import load_oracle, to_unit
 
-    seg = load_oracle("segmenter")
+    seg = load_oracle(segmenter)  # a missing name or file: one sentence
+    if getattr(seg, "config", {}).get("kind") != "segmenter":
+        raise InputError(f"character_adapter segmenter {segmenter!r} is a {seg.config.get('kind')} oracle, not a "
+                         f"segmenter; pass segmenter_scenes or a segmenter oracle file.")  # fmt: skip
     with torch.no_grad():
         labels = seg(to_unit([image])).argmax(1)[0].numpy()
     return labels, list(seg.classes)
@@ -110,7 +113,7 @@ class CharacterAdapterMethod(Method):
         given = inputs.get("masks")
         if given:
             return {str(w): np.asarray(m, bool) for w, m in given.items()}
-        labels, classes = segment(image)
+        labels, classes = segment(image, str(self.config.segmenter))
         wanted = list(self.config.regions)
         unknown = [w for w in wanted if w not in classes[1:]]
         if unknown:
@@ -121,11 +124,11 @@ class CharacterAdapterMethod(Method):
             if i == 0 or (wanted and word not in wanted):
                 continue
             mask = labels == i
-            if mask.mean() >= self.config.min_area:
+            if mask.any() and mask.mean() >= self.config.min_area:
                 found[word] = mask
         missing = [w for w in wanted if w not in found]
         if missing or not found:
-            what = f"region {missing[0]!r}" if missing else "any region"
+            what = f"region {missing[0]!r}" if missing else "region"
             raise InputError(f"character_adapter found no {what} in the reference image; give a reference showing "
                              f"it or other --character-adapter-regions.")  # fmt: skip
         return found

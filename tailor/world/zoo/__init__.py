@@ -55,7 +55,8 @@ def clip_vision_path() -> Path:
 
 
 def oracle_path(name: str) -> Path:
-    """``weights/oracles/<name>.safetensors`` (``attributes``, ``face``, ``instance``, ``segmenter``)."""
+    """``weights/oracles/<name>.safetensors`` (``attributes``, ``face``, ``instance``, ``segmenter``,
+    ``segmenter_scenes``, ``detector``)."""
     return _require(WEIGHTS / "oracles" / f"{name}.safetensors", f"oracle {name!r}")
 
 
