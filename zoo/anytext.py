@@ -2,17 +2,23 @@
 
 Stages (each resumable, under ``RUNS/anytext/``):
 
-1. ``recognizer``: the method's own line recognizer (:class:`tailor.methods.anytext.modules.LineRecognizer`), CTC
-   on fresh batches from ``(seed, step)``: a third clean line renders (what the text embedding reads), the rest
-   line crops of world glyph renders (64 and 128 px, every style, uniformly random strings) of which a quarter went
-   through the world base's VAE and a third of the others are blurred / down-up sampled / noised (what the OCR
-   perceptual loss sees in decoded predictions). It is not the OCR oracle and never sees the oracle.
+1. ``recognizer``: the method's own line recognizer (:class:`tailor.methods.anytext.modules.LineRecognizer`), on
+   fresh batches from ``(seed, step)``, a curriculum (:data:`CURRICULUM`, :func:`recognizer_phase`): first
+   ``align`` steps of a framewise cross-entropy on clean line renders of lexicon words and short random strings,
+   whose per-column targets come from the renderer's known layout (each character at the column of its centre,
+   blank elsewhere: :func:`frame_targets`); then CTC on batches of a third clean line renders (what the text
+   embedding reads; up to ``short`` characters, then up to ``longest``) and line crops of world glyph renders (64
+   and 128 px, every style, uniformly random strings) of which a quarter went through the world base's VAE and a
+   third of the others are blurred / down-up sampled / noised (what the OCR perceptual loss sees in decoded
+   predictions). CTC alone sits on its plateau here: it emits the characters at the zero-padded edge column
+   (which sees no ink) with a uniform guess and keeps the ink columns blank; the aligned start puts the reading at
+   the ink columns, and CTC then leaves the plateau within ~100 steps. It is not the OCR oracle and never sees it.
 2. ``anytext``: ``tailor.train`` of the ``anytext`` method on ``world:glyph:all`` with that recognizer.
 3. ``controlnet``: the glyph bench's ControlNet baseline, a canny ControlNet trained on the same data with the
    same schedule (the paper's ControlNet row: canny of the rendered glyphs as the condition).
 4. ``bench``: Sen.ACC / NED (OCR oracle) and an FID-like distance for AnyText vs the ControlNet vs the base.
 
-``python -m zoo.anytext recognizer|anytext|controlnet|bench|export --runs RUNS``.
+``python -m zoo.anytext recognizer|recognizer-eval|anytext|controlnet|noocr|bench|export --runs RUNS``.
 """
 
 from __future__ import annotations
@@ -29,26 +35,78 @@ import torch.nn.functional as F
 
 log = logging.getLogger("tailor")
 
-RECOGNIZER_STEPS = 500
+RECOGNIZER_STEPS = 800
 RECOGNIZER_BATCH = 48
-#: the training schedule of the method and of the ControlNet baseline (the same data, steps and batch). 400: what
-#: session 15's shared CPU allowed (1.4 s/step unloaded, 2.6-3.5 at load 11-15; docs/anytext.md); too few to
-#: draw legible text, as is the recognizer's stage (it stays on the CTC plateau at 300-500 steps)
-STEPS, BATCH, LR = 400, 8, 1e-4
+RECOGNIZER_LR = 1e-3
+#: the recognizer's curriculum (steps are global): framewise CE on clean lines of at most ``align_longest``
+#: characters (half lexicon words) until ``align``; CTC with clean lines of at most ``short`` characters until
+#: ``longer``, then of at most ``longest``
+CURRICULUM = {"align": 100, "align_longest": 6, "longer": 300, "short": 6, "longest": 10}
+#: the training schedule of the method and of the ControlNet baseline (the same data, steps and batch). The shipped
+#: AnyText (session 16) ran 1,500 steps at ~1.15 s/step (load ~5); the shipped bench's ControlNet rows are session
+#: 15's 400- and 1,500-step runs (docs/anytext.md)
+STEPS, BATCH, LR = 1500, 8, 1e-4
 DATA = "world:glyph:all"
 OPTIONS = {"recognizer": None}  # filled with the stage-1 file
 NOOCR = "run-noocr"  # the ablation's run folder (ocr_loss_weight=0)
 
 
-def _texts(rng: np.random.Generator, n: int, longest: int) -> list[str]:
+def _texts(rng: np.random.Generator, n: int, longest: int, words: float = 0.0) -> list[str]:
+    """``n`` uniformly random strings of 1 to ``longest`` characters; a ``words`` share are lexicon words instead
+    (those of at most ``longest`` characters)."""
     from tailor.world.font import CHARSET
+    from tailor.world.glyphs import LEXICON
 
+    lexicon = [w for w in LEXICON if len(w) <= longest]
     lengths = rng.integers(1, longest + 1, size=n)
-    return ["".join(CHARSET[j] for j in rng.integers(len(CHARSET), size=k)) for k in lengths]
+    out = []
+    for k in lengths:
+        if words and lexicon and rng.random() < words:
+            out.append(lexicon[int(rng.integers(len(lexicon)))])
+        else:
+            out.append("".join(CHARSET[j] for j in rng.integers(len(CHARSET), size=k)))
+    return out
 
 
-def recognizer_batch(n: int, seed: int, step: int, vae=None):
-    """(images (n, 3, LINE_H, LINE_W) in [0, 1], texts): clean line renders and crops of world glyph renders."""
+def recognizer_phase(step: int, curriculum: dict | None = None) -> tuple[str, int]:
+    """(``"align"`` or ``"ctc"``, the longest clean line) of the curriculum at ``step``."""
+    c = curriculum or CURRICULUM
+    if step < c["align"]:
+        return "align", c["align_longest"]
+    return "ctc", c["short"] if step < c["longer"] else c["longest"]
+
+
+def frame_targets(texts: list[str], steps: int, width: int | None = None, height: int | None = None) -> torch.Tensor:
+    """(N, steps) framewise classes of clean line renders (:func:`~tailor.methods.anytext.glyphs.line_image`): each
+    character's class (1 + its charset index) at the column holding its centre, blank (0) elsewhere and for spaces.
+    The layout is the renderer's: the text fitted by ``fit_cell`` and centred, characters ``ADVANCE`` cells apart."""
+    from tailor.methods.anytext.glyphs import LINE_H, LINE_W, fit_cell
+    from tailor.world.font import ADVANCE, CHARSET, GLYPH_W, text_width
+
+    width, height = width or LINE_W, height or LINE_H
+    out = torch.zeros(len(texts), steps, dtype=torch.long)
+    for i, t in enumerate(texts):
+        cell = fit_cell(t, width, height)
+        left = (width - (text_width(t) + 1.0) * cell) / 2.0 + cell / 2.0  # the first character's left edge
+        for j, ch in enumerate(t):
+            if ch != " ":
+                centre = left + (j * ADVANCE + GLYPH_W / 2.0) * cell
+                out[i, min(steps - 1, int(centre * steps / width))] = CHARSET.index(ch) + 1
+    return out
+
+
+def clean_batch(n: int, seed: int, step: int, longest: int, words: float = 0.5):
+    """(images (n, 3, LINE_H, LINE_W), texts): clean line renders (the align phase's batches)."""
+    from tailor.methods.anytext.glyphs import line_image
+    from tailor.world.vocab import make_rng
+
+    texts = _texts(make_rng(seed, step, 6), n, longest, words)
+    return torch.from_numpy(np.stack([line_image(t) for t in texts]))[:, None].repeat(1, 3, 1, 1), texts
+
+
+def recognizer_batch(n: int, seed: int, step: int, vae=None, longest: int = 10):
+    """(images (n, 3, LINE_H, LINE_W) in [0, 1], texts): clean line renders (1 to ``longest`` characters) and
+    crops of world glyph renders."""
     from tailor.methods.anytext.glyphs import line_image, lines_of_attrs
     from tailor.methods.anytext.modules import crop_lines
     from tailor.world.glyphs import max_chars, render_glyph
@@ -57,15 +115,15 @@ def recognizer_batch(n: int, seed: int, step: int, vae=None):
 
     rng = make_rng(seed, step, 5)
     n_clean = n // 3
-    texts = _texts(rng, n_clean, 10)
+    texts = _texts(rng, n_clean, longest)
     clean = [torch.from_numpy(line_image(t)) for t in texts]
     clean_x = torch.stack(clean)[:, None].repeat(1, 3, 1, 1)
     crops, crop_texts = [], []
     styles = list(STYLES)
     for size in (64, 128):
         k = (n - n_clean) // 2 if size == 64 else n - n_clean - (n - n_clean) // 2
-        longest = min(max_chars(size, s) for s in ("sign", "plate", "object"))
-        words = _texts(rng, k, longest)
+        fits = min(max_chars(size, s) for s in ("sign", "plate", "object"))
+        words = _texts(rng, k, fits)
         samples = []
         for i, w in enumerate(words):
             st = "photo" if rng.random() < 0.6 else styles[int(rng.integers(len(styles)))]
@@ -95,15 +153,22 @@ def train_recognizer(runs: str | Path, steps: int = RECOGNIZER_STEPS, seed: int 
     dev = current_device()
 
     def loss_fn(step: int):
-        x, texts = recognizer_batch(RECOGNIZER_BATCH, seed, step, vae)
-        feats, logp = model(x.to(dev))
-        targets, lengths = model.targets(texts)
-        t = torch.full((len(texts),), logp.shape[0], dtype=torch.long)
-        loss = F.ctc_loss(logp, targets, t, lengths, blank=0, zero_infinity=True)
+        phase, longest = recognizer_phase(step)
+        if phase == "align":
+            x, texts = clean_batch(RECOGNIZER_BATCH, seed, step, longest)
+            feats, logp = model(x.to(dev))
+            loss = F.nll_loss(logp.permute(1, 2, 0), frame_targets(texts, logp.shape[0]).to(dev))
+        else:
+            x, texts = recognizer_batch(RECOGNIZER_BATCH, seed, step, vae, longest)
+            feats, logp = model(x.to(dev))
+            targets, lengths = model.targets(texts)
+            t = torch.full((len(texts),), logp.shape[0], dtype=torch.long)
+            loss = F.ctc_loss(logp, targets, t, lengths, blank=0, zero_infinity=True)
         acc = float(np.mean([a == b for a, b in zip(model.decode(logp.detach()), texts)]))
-        return loss, {"acc": acc}
+        return loss, {"acc": acc, "ctc": float(phase == "ctc")}
 
-    cfg = LoopConfig(out=str(out / "recognizer"), steps=steps, lr=2e-3, seed=seed, log_every=25, checkpoint_every=100)
+    cfg = LoopConfig(out=str(out / "recognizer"), steps=steps, lr=RECOGNIZER_LR, seed=seed, log_every=25,
+                     checkpoint_every=100)  # fmt: skip
     train_loop(model, loss_fn, cfg, name="anytext-recognizer")
     metrics = evaluate_recognizer(model, vae)
     print("anytext recognizer:", json.dumps(metrics), flush=True)
@@ -121,7 +186,12 @@ def evaluate_recognizer(model, vae=None, n: int = 240, seed: int = 77_001) -> di
     read = model.read(x)
     k = n // 3
     ok = [a == b for a, b in zip(read, texts)]
-    return {"clean_acc": float(np.mean(ok[:k])), "crop_acc": float(np.mean(ok[k:])), "n": n}
+    res = {"clean_acc": float(np.mean(ok[:k])), "crop_acc": float(np.mean(ok[k:])), "n": n}
+    # clean lines by length (uniformly random strings): the world draws lines of at most 6 characters
+    x, texts = clean_batch(600, seed + 1, 0, CURRICULUM["longest"], words=0.0)
+    ok, lengths = np.array([a == b for a, b in zip(model.read(x), texts)]), np.array([len(t) for t in texts])
+    res["clean_acc_by_length"] = {int(n): round(float(ok[lengths == n].mean()), 3) for n in np.unique(lengths)}
+    return res
 
 
 # --------------------------------------------------------------------- diffusion stages
@@ -151,7 +221,8 @@ def train_controlnet(runs: str | Path, steps: int = STEPS):
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m zoo.anytext", description=__doc__.splitlines()[0])
-    p.add_argument("stage", choices=("recognizer", "anytext", "controlnet", "noocr", "bench", "export"))
+    stages = ("recognizer", "recognizer-eval", "anytext", "controlnet", "noocr", "bench", "export")
+    p.add_argument("stage", choices=stages)
     p.add_argument("--runs", default="outputs/zoo_runs")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--n", type=int, default=64, help="bench: images per model")
@@ -161,6 +232,14 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     if args.stage == "recognizer":
         train_recognizer(args.runs, args.steps or RECOGNIZER_STEPS)
+    elif args.stage == "recognizer-eval":  # the trained recognizer on fresh lines
+        from tailor.core.io import load_tensors
+        from tailor.methods.anytext.modules import LineRecognizer
+        from zoo.ocr import load_vae
+
+        model = LineRecognizer()
+        model.load_state_dict(load_tensors(Path(args.runs) / "anytext" / "recognizer.safetensors"))
+        print(json.dumps(evaluate_recognizer(model, load_vae())), flush=True)
     elif args.stage == "anytext":
         train_anytext(args.runs, args.steps or STEPS)
     elif args.stage == "controlnet":

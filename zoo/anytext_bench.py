@@ -137,16 +137,18 @@ def run_bench(runs: str | Path, n: int = 96, size: int = 64, cost: bool = True, 
     renders, captions, texts, boxes = eval_set(n, size)
     comps = tailor.load_components("world")
     rows, images = {}, {}
-    models = ["base", "controlnet", "anytext"]
-    if (runs / "anytext" / RUN_FOLDERS["noocr"] / "tailor.json").is_file():
-        models.append("noocr")
+    models = ["base", "anytext"]
+    for which, folder in (("controlnet", "controlnet"), ("noocr", RUN_FOLDERS["noocr"])):
+        here = runs / "anytext"
+        if (here / folder / "tailor.json").is_file() or (here / f"bench_{which}.json").is_file():
+            models.append(which)  # trained (or benched) in this RUNS; else export keeps the shipped row
     for which in only or models:
         rows[which], images[which] = _model_rows(runs, which, comps, renders, captions, texts, boxes, size)
     if only:
         return {"rows": rows}
     rows["renders"] = scores(renders, renders, texts)
     rec = runs / "anytext" / "recognizer.safetensors"
-    for which in ("anytext", "controlnet") if cost else ():
+    for which in [m for m in ("anytext", "controlnet") if m in rows] if cost else ():
         try:
             rows[which] |= train_cost(runs, which, rec)
         except (subprocess.CalledProcessError, OSError, KeyError, ValueError) as e:
@@ -178,9 +180,12 @@ def export(runs: str | Path, weights: str | Path | None = None) -> Path:
         tensors = {k: v.half() if v.is_floating_point() else v for k, v in load_tensors(artifact).items()}
         save_tensors(tmp / "anytext.safetensors", tensors, meta)
         bench = Path(runs) / "anytext" / "bench.json"
-        info = {
-            "recipe": "zoo/anytext.py",
-            "bench": json.loads(bench.read_text())["rows"] if bench.is_file() else None,
-        }
+        rows = json.loads(bench.read_text())["rows"] if bench.is_file() else None
+        if rows is not None and (dst / "tailor.json").is_file():
+            # baselines not re-benched here keep the shipped rows, marked (not the ablation: it is of the old model)
+            old = json.loads((dst / "tailor.json").read_text()).get("zoo", {}).get("bench") or {}
+            mark = {"benched": "earlier (the previous shipped file)"}
+            rows |= {k: old[k] | mark for k in ("base", "controlnet") if k in old and k not in rows}
+        info = {"recipe": "zoo/anytext.py", "bench": rows}
         write_json(tmp / "tailor.json", {"artifact": "anytext.safetensors", "zoo": info})
     return dst
