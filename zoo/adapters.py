@@ -82,9 +82,9 @@ STORY_RECIPES: dict[str, AdapterRecipe] = {
 # (24 UNet rows) on one contended CPU thread. The shipped file is the tailor file of the UNet offsets in float16
 # (~8.5 MB: a full delta of the 4.2 M-parameter world UNet).
 LIGHT_DATA = "world:light"
-# fc: 1,500 steps (sixteenth session, 3,042 s at 1-4 s/step under load 4-7; the first shipped fc had 300 and ignored
-# where the foreground's objects were). fbc: 300 (~33 min at ~6.7 s/step on the busy 2-core machine).
-STEPS_FC, STEPS_FBC = 1500, 300
+# 1,500 steps each (sixteenth session: fc 3,042 s, fbc 2,469 s at 1-4 s/step under load 4-7). The first shipped pair
+# had 300 steps (~33 min each at ~6.7 s/step on a busier machine); that fc ignored where the foreground's objects were.
+STEPS_FC, STEPS_FBC = 1500, 1500
 STEPS_INPAINT = 1500  # 2,320 s logged at ~1.5 s/step (the load dropped)
 # Shipped compact (issue #21 item 5, 2 MB each): conv_in and every bias / norm in full, a rank-16 LoRA delta on every
 # other UNet weight (``unet_rank=16``: 0.86 M trained parameters, ~1.8 MB in float16; tailor.core.unet_delta); lr 5e-4
