@@ -1,8 +1,12 @@
 """The world ODGEN (``odgen``, Zhu et al. 2024): ``python -m zoo.odgen STAGE``.
 
-1. ``train``: ``tailor.train`` of the ``odgen`` method on ``world:relation:photo`` (2-3-object scenes; each object's
-   blurred crop on its own canvas, ``a <class>`` texts, foreground-weighted loss), the ControlNet started from the
-   shipped ``layout`` ControlNet (same base, trained on the same scenes' boxes), the list encoders from scratch.
+1. ``train``: ``tailor.train`` of the ``odgen`` method on ``world:relation:photo`` (2-3-object scenes, ``a <class>``
+   texts, foreground-weighted loss), the ControlNet started from the shipped ``layout`` ControlNet (same base, trained
+   on the same scenes' boxes), the list encoders from scratch. Recipe ``bank`` (the default): each object of the image
+   list is the base-generated image of its attributes from an object bank cached in ``<runs>/odgen/bank.safetensors``
+   (made before the first step, as synthesis makes them), and the UNet's caption is empty for 30% of the samples and
+   class-only (no colour or pattern words) for 30% of the rest. Recipe ``crops`` (the first shipped model): the
+   scene's own blurred crops, 50% empty captions.
 2. ``export``: the trained weights as float16 into ``tailor/world/zoo/weights/adapters/odgen/``.
 
 3. ``sheet``: a contact sheet of two ``tailor synth`` outputs of the same real set and seed (the same layouts): per
@@ -23,45 +27,58 @@ from pathlib import Path
 import torch
 
 DATA = "world:relation:photo"
-STEPS, BATCH, LR = 800, 8, 1e-4  # see docs/odgen.md: the run (started for 1,500, stopped at 800 for time)
+STEPS, BATCH, LR = 1500, 8, 1e-4
 NAME = "odgen"
+RECIPES = ("bank", "crops")
 
 
-def run_dir(runs: str | Path) -> Path:
-    return Path(runs) / "odgen" / "run"
+def run_dir(runs: str | Path, recipe: str = "bank") -> Path:
+    return Path(runs) / "odgen" / ("run" if recipe == "crops" else f"run_{recipe}")
 
 
-def train(runs: str | Path, steps: int = STEPS, **options):
+def recipe_options(runs: str | Path, recipe: str = "bank") -> dict:
+    """The method options of a recipe: ``bank`` (object bank + class-only captions) or ``crops`` (scene crops)."""
+    if recipe == "crops":
+        return {"init": "layout"}
+    if recipe == "bank":
+        bank = Path(runs) / "odgen" / "bank.safetensors"
+        return {"init": "layout", "object_bank": str(bank), "empty_prompts": 0.3, "plain_prompts": 0.3}
+    raise ValueError(f"unknown odgen recipe {recipe!r}; use one of {', '.join(RECIPES)}.")
+
+
+def train(runs: str | Path, steps: int = STEPS, recipe: str = "bank", **options):
     import tailor
     from tailor.core.training import TrainConfig
     from tailor.core.training.checkpoint import list_checkpoints
 
-    out = run_dir(runs)
-    method = tailor.get_spec("odgen").method(init="layout", **options)
+    out = run_dir(runs, recipe)
+    method = tailor.get_spec("odgen").method(**(recipe_options(runs, recipe) | options))
     cfg = TrainConfig(base="world", out=str(out), data=DATA, steps=steps, batch_size=BATCH, lr=LR,
                       lr_scheduler="constant", warmup_steps=50, seed=0, checkpoint_every=100, keep_checkpoints=2,
                       resume="latest" if list_checkpoints(out) else None, log_every=10)  # fmt: skip
     return tailor.train(method, cfg)
 
 
-def export(runs: str | Path, weights: str | Path | None = None) -> Path:
+def export(runs: str | Path, weights: str | Path | None = None, recipe: str = "bank") -> Path:
     """The trained ODGEN as float16 into ``weights/adapters/odgen/``."""
     from tailor.core.artifacts import resolve_artifact
     from tailor.core.io import atomic_dir, load_tensors, read_metadata, save_tensors, write_json
     from tailor.world.zoo import WEIGHTS
 
-    src = run_dir(runs)
+    src = run_dir(runs, recipe)
     artifact = resolve_artifact(src)
     meta = read_metadata(artifact) | {"base": "world"}
-    meta["config"] = json.dumps(json.loads(meta["config"]) | {"init": "none"})  # the file carries its ControlNet
+    # the file carries its ControlNet; the bank was a training cache
+    meta["config"] = json.dumps(json.loads(meta["config"]) | {"init": "none", "object_bank": ""})
     dst = Path(weights or WEIGHTS) / "adapters" / NAME
     trained = json.loads((src / "tailor.json").read_text()) if (src / "tailor.json").is_file() else {}
     with atomic_dir(dst) as tmp:
         tensors = {k: v.half() if v.is_floating_point() else v for k, v in load_tensors(artifact).items()}
         save_tensors(tmp / "odgen.safetensors", tensors, meta)
         keys = ("steps", "train_seconds", "loss_last_window")
-        info = {"recipe": "zoo/odgen.py", "base": "world", "data": DATA, "steps": STEPS, "batch_size": BATCH,
-                "lr": LR, "init": "layout", "trained": {k: trained.get(k) for k in keys}}  # fmt: skip
+        info = {"recipe": f"zoo/odgen.py {recipe}", "base": "world", "data": DATA, "batch_size": BATCH, "lr": LR,
+                "options": recipe_options(".", recipe) | {"object_bank": recipe == "bank"},
+                "trained": {k: trained.get(k) for k in keys}}  # fmt: skip
         write_json(tmp / "tailor.json", {"artifact": "odgen.safetensors", "zoo": info})
     return dst
 
@@ -97,14 +114,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--b", help="sheet: the second synth output (right of each pair)")
     p.add_argument("--out", help="sheet: the PNG to write")
     p.add_argument("--runs", default="outputs/zoo_runs")
+    p.add_argument("--recipe", choices=RECIPES, default="bank", help="train / export: which recipe (docs/odgen.md)")
     p.add_argument("--steps", type=int, default=None)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     t0 = time.time()
     if args.stage == "train":
-        train(args.runs, args.steps or STEPS)
+        train(args.runs, args.steps or STEPS, args.recipe)
     elif args.stage == "export":
-        print(export(args.runs))
+        print(export(args.runs, recipe=args.recipe))
     else:
         print(sheet(args.a, args.b, args.out))
     print(f"{args.stage}: {time.time() - t0:.0f} s", flush=True)
