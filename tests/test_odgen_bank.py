@@ -108,3 +108,17 @@ def test_recipes():
     ODGENMethod(**bank).config.validate()
     with pytest.raises(tailor.errors.ConfigError, match="object_bank must be a .safetensors"):
         ODGENMethod(object_bank="bank.npz")
+
+
+def test_grouped_files_refuse_other_methods_files(tmp_path):
+    """The shared file code (tailor.core.control_groups) names the method, with its article."""
+    from tailor.core.io import save_tensors
+    from tailor.methods.controlgpt.method import ControlGPTMethod
+
+    f = tmp_path / "x.safetensors"
+    save_tensors(f, {"a": torch.zeros(1)}, {"method": "lora"})
+    want = "is not an odgen file; pass one written by `tailor train odgen`"
+    with pytest.raises(tailor.errors.FormatError, match=want):
+        ODGENMethod.from_file(f)
+    with pytest.raises(tailor.errors.FormatError, match="is not a controlgpt file"):
+        ControlGPTMethod.from_file(f)

@@ -48,39 +48,22 @@ def recipe_options(runs: str | Path, recipe: str = "bank") -> dict:
 
 def train(runs: str | Path, steps: int = STEPS, recipe: str = "bank", **options):
     import tailor
-    from tailor.core.training import TrainConfig
-    from tailor.core.training.checkpoint import list_checkpoints
+    from zoo import grouped
 
-    out = run_dir(runs, recipe)
     method = tailor.get_spec("odgen").method(**(recipe_options(runs, recipe) | options))
-    cfg = TrainConfig(base="world", out=str(out), data=DATA, steps=steps, batch_size=BATCH, lr=LR,
-                      lr_scheduler="constant", warmup_steps=50, seed=0, checkpoint_every=100, keep_checkpoints=2,
-                      resume="latest" if list_checkpoints(out) else None, log_every=10)  # fmt: skip
-    return tailor.train(method, cfg)
+    return grouped.train(method, run_dir(runs, recipe), DATA, steps, BATCH, LR)
 
 
 def export(runs: str | Path, weights: str | Path | None = None, recipe: str = "bank") -> Path:
     """The trained ODGEN as float16 into ``weights/adapters/odgen/``."""
-    from tailor.core.artifacts import resolve_artifact
-    from tailor.core.io import atomic_dir, load_tensors, read_metadata, save_tensors, write_json
     from tailor.world.zoo import WEIGHTS
+    from zoo import grouped
 
-    src = run_dir(runs, recipe)
-    artifact = resolve_artifact(src)
-    meta = read_metadata(artifact) | {"base": "world"}
+    info = {"recipe": f"zoo/odgen.py {recipe}", "base": "world", "data": DATA, "batch_size": BATCH, "lr": LR,
+            "options": recipe_options(".", recipe) | {"object_bank": recipe == "bank"}}  # fmt: skip
     # the file carries its ControlNet; the bank was a training cache
-    meta["config"] = json.dumps(json.loads(meta["config"]) | {"init": "none", "object_bank": ""})
     dst = Path(weights or WEIGHTS) / "adapters" / NAME
-    trained = json.loads((src / "tailor.json").read_text()) if (src / "tailor.json").is_file() else {}
-    with atomic_dir(dst) as tmp:
-        tensors = {k: v.half() if v.is_floating_point() else v for k, v in load_tensors(artifact).items()}
-        save_tensors(tmp / "odgen.safetensors", tensors, meta)
-        keys = ("steps", "train_seconds", "loss_last_window")
-        info = {"recipe": f"zoo/odgen.py {recipe}", "base": "world", "data": DATA, "batch_size": BATCH, "lr": LR,
-                "options": recipe_options(".", recipe) | {"object_bank": recipe == "bank"},
-                "trained": {k: trained.get(k) for k in keys}}  # fmt: skip
-        write_json(tmp / "tailor.json", {"artifact": "odgen.safetensors", "zoo": info})
-    return dst
+    return grouped.export(run_dir(runs, recipe), dst, "odgen.safetensors", info, {"init": "none", "object_bank": ""})
 
 
 def sheet(a: str | Path, b: str | Path, out: str | Path, n: int = 16, scale: int = 4) -> Path:
