@@ -122,3 +122,39 @@ def test_grouped_files_refuse_other_methods_files(tmp_path):
         ODGENMethod.from_file(f)
     with pytest.raises(tailor.errors.FormatError, match="is not a controlgpt file"):
         ControlGPTMethod.from_file(f)
+
+
+def test_list_guidance_gives_the_unconditional_half_the_empty_list():
+    from tailor.core.conditioning import Conditioning, StepState
+    from tailor.core.pipeline import Pipeline
+
+    objs = [{"name": "star", "box": [2, 8, 14, 24]}, {"name": "circle", "box": [18, 8, 30, 24]}]
+    layout = {"size": 32, "objects": objs, "relations": []}
+    images = [np.full((8, 8, 3), (200, 30, 30), np.uint8), np.full((8, 8, 3), (30, 30, 200), np.uint8)]
+    comps = tailor.tiny_components()
+    m = ODGENMethod()
+    torch.manual_seed(0)
+    m.patch(comps)
+
+    def generate():
+        pipe = Pipeline(comps).attach(m, layout=layout, object_images=images)
+        out = pipe.generate("a red star and a blue circle", n=1, seed=0, steps=2, guidance=3.0).array
+        pipe.detach()
+        return out
+
+    with torch.no_grad():  # open the stem and the ControlNet's zero convs (any weights do)
+        cn = m.control
+        for z in [m.image_list.conv_out, *cn.controlnet_down_blocks, cn.controlnet_mid_block,
+                  cn.controlnet_cond_embedding.conv_out]:  # fmt: skip
+            z.weight.normal_(0, 0.1)
+    m.config.list_guidance = True
+    inputs = {"layout": layout, "object_images": images}
+    f = comps.vae_scale_factor
+    lat = torch.zeros(2, int(comps.vae.config.latent_channels), 32 // f, 32 // f)
+    cond = Conditioning(encoder_hidden_states=torch.zeros(2, 1, 8), cfg=True, batch_size=1)
+    hint, tokens = m._sampling_condition(StepState(latents=lat, timestep=torch.tensor(1), cond=cond, inputs=inputs))
+    assert hint.shape[0] == 2 and hint[0].abs().max() == 0 and hint[1].abs().max() > 0
+    assert torch.allclose(tokens[0], m.text_tokens([[]])[0]) and not torch.allclose(tokens[0], tokens[1])
+    with_lg = generate()
+    m.config.list_guidance = False
+    assert np.abs(with_lg - generate()).max() > 0

@@ -40,6 +40,10 @@ class ODGENConfig(Config):
         0.6, "sampling: the centre fraction of each generated object image pasted into its box (the base draws one "
         "object in the middle, 44-72% of the side)",
     )  # fmt: skip
+    list_guidance: bool = option(
+        False, "sampling: the unconditional classifier-free-guidance half gets the empty list (no hint, null text "
+        "tokens), so guidance pushes towards the image list as well as the caption",
+    )  # fmt: skip
     object_steps: int = option(10, "sampling: denoising steps of the object images of the image list (small objects)")
     init: str = option(
         "none",

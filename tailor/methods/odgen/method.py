@@ -166,7 +166,9 @@ class ODGENMethod(GroupedControlMethod):
         return [centre_crop(np.asarray(im.convert("RGB")), c.object_crop) for im in result.images]
 
     def _sampling_condition(self, state: StepState) -> tuple[torch.Tensor, torch.Tensor]:
-        """(hint over both CFG halves, text-list tokens per image), made once per run."""
+        """(hint, text-list tokens), both over the UNet batch (both CFG halves), made once per run. With
+        ``list_guidance`` the unconditional half gets the empty list (zero hint, null tokens), so classifier-free
+        guidance pushes towards the image list as it does towards the caption."""
         f, lat = self.components.vae_scale_factor, state.latents
         h, w = lat.shape[-2] * f, lat.shape[-1] * f
         if h != w:
@@ -187,7 +189,13 @@ class ODGENMethod(GroupedControlMethod):
             hint = self.image_list(canvases[None].to(dev), mask[None].to(dev))
             tokens = self.text_tokens([[object_text(o["name"]) for o in program["objects"]]])
         b = state.cond.batch_size
-        out = (control_batch(hint, state), tokens.repeat_interleave(b, dim=0))
+        hint, tokens = control_batch(hint, state), state.cond.expand(tokens.repeat_interleave(b, dim=0))
+        if state.cond.cfg and self.config.list_guidance:
+            with torch.no_grad():
+                null = self.text_tokens([[]]).repeat_interleave(b, dim=0).to(tokens)
+            hint = torch.cat([torch.zeros_like(hint[:b]), hint[b:]])
+            tokens = torch.cat([null, tokens[b:]])
+        out = (hint, tokens)
         self._sampling = (key, out, state.inputs)  # keep the inputs alive so their id stays unique
         return out
 
@@ -199,7 +207,6 @@ class ODGENMethod(GroupedControlMethod):
             tokens = self.text_tokens([s.split("\n") if s else [] for s in x["odgen_texts"]])
         else:
             hint, tokens = self._sampling_condition(state)
-            tokens = state.cond.expand(tokens)
         cn = self.control
         dtype = module_dtype(cn)
         down, mid = cn(
