@@ -7,7 +7,8 @@
    (made before the first step, as synthesis makes them), and the UNet's caption is empty for 30% of the samples and
    class-only (no colour or pattern words) for 30% of the rest. Recipe ``crops`` (the first shipped model): the
    scene's own blurred crops, 50% empty captions.
-2. ``export``: the trained weights as float16 into ``tailor/world/zoo/weights/adapters/odgen/``.
+2. ``export``: the trained weights as float16 into ``tailor/world/zoo/weights/adapters/odgen/`` (recipe ``bank``:
+   with ``list_guidance`` on, so sampling pushes towards the image list; docs/odgen.md).
 
 3. ``sheet``: a contact sheet of two ``tailor synth`` outputs of the same real set and seed (the same layouts): per
    candidate the layout ControlNet's image and ODGEN's, 4x enlarged, boxes drawn (green: kept by the filter, red:
@@ -63,9 +64,10 @@ def export(runs: str | Path, weights: str | Path | None = None, recipe: str = "b
 
     info = {"recipe": f"zoo/odgen.py {recipe}", "base": "world", "data": DATA, "batch_size": BATCH, "lr": LR,
             "options": recipe_options(".", recipe) | {"object_bank": recipe == "bank"}}  # fmt: skip
-    # the file carries its ControlNet; the bank was a training cache
+    # the file carries its ControlNet; the bank was a training cache; the bank model samples with list guidance
+    config = {"init": "none", "object_bank": ""} | ({"list_guidance": True} if recipe == "bank" else {})
     dst = Path(weights or WEIGHTS) / "adapters" / NAME
-    return grouped.export(run_dir(runs, recipe), dst, "odgen.safetensors", info, {"init": "none", "object_bank": ""})
+    return grouped.export(run_dir(runs, recipe), dst, "odgen.safetensors", info, config)
 
 
 def sheet(a: str | Path, b: str | Path, out: str | Path, n: int = 16, scale: int = 4) -> Path:
