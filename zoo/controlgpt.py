@@ -30,38 +30,22 @@ def run_dir(runs: str | Path) -> Path:
 
 def train(runs: str | Path, steps: int = STEPS, **options):
     import tailor
-    from tailor.core.training import TrainConfig
-    from tailor.core.training.checkpoint import list_checkpoints
+    from zoo import grouped
 
-    out = run_dir(runs)
     method = tailor.get_spec("controlgpt").method(init="layout", **options)
-    cfg = TrainConfig(base="world", out=str(out), data=DATA, steps=steps, batch_size=BATCH, lr=LR,
-                      lr_scheduler="constant", warmup_steps=50, seed=0, checkpoint_every=100, keep_checkpoints=2,
-                      resume="latest" if list_checkpoints(out) else None, log_every=10)  # fmt: skip
-    return tailor.train(method, cfg)
+    return grouped.train(method, run_dir(runs), DATA, steps, BATCH, LR)
 
 
 def export(runs: str | Path, weights: str | Path | None = None) -> Path:
     """The trained Control-GPT as float16 into ``weights/adapters/controlgpt-sketch/``."""
-    from tailor.core.artifacts import resolve_artifact
-    from tailor.core.io import atomic_dir, load_tensors, read_metadata, save_tensors, write_json
     from tailor.world.zoo import WEIGHTS
+    from zoo import grouped
 
-    src = run_dir(runs)
-    artifact = resolve_artifact(src)
-    meta = read_metadata(artifact) | {"base": "world"}
-    config = json.loads(meta["config"]) | {"init": "none"}  # the shipped file carries its own ControlNet
-    meta["config"] = json.dumps(config)
+    info = {"recipe": "zoo/controlgpt.py", "base": "world", "data": DATA, "steps": STEPS, "batch_size": BATCH,
+            "lr": LR, "init": "layout"}  # fmt: skip
+    # the shipped file carries its own ControlNet
     dst = Path(weights or WEIGHTS) / "adapters" / NAME
-    trained = json.loads((src / "tailor.json").read_text()) if (src / "tailor.json").is_file() else {}
-    with atomic_dir(dst) as tmp:
-        tensors = {k: v.half() if v.is_floating_point() else v for k, v in load_tensors(artifact).items()}
-        save_tensors(tmp / "controlgpt.safetensors", tensors, meta)
-        keys = ("steps", "train_seconds", "loss_last_window")
-        info = {"recipe": "zoo/controlgpt.py", "base": "world", "data": DATA, "steps": STEPS, "batch_size": BATCH,
-                "lr": LR, "init": "layout", "trained": {k: trained.get(k) for k in keys}}  # fmt: skip
-        write_json(tmp / "tailor.json", {"artifact": "controlgpt.safetensors", "zoo": info})
-    return dst
+    return grouped.export(run_dir(runs), dst, "controlgpt.safetensors", info, {"init": "none"})
 
 
 def main(argv: list[str] | None = None) -> int:

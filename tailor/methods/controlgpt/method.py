@@ -20,7 +20,6 @@ Files: ``controlgpt.safetensors`` with ``controlgpt.control.<diffusers ControlNe
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -28,10 +27,9 @@ from torch import nn
 
 from tailor.core.components import module_dtype
 from tailor.core.conditioning import StepExtras, StepState
-from tailor.core.control import control_batch, controlnet_from_unet, drop_captions, hint_channels
-from tailor.core.io import load_tensors, meta_json, read_metadata
-from tailor.core.method import Method, load_module_state
-from tailor.errors import ConfigError, FormatError, IncompatibleError, InputError
+from tailor.core.control import control_batch, drop_captions
+from tailor.core.control_groups import GroupedControlMethod
+from tailor.errors import ConfigError
 from tailor.methods.controlgpt.config import ControlGPTConfig
 from tailor.methods.controlgpt.data import ControlGPTDataset
 from tailor.methods.controlgpt.modules import GroundingNet
@@ -40,19 +38,18 @@ GROUPS = ("control", "grounding")
 PLANNER_KEY_ENV = "TAILOR_PLANNER_API_KEY"  # a bearer key for --planner-url, read from the environment only
 
 
-class ControlGPTMethod(Method):
+class ControlGPTMethod(GroupedControlMethod):
     """Attach with ``layout=FILE.json or dict`` or ``plan=PROMPT`` (optionally ``planner_url``, ``planner_model``);
     with neither, each prompt is planned by the rule planner."""
 
     name = "controlgpt"
     config_cls = ControlGPTConfig
     default_lr: ClassVar[float] = 1e-4
+    groups: ClassVar[tuple[str, ...]] = GROUPS
 
     def __init__(self, config: ControlGPTConfig | None = None, **overrides):
         super().__init__(config, **overrides)
-        self.control: nn.Module | None = None
         self.grounding: GroundingNet | None = None
-        self.model_config: dict[str, Any] | None = None
         self._names: dict[str, torch.Tensor] = {}
         self._seed = 0
         self._programs: tuple | None = None
@@ -60,56 +57,12 @@ class ControlGPTMethod(Method):
 
     # ------------------------------------------------------------------ build
     def build(self, components) -> None:
-        from diffusers import ControlNetModel
-
-        if components.is_sdxl:
-            raise IncompatibleError("controlgpt supports SD1.x / SD2-style bases (one CLIP text encoder); not SDXL.")
-        unet = components.unet
-        if self.model_config is not None:
-            cfg = {k: v for k, v in self.model_config.items() if not k.startswith("_")}
-            if list(cfg.get("block_out_channels", [])) != list(unet.config.block_out_channels):
-                raise IncompatibleError(
-                    f"controlgpt {self.source_file or ''} was made for another base (block_out_channels "
-                    f"{cfg.get('block_out_channels')}); use one trained for this base."
-                )
-            self.control = ControlNetModel.from_config(cfg)
-        else:
-            self.control = controlnet_from_unet(
-                unet,
-                int(components.vae.config.latent_channels),
-                conditioning_embedding_out_channels=hint_channels(components.vae_scale_factor),
-            )
-            if self._pending_state is None and self.config.init != "none":
-                self._load_init(self.config.init)
-        self.control.to(dtype=unet.dtype).eval()
-        c = self.config
+        self.build_control(components)
+        c, unet = self.config, components.unet
         text_dim = int(components.text_encoder.config.hidden_size)
         cad = int(unet.config.cross_attention_dim)
         self.grounding = GroundingNet(text_dim, cad, c.fourier_freqs, c.grounding_width).to(unet.dtype)
         self._names = {}
-
-    def _load_init(self, init: str) -> None:
-        """ControlNet weights to start training from (the shipped ``layout`` ControlNet or a file / folder)."""
-        path = Path(init)
-        if init == "layout" and not path.exists():
-            from tailor.world.zoo import WEIGHTS
-
-            path = WEIGHTS / "adapters" / "layout" / "controlnet"
-        if path.is_dir():
-            path = path / "diffusion_pytorch_model.safetensors"
-        if not path.is_file():
-            raise InputError(f"controlgpt init {init!r} is not a ControlNet folder or file; pass none, layout or one.")
-        state = load_tensors(path)
-        state = {k.removeprefix("controlnet."): v for k, v in state.items()}
-        own = self.control.state_dict()
-        if set(state) != set(own) or any(state[k].shape != own[k].shape for k in own):
-            raise IncompatibleError(
-                f"controlgpt init {path} is not a ControlNet of this base; pass none or one trained on this base."
-            )
-        self.control.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
-
-    def modules(self) -> list[nn.Module]:
-        return [m for m in (self.control, self.grounding) if m is not None]
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         mods = [self.control] + ([self.grounding] if self.config.grounding else [])
@@ -253,38 +206,3 @@ class ControlGPTMethod(Method):
             return_dict=False,
         )
         return StepExtras(down_block_additional_residuals=list(down), mid_block_additional_residual=mid)
-
-    # ------------------------------------------------------------------ weights and files
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        if not self._built:
-            return dict(self._pending_state or {})
-        return {f"{self.name}.{g}.{k}": v for g in GROUPS for k, v in getattr(self, g).state_dict().items()}
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        if not self._built:
-            self._pending_state = dict(state)
-            return
-        for group in GROUPS:
-            prefix = f"{self.name}.{group}."
-            module = getattr(self, group)
-            own = module.state_dict()
-            sub = {k[len(prefix) :]: v.to(own[k].dtype) if k in own else v for k, v in state.items()
-                   if k.startswith(prefix)}  # fmt: skip
-            load_module_state(module, sub, f"controlgpt {group} {self.source_file or ''}".strip())
-
-    def metadata(self) -> dict[str, Any]:
-        meta = super().metadata()
-        if self.control is not None:
-            meta["model_config"] = {k: v for k, v in self.control.config.items() if not k.startswith("_")}
-        return meta
-
-    @classmethod
-    def from_file(cls, path: str | Path) -> ControlGPTMethod:
-        meta = read_metadata(path) if Path(path).suffix == ".safetensors" else {}
-        if meta.get("method") != cls.name:
-            raise FormatError(f"{path} is not a controlgpt file; pass one written by `tailor train controlgpt`.")
-        method = cls(cls.config_cls.from_dict(meta_json(meta, "config", {}), source=str(path)))
-        method.model_config = meta_json(meta, "model_config")
-        method.source_file = str(path)
-        method.load_state_dict(load_tensors(path))
-        return method

@@ -19,19 +19,16 @@ Files: ``odgen.safetensors`` with ``odgen.control.<diffusers ControlNet key>``, 
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from torch import nn
 
 from tailor.core.components import module_dtype
 from tailor.core.conditioning import StepExtras, StepState
-from tailor.core.control import control_batch, controlnet_from_unet, drop_captions, hint_channels
-from tailor.core.io import load_tensors, meta_json, read_metadata
-from tailor.core.method import Method, load_module_state
-from tailor.errors import ConfigError, FormatError, IncompatibleError, InputError
+from tailor.core.control import control_batch, drop_captions
+from tailor.core.control_groups import GroupedControlMethod
+from tailor.errors import ConfigError
 from tailor.methods.odgen.config import ODGENConfig
 from tailor.methods.odgen.data import ODGENDataset, object_text
 from tailor.methods.odgen.modules import ImageListEncoder, TextListEncoder, build_canvases, foreground_weights
@@ -39,86 +36,56 @@ from tailor.methods.odgen.modules import ImageListEncoder, TextListEncoder, buil
 GROUPS = ("control", "image_list", "text_list")
 
 
-class ODGENMethod(Method):
+class ODGENMethod(GroupedControlMethod):
     """Attach with ``layout=`` a layout program (dict or JSON file: objects with ``name`` and ``box``); optionally
     ``object_images=`` one uint8 image per object (else the base generates them, seeded by ``object_seed``)."""
 
     name = "odgen"
     config_cls = ODGENConfig
     default_lr: ClassVar[float] = 1e-4
+    groups: ClassVar[tuple[str, ...]] = GROUPS
 
     def __init__(self, config: ODGENConfig | None = None, **overrides):
         super().__init__(config, **overrides)
-        self.control: nn.Module | None = None
         self.image_list: ImageListEncoder | None = None
         self.text_list: TextListEncoder | None = None
-        self.model_config: dict[str, Any] | None = None
         self._texts: dict[str, torch.Tensor] = {}
         self._seed = 0
         self._sampling: tuple | None = None
 
     # ------------------------------------------------------------------ build
     def build(self, components) -> None:
-        from diffusers import ControlNetModel
-
-        if components.is_sdxl:
-            raise IncompatibleError("odgen supports SD1.x / SD2-style bases (one CLIP text encoder); not SDXL.")
-        unet = components.unet
-        if self.model_config is not None:
-            cfg = {k: v for k, v in self.model_config.items() if not k.startswith("_")}
-            if list(cfg.get("block_out_channels", [])) != list(unet.config.block_out_channels):
-                raise IncompatibleError(
-                    f"odgen {self.source_file or ''} was made for another base (block_out_channels "
-                    f"{cfg.get('block_out_channels')}); use one trained for this base."
-                )
-            self.control = ControlNetModel.from_config(cfg)
-        else:
-            self.control = controlnet_from_unet(
-                unet,
-                int(components.vae.config.latent_channels),
-                conditioning_embedding_out_channels=hint_channels(components.vae_scale_factor),
-            )
-            if self._pending_state is None and self.config.init != "none":
-                self._load_init(self.config.init)
-        self.control.to(dtype=unet.dtype).eval()
-        c = self.config
+        self.build_control(components)
+        c, unet = self.config, components.unet
         text_dim = int(components.text_encoder.config.hidden_size)
         cad = int(unet.config.cross_attention_dim)
         self.image_list = ImageListEncoder(c.stem_width).to(unet.dtype)
         self.text_list = TextListEncoder(text_dim, cad, c.max_objects, c.text_width).to(unet.dtype)
         self._texts = {}
 
-    def _load_init(self, init: str) -> None:
-        """ControlNet weights to start training from (the shipped ``layout`` ControlNet or a file / folder)."""
-        path = Path(init)
-        if init == "layout" and not path.exists():
-            from tailor.world.zoo import WEIGHTS
-
-            path = WEIGHTS / "adapters" / "layout" / "controlnet"
-        if path.is_dir():
-            path = path / "diffusion_pytorch_model.safetensors"
-        if not path.is_file():
-            raise InputError(f"odgen init {init!r} is not a ControlNet folder or file; pass none, layout or one.")
-        state = {k.removeprefix("controlnet."): v for k, v in load_tensors(path).items()}
-        own = self.control.state_dict()
-        if set(state) != set(own) or any(state[k].shape != own[k].shape for k in own):
-            raise IncompatibleError(f"odgen init {path} is not a ControlNet of this base; pass none or one for it.")
-        self.control.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
-
-    def modules(self) -> list[nn.Module]:
-        return [m for m in (self.control, self.image_list, self.text_list) if m is not None]
-
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        return [p for m in self.modules() for p in m.parameters() if p.requires_grad]
-
     # ------------------------------------------------------------------ data and loss
     def wrap_dataset(self, dataset, config):
         self._seed = int(config.seed)
-        return ODGENDataset(dataset, self._seed, self.config.max_objects, self.config.blur)
+        c, bank = self.config, None
+        if c.object_bank:
+            from tailor.methods.odgen.bank import build_bank, grid
+
+            styles = tuple(getattr(dataset, "styles", None) or ("photo",))
+            bank = build_bank(self.components, c.object_bank, grid(styles), c.object_steps, seed=self._seed)
+        return ODGENDataset(dataset, self._seed, c.max_objects, c.blur, bank=bank, object_crop=c.object_crop)
 
     def expand_batch(self, batch, keys, positions):
-        """ControlNet's empty global captions, drawn per sample position (resumable); the lists stay."""
-        return drop_captions(batch, positions, self._seed, self.config.empty_prompts), keys, positions
+        """The UNet's global caption, drawn per sample position (resumable): empty with probability
+        ``empty_prompts``, else the class-only caption with probability ``plain_prompts``; the lists stay."""
+        out = drop_captions(batch, positions, self._seed, self.config.empty_prompts)
+        rate, plain = self.config.plain_prompts, out.get("odgen_plain_caption")
+        if rate > 0 and plain is not None and "caption" in out:
+            from tailor.core.training.noise import generator
+            from tailor.methods.odgen.data import STREAM_PLAIN
+
+            swap = [bool(torch.rand((), generator=generator(self._seed, STREAM_PLAIN, p)) < rate) for p in positions]
+            out = {**out, "caption": [q if s and c else c for s, c, q in zip(swap, out["caption"], plain)]}
+        return out, keys, positions
 
     def loss(self, pred: torch.Tensor, target: torch.Tensor, state: StepState, weights: torch.Tensor | None):
         """The MSE weighted ``fg_weight`` on the latent cells the objects' boxes touch, 1 elsewhere (mean over
@@ -188,6 +155,7 @@ class ODGENMethod(Method):
         """One image per object, generated by the base (no attachments) from the object's own caption, its centre
         ``object_crop`` kept (uint8)."""
         import tailor
+        from tailor.methods.odgen.bank import centre_crop
         from tailor.synth.plan import caption
 
         size, c = int(program.get("size", self.components.default_size)), self.config
@@ -195,11 +163,12 @@ class ODGENMethod(Method):
         # one batch; object k gets the seed ``16 * seed + k`` whatever the others are (the pipeline seeds per image)
         result = tailor.Pipeline(self.components).generate(prompts, n=1, seed=int(seed) * 16, steps=c.object_steps,
                                                            width=size, height=size)  # fmt: skip
-        m = int(round(size * (1 - c.object_crop) / 2))
-        return [np.asarray(im.convert("RGB"))[m : size - m, m : size - m] for im in result.images]
+        return [centre_crop(np.asarray(im.convert("RGB")), c.object_crop) for im in result.images]
 
     def _sampling_condition(self, state: StepState) -> tuple[torch.Tensor, torch.Tensor]:
-        """(hint over both CFG halves, text-list tokens per image), made once per run."""
+        """(hint, text-list tokens), both over the UNet batch (both CFG halves), made once per run. With
+        ``list_guidance`` the unconditional half gets the empty list (zero hint, null tokens), so classifier-free
+        guidance pushes towards the image list as it does towards the caption."""
         f, lat = self.components.vae_scale_factor, state.latents
         h, w = lat.shape[-2] * f, lat.shape[-1] * f
         if h != w:
@@ -220,7 +189,13 @@ class ODGENMethod(Method):
             hint = self.image_list(canvases[None].to(dev), mask[None].to(dev))
             tokens = self.text_tokens([[object_text(o["name"]) for o in program["objects"]]])
         b = state.cond.batch_size
-        out = (control_batch(hint, state), tokens.repeat_interleave(b, dim=0))
+        hint, tokens = control_batch(hint, state), state.cond.expand(tokens.repeat_interleave(b, dim=0))
+        if state.cond.cfg and self.config.list_guidance:
+            with torch.no_grad():
+                null = self.text_tokens([[]]).repeat_interleave(b, dim=0).to(tokens)
+            hint = torch.cat([torch.zeros_like(hint[:b]), hint[b:]])
+            tokens = torch.cat([null, tokens[b:]])
+        out = (hint, tokens)
         self._sampling = (key, out, state.inputs)  # keep the inputs alive so their id stays unique
         return out
 
@@ -232,7 +207,6 @@ class ODGENMethod(Method):
             tokens = self.text_tokens([s.split("\n") if s else [] for s in x["odgen_texts"]])
         else:
             hint, tokens = self._sampling_condition(state)
-            tokens = state.cond.expand(tokens)
         cn = self.control
         dtype = module_dtype(cn)
         down, mid = cn(
@@ -244,38 +218,3 @@ class ODGENMethod(Method):
             return_dict=False,
         )
         return StepExtras(down_block_additional_residuals=list(down), mid_block_additional_residual=mid)
-
-    # ------------------------------------------------------------------ weights and files
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        if not self._built:
-            return dict(self._pending_state or {})
-        return {f"{self.name}.{g}.{k}": v for g in GROUPS for k, v in getattr(self, g).state_dict().items()}
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        if not self._built:
-            self._pending_state = dict(state)
-            return
-        for group in GROUPS:
-            prefix = f"{self.name}.{group}."
-            module = getattr(self, group)
-            own = module.state_dict()
-            sub = {k[len(prefix) :]: v.to(own[k].dtype) if k in own else v for k, v in state.items()
-                   if k.startswith(prefix)}  # fmt: skip
-            load_module_state(module, sub, f"odgen {group} {self.source_file or ''}".strip())
-
-    def metadata(self) -> dict[str, Any]:
-        meta = super().metadata()
-        if self.control is not None:
-            meta["model_config"] = {k: v for k, v in self.control.config.items() if not k.startswith("_")}
-        return meta
-
-    @classmethod
-    def from_file(cls, path: str | Path) -> ODGENMethod:
-        meta = read_metadata(path) if Path(path).suffix == ".safetensors" else {}
-        if meta.get("method") != cls.name:
-            raise FormatError(f"{path} is not an odgen file; pass one written by `tailor train odgen`.")
-        method = cls(cls.config_cls.from_dict(meta_json(meta, "config", {}), source=str(path)))
-        method.model_config = meta_json(meta, "model_config")
-        method.source_file = str(path)
-        method.load_state_dict(load_tensors(path))
-        return method
