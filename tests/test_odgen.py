@@ -243,3 +243,20 @@ def test_shipped_world_weights_load_by_name_within_budget():
     assert isinstance(m, ODGENMethod) and m.config.init == "none" and m.config.max_objects == 3
     assert sum(p.stat().st_size for p in folder().iterdir()) <= 4.5e6  # the issue's budget
     assert all(v.dtype == torch.float16 for v in m.state_dict().values() if v.is_floating_point())
+
+
+def test_init_layout_starts_from_the_shipped_layout_controlnet():
+    """``init=layout`` (the zoo recipe's start) finds the shipped ControlNet through core's resource registry."""
+    import torch
+
+    from tailor.core.components import load_components
+    from tailor.core.io import load_tensors
+    from tailor.core.method import get_spec
+    from tailor.world.zoo import WEIGHTS
+
+    cls = get_spec("odgen").method
+    method = cls(cls.config_cls(init="layout"))
+    method.patch(load_components("world"))
+    ref = load_tensors(WEIGHTS / "adapters" / "layout" / "controlnet" / "diffusion_pytorch_model.safetensors")
+    own = method.control.state_dict()
+    assert set(own) == set(ref) and all(torch.equal(own[k].float(), ref[k].float()) for k in own)

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from tailor.core import resources
 from tailor.core.control import controlnet_from_unet, hint_channels
 from tailor.core.io import load_tensors, meta_json, read_metadata
 from tailor.core.method import Method, load_module_state
@@ -62,10 +63,9 @@ class GroupedControlMethod(Method):
     def _load_init(self, init: str) -> None:
         """ControlNet weights to start training from (the shipped ``layout`` ControlNet or a file / folder)."""
         path = Path(init)
-        if init == "layout" and not path.exists():
-            from tailor.world.zoo import WEIGHTS
-
-            path = WEIGHTS / "adapters" / "layout" / "controlnet"
+        if init == "layout" and not path.exists():  # the shipped adapter (a registered ``artifact`` resource)
+            found = resources.resolve("artifact", "layout")
+            path = Path(found) / "controlnet" if found is not None else path
         if path.is_dir():
             path = path / "diffusion_pytorch_model.safetensors"
         if not path.is_file():
