@@ -67,6 +67,24 @@ def place(pts: np.ndarray, cx: float, cy: float, scale: float, deg: float = 0.0)
     return pts @ (rotation(deg).T * scale) + (cx, cy)
 
 
+def object_outlines(attrs: dict | None, size: int) -> list[tuple[dict, np.ndarray, list[float]]]:
+    """The drawn objects of a world item's ``attrs`` (a scene's ``objects`` or the item itself): per object its
+    attributes, its true outline in pixels and the outline's tight box ``[x0, y0, x1, y1]`` clipped to the image.
+    Objects without a known shape or a placement are skipped."""
+    from tailor.world.vocab import SHAPES
+
+    attrs = attrs or {}
+    out = []
+    for o in attrs["objects"] if isinstance(attrs.get("objects"), list) else [attrs]:
+        if o.get("shape") not in SHAPES or "center" not in o:
+            continue
+        (cx, cy), r = o["center"], float(o["scale"]) * size
+        pts = place(unit_polygon(o["shape"]), cx, cy, r, float(o.get("rotation", 0.0)))
+        lo, hi = np.clip(pts.min(0), 0, size), np.clip(pts.max(0), 0, size)
+        out.append((o, pts, [float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1])]))
+    return out
+
+
 def to_fixed(pts: np.ndarray) -> np.ndarray:
     """Pixel coordinates -> int32 points for OpenCV's ``shift=SHIFT`` sub-pixel drawing."""
     return np.round(np.asarray(pts) * _ONE).astype(np.int32).reshape(-1, 1, 2)

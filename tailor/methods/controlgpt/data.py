@@ -23,22 +23,13 @@ STREAM_PATTERN = 29  # random stream of the pattern-word draws (see core.trainin
 
 def objects_of(attrs: dict[str, Any] | None, size: int) -> tuple[list[dict[str, Any]], list[np.ndarray]]:
     """The objects of a world item (name, colour, pattern, tight box of the true outline) and their pixel outlines."""
-    from tailor.world.draw import place, unit_polygon
-    from tailor.world.vocab import SHAPES
+    from tailor.world.draw import object_outlines
 
-    attrs = attrs or {}
-    objs = attrs["objects"] if isinstance(attrs.get("objects"), list) else [attrs]
-    out, outlines = [], []
-    for o in objs:
-        if o.get("shape") not in SHAPES or "center" not in o:
-            continue
-        (cx, cy), r = o["center"], float(o["scale"]) * size
-        pts = place(unit_polygon(o["shape"]), cx, cy, r, float(o.get("rotation", 0.0)))
-        lo, hi = np.clip(pts.min(0), 0, size), np.clip(pts.max(0), 0, size)
-        out.append({"name": o["shape"], "color": o.get("color"), "pattern": o.get("pattern"),
-                    "box": [float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1])]})  # fmt: skip
-        outlines.append(pts)
-    return out, outlines
+    found = object_outlines(attrs, size)
+    out = [
+        {"name": o["shape"], "color": o.get("color"), "pattern": o.get("pattern"), "box": box} for o, _, box in found
+    ]
+    return out, [pts for _, pts, _ in found]
 
 
 class ControlGPTDataset(Dataset):

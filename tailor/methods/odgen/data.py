@@ -31,21 +31,12 @@ STREAM_PLAIN = 37  # random stream of the class-only caption draws (see core.tra
 
 def scene_boxes(attrs: dict[str, Any] | None, size: int) -> list[dict[str, Any]]:
     """The objects of a world item (``class``, ``box`` = tight box of the true outline, in pixels)."""
-    from tailor.world.draw import place, unit_polygon
-    from tailor.world.vocab import SHAPES
+    from tailor.world.draw import object_outlines
 
-    attrs = attrs or {}
-    objs = attrs["objects"] if isinstance(attrs.get("objects"), list) else [attrs]
-    out = []
-    for o in objs:
-        if o.get("shape") not in SHAPES or "center" not in o:
-            continue
-        (cx, cy), r = o["center"], float(o["scale"]) * size
-        pts = place(unit_polygon(o["shape"]), cx, cy, r, float(o.get("rotation", 0.0)))
-        lo, hi = np.clip(pts.min(0), 0, size), np.clip(pts.max(0), 0, size)
-        box = [float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1])]
-        out.append({"class": o["shape"], "box": box, "color": o.get("color"), "pattern": o.get("pattern")})
-    return out
+    return [
+        {"class": o["shape"], "box": box, "color": o.get("color"), "pattern": o.get("pattern")}
+        for o, _, box in object_outlines(attrs, size)
+    ]
 
 
 def plain_caption(attrs: dict[str, Any] | None, caption: str) -> str:
