@@ -95,16 +95,26 @@ def adapter_path(name: str) -> Path:
     return _require(WEIGHTS / "adapters" / name / "tailor.json", f"adapter {name!r}").parent
 
 
-def shipped_method(name: str, asked: str, aliases: tuple[str, ...], missing: str) -> Path | None:
-    """The folder ``weights/adapters/<name>/`` of a method's shipped world weights when ``asked`` is one of
-    ``aliases`` (``tailor.load`` reads its ``tailor.json``); None for any other name; ``missing`` (one sentence
-    naming the recipe) when this install lacks them. What each method's ``artifact:<method>`` resource calls."""
-    if asked not in aliases:
-        return None
-    folder = WEIGHTS / "adapters" / name
-    if not (folder / "tailor.json").is_file():
-        raise InputError(missing)
-    return folder
+class ShippedMethod:
+    """A method's shipped world weights, ``weights/adapters/<name>/``, as its ``artifact:<method>`` resource: ``world``
+    maps one of ``aliases`` to the folder (``tailor.load`` reads its ``tailor.json``) and any other name to None;
+    ``missing`` is the one sentence (naming the recipe) when this install lacks them."""
+
+    def __init__(self, name: str, aliases: tuple[str, ...], missing: str):
+        self.name, self.aliases, self.missing = name, tuple(aliases), missing
+
+    def folder(self) -> Path:
+        return WEIGHTS / "adapters" / self.name
+
+    def world(self, asked: str) -> Path | None:
+        if asked not in self.aliases:
+            return None
+        if not (self.folder() / "tailor.json").is_file():
+            raise InputError(self.missing)
+        return self.folder()
+
+    def names(self) -> list[str]:
+        return list(self.aliases)
 
 
 def shipped_adapters() -> list[str]:
