@@ -74,17 +74,22 @@ def _named(method: Method, file: Path) -> Method:
     return method
 
 
+def _method_class(name: str, where: str) -> type[Method]:
+    """The registered method class ``name`` names; ``where`` ("FILE was written by") opens the error otherwise."""
+    if name.replace("-", "_") not in method_names():
+        raise FormatError(
+            f"{where} method {name!r}, which this tailor does not have (it has {', '.join(method_names())}); update "
+            f"tailor or pass another file."
+        )
+    return get_spec(name).method
+
+
 def load(path: str | Path) -> Method:
     """Load the method and weights a saved artifact names (weights apply when the method is attached)."""
     file = resolve_artifact(path)
     meta = read_metadata(file) if file.suffix == ".safetensors" else {}
     if meta.get("format") == ARTIFACT_FORMAT and "method" in meta:
-        if meta["method"].replace("-", "_") not in method_names():
-            raise FormatError(
-                f"{file} was written by method {meta['method']!r}, which this tailor does not have (it has "
-                f"{', '.join(method_names())}); update tailor or pass another file."
-            )
-        return _named(get_spec(meta["method"]).method.from_file(file), file)
+        return _named(_method_class(meta["method"], f"{file} was written by").from_file(file), file)
     if file.name == CHECKPOINT_WEIGHTS and (file.parent / CHECKPOINT_INFO).is_file():
         return _named(from_checkpoint(file), file)
     for spec in registry().values():
@@ -108,11 +113,7 @@ def from_checkpoint(file: Path) -> Method:
         name, config = str(info["method"]), info.get("method_config") or {}
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
         raise FormatError(f"{info_path} is damaged ({e.__class__.__name__}); load another checkpoint.") from e
-    if name.replace("-", "_") not in method_names():
-        raise FormatError(
-            f"{info_path} names method {name!r}, which this tailor does not have (it has {', '.join(method_names())})."
-        )
-    cls = get_spec(name).method
+    cls = _method_class(name, f"{info_path} names")
     method = cls(cls.config_cls.from_dict(config, source=str(info_path)))
     method.load_state_dict(load_tensors(file))
     return method
