@@ -282,3 +282,24 @@ def test_world_data_source_with_styles():
     assert plain.styles == ("photo",)
     with pytest.raises(ConfigError, match="oil"):
         build_datasets("world:objects:oil", 32, 0)
+
+
+def test_every_shipped_folder_loads_by_its_bare_name():
+    """``tailor.load("odgen")``: a method with its own recipe (anytext, odgen, elite, ...) ships a folder under
+    ``weights/adapters/`` too, and its bare name loads it like the adapters' names (before: refused)."""
+    import json
+
+    from tailor.core.io import read_metadata
+    from tailor.world.zoo import WEIGHTS
+
+    folders = sorted(p.parent for p in (WEIGHTS / "adapters").glob("*/tailor.json"))
+    others = [f for f in folders if f.name not in ADAPTERS]
+    if not others:
+        pytest.skip("no method-specific world weights shipped")
+    for folder in others:
+        file = folder / json.loads((folder / "tailor.json").read_text())["artifact"]
+        method = tailor.load(folder.name)
+        assert method.name == read_metadata(file)["method"], folder.name
+        assert method.source_file == str(file)
+    with pytest.raises(InputError, match="'odgen'" if "odgen" in {f.name for f in others} else "nope"):
+        tailor.load("nope")

@@ -28,12 +28,23 @@ def world_names() -> list[str]:
 
 
 def artifact(name: str) -> Path | None:
-    """A shipped adapter name (``canny``, ``world-plus``, ...) -> its folder (``tailor.load`` reads it)."""
-    return zoo.adapter_path(name) if name in zoo.ADAPTERS else None
+    """A shipped adapter name (``canny``, ``world-plus``, ...) or the name of any other method's shipped folder
+    (``odgen``, ``anytext``, ``elite``, ...: ``weights/adapters/<name>/``) -> that folder (``tailor.load`` reads
+    it)."""
+    if name in zoo.ADAPTERS:
+        return zoo.adapter_path(name)
+    return zoo.WEIGHTS / "adapters" / name if name in _method_folders() else None
 
 
 def artifact_names() -> list[str]:
-    return list(zoo.ADAPTERS)
+    return list(zoo.ADAPTERS) + [n for n in _method_folders() if n not in zoo.ADAPTERS]
+
+
+def _method_folders() -> list[str]:
+    """The shipped folders ``weights/adapters/<name>/`` with a ``tailor.json`` (the methods with their own recipes
+    ship there too: ``anydoor``, ``anytext``, ``controlgpt-sketch``, ``elite``, ``odgen``, ``photoverse``)."""
+    root = zoo.WEIGHTS / "adapters"
+    return sorted(p.parent.name for p in root.glob("*/tailor.json")) if root.is_dir() else []
 
 
 def _identity(kind: str, name: str) -> Path | None:
