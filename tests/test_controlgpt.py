@@ -237,6 +237,37 @@ def test_grounding_tokens_reach_the_controlnet_and_padding_is_null():
     assert np.abs(_generate(comps, m, layout=LAYOUT) - plain).max() > 1e-3  # the sketch ControlNet acts
 
 
+def test_grounding_guidance_gives_the_unconditional_half_null_tokens():
+    """``grounding_guidance``: the ControlNet's context in the unconditional CFG half ends in the null tokens (no
+    objects), in the conditional half in the named objects' tokens; off, both halves carry the named tokens."""
+    seen = {}
+    for on in (False, True):
+        m, comps = _method(grounding_guidance=on)
+        with torch.no_grad():
+            for z in [*m.control.controlnet_down_blocks, m.control.controlnet_mid_block]:
+                z.weight.normal_(0, 0.1)
+        calls: list[torch.Tensor] = []
+        hook = m.control.register_forward_pre_hook(lambda mod, a, kw, seen=calls: seen.append(
+            kw["encoder_hidden_states"]), with_kwargs=True)  # fmt: skip
+        pipe = Pipeline(comps).attach(m, layout=LAYOUT)
+        image = pipe.generate("a red star left of a blue circle", n=1, seed=0, steps=2, guidance=3.0).array
+        hook.remove()
+        n = m.config.max_objects
+        ctx = calls[0][:, -n:].float()
+        boxes = torch.zeros(1, n, 4)
+        boxes[0, :2] = torch.tensor([o["box"] for o in LAYOUT["objects"]]) / 64
+        mask = torch.tensor([[1.0, 1.0, 0.0]])
+        with torch.no_grad():
+            named = m.grounding_tokens([["red star", "blue circle"]], boxes, mask)[0].float()
+            null = m.grounding_tokens([[]], boxes, torch.zeros_like(mask))[0].float()
+        assert ctx.shape[0] == 2 and torch.allclose(ctx[1], named, atol=1e-5)
+        assert torch.allclose(ctx[0], null if on else named, atol=1e-5)
+        assert not torch.allclose(named, null, atol=1e-3)
+        pipe.detach()
+        seen[on] = image
+    assert np.abs(seen[True] - seen[False]).max() > 1e-5  # the guidance changes the picture (tiny: 2 steps, little)
+
+
 def test_tiny_train_save_reload_and_plan_by_prompt(tmp_path):
     from tailor.core.training import TrainConfig
 

@@ -55,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--n", type=int, default=48, help="bench: prompts (one image each)")
     p.add_argument("--model", default=None, help="bench: a controlgpt run / file (default: the run, else shipped)")
+    p.add_argument("--grounding-guidance", action="store_true", help="bench: + a row with grounding guidance")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     t0 = time.time()
@@ -65,7 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     else:
         from zoo.controlgpt_bench import run_bench
 
-        print(json.dumps(run_bench(args.runs, n=args.n, model=args.model), indent=1))
+        print(
+            json.dumps(
+                run_bench(args.runs, n=args.n, model=args.model, grounding_guidance=args.grounding_guidance), indent=1
+            )
+        )
     print(f"{args.stage}: {time.time() - t0:.0f} s", flush=True)
     return 0
 

@@ -29,7 +29,11 @@ def prompts(n: int) -> list[str]:
     return [render_relation_scene(FIRST_SEED + i, n_objects=2, style="photo", size=SIZE).caption for i in range(n)]
 
 
-def run_bench(runs: str | Path, n: int = 48, model: str | None = None, sheet_rows: int = 12) -> dict[str, Any]:
+def run_bench(
+    runs: str | Path, n: int = 48, model: str | None = None, sheet_rows: int = 12, grounding_guidance: bool = False
+) -> dict[str, Any]:
+    """Base, layout ControlNet and Control-GPT rows (+ ``controlgpt-gg``: the same model with ``grounding_guidance``,
+    when asked) on ``n`` two-object prompts; ``RUNS/controlgpt/bench.json`` and ``contact_sheet.png``."""
     import torch
     from PIL import Image
 
@@ -79,6 +83,11 @@ def run_bench(runs: str | Path, n: int = 48, model: str | None = None, sheet_row
         pipe.attachments[0].inputs["layout"] = plans[i]
 
     sample(pipe, "controlgpt", layout_of)
+    pipe.detach()
+    if grounding_guidance:
+        guided = load(model)
+        guided.config.grounding_guidance = True
+        sample(tailor.Pipeline(comps).attach(guided, weight=1.0), "controlgpt-gg", layout_of)
     result: dict[str, Any] = {"prompts": n, "steps": STEPS, "guidance": GUIDANCE, "model": model, "rows": {}}
     shape_only = [
         {"objects": [{"shape": o["shape"]} for o in e["objects"]], "relations": e["relations"]} for e in exps
@@ -94,9 +103,9 @@ def run_bench(runs: str | Path, n: int = 48, model: str | None = None, sheet_row
     out = Path(runs) / "controlgpt"
     out.mkdir(parents=True, exist_ok=True)
     sketches = [sketch_image(p["objects"], SIZE) for p in plans]
-    sheet = [np.concatenate([sketches[i], rows["base"][i], rows["layout"][i], rows["controlgpt"][i]], 1)
-             for i in range(min(sheet_rows, n))]  # fmt: skip
-    Image.fromarray(np.concatenate(sheet, 0)).resize((4 * SIZE * 3, len(sheet) * SIZE * 3), Image.NEAREST).save(
+    sheet = [np.concatenate([sketches[i], *(rows[r][i] for r in rows)], 1) for i in range(min(sheet_rows, n))]
+    cols = 1 + len(rows)
+    Image.fromarray(np.concatenate(sheet, 0)).resize((cols * SIZE * 3, len(sheet) * SIZE * 3), Image.NEAREST).save(
         out / "contact_sheet.png"
     )
     (out / "bench.json").write_text(json.dumps(result | {"texts": texts}, indent=1))

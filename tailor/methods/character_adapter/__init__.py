@@ -62,6 +62,12 @@ SPEC = MethodSpec(
             segmenter="segmenter_scenes",
         ),
         _row(
+            "character-adapter-plus-seg",
+            "on the shipped IP-Adapter-Plus; regions cut by the scene-trained world segmenter",
+            ip_adapter="world-plus",
+            segmenter="segmenter_scenes",
+        ),
+        _row(
             "character-adapter-seg-old",
             "as character-adapter-seg with the first world segmenter (one-object renders only)",
             default=False,

@@ -25,6 +25,11 @@ class ControlGPTConfig(Config):
     pattern_dropout: float = option(
         0.5, "share of training objects whose grounding name omits the pattern word ('red star' vs 'red plain star')"
     )
+    grounding_guidance: bool = option(
+        False,
+        "sampling: the unconditional CFG half gets null grounding tokens (no objects), so classifier-free guidance "
+        "pushes towards the grounding names as it does towards the caption (ODGEN's list guidance)",
+    )
     init: str = option(
         "none",
         "the ControlNet weights to start from: none (a copy of the UNet encoder, as ControlNet), layout (the "

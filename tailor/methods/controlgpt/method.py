@@ -151,7 +151,7 @@ class ControlGPTMethod(GroupedControlMethod):
         return found
 
     def _sampling_condition(self, state: StepState) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(sketch batch over both CFG halves, grounding tokens per image or None), made once per run."""
+        """(sketch batch, grounding tokens or None), both over the UNet batch (both CFG halves), made once per run."""
         from tailor.synth.plan import phrase, sketch_image
 
         f, lat, cond = self.components.vae_scale_factor, state.latents, state.cond
@@ -175,7 +175,10 @@ class ControlGPTMethod(GroupedControlMethod):
                 for j, o in enumerate(p["objects"][:n]):
                     boxes[r, j], mask[r, j] = torch.tensor(o["box"]) / h, 1
             with torch.no_grad():
-                tokens = self.grounding_tokens([[phrase(o) for o in p["objects"]] for p in progs], boxes, mask)
+                tokens = cond.expand(self.grounding_tokens([[phrase(o) for o in p["objects"]] for p in progs], boxes,
+                                                           mask))  # fmt: skip
+                if cond.cfg and self.config.grounding_guidance:  # the unconditional half: no objects named
+                    tokens[:b] = self.grounding_tokens([[] for _ in progs], boxes, torch.zeros_like(mask))
         self._sampling = (key, (sketch, tokens), state.inputs)
         return sketch, tokens
 
@@ -188,13 +191,12 @@ class ControlGPTMethod(GroupedControlMethod):
             tokens = None
             if self.config.grounding:
                 rows = [s.split("\n") if s else [] for s in x["controlgpt_names"]]
-                tokens = self.grounding_tokens(rows, x["controlgpt_boxes"], x["controlgpt_mask"])
+                tokens = cond.expand(self.grounding_tokens(rows, x["controlgpt_boxes"], x["controlgpt_mask"]))
         else:
-            sketch, tokens = self._sampling_condition(state)
+            sketch, tokens = self._sampling_condition(state)  # tokens over both CFG halves
         hidden = cond.encoder_hidden_states
         if tokens is not None:
-            tokens = tokens.to(hidden.dtype)
-            hidden = torch.cat([hidden, cond.expand(tokens)], dim=1)
+            hidden = torch.cat([hidden, tokens.to(hidden.dtype)], dim=1)
         cn = self.control
         dtype = module_dtype(cn)
         down, mid = cn(
