@@ -268,6 +268,27 @@ def test_grounding_guidance_gives_the_unconditional_half_null_tokens():
     assert np.abs(seen[True] - seen[False]).max() > 1e-5  # the guidance changes the picture (tiny: 2 steps, little)
 
 
+def test_plain_prompts_swap_in_the_class_only_caption():
+    """``plain_prompts``: that share of the non-empty captions becomes the scene's caption without colour and pattern
+    words (relations kept), drawn per sample position; 0 keeps every caption."""
+    from tailor.methods.controlgpt.data import ControlGPTDataset
+    from tailor.world.dataset import WorldDataset
+
+    items = [ControlGPTDataset(WorldDataset("relation", size=32, length=4), 0, 3, 0.5)[i] for i in range(4)]
+    batch = {"caption": [it["caption"] for it in items],
+             "controlgpt_plain_caption": [it["controlgpt_plain_caption"] for it in items]}  # fmt: skip
+    for it in items:
+        plain = it["controlgpt_plain_caption"]
+        colours = {o["color"] for o in it["attrs"]["objects"]}
+        assert plain != it["caption"] and not colours & set(plain.split())
+    for rate, want in ((0.0, batch["caption"]), (1.0, batch["controlgpt_plain_caption"])):
+        m = ControlGPTMethod(empty_prompts=0.0, plain_prompts=rate)
+        assert m.expand_batch(batch, [0, 1, 2, 3], [0, 1, 2, 3])[0]["caption"] == want
+    half = ControlGPTMethod(empty_prompts=0.0, plain_prompts=0.5).expand_batch(batch, list(range(4)), [0, 1, 2, 3])
+    again = ControlGPTMethod(empty_prompts=0.0, plain_prompts=0.5).expand_batch(batch, list(range(4)), [0, 1, 2, 3])
+    assert half[0]["caption"] == again[0]["caption"]  # drawn from (seed, stream, position): resumable
+
+
 def test_tiny_train_save_reload_and_plan_by_prompt(tmp_path):
     from tailor.core.training import TrainConfig
 

@@ -147,6 +147,20 @@ def drop_captions(batch: dict[str, Any], positions: list[int], seed: int, rate: 
     return {**batch, "caption": ["" if d else c for d, c in zip(drop, batch["caption"])]}
 
 
+def swap_captions(
+    batch: dict[str, Any], positions: list[int], seed: int, stream: int, rate: float, key: str
+) -> dict[str, Any]:
+    """Replace each non-empty caption by ``batch[key]``'s (e.g. a class-only caption) with probability ``rate``, drawn
+    from ``(seed, stream, sample position)``; a batch without ``key`` or captions is returned as is."""
+    other = batch.get(key)
+    if rate <= 0 or other is None or "caption" not in batch:
+        return batch
+    from tailor.core.training.noise import generator  # lazily: the training package pulls in accelerate
+
+    swap = [bool(torch.rand((), generator=generator(seed, stream, p)) < rate) for p in positions]
+    return {**batch, "caption": [q if s and c else c for s, c, q in zip(swap, batch["caption"], other)]}
+
+
 def to_uint8_image(pixel_values: torch.Tensor) -> np.ndarray:
     """A training tensor 3xHxW in [-1, 1] back to uint8 HxWx3."""
     x = (pixel_values.detach().float().cpu().clamp(-1, 1) + 1) * 127.5

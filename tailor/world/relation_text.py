@@ -75,6 +75,17 @@ def relation_caption(attrs: dict[str, Any], template: int = 0) -> str:
     return f"{STYLE_WORD[style]} of {body} {BG_IN[bg]}"
 
 
+def class_only_caption(attrs: dict[str, Any] | None, caption: str) -> str:
+    """A relation scene's caption without its colour and pattern words (same template, relations kept: ``a star left
+    of a circle on grass``), for methods that must learn colours from another input (ODGEN's image list, Control-GPT's
+    grounding names); other items keep ``caption``."""
+    attrs = attrs or {}
+    if attrs.get("kind") != "relation" or "background" not in attrs:
+        return caption
+    objs = [{"shape": o["shape"]} for o in attrs["objects"]]
+    return relation_caption({**attrs, "objects": objs}, int(attrs.get("template", 0)))
+
+
 # ------------------------------------------------------------------------------------------------- prompts
 _PHRASE_RE = re.compile(r"\b(" + "|".join(sorted(map(re.escape, _PHRASES), key=len, reverse=True)) + r")\b")
 

@@ -22,6 +22,11 @@ class ControlGPTConfig(Config):
     fourier_freqs: int = option(8, "Fourier frequencies of each box coordinate (GLIGEN's box embedding: 8)")
     grounding_width: int = option(128, "hidden width of the grounding projection MLP")
     empty_prompts: float = option(0.5, "share of training samples whose caption is replaced by '' (ControlNet: 50%)")
+    plain_prompts: float = option(
+        0.0,
+        "share of the non-empty training captions replaced by the class-only caption (colour and pattern words "
+        "removed, relations kept), so that colours must come from the grounding names (ODGEN's plain_prompts)",
+    )
     pattern_dropout: float = option(
         0.5, "share of training objects whose grounding name omits the pattern word ('red star' vs 'red plain star')"
     )
@@ -43,5 +48,6 @@ class ControlGPTConfig(Config):
         c(1 <= self.fourier_freqs <= 32, f"fourier_freqs must lie in 1..32; got {self.fourier_freqs}.")
         c(8 <= self.grounding_width <= 4096, f"grounding_width must lie in 8..4096; got {self.grounding_width}.")
         c(0 <= self.empty_prompts <= 1, f"empty_prompts must lie in [0, 1]; got {self.empty_prompts}.")
+        c(0 <= self.plain_prompts <= 1, f"plain_prompts must lie in [0, 1]; got {self.plain_prompts}.")
         c(0 <= self.pattern_dropout <= 1, f"pattern_dropout must lie in [0, 1]; got {self.pattern_dropout}.")
         c(bool(str(self.init).strip()), "init must be none, layout or a ControlNet path.")

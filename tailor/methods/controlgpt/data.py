@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 from tailor.core.training.noise import generator
 
 STREAM_PATTERN = 29  # random stream of the pattern-word draws (see core.training.noise)
+STREAM_PLAIN = 41  # random stream of the class-only caption draws (see core.training.noise)
 
 
 def objects_of(attrs: dict[str, Any] | None, size: int) -> tuple[list[dict[str, Any]], list[np.ndarray]]:
@@ -34,7 +35,8 @@ def objects_of(attrs: dict[str, Any] | None, size: int) -> tuple[list[dict[str, 
 
 class ControlGPTDataset(Dataset):
     """``dataset`` with ``controlgpt_sketch`` (3xHxW in [0, 1]), ``controlgpt_boxes`` (max_objects x 4 in [0, 1]),
-    ``controlgpt_mask`` (max_objects) and ``controlgpt_names`` (the names joined by newlines) on every item."""
+    ``controlgpt_mask`` (max_objects), ``controlgpt_names`` (the names joined by newlines) and
+    ``controlgpt_plain_caption`` (the caption without colour and pattern words) on every item."""
 
     def __init__(self, dataset: Dataset, seed: int, max_objects: int, pattern_dropout: float):
         self.dataset, self.seed = dataset, int(seed)
@@ -45,6 +47,7 @@ class ControlGPTDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         from tailor.synth.plan import phrase, sketch_image
+        from tailor.world.relation_text import class_only_caption
 
         item = dict(self.dataset[i])
         size = int(item["pixel_values"].shape[-1])
@@ -61,4 +64,5 @@ class ControlGPTDataset(Dataset):
             mask[k] = 1
         item["controlgpt_boxes"], item["controlgpt_mask"] = boxes, mask
         item["controlgpt_names"] = "\n".join(names)
+        item["controlgpt_plain_caption"] = class_only_caption(item.get("attrs"), item.get("caption", ""))
         return item

@@ -27,11 +27,11 @@ from torch import nn
 
 from tailor.core.components import module_dtype
 from tailor.core.conditioning import StepExtras, StepState
-from tailor.core.control import control_batch, drop_captions
+from tailor.core.control import control_batch, drop_captions, swap_captions
 from tailor.core.control_groups import GroupedControlMethod
 from tailor.errors import ConfigError
 from tailor.methods.controlgpt.config import ControlGPTConfig
-from tailor.methods.controlgpt.data import ControlGPTDataset
+from tailor.methods.controlgpt.data import STREAM_PLAIN, ControlGPTDataset
 from tailor.methods.controlgpt.modules import GroundingNet
 
 GROUPS = ("control", "grounding")
@@ -75,8 +75,12 @@ class ControlGPTMethod(GroupedControlMethod):
         return ControlGPTDataset(dataset, self._seed, c.max_objects, c.pattern_dropout)
 
     def expand_batch(self, batch, keys, positions):
-        """ControlNet's 50% empty prompts, drawn per sample position (resumable); the grounding tokens stay."""
-        return drop_captions(batch, positions, self._seed, self.config.empty_prompts), keys, positions
+        """ControlNet's empty prompts (``empty_prompts``), else the class-only caption with probability
+        ``plain_prompts``, drawn per sample position (resumable); the grounding tokens stay."""
+        out = drop_captions(batch, positions, self._seed, self.config.empty_prompts)
+        out = swap_captions(out, positions, self._seed, STREAM_PLAIN, self.config.plain_prompts,
+                            "controlgpt_plain_caption")  # fmt: skip
+        return out, keys, positions
 
     # ------------------------------------------------------------------ grounding tokens
     def name_embeddings(self, names: list[str]) -> torch.Tensor:

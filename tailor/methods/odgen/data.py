@@ -40,15 +40,10 @@ def scene_boxes(attrs: dict[str, Any] | None, size: int) -> list[dict[str, Any]]
 
 
 def plain_caption(attrs: dict[str, Any] | None, caption: str) -> str:
-    """A relation scene's caption without its colour and pattern words (same template, relations kept); other items
-    keep ``caption``."""
-    from tailor.world.relations import relation_caption
+    """The class-only caption (:func:`tailor.world.relation_text.class_only_caption`)."""
+    from tailor.world.relation_text import class_only_caption
 
-    attrs = attrs or {}
-    if attrs.get("kind") != "relation" or "background" not in attrs:
-        return caption
-    objs = [{"shape": o["shape"]} for o in attrs["objects"]]
-    return relation_caption({**attrs, "objects": objs}, int(attrs.get("template", 0)))
+    return class_only_caption(attrs, caption)
 
 
 def object_text(name: str) -> str:

@@ -26,11 +26,11 @@ import torch
 
 from tailor.core.components import module_dtype
 from tailor.core.conditioning import StepExtras, StepState
-from tailor.core.control import control_batch, drop_captions
+from tailor.core.control import control_batch, drop_captions, swap_captions
 from tailor.core.control_groups import GroupedControlMethod
 from tailor.errors import ConfigError
 from tailor.methods.odgen.config import ODGENConfig
-from tailor.methods.odgen.data import ODGENDataset, object_text
+from tailor.methods.odgen.data import STREAM_PLAIN, ODGENDataset, object_text
 from tailor.methods.odgen.modules import ImageListEncoder, TextListEncoder, build_canvases, foreground_weights
 
 GROUPS = ("control", "image_list", "text_list")
@@ -78,13 +78,7 @@ class ODGENMethod(GroupedControlMethod):
         """The UNet's global caption, drawn per sample position (resumable): empty with probability
         ``empty_prompts``, else the class-only caption with probability ``plain_prompts``; the lists stay."""
         out = drop_captions(batch, positions, self._seed, self.config.empty_prompts)
-        rate, plain = self.config.plain_prompts, out.get("odgen_plain_caption")
-        if rate > 0 and plain is not None and "caption" in out:
-            from tailor.core.training.noise import generator
-            from tailor.methods.odgen.data import STREAM_PLAIN
-
-            swap = [bool(torch.rand((), generator=generator(self._seed, STREAM_PLAIN, p)) < rate) for p in positions]
-            out = {**out, "caption": [q if s and c else c for s, c, q in zip(swap, out["caption"], plain)]}
+        out = swap_captions(out, positions, self._seed, STREAM_PLAIN, self.config.plain_prompts, "odgen_plain_caption")
         return out, keys, positions
 
     def loss(self, pred: torch.Tensor, target: torch.Tensor, state: StepState, weights: torch.Tensor | None):
