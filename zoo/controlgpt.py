@@ -36,6 +36,20 @@ def train(runs: str | Path, steps: int = STEPS, **options):
     return grouped.train(method, run_dir(runs), DATA, steps, BATCH, LR)
 
 
+def finetune(runs: str | Path, steps: int, name: str, **options):
+    """Continue the shipped ``controlgpt-sketch`` for ``steps`` more steps with its config changed by ``options``
+    (e.g. ``plain_prompts=0.3, empty_prompts=0.3``) into ``RUNS/controlgpt/<name>``, same schedule as ``train``."""
+    import dataclasses
+
+    import tailor
+    from tailor.world.zoo import WEIGHTS
+    from zoo import grouped
+
+    method = tailor.load(WEIGHTS / "adapters" / NAME)
+    method.config = dataclasses.replace(method.config, init="none", **options)
+    return grouped.train(method, Path(runs) / "controlgpt" / name, DATA, steps, BATCH, LR)
+
+
 def export(runs: str | Path, weights: str | Path | None = None) -> Path:
     """The trained Control-GPT as float16 into ``weights/adapters/controlgpt-sketch/``."""
     from tailor.world.zoo import WEIGHTS
@@ -50,17 +64,23 @@ def export(runs: str | Path, weights: str | Path | None = None) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m zoo.controlgpt", description=__doc__.splitlines()[0])
-    p.add_argument("stage", choices=("train", "export", "bench"))
+    p.add_argument("stage", choices=("train", "finetune", "export", "bench"))
     p.add_argument("--runs", default="outputs/zoo_runs")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--n", type=int, default=48, help="bench: prompts (one image each)")
     p.add_argument("--model", default=None, help="bench: a controlgpt run / file (default: the run, else shipped)")
     p.add_argument("--grounding-guidance", action="store_true", help="bench: + a row with grounding guidance")
+    p.add_argument("--name", default="finetune", help="finetune: the run's folder under RUNS/controlgpt/")
+    p.add_argument("--plain-prompts", type=float, default=0.0, help="finetune: share of class-only captions")
+    p.add_argument("--empty-prompts", type=float, default=0.5, help="finetune: share of empty captions")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     t0 = time.time()
     if args.stage == "train":
         train(args.runs, args.steps or STEPS)
+    elif args.stage == "finetune":
+        finetune(args.runs, args.steps or 600, args.name, plain_prompts=args.plain_prompts,
+                 empty_prompts=args.empty_prompts)  # fmt: skip
     elif args.stage == "export":
         print(export(args.runs))
     else:
