@@ -221,7 +221,7 @@ def train_controlnet(runs: str | Path, steps: int = STEPS):
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m zoo.anytext", description=__doc__.splitlines()[0])
-    stages = ("recognizer", "recognizer-eval", "anytext", "controlnet", "noocr", "bench", "export")
+    stages = ("recognizer", "recognizer-eval", "anytext", "controlnet", "noocr", "bench", "diagnose", "export")
     p.add_argument("stage", choices=stages)
     p.add_argument("--runs", default="outputs/zoo_runs")
     p.add_argument("--steps", type=int, default=None)
@@ -246,6 +246,11 @@ def main(argv: list[str] | None = None) -> int:
         train_controlnet(args.runs, args.steps or STEPS)
     elif args.stage == "noocr":  # the paper's ablation: no OCR perceptual loss, the same schedule
         train_anytext(args.runs, args.steps or STEPS, folder=NOOCR, ocr_loss_weight=0.0)
+    elif args.stage == "diagnose":  # where the words are lost: VAE ceiling, one-call x0 along t
+        from zoo.anytext_diagnose import run as diagnose
+
+        models = tuple(m for m in args.only.split(",") if m) or ("base", "anytext")
+        print(json.dumps(diagnose(args.runs, n=args.n, models=models)["x0"], indent=1))
     elif args.stage == "bench":
         from zoo.anytext_bench import run_bench
 
