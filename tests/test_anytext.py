@@ -163,6 +163,18 @@ def test_predicted_image_decodes_the_clean_latents_once():
         assert torch.allclose(m.predicted_image(eps, state), ref, atol=1e-4)
 
 
+def test_cubic_timesteps_favour_large_t():
+    uniform = AnyTextMethod(recognizer="random")
+    cubic = AnyTextMethod(recognizer="random", timesteps="cubic")
+    a = uniform.sample_timesteps(4000, 1000, torch.Generator().manual_seed(0)).float()
+    b = cubic.sample_timesteps(4000, 1000, torch.Generator().manual_seed(0)).float()
+    assert 0 <= b.min() and b.max() <= 999 and b.dtype == a.dtype
+    assert abs(a.mean().item() - 500) < 25 and abs(b.mean().item() - 750) < 25  # E[1 - u^3] = 3/4
+    assert (b >= 500).float().mean().item() == pytest.approx(0.5 ** (1 / 3), abs=0.03)  # P(u^3 <= 1/2)
+    with pytest.raises(ConfigError):
+        AnyTextMethod(recognizer="random", timesteps="square")
+
+
 def test_ocr_loss_is_weighted_by_the_option_and_alpha_bar():
     m, comps = _method()
     for p in m.recognizer.parameters():

@@ -204,11 +204,19 @@ def train_config(out: Path, steps: int = STEPS, batch: int = BATCH, **kw):
                        resume="latest" if list_checkpoints(out) else None, log_every=10, **kw)  # fmt: skip
 
 
-def train_anytext(runs: str | Path, steps: int = STEPS, folder: str = "run", **options):
+def train_anytext(runs: str | Path, steps: int = STEPS, folder: str = "run", init: str | None = None, **options):
+    """``tailor.train`` of AnyText into ``RUNS/anytext/FOLDER``; ``init``: a run folder (under ``RUNS/anytext/``) or
+    file whose weights it starts from (its recognizer included), with ``options`` replacing its config's."""
     import tailor
+    from tailor.core.artifacts import load
 
-    rec = Path(runs) / "anytext" / "recognizer.safetensors"
-    method = tailor.get_spec("anytext").method(recognizer=str(rec), **options)
+    if init is not None:
+        src = Path(runs) / "anytext" / init
+        method = load(src if src.exists() else init)
+        method.config = method.config.replace(**options)
+    else:
+        rec = Path(runs) / "anytext" / "recognizer.safetensors"
+        method = tailor.get_spec("anytext").method(recognizer=str(rec), **options)
     return tailor.train(method, train_config(Path(runs) / "anytext" / folder, steps))
 
 
@@ -221,11 +229,23 @@ def train_controlnet(runs: str | Path, steps: int = STEPS):
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m zoo.anytext", description=__doc__.splitlines()[0])
-    stages = ("recognizer", "recognizer-eval", "anytext", "controlnet", "noocr", "bench", "diagnose", "export")
+    stages = ("recognizer", "recognizer-eval", "anytext", "controlnet", "noocr", "bench", "diagnose",
+              "diagnose-sampling", "export")  # fmt: skip
     p.add_argument("stage", choices=stages)
     p.add_argument("--runs", default="outputs/zoo_runs")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--n", type=int, default=64, help="bench: images per model")
+    p.add_argument("--folder", default="run", help="anytext: the run folder under RUNS/anytext/")
+    p.add_argument("--init", default=None, help="anytext: start from this run folder's (or file's) weights")
+    p.add_argument("--timesteps", default=None, choices=("uniform", "cubic"), help="anytext: training timesteps")
+    from zoo.anytext_bench import RUN_FOLDERS
+
+    p.add_argument(
+        "--row",
+        default="anytext",
+        choices=tuple(RUN_FOLDERS),
+        help="export: the bench row whose run is shipped (anytext, cubic, ...)",
+    )
     p.add_argument("--only", default="", help="bench: comma-separated models to run now (base, controlnet, anytext)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -241,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
         model.load_state_dict(load_tensors(Path(args.runs) / "anytext" / "recognizer.safetensors"))
         print(json.dumps(evaluate_recognizer(model, load_vae())), flush=True)
     elif args.stage == "anytext":
-        train_anytext(args.runs, args.steps or STEPS)
+        opts = {"timesteps": args.timesteps} if args.timesteps else {}
+        train_anytext(args.runs, args.steps or STEPS, folder=args.folder, init=args.init, **opts)
     elif args.stage == "controlnet":
         train_controlnet(args.runs, args.steps or STEPS)
     elif args.stage == "noocr":  # the paper's ablation: no OCR perceptual loss, the same schedule
@@ -251,6 +272,10 @@ def main(argv: list[str] | None = None) -> int:
 
         models = tuple(m for m in args.only.split(",") if m) or ("base", "anytext")
         print(json.dumps(diagnose(args.runs, n=args.n, models=models)["x0"], indent=1))
+    elif args.stage == "diagnose-sampling":  # guidance, control weight, steps, starts from an image
+        from zoo.anytext_diagnose import sampling
+
+        sampling(args.runs, n=args.n, folder=args.folder)
     elif args.stage == "bench":
         from zoo.anytext_bench import run_bench
 
@@ -259,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         from zoo.anytext_bench import export
 
-        print(export(args.runs))
+        print(export(args.runs, row=args.row))
     print(f"{args.stage}: {time.time() - t0:.0f} s", flush=True)
     return 0
 

@@ -63,6 +63,16 @@ def ceiling(comps, renders, texts) -> dict:
     }
 
 
+def predicted_x0(scheduler, pred: torch.Tensor, xt: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
+    """The clean latents a UNet output stands for (epsilon, v or sample prediction; the world base predicts v)."""
+    kind = scheduler.config.get("prediction_type", "epsilon")
+    if kind == "epsilon":
+        return (xt - (1 - ab).sqrt() * pred) / ab.sqrt()
+    if kind == "v_prediction":
+        return ab.sqrt() * xt - (1 - ab).sqrt() * pred
+    return pred
+
+
 @torch.no_grad()
 def x0_probe(comps, method, renders, captions, texts, boxes, timesteps=TIMESTEPS) -> dict:
     """Sen.ACC / NED of the decoded one-call x0 prediction per t (``method`` None: the base, caption alone)."""
@@ -91,8 +101,8 @@ def x0_probe(comps, method, renders, captions, texts, boxes, timesteps=TIMESTEPS
             tt = torch.tensor(t, device=comps.device)
             state = StepState(lat, tt, cond, step=0, num_steps=1, fraction=0.0, scheduler=comps.scheduler)
             kwargs = unet_kwargs(pipe.attachments, state)
-            eps = call_unet(comps.unet, lat, tt, cond, kwargs).float()
-            x0s.append((lat.float() - (1 - ab).sqrt() * eps) / ab.sqrt())
+            pred = call_unet(comps.unet, lat, tt, cond, kwargs).float()
+            x0s.append(predicted_x0(comps.scheduler, pred, lat.float(), ab))
         img = decode_unit(comps, torch.cat(x0s))
         out[str(t)] = _read(img, texts)
         images[t] = img
@@ -130,3 +140,71 @@ def run(runs: str | Path, n: int = 64, models: tuple[str, ...] = ("base", "anyte
     contact_sheet(sheet, here / "diagnose.png", scale=3)
     (here / "diagnose.json").write_text(json.dumps(result, indent=1))
     return result
+
+
+#: sampling variants of the diagnosis (``diagnose-sampling``): guidance, control weight, steps, and starts from an
+#: image (``init``: ``glyph``, the line's text drawn black on grey 200, or ``render``, the truth: a probe only)
+SAMPLING = {
+    "g7.5": {},
+    "g1": {"guidance": 1},
+    "g3": {"guidance": 3},
+    "g5": {"guidance": 5},
+    "g3 weight 2": {"guidance": 3, "weight": 2},
+    "g7.5 weight 2": {"weight": 2},
+    "g3 50 steps": {"guidance": 3, "steps": 50},
+    "g3 glyph start 0.8": {"guidance": 3, "strength": 0.8, "init": "glyph"},
+    "g3 glyph start 0.6": {"guidance": 3, "strength": 0.6, "init": "glyph"},
+    "g7.5 render start 0.5": {"strength": 0.5, "init": "render"},
+    "g7.5 render start 0.7": {"strength": 0.7, "init": "render"},
+    "g1 render start 0.3": {"guidance": 1, "strength": 0.3, "init": "render"},
+    "g1 render start 0.5": {"guidance": 1, "strength": 0.5, "init": "render"},
+    "g1 render start 0.7": {"guidance": 1, "strength": 0.7, "init": "render"},
+    "base g1 render start 0.3": {"base": True, "guidance": 1, "strength": 0.3, "init": "render"},
+    "base g1 render start 0.5": {"base": True, "guidance": 1, "strength": 0.5, "init": "render"},
+}
+
+
+def sampling(runs: str | Path, n: int = 16, folder: str = "run", variants: dict | None = None) -> dict:
+    """Sen.ACC / NED / FID-like of the bench's first ``n`` renders sampled by one AnyText run under each variant of
+    :data:`SAMPLING` (20 DDIM steps and guidance 7.5 unless the variant says otherwise); the result in
+    ``RUNS/anytext/diagnose-sampling-<folder>.json``, a contact sheet per variant beside it."""
+    import tailor
+    from tailor.bench.common import contact_sheet
+    from tailor.core.artifacts import load
+    from tailor.methods.anytext.glyphs import glyph_image, parse_lines
+    from zoo.anytext_bench import eval_set, scores
+
+    torch.set_num_threads(1)
+    here = Path(runs) / "anytext"
+    renders, captions, texts, boxes = eval_set(n, 64)
+    comps = tailor.load_components("world")
+    method = load(here / folder)
+    out = {}
+    for name, v in (variants or SAMPLING).items():
+        pipe = tailor.Pipeline(comps)
+        if not v.get("base"):
+            pipe.attach(method, weight=v.get("weight", 1.0), text=texts[0], text_box=[boxes[0]])
+        images = []
+        for i, cap in enumerate(captions):
+            if pipe.attachments:
+                pipe.attachments[0].inputs = {"text": texts[i], "text_box": [boxes[i]]}
+            kw = {}
+            if v.get("init") == "render":
+                kw = {"init_image": np.asarray(renders[i]), "strength": v["strength"]}
+            elif v.get("init") == "glyph":
+                cov = glyph_image(parse_lines([texts[i]], [boxes[i]], 64, 64), 64, 64, 1)
+                kw = {
+                    "init_image": (200 * (1 - cov[..., None])).repeat(3, 2).astype(np.uint8),
+                    "strength": v["strength"],
+                }
+            steps, guidance = v.get("steps", 20), v.get("guidance", 7.5)
+            images += pipe.generate(cap, n=1, seed=i, steps=steps, guidance=guidance, **kw).images
+        s = scores(images, renders, texts)
+        out[name] = {k: round(float(s[k]), 4) for k in ("sen_acc", "ned", "fid_like")} | {"read": s["read"][:8]}
+        print(name, json.dumps(out[name]), flush=True)
+        slug = name.replace(" ", "_")
+        contact_sheet(
+            [("renders", renders[:12]), (name, images[:12])], here / f"diagnose-{folder}-{slug}.png", scale=3
+        )
+    (here / f"diagnose-sampling-{folder}.json").write_text(json.dumps({"n": n, "variants": out}, indent=1))
+    return out

@@ -127,6 +127,13 @@ class AnyTextMethod(Method):
         c = self.config
         return AnyTextDataset(dataset, int(config.seed), c.glyph_scale, c.max_lines, c.masked_image_prob)
 
+    def sample_timesteps(self, batch_size: int, num_train_timesteps: int, generator: torch.Generator) -> torch.Tensor:
+        """Uniform (paper), or cubic ``t = (1 - u^3) T`` with ``timesteps=cubic``."""
+        if self.config.timesteps != "cubic":
+            return super().sample_timesteps(batch_size, num_train_timesteps, generator)
+        u = torch.rand(batch_size, generator=generator)
+        return ((1 - u**3) * num_train_timesteps).long().clamp(0, num_train_timesteps - 1)
+
     # ------------------------------------------------------------------ the text embedding
     def _line_embeddings(self, lines: torch.Tensor) -> torch.Tensor:
         """(N, 3, LINE_H, LINE_W) line renders -> (N, hidden) token embeddings."""
