@@ -199,12 +199,14 @@ def train_config(out: Path, steps: int = STEPS, batch: int = BATCH, **kw):
     from tailor.core.training import TrainConfig
     from tailor.core.training.checkpoint import list_checkpoints
 
-    return TrainConfig(base="world", out=str(out), data=DATA, steps=steps, batch_size=batch, lr=LR,
+    kw.setdefault("lr", LR)
+    return TrainConfig(base="world", out=str(out), data=DATA, steps=steps, batch_size=batch,
                        lr_scheduler="constant", warmup_steps=50, seed=0, checkpoint_every=100, keep_checkpoints=2,
                        resume="latest" if list_checkpoints(out) else None, log_every=10, **kw)  # fmt: skip
 
 
-def train_anytext(runs: str | Path, steps: int = STEPS, folder: str = "run", init: str | None = None, **options):
+def train_anytext(runs: str | Path, steps: int = STEPS, folder: str = "run", init: str | None = None, lr: float = LR,
+                  **options):  # fmt: skip
     """``tailor.train`` of AnyText into ``RUNS/anytext/FOLDER``; ``init``: a run folder (under ``RUNS/anytext/``) or
     file whose weights it starts from (its recognizer included), with ``options`` replacing its config's."""
     import tailor
@@ -217,7 +219,7 @@ def train_anytext(runs: str | Path, steps: int = STEPS, folder: str = "run", ini
     else:
         rec = Path(runs) / "anytext" / "recognizer.safetensors"
         method = tailor.get_spec("anytext").method(recognizer=str(rec), **options)
-    return tailor.train(method, train_config(Path(runs) / "anytext" / folder, steps))
+    return tailor.train(method, train_config(Path(runs) / "anytext" / folder, steps, lr=lr))
 
 
 def train_controlnet(runs: str | Path, steps: int = STEPS):
@@ -237,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=64, help="bench: images per model")
     p.add_argument("--folder", default="run", help="anytext: the run folder under RUNS/anytext/")
     p.add_argument("--init", default=None, help="anytext: start from this run folder's (or file's) weights")
+    p.add_argument("--lr", type=float, default=LR, help="anytext: learning rate (constant after 50 warmup steps)")
     p.add_argument("--timesteps", default=None, choices=("uniform", "cubic"), help="anytext: training timesteps")
     from zoo.anytext_bench import RUN_FOLDERS
 
@@ -262,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(evaluate_recognizer(model, load_vae())), flush=True)
     elif args.stage == "anytext":
         opts = {"timesteps": args.timesteps} if args.timesteps else {}
-        train_anytext(args.runs, args.steps or STEPS, folder=args.folder, init=args.init, **opts)
+        train_anytext(args.runs, args.steps or STEPS, folder=args.folder, init=args.init, lr=args.lr, **opts)
     elif args.stage == "controlnet":
         train_controlnet(args.runs, args.steps or STEPS)
     elif args.stage == "noocr":  # the paper's ablation: no OCR perceptual loss, the same schedule
