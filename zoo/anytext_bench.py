@@ -24,10 +24,11 @@ import torch
 EVAL_SEED = 910_000
 STEPS, GUIDANCE = 20, 7.5
 #: AnyText runs by bench row: the method, the paper's ablation without the OCR perceptual loss, and session 17's
-#: continuations: ``run`` + 800 steps of cubic training timesteps, that + 800 more at lr 5e-4 (each benched if trained)
-RUN_FOLDERS = {"anytext": "run", "noocr": "run-noocr", "cubic": "run-cubic", "fast": "run-fast"}
+#: continuations: ``run`` + 800 steps of cubic training timesteps, that + 800 more at lr 5e-4, and + 800 more (each
+#: benched if trained)
+RUN_FOLDERS = {"anytext": "run", "noocr": "run-noocr", "cubic": "run-cubic", "fast": "run-fast", "fast2": "run-fast2"}
 #: bench rows in contact-sheet order
-SHEET_ORDER = ("anytext", "cubic", "fast", "noocr", "controlnet", "base")
+SHEET_ORDER = ("anytext", "cubic", "fast", "fast2", "noocr", "controlnet", "base")
 
 
 def eval_set(n: int, size: int = 64):
