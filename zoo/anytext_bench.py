@@ -192,7 +192,10 @@ def export(runs: str | Path, weights: str | Path | None = None, row: str = "anyt
         rows = json.loads(bench.read_text())["rows"] if bench.is_file() else None
         if rows is not None and row != "anytext" and row in rows:
             rows = {("anytext-" + RUN_FOLDERS["anytext"] if k == "anytext" else k): v for k, v in rows.items()}
-            rows["anytext"] = rows.pop(row) | {"run": RUN_FOLDERS[row]}
+            cost = {
+                k: v for k, v in rows["anytext-" + RUN_FOLDERS["anytext"]].items() if k.startswith(("train_", "peak"))
+            }
+            rows["anytext"] = rows.pop(row) | cost | {"run": RUN_FOLDERS[row]}  # the same method: the same cost
         if rows is not None and (dst / "tailor.json").is_file():
             # baselines not re-benched here keep the shipped rows, marked (not the ablation: it is of the old model)
             old = json.loads((dst / "tailor.json").read_text()).get("zoo", {}).get("bench") or {}
