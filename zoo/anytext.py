@@ -17,8 +17,10 @@ Stages (each resumable, under ``RUNS/anytext/``):
 3. ``controlnet``: the glyph bench's ControlNet baseline, a canny ControlNet trained on the same data with the
    same schedule (the paper's ControlNet row: canny of the rendered glyphs as the condition).
 4. ``bench``: Sen.ACC / NED (OCR oracle) and an FID-like distance for AnyText vs the ControlNet vs the base.
+5. ``diagnose`` / ``diagnose-sampling``: where the words are lost (:mod:`zoo.anytext_diagnose`).
 
-``python -m zoo.anytext recognizer|recognizer-eval|anytext|controlnet|noocr|bench|export --runs RUNS``.
+``python -m zoo.anytext recognizer|recognizer-eval|anytext|controlnet|noocr|bench|diagnose|diagnose-sampling|export
+--runs RUNS``.
 """
 
 from __future__ import annotations
@@ -42,9 +44,10 @@ RECOGNIZER_LR = 1e-3
 #: characters (half lexicon words) until ``align``; CTC with clean lines of at most ``short`` characters until
 #: ``longer``, then of at most ``longest``
 CURRICULUM = {"align": 100, "align_longest": 6, "longer": 300, "short": 6, "longest": 10}
-#: the training schedule of the method and of the ControlNet baseline (the same data, steps and batch). The shipped
-#: AnyText (session 16) ran 1,500 steps at ~1.15 s/step (load ~5); the shipped bench's ControlNet rows are session
-#: 15's 400- and 1,500-step runs (docs/anytext.md)
+#: the training schedule of the method and of the ControlNet baseline (the same data, steps and batch). Session 16's
+#: AnyText ran 1,500 steps at ~1.15 s/step (load ~5); the shipped one (session 17) continues it: 800 steps with
+#: cubic timesteps, then 1,600 at lr 5e-4 (``--init``, ``--timesteps``, ``--lr``; docs/anytext.md); the shipped
+#: bench's ControlNet rows are session 15's 400- and 1,500-step runs
 STEPS, BATCH, LR = 1500, 8, 1e-4
 DATA = "world:glyph:all"
 OPTIONS = {"recognizer": None}  # filled with the stage-1 file
