@@ -24,11 +24,12 @@ import torch
 EVAL_SEED = 910_000
 STEPS, GUIDANCE = 20, 7.5
 #: AnyText runs by bench row: the method, the paper's ablation without the OCR perceptual loss, and session 17's
-#: continuations: ``run`` + 800 steps of cubic training timesteps, that + 800 more at lr 5e-4, and + 800 more (each
-#: benched if trained)
-RUN_FOLDERS = {"anytext": "run", "noocr": "run-noocr", "cubic": "run-cubic", "fast": "run-fast", "fast2": "run-fast2"}
+#: continuations: ``run`` + 800 steps of cubic training timesteps, that + 800 more at lr 5e-4, and + 800 more; the
+#: control: ``run-cubic`` + 800 at lr 5e-4 with uniform timesteps (each benched if trained)
+RUN_FOLDERS = {"anytext": "run", "noocr": "run-noocr", "cubic": "run-cubic", "fast": "run-fast", "fast2": "run-fast2",
+               "fast-uniform": "run-fast-uniform"}  # fmt: skip
 #: bench rows in contact-sheet order
-SHEET_ORDER = ("anytext", "cubic", "fast", "fast2", "noocr", "controlnet", "base")
+SHEET_ORDER = ("anytext", "cubic", "fast", "fast2", "fast-uniform", "noocr", "controlnet", "base")
 
 
 def eval_set(n: int, size: int = 64):
