@@ -146,6 +146,35 @@ def test_predicted_x0_matches_the_scheduler():
     assert torch.allclose(m.predicted_x0(eps, state), ref, atol=1e-5)
 
 
+def test_predicted_image_decodes_the_clean_latents_once():
+    # the OCR loss reads the decoded x0: with the true noise as the prediction it must be the clean image's decode
+    # (diffusion latents are unscaled once, by vae_decode; unscaling twice gave a 1/scaling_factor brighter image)
+    from tailor.core.latents import vae_decode
+
+    m, comps = _method()
+    assert abs(comps.vae.config.scaling_factor - 1.0) > 0.05  # else a double unscaling would not show
+    z0, eps = torch.randn(1, 4, 16, 16), torch.randn(1, 4, 16, 16)
+    t = torch.tensor([300])
+    ab = comps.scheduler.alphas_cumprod[300]
+    xt = ab.sqrt() * z0 + (1 - ab).sqrt() * eps
+    state = tailor.core.conditioning.StepState(xt, t, None, training=True)
+    with torch.no_grad():
+        ref = (vae_decode(comps.vae, z0).float().clamp(-1, 1) + 1) / 2
+        assert torch.allclose(m.predicted_image(eps, state), ref, atol=1e-4)
+
+
+def test_cubic_timesteps_favour_large_t():
+    uniform = AnyTextMethod(recognizer="random")
+    cubic = AnyTextMethod(recognizer="random", timesteps="cubic")
+    a = uniform.sample_timesteps(4000, 1000, torch.Generator().manual_seed(0)).float()
+    b = cubic.sample_timesteps(4000, 1000, torch.Generator().manual_seed(0)).float()
+    assert 0 <= b.min() and b.max() <= 999 and b.dtype == a.dtype
+    assert abs(a.mean().item() - 500) < 25 and abs(b.mean().item() - 750) < 25  # E[1 - u^3] = 3/4
+    assert (b >= 500).float().mean().item() == pytest.approx(0.5 ** (1 / 3), abs=0.03)  # P(u^3 <= 1/2)
+    with pytest.raises(ConfigError):
+        AnyTextMethod(recognizer="random", timesteps="square")
+
+
 def test_ocr_loss_is_weighted_by_the_option_and_alpha_bar():
     m, comps = _method()
     for p in m.recognizer.parameters():

@@ -17,8 +17,10 @@ Stages (each resumable, under ``RUNS/anytext/``):
 3. ``controlnet``: the glyph bench's ControlNet baseline, a canny ControlNet trained on the same data with the
    same schedule (the paper's ControlNet row: canny of the rendered glyphs as the condition).
 4. ``bench``: Sen.ACC / NED (OCR oracle) and an FID-like distance for AnyText vs the ControlNet vs the base.
+5. ``diagnose`` / ``diagnose-sampling``: where the words are lost (:mod:`zoo.anytext_diagnose`).
 
-``python -m zoo.anytext recognizer|recognizer-eval|anytext|controlnet|noocr|bench|export --runs RUNS``.
+``python -m zoo.anytext recognizer|recognizer-eval|anytext|controlnet|noocr|bench|diagnose|diagnose-sampling|export
+--runs RUNS``.
 """
 
 from __future__ import annotations
@@ -42,9 +44,10 @@ RECOGNIZER_LR = 1e-3
 #: characters (half lexicon words) until ``align``; CTC with clean lines of at most ``short`` characters until
 #: ``longer``, then of at most ``longest``
 CURRICULUM = {"align": 100, "align_longest": 6, "longer": 300, "short": 6, "longest": 10}
-#: the training schedule of the method and of the ControlNet baseline (the same data, steps and batch). The shipped
-#: AnyText (session 16) ran 1,500 steps at ~1.15 s/step (load ~5); the shipped bench's ControlNet rows are session
-#: 15's 400- and 1,500-step runs (docs/anytext.md)
+#: the training schedule of the method and of the ControlNet baseline (the same data, steps and batch). Session 16's
+#: AnyText ran 1,500 steps at ~1.15 s/step (load ~5); the shipped one (session 17) continues it: 800 steps with
+#: cubic timesteps, then 1,600 at lr 5e-4 (``--init``, ``--timesteps``, ``--lr``; docs/anytext.md); the shipped
+#: bench's ControlNet rows are session 15's 400- and 1,500-step runs
 STEPS, BATCH, LR = 1500, 8, 1e-4
 DATA = "world:glyph:all"
 OPTIONS = {"recognizer": None}  # filled with the stage-1 file
@@ -199,17 +202,27 @@ def train_config(out: Path, steps: int = STEPS, batch: int = BATCH, **kw):
     from tailor.core.training import TrainConfig
     from tailor.core.training.checkpoint import list_checkpoints
 
-    return TrainConfig(base="world", out=str(out), data=DATA, steps=steps, batch_size=batch, lr=LR,
+    kw.setdefault("lr", LR)
+    return TrainConfig(base="world", out=str(out), data=DATA, steps=steps, batch_size=batch,
                        lr_scheduler="constant", warmup_steps=50, seed=0, checkpoint_every=100, keep_checkpoints=2,
                        resume="latest" if list_checkpoints(out) else None, log_every=10, **kw)  # fmt: skip
 
 
-def train_anytext(runs: str | Path, steps: int = STEPS, folder: str = "run", **options):
+def train_anytext(runs: str | Path, steps: int = STEPS, folder: str = "run", init: str | None = None, lr: float = LR,
+                  **options):  # fmt: skip
+    """``tailor.train`` of AnyText into ``RUNS/anytext/FOLDER``; ``init``: a run folder (under ``RUNS/anytext/``) or
+    file whose weights it starts from (its recognizer included), with ``options`` replacing its config's."""
     import tailor
+    from tailor.core.artifacts import load
 
-    rec = Path(runs) / "anytext" / "recognizer.safetensors"
-    method = tailor.get_spec("anytext").method(recognizer=str(rec), **options)
-    return tailor.train(method, train_config(Path(runs) / "anytext" / folder, steps))
+    if init is not None:
+        src = Path(runs) / "anytext" / init
+        method = load(src if src.exists() else init)
+        method.config = method.config.replace(**options)
+    else:
+        rec = Path(runs) / "anytext" / "recognizer.safetensors"
+        method = tailor.get_spec("anytext").method(recognizer=str(rec), **options)
+    return tailor.train(method, train_config(Path(runs) / "anytext" / folder, steps, lr=lr))
 
 
 def train_controlnet(runs: str | Path, steps: int = STEPS):
@@ -221,11 +234,24 @@ def train_controlnet(runs: str | Path, steps: int = STEPS):
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m zoo.anytext", description=__doc__.splitlines()[0])
-    stages = ("recognizer", "recognizer-eval", "anytext", "controlnet", "noocr", "bench", "export")
+    stages = ("recognizer", "recognizer-eval", "anytext", "controlnet", "noocr", "bench", "diagnose",
+              "diagnose-sampling", "export")  # fmt: skip
     p.add_argument("stage", choices=stages)
     p.add_argument("--runs", default="outputs/zoo_runs")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--n", type=int, default=64, help="bench: images per model")
+    p.add_argument("--folder", default="run", help="anytext: the run folder under RUNS/anytext/")
+    p.add_argument("--init", default=None, help="anytext: start from this run folder's (or file's) weights")
+    p.add_argument("--lr", type=float, default=LR, help="anytext: learning rate (constant after 50 warmup steps)")
+    p.add_argument("--timesteps", default=None, choices=("uniform", "cubic"), help="anytext: training timesteps")
+    from zoo.anytext_bench import RUN_FOLDERS
+
+    p.add_argument(
+        "--row",
+        default="anytext",
+        choices=tuple(RUN_FOLDERS),
+        help="export: the bench row whose run is shipped (anytext, cubic, ...)",
+    )
     p.add_argument("--only", default="", help="bench: comma-separated models to run now (base, controlnet, anytext)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -241,11 +267,21 @@ def main(argv: list[str] | None = None) -> int:
         model.load_state_dict(load_tensors(Path(args.runs) / "anytext" / "recognizer.safetensors"))
         print(json.dumps(evaluate_recognizer(model, load_vae())), flush=True)
     elif args.stage == "anytext":
-        train_anytext(args.runs, args.steps or STEPS)
+        opts = {"timesteps": args.timesteps} if args.timesteps else {}
+        train_anytext(args.runs, args.steps or STEPS, folder=args.folder, init=args.init, lr=args.lr, **opts)
     elif args.stage == "controlnet":
         train_controlnet(args.runs, args.steps or STEPS)
     elif args.stage == "noocr":  # the paper's ablation: no OCR perceptual loss, the same schedule
         train_anytext(args.runs, args.steps or STEPS, folder=NOOCR, ocr_loss_weight=0.0)
+    elif args.stage == "diagnose":  # where the words are lost: VAE ceiling, one-call x0 along t
+        from zoo.anytext_diagnose import run as diagnose
+
+        models = tuple(m for m in args.only.split(",") if m) or ("base", "anytext")
+        print(json.dumps(diagnose(args.runs, n=args.n, models=models)["x0"], indent=1))
+    elif args.stage == "diagnose-sampling":  # guidance, control weight, steps, starts from an image
+        from zoo.anytext_diagnose import sampling
+
+        sampling(args.runs, n=args.n, folder=args.folder)
     elif args.stage == "bench":
         from zoo.anytext_bench import run_bench
 
@@ -254,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         from zoo.anytext_bench import export
 
-        print(export(args.runs))
+        print(export(args.runs, row=args.row))
     print(f"{args.stage}: {time.time() - t0:.0f} s", flush=True)
     return 0
 

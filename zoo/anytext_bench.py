@@ -23,8 +23,13 @@ import torch
 
 EVAL_SEED = 910_000
 STEPS, GUIDANCE = 20, 7.5
-#: AnyText runs by bench row: the method, and the paper's ablation without the OCR perceptual loss (if trained)
-RUN_FOLDERS = {"anytext": "run", "noocr": "run-noocr"}
+#: AnyText runs by bench row: the method, the paper's ablation without the OCR perceptual loss, and session 17's
+#: continuations: ``run`` + 800 steps of cubic training timesteps, that + 800 more at lr 5e-4, and + 800 more; the
+#: control: ``run-cubic`` + 800 at lr 5e-4 with uniform timesteps (each benched if trained)
+RUN_FOLDERS = {"anytext": "run", "noocr": "run-noocr", "cubic": "run-cubic", "fast": "run-fast", "fast2": "run-fast2",
+               "fast-uniform": "run-fast-uniform"}  # fmt: skip
+#: bench rows in contact-sheet order
+SHEET_ORDER = ("anytext", "cubic", "fast", "fast2", "fast-uniform", "noocr", "controlnet", "base")
 
 
 def eval_set(n: int, size: int = 64):
@@ -138,7 +143,8 @@ def run_bench(runs: str | Path, n: int = 96, size: int = 64, cost: bool = True, 
     comps = tailor.load_components("world")
     rows, images = {}, {}
     models = ["base", "anytext"]
-    for which, folder in (("controlnet", "controlnet"), ("noocr", RUN_FOLDERS["noocr"])):
+    optional = [("controlnet", "controlnet")] + [(k, v) for k, v in RUN_FOLDERS.items() if k != "anytext"]
+    for which, folder in optional:
         here = runs / "anytext"
         if (here / folder / "tailor.json").is_file() or (here / f"bench_{which}.json").is_file():
             models.append(which)  # trained (or benched) in this RUNS; else export keeps the shipped row
@@ -155,7 +161,7 @@ def run_bench(runs: str | Path, n: int = 96, size: int = 64, cost: bool = True, 
             rows[which]["train_cost_error"] = str(e)[:200]
     conds = [Image.fromarray(glyph_edges(t, b, size)) for t, b in zip(texts[:12], boxes[:12])]
     sheet_rows = [("renders", renders[:12]), ("glyph", conds)]
-    sheet_rows += [(k, images[k][:12]) for k in ("anytext", "noocr", "controlnet", "base") if k in images]
+    sheet_rows += [(k, images[k][:12]) for k in SHEET_ORDER if k in images]
     sheet = contact_sheet(sheet_rows, runs / "anytext" / "bench.png", scale=3)
     result = {"rows": rows, "settings": {"n": n, "size": size, "steps": STEPS, "guidance": GUIDANCE,
               "eval_seed": EVAL_SEED}, "texts": texts[:12], "captions": captions[:12],
@@ -164,13 +170,17 @@ def run_bench(runs: str | Path, n: int = 96, size: int = 64, cost: bool = True, 
     return result
 
 
-def export(runs: str | Path, weights: str | Path | None = None) -> Path:
-    """The trained AnyText (recognizer included) as float16 into ``weights/adapters/anytext/``."""
+def export(runs: str | Path, weights: str | Path | None = None, row: str = "anytext") -> Path:
+    """The trained AnyText of bench row ``row`` (a :data:`RUN_FOLDERS` key; recognizer included) as float16 into
+    ``weights/adapters/anytext/``; in the file's bench rows it is ``anytext`` (the row it replaces becomes
+    ``anytext-<that run folder>``)."""
     from tailor.core.artifacts import resolve_artifact
     from tailor.core.io import atomic_dir, load_tensors, read_metadata, save_tensors, write_json
     from tailor.world.zoo import WEIGHTS
 
-    src = Path(runs) / "anytext" / "run"
+    if row not in RUN_FOLDERS:
+        raise ValueError(f"row {row!r} is not a bench row; use one of {', '.join(RUN_FOLDERS)}.")
+    src = Path(runs) / "anytext" / RUN_FOLDERS[row]
     artifact = resolve_artifact(src)
     meta = read_metadata(artifact) | {"base": "world"}
     config = json.loads(meta["config"]) | {"recognizer": "world"}  # the shipped file carries its own recognizer
@@ -181,6 +191,12 @@ def export(runs: str | Path, weights: str | Path | None = None) -> Path:
         save_tensors(tmp / "anytext.safetensors", tensors, meta)
         bench = Path(runs) / "anytext" / "bench.json"
         rows = json.loads(bench.read_text())["rows"] if bench.is_file() else None
+        if rows is not None and row != "anytext" and row in rows:
+            rows = {("anytext-" + RUN_FOLDERS["anytext"] if k == "anytext" else k): v for k, v in rows.items()}
+            cost = {
+                k: v for k, v in rows["anytext-" + RUN_FOLDERS["anytext"]].items() if k.startswith(("train_", "peak"))
+            }
+            rows["anytext"] = rows.pop(row) | cost | {"run": RUN_FOLDERS[row]}  # the same method: the same cost
         if rows is not None and (dst / "tailor.json").is_file():
             # baselines not re-benched here keep the shipped rows, marked (not the ablation: it is of the old model)
             old = json.loads((dst / "tailor.json").read_text()).get("zoo", {}).get("bench") or {}

@@ -35,6 +35,12 @@ class AnyTextConfig(Config):
         choices=("error", "skip"),
     )
     max_lines: int = option(4, "text lines a training item may carry (more are dropped)")
+    timesteps: str = option(
+        "uniform",
+        "training timesteps: uniform (paper), or cubic t = (1 - u^3) T (mean 3/4 T: more of the large t where the "
+        "sample's layout, and so the glyphs' strokes, is decided; T2I-Adapter's sampling)",
+        choices=("uniform", "cubic"),
+    )
 
     def validate(self) -> None:
         c = self.check

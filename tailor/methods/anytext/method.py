@@ -30,7 +30,7 @@ from tailor.core.components import module_dtype
 from tailor.core.conditioning import Conditioning, StepExtras, StepState
 from tailor.core.control import controlnet_from_unet, hint_channels
 from tailor.core.io import load_tensors, read_metadata, save_tensors
-from tailor.core.latents import scale_latents, unscale_latents, vae_decode
+from tailor.core.latents import scale_latents, vae_decode
 from tailor.core.method import Method, load_module_state
 from tailor.errors import ConfigError, FormatError, IncompatibleError, InputError
 from tailor.methods.anytext import formats
@@ -126,6 +126,13 @@ class AnyTextMethod(Method):
     def wrap_dataset(self, dataset, config):
         c = self.config
         return AnyTextDataset(dataset, int(config.seed), c.glyph_scale, c.max_lines, c.masked_image_prob)
+
+    def sample_timesteps(self, batch_size: int, num_train_timesteps: int, generator: torch.Generator) -> torch.Tensor:
+        """Uniform (paper), or cubic ``t = (1 - u^3) T`` with ``timesteps=cubic``."""
+        if self.config.timesteps != "cubic":
+            return super().sample_timesteps(batch_size, num_train_timesteps, generator)
+        u = torch.rand(batch_size, generator=generator)
+        return ((1 - u**3) * num_train_timesteps).long().clamp(0, num_train_timesteps - 1)
 
     # ------------------------------------------------------------------ the text embedding
     def _line_embeddings(self, lines: torch.Tensor) -> torch.Tensor:
@@ -267,12 +274,17 @@ class AnyTextMethod(Method):
             return ab.sqrt() * xt - (1 - ab).sqrt() * pred.float()
         return pred.float()
 
+    def predicted_image(self, pred: torch.Tensor, state: StepState) -> torch.Tensor:
+        """The predicted clean image (N, 3, H, W) in [0, 1], decoded with gradient (official ``use_vae_upsample``).
+        ``vae_decode`` takes diffusion latents (it unscales them itself)."""
+        vae = self.components.vae
+        return (vae_decode(vae, self.predicted_x0(pred, state).to(vae.dtype)).float().clamp(-1, 1) + 1) / 2
+
     def ocr_loss(self, pred: torch.Tensor, state: StepState) -> torch.Tensor:
         """Per sample: ``ocr_loss_weight`` x [alpha-bar_t] x mean over its lines of the MSE between the recognizer
         features of the line cut from the decoded predicted clean image and from the ground truth."""
-        x, vae = state.inputs, self.components.vae
-        x0 = unscale_latents(vae.config, self.predicted_x0(pred, state))
-        image = (vae_decode(vae, x0.to(vae.dtype)).float().clamp(-1, 1) + 1) / 2
+        x = state.inputs
+        image = self.predicted_image(pred, state)
         truth = (x["pixel_values"].float().clamp(-1, 1) + 1) / 2
         n = x["anytext_n"].long()
         rows = torch.repeat_interleave(torch.arange(len(n), device=n.device), n)
