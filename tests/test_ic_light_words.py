@@ -1,4 +1,4 @@
-"""IC-Light fc light words: the prompt's light-phrase words read through trained vectors; the bench's light following."""
+"""IC-Light fc light words: the light phrase read through trained vectors; the bench's light following."""
 
 from __future__ import annotations
 
