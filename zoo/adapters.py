@@ -84,13 +84,17 @@ STORY_RECIPES: dict[str, AdapterRecipe] = {
 LIGHT_DATA = "world:light"
 # 1,500 steps each (sixteenth session: fc 3,042 s, fbc 2,469 s at 1-4 s/step under load 4-7). The first shipped pair
 # had 300 steps (~33 min each at ~6.7 s/step on a busier machine); that fc ignored where the foreground's objects were.
+# fc with ``light_words`` (seventeenth session): the prompt's light-phrase words read through 16 trained input vectors
+# (tailor/methods/ic_light/light_words.py; the world tokenizer spells lit / light / warm letter by letter and the fc
+# without them gave the same image for every light); 1,500 steps, 2,573 s at load ~2.
 STEPS_FC, STEPS_FBC = 1500, 1500
 STEPS_INPAINT = 1500  # 2,320 s logged at ~1.5 s/step (the load dropped)
 # Shipped compact (issue #21 item 5, 2 MB each): conv_in and every bias / norm in full, a rank-16 LoRA delta on every
 # other UNet weight (``unet_rank=16``: 0.86 M trained parameters, ~1.8 MB in float16; tailor.core.unet_delta); lr 5e-4
 # (LoRA moves slowly at 1e-4 on the world base), conv_in at 2x = 1e-3 as before. Steps sized for ~25 min each.
 RELIGHT_RECIPES: dict[str, AdapterRecipe] = {
-    "ic-light-fc": AdapterRecipe("ic_light", {"mode": "fc", "input_lr_scale": 2.0, "unet_rank": 16}, steps=STEPS_FC,
+    "ic-light-fc": AdapterRecipe("ic_light", {"mode": "fc", "input_lr_scale": 2.0, "unet_rank": 16,
+                                             "light_words": True}, steps=STEPS_FC,
                                  lr=5e-4, data=LIGHT_DATA, train={"caption_dropout": 0.1}),
     "ic-light-fbc": AdapterRecipe("ic_light", {"mode": "fbc", "input_lr_scale": 2.0, "unet_rank": 16},
                                   steps=STEPS_FBC, lr=5e-4, data=LIGHT_DATA, train={"caption_dropout": 0.1}),

@@ -11,7 +11,12 @@ the exact renders:
   a white albedo over the same normals) against the true albedo, on the object where every channel's shading is
   >= 0.05, mean absolute difference in 8-bit sRGB levels (the paper: without consistency, albedo and material drift);
 - ``consistency``: ``|lin(out_A) + lin(out_B) - lin(out_AB)|`` on the object, in 8-bit linear levels (light adds
-  linearly; the exact renders' own value is the floor that display clipping and sensor noise leave).
+  linearly; the exact renders' own value is the floor that display clipping and sensor noise leave);
+- ``light_follow``: does the output follow the light it was asked for? Per scene, with ``d`` the mean squared
+  difference over the object's pixels (8-bit sRGB), a hit when ``d(out_A, A) + d(out_B, B) < d(out_A, B) +
+  d(out_B, A)`` (a tie, e.g. the same image for both, counts a half): the fraction of hits, 0.5 is chance, 1.0 the
+  exact renders; ``light_gap``: the mean ``|out_A - out_B|`` on the object (8-bit levels; the exact renders' value
+  is how much A and B really differ there).
 
 Rows: ``exact renders`` (the floors), ``base`` (the untrained base from the fc prompt: IC-Light's zero-initialised
 channels), the rows the ``ic_light`` method declares (``BenchRow("relight", ...)``: trained here on ``world:light``
@@ -99,6 +104,22 @@ def consistency_error(a: np.ndarray, b: np.ndarray, ab: np.ndarray, mask: np.nda
     return float(np.abs(linear(a) + linear(b) - linear(ab))[keep].mean() * 255.0)
 
 
+def light_hit(out_a: np.ndarray, out_b: np.ndarray, ref_a: np.ndarray, ref_b: np.ndarray, mask: np.ndarray) -> float:
+    """1 when the outputs under A and B are nearer their own renders than the swapped ones (object pixels, mean
+    squared 8-bit sRGB difference), 0 when nearer the swapped ones, 0.5 on a tie."""
+
+    def d(x, y):
+        return float(((np.asarray(x, np.float64) - np.asarray(y, np.float64))[np.asarray(mask, bool)] ** 2).mean())
+
+    own, swapped = d(out_a, ref_a) + d(out_b, ref_b), d(out_a, ref_b) + d(out_b, ref_a)
+    return 1.0 if own < swapped else 0.0 if own > swapped else 0.5
+
+
+def light_gap(out_a: np.ndarray, out_b: np.ndarray, mask: np.ndarray) -> float:
+    """Mean |out_A - out_B| over the object's pixels and channels, 8-bit levels."""
+    return float(np.abs(np.asarray(out_a, np.float64) - np.asarray(out_b, np.float64))[np.asarray(mask, bool)].mean())
+
+
 def psnr_masked(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
     d = (np.asarray(a, np.float64) - np.asarray(b, np.float64))[np.asarray(mask, bool)]
     mse = float((d**2).mean())
@@ -134,7 +155,8 @@ def score(outs: list[dict[str, np.ndarray]], scenes: list[dict[str, Any]]) -> di
     """Mean scores of one row: ``outs[i][target]`` is the relit image of scene ``i``."""
     from tailor.eval.image_metrics import psnr, ssim
 
-    per: dict[str, list[float]] = {"psnr": [], "psnr_fg": [], "ssim": [], "albedo_drift": [], "consistency": []}
+    names = ("psnr", "psnr_fg", "ssim", "albedo_drift", "consistency", "light_follow", "light_gap")
+    per: dict[str, list[float]] = {k: [] for k in names}
     for out, sc in zip(outs, scenes):
         for k in TARGETS:
             ref = sc["renders"][k].image
@@ -145,6 +167,9 @@ def score(outs: list[dict[str, np.ndarray]], scenes: list[dict[str, Any]]) -> di
         if drift is not None:
             per["albedo_drift"].append(drift)
         per["consistency"].append(consistency_error(out["A"], out["B"], out["AB"], sc["mask"]))
+        ref = sc["renders"]
+        per["light_follow"].append(light_hit(out["A"], out["B"], ref["A"].image, ref["B"].image, sc["mask"]))
+        per["light_gap"].append(light_gap(out["A"], out["B"], sc["mask"]))
     finite = {k: [x for x in v if np.isfinite(x)] for k, v in per.items()}
     return {k: (float(np.mean(v)) if v else None) for k, v in finite.items()}
 
@@ -298,6 +323,8 @@ def run(s: Settings) -> dict[str, Any]:
             ("ssim", "SSIM", ".3f"),
             ("albedo_drift", "albedo drift", ".1f"),
             ("consistency", "consistency", ".2f"),
+            ("light_follow", "light following", ".2f"),
+            ("light_gap", "A-B gap", ".1f"),
             ("trainable_params", "params", ",d"),
             ("train_s_per_step", "train s/step", ".2f"),
             ("train_cpu_s_per_step", "train CPU s/step", ".2f"),

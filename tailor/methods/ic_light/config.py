@@ -39,6 +39,16 @@ class IcLightConfig(Config):
         "the official offsets file stays the full delta)",
     )
 
+    light_words: bool = option(
+        True,
+        "fc: every word of the prompt's light phrase (lit, the sides, the light colours, light / lamplight) reads "
+        "through a trained input vector of its own, trained with the UNet (the world tokenizer spells several "
+        "letter by letter; tailor/methods/ic_light/light_words.py); a file saved without them loads with it off",
+    )
+    light_words_lr_scale: float = option(
+        10.0, "learning-rate multiplier of the light words' vectors (textual inversion's rate is ~10x the UNet's)"
+    )
+
     @property
     def condition_images(self) -> int:
         """How many images' latents the UNet input carries besides the noisy latents."""
@@ -47,4 +57,6 @@ class IcLightConfig(Config):
     def validate(self) -> None:
         self.check(self.input_lr_scale > 0, f"input_lr_scale must be > 0; got {self.input_lr_scale}.")
         self.check(self.unet_rank >= 0, f"unet_rank must be >= 0 (0 = the whole UNet); got {self.unet_rank}.")
+        scale = self.light_words_lr_scale
+        self.check(scale > 0, f"light_words_lr_scale must be > 0; got {scale}.")
         self.check(self.consistency_weight >= 0, f"consistency_weight must be >= 0; got {self.consistency_weight}.")

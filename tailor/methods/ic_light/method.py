@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from tailor.core.conditioning import StepExtras, StepState
+from tailor.core.conditioning import Conditioning, StepExtras, StepState
 from tailor.core.input_channels import restore_conv_in, unet_in_channels, widen_conv_in
 from tailor.core.io import load_tensors, meta_json, read_metadata
 from tailor.core.method import Method
@@ -34,11 +34,13 @@ from tailor.errors import ConfigError, FormatError, IncompatibleError, InputErro
 from tailor.methods.ic_light import data, formats
 from tailor.methods.ic_light.config import IcLightConfig
 from tailor.methods.ic_light.consistency import Combiner, consistency_loss, predicted_clean
+from tailor.methods.ic_light.light_words import LightWords, init_vectors
 from tailor.methods.ic_light.prepare import background_array, encode_mode, foreground_array, to_model_range
 
 log = logging.getLogger("tailor")
 COMBINER = "combiner."  # tailor-file keys of the consistency combiner (training only)
 DELTA = "delta."  # tailor-file keys of the compact UNet delta (``unet_rank`` > 0: tailor.core.unet_delta)
+LIGHT = "light_words."  # tailor-file keys of the fc light words' vectors (``light_words``; not in the official file)
 
 
 class IcLightMethod(Method):
@@ -57,6 +59,8 @@ class IcLightMethod(Method):
         self._cache: tuple | None = None
         self.combiner: Combiner | None = None
         self._combiner_state: dict[str, torch.Tensor] = {}  # loaded before the combiner is built
+        self.light_words: LightWords | None = None  # fc with ``light_words`` on a one-encoder base (built)
+        self._light_state: dict[str, torch.Tensor] = {}  # loaded before the light words are built
         self._abar: torch.Tensor | None = None  # the training schedule's alpha-bar (consistency loss)
         rank = self.config.unet_rank
         self._delta = UNetDelta(rank, name="ic_light_delta") if rank else None  # the compact form (unet_rank > 0)
@@ -66,18 +70,36 @@ class IcLightMethod(Method):
         latent = int(self.components.vae.config.latent_channels) if self.components is not None else 4
         return latent * self.config.condition_images
 
+    @property
+    def text_context(self) -> str:  # type: ignore[override]
+        return "edits" if self._light_words_on() else ""  # the light words re-encode the prompt
+
+    def _light_words_on(self) -> bool:
+        return self.config.light_words and self.config.mode == "fc"
+
     # ------------------------------------------------------------------ attach / detach
     def modules(self) -> list[nn.Module]:
         if self.components is None:
             return []
-        return [self.components.unet] + ([self.combiner] if self.combiner is not None else [])
+        own = [m for m in (self.combiner, self.light_words) if m is not None]
+        return [self.components.unet] + own
 
     def build(self, components) -> None:
-        """The consistency combiner (only when the loss is on; it is not part of the official file)."""
+        """The consistency combiner (only when the loss is on; it is not part of the official file) and the fc
+        light words (``light_words``; a base with two text encoders gets none, and the run says so)."""
         if self.config.consistency_weight > 0:
             self.combiner = Combiner(int(components.vae.config.latent_channels))
             if self._combiner_state:
                 self.combiner.load_state_dict(self._combiner_state)
+        if self._light_words_on():
+            if components.is_sdxl:
+                log.warning("IC-Light: light_words needs a one-text-encoder base; this SDXL base reads the prompt as "
+                            "it is", extra={"once": True})  # fmt: skip
+                return
+            emb = components.text_encoder.get_input_embeddings()
+            self.light_words = LightWords(init_vectors(components.tokenizer, emb))
+            if self._light_state:
+                self.light_words.load(self._light_state, self.source_file or "the IC-Light file")
 
     def attach(self, components) -> None:
         if self._base:  # attached already (e.g. trained, then sampled through a pipeline)
@@ -143,8 +165,8 @@ class IcLightMethod(Method):
         if self._delta is None:
             return super().trainable_parameters()
         self._start_delta()
-        comb = list(self.combiner.parameters()) if self.combiner is not None else []
-        return self._delta.parameters() + comb
+        own = [p for m in (self.combiner, self.light_words) if m is not None for p in m.parameters()]
+        return self._delta.parameters() + own
 
     def detach(self, components) -> None:
         unet = components.unet
@@ -159,6 +181,21 @@ class IcLightMethod(Method):
             self._replaced_conv = None
         unet.requires_grad_(False)
         self._cache = None
+
+    # ------------------------------------------------------------------ the prompt's light words
+    def encode(self, cond: Conditioning, inputs: dict[str, Any]) -> Conditioning:
+        """fc with light words: the prompts that hold a light phrase re-encoded through the light vectors (the other
+        rows, and the unconditional half, are the base's encoding as they came)."""
+        if self.light_words is None or not cond.prompts:
+            return cond
+        b = cond.batch_size
+        old = cond.encoder_hidden_states
+        text = old[b:] if cond.cfg else old
+        new = self.light_words.encode(self.components, list(cond.prompts)[:b], text)
+        if new is None:
+            return cond
+        cond.encoder_hidden_states = torch.cat([old[:b], new]) if cond.cfg else new
+        return cond
 
     # ------------------------------------------------------------------ the condition latents
     def _latents(self, foreground: Any, background: Any, height: int, width: int, mask: Any = None) -> torch.Tensor:
@@ -219,11 +256,15 @@ class IcLightMethod(Method):
     def param_groups(self, lr: float) -> list[dict[str, Any]]:
         """conv_in at ``lr * input_lr_scale`` (its widened input starts at zero), every other weight at ``lr``."""
         conv = list(self.components.unet.conv_in.parameters())
-        if self.config.input_lr_scale == 1.0:
+        words = list(self.light_words.parameters()) if self.light_words is not None else []
+        if self.config.input_lr_scale == 1.0 and not words:
             return super().param_groups(lr)
-        ids = {id(p) for p in conv}
+        ids = {id(p) for p in conv + words}
         rest = [p for p in self.trainable_parameters() if id(p) not in ids]
-        return [{"params": rest, "lr": lr}, {"params": conv, "lr": lr * self.config.input_lr_scale}]
+        groups = [{"params": rest, "lr": lr}, {"params": conv, "lr": lr * self.config.input_lr_scale}]
+        if words:
+            groups.append({"params": words, "lr": lr * self.config.light_words_lr_scale})
+        return groups
 
     def expand_batch(self, batch, keys, positions):
         """Trainer hook: B lit triplets -> 3B rows sharing noise and timestep per triplet (:func:`.data.expand`)."""
@@ -277,12 +318,19 @@ class IcLightMethod(Method):
             out = {f"{self.name}.{k}": v for k, v in self.state_dict_plain().items()}
         comb = self.combiner.state_dict() if self.combiner is not None else self._combiner_state
         out.update({f"{self.name}.{COMBINER}{k}": v.detach().cpu() for k, v in comb.items()})
+        words = self.light_words.state() if self.light_words is not None else self._light_state
+        out.update({f"{self.name}.{LIGHT}{k}": v.detach().cpu() for k, v in words.items()})
         return out
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         prefix = f"{self.name}."
         offsets = {k[len(prefix) :] if k.startswith(prefix) else k: v for k, v in state.items()}
         comb = {k[len(COMBINER) :]: offsets.pop(k) for k in list(offsets) if k.startswith(COMBINER)}
+        words = {k[len(LIGHT) :]: offsets.pop(k) for k in list(offsets) if k.startswith(LIGHT)}
+        if words:
+            self._light_state = words
+            if self.light_words is not None:
+                self.light_words.load(words, self.source_file or "the IC-Light file")
         if comb:
             self._combiner_state = comb
             if self.combiner is not None:
@@ -333,9 +381,12 @@ class IcLightMethod(Method):
         meta = read_metadata(path)
         tensors = load_tensors(path)
         if meta.get("format") == "tailor":
-            config = cls.config_cls.from_dict(meta_json(meta, "config", {}), source=str(path))
-        else:
-            config = cls.config_cls(mode=formats.mode_of(tensors, path))
+            options = meta_json(meta, "config", {})
+            # a file saved before the light words (or without them) reads the prompt as the base does
+            options.setdefault("light_words", any(k.startswith(f"{cls.name}.{LIGHT}") for k in tensors))
+            config = cls.config_cls.from_dict(options, source=str(path))
+        else:  # the official offsets: UNet weights only
+            config = cls.config_cls(mode=formats.mode_of(tensors, path), light_words=False)
         method = cls(config)
         method.load_state_dict(tensors)
         return method
