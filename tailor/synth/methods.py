@@ -43,6 +43,20 @@ class SynthMethod:
     def setup(self) -> None:
         raise NotImplementedError
 
+    def load_base(self):
+        """The base's components (kept: :meth:`fine_tune` bakes a LoRA into them)."""
+        import tailor
+
+        self.components = tailor.load_components(self.base)
+        return self.components
+
+    def fine_tune(self, lora: str | Path) -> None:
+        """Bake the LoRA ``lora`` into the base after :meth:`setup`: every image (ODGEN's object images included)
+        then comes from the fine-tuned base."""
+        from tailor.methods.odgen.finetune import bake_lora
+
+        bake_lora(self.components, lora)
+
     def check(self, stats: BoxStats) -> None:
         """Refuse (one sentence) statistics whose layouts this method cannot make; called after :meth:`setup`."""
 
@@ -59,7 +73,7 @@ class LayoutControlNet(SynthMethod):
         from tailor.core.artifacts import load
 
         control = self.options.get("control") or "layout"
-        comps = tailor.load_components(self.base)
+        comps = self.load_base()
         try:
             method = load(control)
         except InputError:
@@ -95,7 +109,7 @@ class ODGEN(SynthMethod):
         from tailor.core.resources import resolve
 
         model = self.options.get("control") or "odgen"
-        comps = tailor.load_components(self.base)
+        comps = self.load_base()
         tailor.get_spec("odgen")  # registers the shipped-weights resource
         shipped = None if Path(model).exists() else resolve("artifact:odgen", model)  # odgen / world: shipped
         method = load(shipped or model)
