@@ -194,3 +194,27 @@ def test_bad_finetune_and_lora_flags(real, model, tmp_path, capsys, extra, messa
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_objects_scope_fine_tunes_the_list_objects_only(runs, model):
+    from tailor.synth.methods import ODGEN
+
+    program = {"size": 32, "objects": [{"name": "star", "color": "red", "box": [2, 8, 14, 24]}], "relations": [],
+               "background": "grass", "style": "cartoon"}  # fmt: skip
+    plain = ODGEN(base="tiny", steps=2, control=str(model))
+    plain.setup()
+    synth = ODGEN(base="tiny", steps=2, control=str(model), finetune_scope="objects")
+    synth.setup()
+    synth.fine_tune(runs / "ft" / "finetune")
+    unet = dict(synth.components.unet.state_dict())
+    assert all(torch.equal(v, unet[k]) for k, v in plain.components.unet.state_dict().items())  # main UNet: plain
+    a, b = plain.method.object_images(program, 5)[0], synth.method.object_images(program, 5)[0]
+    assert np.abs(a.astype(int) - b.astype(int)).max() > 0
+
+
+def test_objects_scope_needs_odgen_and_a_fine_tune(real, model, tmp_path, capsys):
+    out = tmp_path / "o"
+    code = _synth(real, model, out, "--finetune-scope", "objects")
+    err = capsys.readouterr().err
+    assert code == 2 and "--finetune-scope applies to --method odgen with --finetune or --lora" in err
+    assert not out.exists()

@@ -9,12 +9,16 @@ def make_synth_command() -> click.Command:
     from tailor.synth.methods import SYNTH_METHODS
 
     def callback(method, real, n, out, seed, base, control, scale, steps, guidance, threshold, filter_steps, lora,
-                 finetune):  # fmt: skip
+                 finetune, finetune_scope):  # fmt: skip
         from tailor.core.outputs import guarded_out
         from tailor.synth import synthesize
 
         # --lora / --finetune only when given: without them the settings (and outputs) are what they always were
-        extra = {k: v for k, v in {"lora": lora, "finetune": finetune}.items() if v is not None}
+        extra = {
+            k: v
+            for k, v in {"lora": lora, "finetune": finetune, "finetune_scope": finetune_scope}.items()
+            if v is not None
+        }
         with guarded_out(out, "tailor synth", inputs=[real]) as folder:
             summary = synthesize(method, real, n, folder, seed=seed, threshold=threshold, filter_steps=filter_steps,
                                  log=click.echo, base=base, steps=steps, guidance=guidance, control=control,
@@ -63,6 +67,13 @@ def make_synth_command() -> click.Command:
                 default=None,
                 help="ODGEN's first stage: train a rank-4 LoRA on --real's whole images and box crops for this many "
                 "steps (into OUT/finetune, resumable) and synthesise with that fine-tuned base.",
+            ),  # fmt: skip
+            click.Option(
+                ["--finetune-scope"],
+                type=click.Choice(["all", "objects"]),
+                default=None,
+                help="odgen with --finetune / --lora: the fine-tuned base makes everything (all) or only the objects "
+                "of the image list, the UNet under the ControlNet staying the plain base (objects).  [default: all]",
             ),  # fmt: skip
         ],
         help="Synthetic detection data: fit box statistics of --real, sample --n layouts, generate, filter, write "

@@ -55,7 +55,7 @@ class SynthMethod:
 
     def fine_tune(self, lora: str | Path) -> None:
         """Bake the LoRA ``lora`` into the base after :meth:`setup`: every image (ODGEN's object images included)
-        then comes from the fine-tuned base."""
+        then comes from the fine-tuned base; ODGEN with ``finetune_scope=objects``: only the object images."""
         from tailor.methods.odgen.finetune import bake_lora
 
         bake_lora(self.components, lora)
@@ -120,6 +120,15 @@ class ODGEN(SynthMethod):
             raise ConfigError(f"--control {model} is not an ODGEN model; train one with `tailor train odgen`.")
         self.pipe = tailor.Pipeline(comps).attach(method, weight=float(self.options.get("scale", 1.0)))
         self.method = method
+
+    def fine_tune(self, lora: str | Path) -> None:
+        if self.options.get("finetune_scope", "all") == "all":
+            return super().fine_tune(lora)
+        import tailor
+        from tailor.methods.odgen.finetune import bake_lora
+
+        self.method.object_components = tailor.load_components(self.base)  # the UNet under the ControlNet stays
+        bake_lora(self.method.object_components, lora)
 
     def check(self, stats: BoxStats) -> None:
         from tailor.world.vocab import SHAPES

@@ -70,6 +70,12 @@ def synthesize(method: str, real: str | Path, n: int, out: str | Path, seed: int
         check_steps(finetune_steps)
         if lora is not None:
             raise ConfigError("pass --finetune (train a LoRA on --real) or --lora (a trained one), not both.")
+    scope = options.get("finetune_scope")
+    if scope is not None:
+        if scope not in ("all", "objects"):
+            raise ConfigError(f"--finetune-scope must be all or objects; got {scope!r}.")
+        if method != "odgen" or (lora is None and finetune_steps is None):
+            raise ConfigError("--finetune-scope applies to --method odgen with --finetune or --lora; drop it.")
     synth = get_synth_method(method)(**options)
     stats = fit_stats(real)
     settings = {**synth.settings(), "real": str(Path(real).resolve()), "n": n, "seed": seed, "threshold": threshold,

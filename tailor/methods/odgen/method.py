@@ -54,6 +54,8 @@ class ODGENMethod(GroupedControlMethod):
         self._texts: dict[str, torch.Tensor] = {}
         self._seed = 0
         self._sampling: tuple | None = None
+        #: the base that generates the list's objects when no ``object_images`` are given (None: the attached one)
+        self.object_components = None
 
     # ------------------------------------------------------------------ build
     def build(self, components) -> None:
@@ -163,8 +165,9 @@ class ODGENMethod(GroupedControlMethod):
         size, c = int(program.get("size", self.components.default_size)), self.config
         prompts = [caption({**program, "objects": [o], "relations": []}) for o in program["objects"]]
         # one batch; object k gets the seed ``16 * seed + k`` whatever the others are (the pipeline seeds per image)
-        result = tailor.Pipeline(self.components).generate(prompts, n=1, seed=int(seed) * 16, steps=c.object_steps,
-                                                           width=size, height=size)  # fmt: skip
+        comps = self.object_components or self.components
+        result = tailor.Pipeline(comps).generate(prompts, n=1, seed=int(seed) * 16, steps=c.object_steps,
+                                                 width=size, height=size)  # fmt: skip
         return [centre_crop(np.asarray(im.convert("RGB")), c.object_crop) for im in result.images]
 
     def _sampling_condition(self, state: StepState) -> tuple[torch.Tensor, torch.Tensor]:
