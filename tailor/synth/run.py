@@ -57,6 +57,7 @@ def synthesize(method: str, real: str | Path, n: int, out: str | Path, seed: int
     from PIL import Image
 
     from tailor.core.io import atomic_path, write_json
+    from tailor.methods.odgen.finetune import FINETUNE_DIR, check_steps, finetune
     from tailor.synth.filter import box_scores, load_classifier, save_classifier, train_classifier
 
     if n < 1:
@@ -64,6 +65,17 @@ def synthesize(method: str, real: str | Path, n: int, out: str | Path, seed: int
     if not 0 <= threshold < 1:
         raise ConfigError(f"--threshold must lie in [0, 1); got {threshold}.")
     rank, world = process_slot()
+    lora, finetune_steps = options.get("lora"), options.get("finetune")
+    if finetune_steps is not None:
+        check_steps(finetune_steps)
+        if lora is not None:
+            raise ConfigError("pass --finetune (train a LoRA on --real) or --lora (a trained one), not both.")
+    scope = options.get("finetune_scope")
+    if scope is not None:
+        if scope not in ("all", "objects"):
+            raise ConfigError(f"--finetune-scope must be all or objects; got {scope!r}.")
+        if method != "odgen" or (lora is None and finetune_steps is None):
+            raise ConfigError("--finetune-scope applies to --method odgen with --finetune or --lora; drop it.")
     synth = get_synth_method(method)(**options)
     stats = fit_stats(real)
     settings = {**synth.settings(), "real": str(Path(real).resolve()), "n": n, "seed": seed, "threshold": threshold,
@@ -71,10 +83,17 @@ def synthesize(method: str, real: str | Path, n: int, out: str | Path, seed: int
     out = Path(out)
     synth.setup()
     synth.check(stats)
+    if lora is not None:  # before anything is written: a bad file is refused with the folder untouched
+        synth.fine_tune(lora)
     if rank == 0:
         _check_settings(out, settings)
         write_json(out / "tailor.json", {"command": "tailor synth", "settings": settings})
         write_json(out / "stats.json", stats.to_dict())
+    if finetune_steps is not None:  # ODGEN's first stage: a LoRA on --real's scenes and crops (resumable)
+        if rank == 0:
+            finetune(real, out / FINETUNE_DIR, finetune_steps, base=synth.base, seed=seed)
+        barrier(world)
+        synth.fine_tune(out / FINETUNE_DIR)
     classifier = None
     if threshold > 0:
         if (out / FILTER).is_file():

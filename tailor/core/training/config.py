@@ -34,7 +34,7 @@ class TrainConfig(Config):
     data: str = option(
         "world",
         "training data: 'world', 'world:objects|faces|scenes|mixed[:all|photo+sketch+...]' (styles; default photo), "
-        "'world-subject:<name or spec>', or a folder "
+        "'world-subject:<name or spec>', 'coco:DIR' (a detection folder's whole images and box crops), or a folder "
         "of images with captions in same-stem .txt files or a metadata.jsonl (file_name, text)",
     )
     caption: str | None = option(None, "one caption for every image (overrides the data's captions)")

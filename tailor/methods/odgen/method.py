@@ -10,8 +10,10 @@ reweighted loss, used to synthesise detection data (:mod:`tailor.synth`, ``tailo
 - Text list: each object's ``a <class>`` through the frozen text encoder (pooled output) and a trainable encoder:
   ``max_objects`` tokens, the ControlNet's cross-attention context. The UNet keeps the global caption.
 - Loss: the eps/v MSE weighted ``fg_weight`` inside the boxes (on the latent grid), 1 outside.
-- Fine-tuning the base on scenes and object crops (the paper's first stage) is not done here: the world base was
-  trained on single-object renders (the crops' role) and the ControlNet learns the scenes (docs/odgen.md).
+- Fine-tuning the base on the target domain's scenes and object crops (the paper's first stage) is
+  :mod:`.finetune`: a LoRA on a real folder's whole images and box crops (``tailor synth --finetune STEPS`` or
+  ``tailor train lora --data coco:DIR`` + ``tailor synth --lora FILE``), baked into the base before synthesis, so
+  the object images above and the UNet under this ControlNet both come from the fine-tuned base.
 
 Files: ``odgen.safetensors`` with ``odgen.control.<diffusers ControlNet key>``, ``odgen.image_list.*``,
 ``odgen.text_list.*``; the metadata carry the config and the ControlNet's model config.
@@ -52,6 +54,8 @@ class ODGENMethod(GroupedControlMethod):
         self._texts: dict[str, torch.Tensor] = {}
         self._seed = 0
         self._sampling: tuple | None = None
+        #: the base that generates the list's objects when no ``object_images`` are given (None: the attached one)
+        self.object_components = None
 
     # ------------------------------------------------------------------ build
     def build(self, components) -> None:
@@ -155,8 +159,9 @@ class ODGENMethod(GroupedControlMethod):
         size, c = int(program.get("size", self.components.default_size)), self.config
         prompts = [caption({**program, "objects": [o], "relations": []}) for o in program["objects"]]
         # one batch; object k gets the seed ``16 * seed + k`` whatever the others are (the pipeline seeds per image)
-        result = tailor.Pipeline(self.components).generate(prompts, n=1, seed=int(seed) * 16, steps=c.object_steps,
-                                                           width=size, height=size)  # fmt: skip
+        comps = self.object_components or self.components
+        result = tailor.Pipeline(comps).generate(prompts, n=1, seed=int(seed) * 16, steps=c.object_steps,
+                                                 width=size, height=size)  # fmt: skip
         return [centre_crop(np.asarray(im.convert("RGB")), c.object_crop) for im in result.images]
 
     def _sampling_condition(self, state: StepState) -> tuple[torch.Tensor, torch.Tensor]:
