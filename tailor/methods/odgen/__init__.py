@@ -29,6 +29,7 @@ SPEC = MethodSpec(
     summary="image-list + text-list ControlNet (each object on its own canvas; 'a <class>' tokens) for detection data",
     paper="Zhu et al. 2024, ODGEN: Domain-specific Object Detection Data Generation with Diffusion Models "
     "(arXiv 2405.15199)",
+    builds_on=("lora",),  # step (a): the base fine-tuned on the real set by a LoRA (finetune.py)
     test_options={},
     example_inputs=example_inputs,
     generate=GenerateInput(
