@@ -205,6 +205,31 @@ def test_draws_are_per_sample_and_offset_changes_noise():
     assert 60 < sum(d.drop_caption) < 140
 
 
+@pytest.mark.parametrize("choice", ["method", "uniform", "cubic"])
+def test_timestep_sampling_option_replaces_the_methods_sampler(tmp_path, data, monkeypatch, choice):
+    import tailor.core.training.objective as objective
+    from tailor.core.training.noise import cubic_timesteps, uniform_timesteps
+
+    seen = []
+
+    def spy(seed, stream, positions, shape, num_t, sample_timesteps, *a):
+        seen.append(sample_timesteps)
+        return draw(seed, stream, positions, shape, num_t, sample_timesteps, *a)
+
+    monkeypatch.setattr(objective, "draw", spy)
+    method = FinetuneMethod()
+    result, _ = run(tmp_path / choice, data, method=method, steps=1, timestep_sampling=choice)
+    assert math.isfinite(result.loss) and seen
+    expected = {"method": method.sample_timesteps, "uniform": uniform_timesteps, "cubic": cubic_timesteps}[choice]
+    assert all(f == expected for f in seen)
+    # the cubic law t = (1 - u^3) T: P(t < T/2) = P(u^3 > 1/2) = 1 - 2^(-1/3) ~ 0.206, mean 3/4 T
+    t = cubic_timesteps(40_000, 1000, torch.Generator().manual_seed(0)).float()
+    assert abs(float((t < 500).float().mean()) - (1 - 2 ** (-1 / 3))) < 0.01 and abs(float(t.mean()) - 749.5) < 5
+    if choice == "cubic":  # a resume must not change which timesteps a step sees
+        with pytest.raises(ConfigError, match="timestep_sampling"):
+            run(tmp_path / choice, data, steps=2, resume="latest", timestep_sampling="uniform")
+
+
 def test_v_prediction_min_snr_and_offset_train(tmp_path, data):
     result, comps = run(
         tmp_path / "v",

@@ -208,10 +208,12 @@ def train_config(out: Path, steps: int = STEPS, batch: int = BATCH, **kw):
                        resume="latest" if list_checkpoints(out) else None, log_every=10, **kw)  # fmt: skip
 
 
-def train_anytext(runs: str | Path, steps: int = STEPS, folder: str = "run", init: str | None = None, lr: float = LR,
-                  **options):  # fmt: skip
-    """``tailor.train`` of AnyText into ``RUNS/anytext/FOLDER``; ``init``: a run folder (under ``RUNS/anytext/``) or
-    file whose weights it starts from (its recognizer included), with ``options`` replacing its config's."""
+def train_run(runs: str | Path, name: str, steps: int = STEPS, folder: str = "run", init: str | None = None,
+              lr: float = LR, timestep_sampling: str = "method", **options):  # fmt: skip
+    """``tailor.train`` of method ``name`` (``anytext`` or the baseline's ``controlnet``) into ``RUNS/anytext/FOLDER``;
+    ``init``: a run folder (under ``RUNS/anytext/``) or file whose weights it starts from (AnyText's recognizer
+    included), with ``options`` replacing its config's; ``timestep_sampling``: the trainer's (``cubic`` gives the
+    ControlNet AnyText's ``timesteps=cubic``)."""
     import tailor
     from tailor.core.artifacts import load
 
@@ -219,17 +221,13 @@ def train_anytext(runs: str | Path, steps: int = STEPS, folder: str = "run", ini
         src = Path(runs) / "anytext" / init
         method = load(src if src.exists() else init)
         method.config = method.config.replace(**options)
-    else:
-        rec = Path(runs) / "anytext" / "recognizer.safetensors"
-        method = tailor.get_spec("anytext").method(recognizer=str(rec), **options)
-    return tailor.train(method, train_config(Path(runs) / "anytext" / folder, steps, lr=lr))
-
-
-def train_controlnet(runs: str | Path, steps: int = STEPS):
-    import tailor
-
-    method = tailor.get_spec("controlnet").method(condition="canny")
-    return tailor.train(method, train_config(Path(runs) / "anytext" / "controlnet", steps))
+    elif name == "anytext":
+        rec = Path(runs) / "anytext" / "recognizer.safetensors"  # else the shipped file's (float16) recognizer
+        method = tailor.get_spec("anytext").method(recognizer=str(rec) if rec.is_file() else "world", **options)
+    else:  # the paper's ControlNet row: canny of the rendered glyphs
+        method = tailor.get_spec("controlnet").method(condition="canny", **options)
+    out = Path(runs) / "anytext" / folder
+    return tailor.train(method, train_config(out, steps, lr=lr, timestep_sampling=timestep_sampling))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -240,10 +238,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", default="outputs/zoo_runs")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--n", type=int, default=64, help="bench: images per model")
-    p.add_argument("--folder", default="run", help="anytext: the run folder under RUNS/anytext/")
-    p.add_argument("--init", default=None, help="anytext: start from this run folder's (or file's) weights")
-    p.add_argument("--lr", type=float, default=LR, help="anytext: learning rate (constant after 50 warmup steps)")
-    p.add_argument("--timesteps", default=None, choices=("uniform", "cubic"), help="anytext: training timesteps")
+    p.add_argument("--folder", default="run", help="anytext|controlnet|noocr: the run folder under RUNS/anytext/")
+    p.add_argument("--init", default=None, help="anytext|controlnet|noocr: start from this run folder's weights")
+    p.add_argument("--lr", type=float, default=LR, help="training: learning rate (constant after 50 warmup steps)")
+    p.add_argument("--timesteps", default=None, choices=("uniform", "cubic"), help="training: timesteps")
     from zoo.anytext_bench import RUN_FOLDERS
 
     p.add_argument(
@@ -268,11 +266,17 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(evaluate_recognizer(model, load_vae())), flush=True)
     elif args.stage == "anytext":
         opts = {"timesteps": args.timesteps} if args.timesteps else {}
-        train_anytext(args.runs, args.steps or STEPS, folder=args.folder, init=args.init, lr=args.lr, **opts)
-    elif args.stage == "controlnet":
-        train_controlnet(args.runs, args.steps or STEPS)
+        train_run(args.runs, "anytext", args.steps or STEPS, folder=args.folder, init=args.init, lr=args.lr, **opts)
+    elif args.stage == "controlnet":  # the same --timesteps, through the trainer's timestep_sampling
+        folder = "controlnet" if args.folder == "run" else args.folder
+        train_run(args.runs, "controlnet", args.steps or STEPS, folder=folder, init=args.init, lr=args.lr,
+                  timestep_sampling=args.timesteps or "method")  # fmt: skip
     elif args.stage == "noocr":  # the paper's ablation: no OCR perceptual loss, the same schedule
-        train_anytext(args.runs, args.steps or STEPS, folder=NOOCR, ocr_loss_weight=0.0)
+        folder = NOOCR if args.folder == "run" else args.folder
+        opts = {"timesteps": args.timesteps} if args.timesteps else {}
+        if args.init is None:
+            opts["ocr_loss_weight"] = 0.0
+        train_run(args.runs, "anytext", args.steps or STEPS, folder=folder, init=args.init, lr=args.lr, **opts)
     elif args.stage == "diagnose":  # where the words are lost: VAE ceiling, one-call x0 along t
         from zoo.anytext_diagnose import run as diagnose
 

@@ -27,9 +27,15 @@ STEPS, GUIDANCE = 20, 7.5
 #: continuations: ``run`` + 800 steps of cubic training timesteps, that + 800 more at lr 5e-4, and + 800 more; the
 #: control: ``run-cubic`` + 800 at lr 5e-4 with uniform timesteps (each benched if trained)
 RUN_FOLDERS = {"anytext": "run", "noocr": "run-noocr", "cubic": "run-cubic", "fast": "run-fast", "fast2": "run-fast2",
-               "fast-uniform": "run-fast-uniform"}  # fmt: skip
-#: bench rows in contact-sheet order
-SHEET_ORDER = ("anytext", "cubic", "fast", "fast2", "fast-uniform", "noocr", "controlnet", "base")
+               "fast-uniform": "run-fast-uniform", "noocr-cubic": "run-noocr-cubic", "noocr-fast": "run-noocr-fast",
+               "noocr-fast2": "run-noocr-fast2"}  # fmt: skip
+#: the glyph ControlNet baseline's runs by bench row: session 18 gave it AnyText's whole recipe (1,500 uniform steps
+#: at lr 1e-4, + 800 cubic, + 800 cubic at lr 5e-4, + 800 more)
+CONTROLNET_FOLDERS = {"controlnet": "controlnet", "controlnet-cubic": "controlnet-cubic",
+                      "controlnet-fast": "controlnet-fast", "controlnet-fast2": "controlnet-fast2"}  # fmt: skip
+#: bench rows in contact-sheet order (``shipped``: the shipped world AnyText, benched without its run folder)
+SHEET_ORDER = ("anytext", "cubic", "fast", "fast2", "shipped", "fast-uniform", "noocr", "noocr-fast2", "controlnet",
+               "controlnet-fast2", "base")  # fmt: skip
 
 
 def eval_set(n: int, size: int = 64):
@@ -112,11 +118,11 @@ def _model_rows(runs: Path, which: str, comps, renders, captions, texts, boxes, 
     if cache.is_file() and json.loads(cache.read_text()).get("n") == n:
         return json.loads(cache.read_text()), [Image.open(folder / f"{i:03d}.png").copy() for i in range(n)]
     pipe, inputs, params = tailor.Pipeline(comps), None, 0
-    if which in RUN_FOLDERS:
-        method = load(runs / "anytext" / RUN_FOLDERS[which])
+    if which in RUN_FOLDERS or which == "shipped":
+        method = load(runs / "anytext" / RUN_FOLDERS[which] if which in RUN_FOLDERS else "anytext")
         inputs = [{"text": t, "text_box": [b]} for t, b in zip(texts, boxes)]
-    elif which == "controlnet":
-        method = load(runs / "anytext" / "controlnet")
+    elif which in CONTROLNET_FOLDERS:
+        method = load(runs / "anytext" / CONTROLNET_FOLDERS[which])
         inputs = [{"image": glyph_edges(t, b, size)} for t, b in zip(texts, boxes)]
     if inputs is not None:
         pipe.attach(method, **inputs[0])
@@ -142,8 +148,8 @@ def run_bench(runs: str | Path, n: int = 96, size: int = 64, cost: bool = True, 
     renders, captions, texts, boxes = eval_set(n, size)
     comps = tailor.load_components("world")
     rows, images = {}, {}
-    models = ["base", "anytext"]
-    optional = [("controlnet", "controlnet")] + [(k, v) for k, v in RUN_FOLDERS.items() if k != "anytext"]
+    models = ["base", "anytext" if (runs / "anytext" / "run" / "tailor.json").is_file() else "shipped"]
+    optional = list(CONTROLNET_FOLDERS.items()) + [(k, v) for k, v in RUN_FOLDERS.items() if k != "anytext"]
     for which, folder in optional:
         here = runs / "anytext"
         if (here / folder / "tailor.json").is_file() or (here / f"bench_{which}.json").is_file():

@@ -180,8 +180,11 @@ class Method:
         return [{"params": self.trainable_parameters(), "lr": lr}]
 
     def sample_timesteps(self, batch_size: int, num_train_timesteps: int, generator: torch.Generator) -> torch.Tensor:
-        """Training timesteps; uniform by default (T2I-Adapter overrides with cubic sampling)."""
-        return torch.randint(0, num_train_timesteps, (batch_size,), generator=generator)
+        """Training timesteps; uniform by default (T2I-Adapter overrides with cubic sampling). ``tailor train
+        --timestep-sampling uniform|cubic`` replaces this for any method."""
+        from tailor.core.training.noise import uniform_timesteps
+
+        return uniform_timesteps(batch_size, num_train_timesteps, generator)
 
     def loss(self, pred: torch.Tensor, target: torch.Tensor, state: StepState, weights: torch.Tensor | None):
         """Weighted MSE between prediction and target; returns ``(loss, logs)``. Override for extra terms."""

@@ -20,6 +20,7 @@ RESUME_INVARIANTS = (
     "seed",
     "caption_dropout",
     "noise_offset",
+    "timestep_sampling",
     "val_fraction",
 )
 
@@ -75,6 +76,12 @@ class TrainConfig(Config):
     noise_offset: float = option(0.0, "add this much per-channel offset noise (e.g. 0.05)")
     prediction_type: str | None = option(None, "epsilon or v_prediction (default: the base scheduler's)")
     caption_dropout: float = option(0.0, "probability of training a sample with an empty caption")
+    timestep_sampling: str = option(
+        "method",
+        "training timesteps: method (the method's own: uniform, cubic for T2I-Adapter), uniform, or cubic "
+        "t = (1 - u^3) T (more of the large t where a sample gets its layout; T2I-Adapter's sampling)",
+        choices=("method", "uniform", "cubic"),
+    )
     val_every: int = option(0, "save a sample grid (and validation loss) every N optimizer steps (0 = never)")
     val_prompts: list[str] = option([], "prompts of the sample grid (default: two captions from the data)")
     val_steps: int = option(20, "sampler steps of the sample grid")

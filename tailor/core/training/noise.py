@@ -43,6 +43,22 @@ class Draws:
     drop_caption: list[bool]
 
 
+def uniform_timesteps(batch_size: int, num_train_timesteps: int, generator: torch.Generator) -> torch.Tensor:
+    """Training timesteps drawn uniformly from ``[0, T)`` (DDPM; every method's default)."""
+    return torch.randint(0, num_train_timesteps, (batch_size,), generator=generator)
+
+
+def cubic_timesteps(batch_size: int, num_train_timesteps: int, generator: torch.Generator) -> torch.Tensor:
+    """Cubic sampling ``t = (1 - u^3) T`` (T2I-Adapter, Mou et al. 2023): mean t/T = 3/4, more of the large t where a
+    sample gets its layout (what a spatial condition controls)."""
+    u = torch.rand(batch_size, generator=generator)
+    return ((1 - u**3) * num_train_timesteps).long().clamp(0, num_train_timesteps - 1)
+
+
+#: ``TrainConfig.timestep_sampling`` choices other than ``method`` (the method's own :meth:`Method.sample_timesteps`)
+TIMESTEP_SAMPLERS = {"uniform": uniform_timesteps, "cubic": cubic_timesteps}
+
+
 def draw(
     seed: int,
     stream: int,

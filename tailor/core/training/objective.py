@@ -22,7 +22,7 @@ from tailor.core.method import Method
 from tailor.core.pipeline import Attachment, call_unet, encode_with_methods, unet_kwargs
 from tailor.core.prompts import encode_prompts
 from tailor.core.training.config import TrainConfig
-from tailor.core.training.noise import compute_snr, draw, min_snr_weights, training_target
+from tailor.core.training.noise import TIMESTEP_SAMPLERS, compute_snr, draw, min_snr_weights, training_target
 
 
 @dataclass
@@ -127,8 +127,8 @@ class Objective:
         num_t = int(sched.config.num_train_timesteps)
         cfg = self.config
         dropout_p = cfg.caption_dropout if dropout else 0.0
-        d = draw(cfg.seed, stream, positions, self.latent_shape, num_t, self.method.sample_timesteps, cfg.noise_offset,
-                 dropout_p)  # fmt: skip
+        sampler = TIMESTEP_SAMPLERS.get(cfg.timestep_sampling, self.method.sample_timesteps)  # "method": its own
+        d = draw(cfg.seed, stream, positions, self.latent_shape, num_t, sampler, cfg.noise_offset, dropout_p)
         batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
         with self.autocast():
             if cfg.cache_latents:

@@ -32,6 +32,7 @@ from tailor.core.control import controlnet_from_unet, hint_channels
 from tailor.core.io import load_tensors, read_metadata, save_tensors
 from tailor.core.latents import scale_latents, vae_decode
 from tailor.core.method import Method, load_module_state
+from tailor.core.training.noise import cubic_timesteps
 from tailor.errors import ConfigError, FormatError, IncompatibleError, InputError
 from tailor.methods.anytext import formats
 from tailor.methods.anytext.config import AnyTextConfig
@@ -131,8 +132,7 @@ class AnyTextMethod(Method):
         """Uniform (paper), or cubic ``t = (1 - u^3) T`` with ``timesteps=cubic``."""
         if self.config.timesteps != "cubic":
             return super().sample_timesteps(batch_size, num_train_timesteps, generator)
-        u = torch.rand(batch_size, generator=generator)
-        return ((1 - u**3) * num_train_timesteps).long().clamp(0, num_train_timesteps - 1)
+        return cubic_timesteps(batch_size, num_train_timesteps, generator)
 
     # ------------------------------------------------------------------ the text embedding
     def _line_embeddings(self, lines: torch.Tensor) -> torch.Tensor:

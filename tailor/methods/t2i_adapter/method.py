@@ -26,6 +26,7 @@ from tailor.core.control import condition_tensor, control_batch
 from tailor.core.io import load_tensors, meta_json, read_metadata
 from tailor.core.method import ARTIFACT_FORMAT
 from tailor.core.model_method import diffusers_folder
+from tailor.core.training.noise import cubic_timesteps
 from tailor.errors import FormatError, IncompatibleError
 from tailor.methods.t2i_adapter.config import T2IAdapterConfig
 
@@ -110,8 +111,7 @@ class T2IAdapterMethod(ConditionedModelMethod):
         """Cubic sampling ``t = (1 - u^3) * T`` (mean t/T = 3/4), or uniform when turned off."""
         if not self.config.cubic_timesteps:
             return super().sample_timesteps(batch_size, num_train_timesteps, generator)
-        u = torch.rand(batch_size, generator=generator)
-        return ((1 - u**3) * num_train_timesteps).long().clamp(0, num_train_timesteps - 1)
+        return cubic_timesteps(batch_size, num_train_timesteps, generator)
 
     # ------------------------------------------------------------------ the step
     def _features(self, image: torch.Tensor) -> list[torch.Tensor]:
