@@ -15,12 +15,15 @@ words get light-only vectors: ``red`` in ``a red star`` still reads as the base'
 
 from __future__ import annotations
 
+import logging
 import re
 
 import torch
 from torch import nn
 
 from tailor.world.light import DIRECTIONS, LIGHT_COLORS
+
+log = logging.getLogger("tailor")
 
 SIDE_WORDS: tuple[str, ...] = tuple(dict.fromkeys(w for side in DIRECTIONS for w in side.split()))
 KIND_WORDS: tuple[str, ...] = ("light", "lamplight", "lamp")
@@ -96,6 +99,19 @@ def init_vectors(tokenizer, embedding: nn.Embedding) -> torch.Tensor:
     return torch.stack(rows)
 
 
+def build_light_words(components, state: dict[str, torch.Tensor], source: str) -> LightWords | None:
+    """The light words for ``components``' text encoder (initialised from its embeddings, then ``state`` loaded if
+    any); None on a base with two text encoders, which reads the prompt as it is (said once)."""
+    if components.is_sdxl:
+        log.warning("IC-Light: light_words needs a one-text-encoder base; this SDXL base reads the prompt as it is",
+                    extra={"once": True})  # fmt: skip
+        return None
+    words = LightWords(init_vectors(components.tokenizer, components.text_encoder.get_input_embeddings()))
+    if state:
+        words.load(state, source)
+    return words
+
+
 class LightWords(nn.Module):
     """The light vocabulary's vectors ``(len(KEYS), width)`` and the re-encoding of prompts with a light phrase."""
 
@@ -122,6 +138,18 @@ class LightWords(nn.Module):
         with torch.no_grad():
             for k, v in state.items():
                 self.vectors[KEYS.index(k)] = v.to(self.vectors)
+
+    def reencode(self, components, cond):
+        """``cond`` with the conditional rows whose prompt holds a light phrase re-encoded through the light vectors
+        (the other rows, and the unconditional half, are the base's encoding as they came)."""
+        if not cond.prompts:
+            return cond
+        b = cond.batch_size
+        old = cond.encoder_hidden_states
+        new = self.encode(components, list(cond.prompts)[:b], old[b:] if cond.cfg else old)
+        if new is not None:
+            cond.encoder_hidden_states = torch.cat([old[:b], new]) if cond.cfg else new
+        return cond
 
     def encode(self, components, prompts: list[str], hidden: torch.Tensor) -> torch.Tensor | None:
         """``hidden`` (one row per prompt, the base's encoding) with the rows whose prompt has a light phrase

@@ -34,7 +34,7 @@ from tailor.errors import ConfigError, FormatError, IncompatibleError, InputErro
 from tailor.methods.ic_light import data, formats
 from tailor.methods.ic_light.config import IcLightConfig
 from tailor.methods.ic_light.consistency import Combiner, consistency_loss, predicted_clean
-from tailor.methods.ic_light.light_words import LightWords, init_vectors
+from tailor.methods.ic_light.light_words import LightWords, build_light_words
 from tailor.methods.ic_light.prepare import background_array, encode_mode, foreground_array, to_model_range
 
 log = logging.getLogger("tailor")
@@ -92,14 +92,8 @@ class IcLightMethod(Method):
             if self._combiner_state:
                 self.combiner.load_state_dict(self._combiner_state)
         if self._light_words_on():
-            if components.is_sdxl:
-                log.warning("IC-Light: light_words needs a one-text-encoder base; this SDXL base reads the prompt as "
-                            "it is", extra={"once": True})  # fmt: skip
-                return
-            emb = components.text_encoder.get_input_embeddings()
-            self.light_words = LightWords(init_vectors(components.tokenizer, emb))
-            if self._light_state:
-                self.light_words.load(self._light_state, self.source_file or "the IC-Light file")
+            source = self.source_file or "the IC-Light file"
+            self.light_words = build_light_words(components, self._light_state, source)
 
     def attach(self, components) -> None:
         if self._base:  # attached already (e.g. trained, then sampled through a pipeline)
@@ -186,16 +180,7 @@ class IcLightMethod(Method):
     def encode(self, cond: Conditioning, inputs: dict[str, Any]) -> Conditioning:
         """fc with light words: the prompts that hold a light phrase re-encoded through the light vectors (the other
         rows, and the unconditional half, are the base's encoding as they came)."""
-        if self.light_words is None or not cond.prompts:
-            return cond
-        b = cond.batch_size
-        old = cond.encoder_hidden_states
-        text = old[b:] if cond.cfg else old
-        new = self.light_words.encode(self.components, list(cond.prompts)[:b], text)
-        if new is None:
-            return cond
-        cond.encoder_hidden_states = torch.cat([old[:b], new]) if cond.cfg else new
-        return cond
+        return cond if self.light_words is None else self.light_words.reencode(self.components, cond)
 
     # ------------------------------------------------------------------ the condition latents
     def _latents(self, foreground: Any, background: Any, height: int, width: int, mask: Any = None) -> torch.Tensor:
