@@ -46,8 +46,9 @@ RECOGNIZER_LR = 1e-3
 CURRICULUM = {"align": 100, "align_longest": 6, "longer": 300, "short": 6, "longest": 10}
 #: the training schedule of the method and of the ControlNet baseline (the same data, steps and batch). Session 16's
 #: AnyText ran 1,500 steps at ~1.15 s/step (load ~5); the shipped one (session 17) continues it: 800 steps with
-#: cubic timesteps, then 1,600 at lr 5e-4 (``--init``, ``--timesteps``, ``--lr``; docs/anytext.md); the shipped
-#: bench's ControlNet rows are session 15's 400- and 1,500-step runs
+#: cubic timesteps, then 1,600 at lr 5e-4 (``--init``, ``--timesteps``, ``--lr``; docs/anytext.md); session 18 gave
+#: the ControlNet baseline and the no-OCR-loss ablation the same four stages (the ``controlnet`` / ``noocr`` stages
+#: take the same flags; the ControlNet's cubic timesteps come from the trainer's ``timestep_sampling``)
 STEPS, BATCH, LR = 1500, 8, 1e-4
 DATA = "world:glyph:all"
 OPTIONS = {"recognizer": None}  # filled with the stage-1 file
@@ -233,7 +234,7 @@ def train_run(runs: str | Path, name: str, steps: int = STEPS, folder: str = "ru
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m zoo.anytext", description=__doc__.splitlines()[0])
     stages = ("recognizer", "recognizer-eval", "anytext", "controlnet", "noocr", "bench", "diagnose",
-              "diagnose-sampling", "export")  # fmt: skip
+              "diagnose-sampling", "export", "rows")  # fmt: skip
     p.add_argument("stage", choices=stages)
     p.add_argument("--runs", default="outputs/zoo_runs")
     p.add_argument("--steps", type=int, default=None)
@@ -250,7 +251,8 @@ def main(argv: list[str] | None = None) -> int:
         choices=tuple(RUN_FOLDERS),
         help="export: the bench row whose run is shipped (anytext, cubic, ...)",
     )
-    p.add_argument("--only", default="", help="bench: comma-separated models to run now (base, controlnet, anytext)")
+    p.add_argument("--only", default="", help="bench: comma-separated models to run now (base, controlnet, anytext); "
+                   "rows: the bench rows to write into the shipped file's tailor.json")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     t0 = time.time()
@@ -291,6 +293,10 @@ def main(argv: list[str] | None = None) -> int:
 
         only = tuple(m for m in args.only.split(",") if m)
         print(json.dumps(run_bench(args.runs, n=args.n, only=only), indent=1))
+    elif args.stage == "rows":  # bench rows of this RUNS into the shipped file's tailor.json (weights untouched)
+        from zoo.anytext_bench import merge_rows
+
+        print(merge_rows(args.runs, tuple(m for m in args.only.split(",") if m)))
     else:
         from zoo.anytext_bench import export
 

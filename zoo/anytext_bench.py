@@ -211,3 +211,26 @@ def export(runs: str | Path, weights: str | Path | None = None, row: str = "anyt
         info = {"recipe": "zoo/anytext.py", "bench": rows}
         write_json(tmp / "tailor.json", {"artifact": "anytext.safetensors", "zoo": info})
     return dst
+
+
+def merge_rows(runs: str | Path, rows: tuple[str, ...], weights: str | Path | None = None) -> Path:
+    """Write bench rows benched in ``RUNS`` (``bench_<row>.json``, e.g. a baseline retrained after the shipped file)
+    into the shipped AnyText's ``tailor.json`` rows, the weights untouched; a row benched as ``shipped`` is the
+    shipped model itself and only checks that it reproduces the file's ``anytext`` row."""
+    from tailor.core.io import write_json
+    from tailor.world.zoo import WEIGHTS
+
+    info = Path(weights or WEIGHTS) / "adapters" / "anytext" / "tailor.json"
+    meta = json.loads(info.read_text())
+    bench = meta["zoo"]["bench"]
+    for row in rows:
+        new = json.loads((Path(runs) / "anytext" / f"bench_{row}.json").read_text())
+        new.pop("read", None)
+        if row == "shipped":
+            if abs(new["ned"] - bench["anytext"]["ned"]) > 1e-9:
+                raise ValueError(f"the shipped model benched NED {new['ned']}, not its file's")
+            continue
+        bench[row] = {k: v for k, v in bench.get(row, {}).items() if k.startswith(("train_", "peak"))} | new
+        bench[row].pop("benched", None)
+    write_json(info, meta)
+    return info
