@@ -281,8 +281,7 @@ class ELITEMethod(Method):
         if probs is None or self._gate_rows is None:
             return None
         maps = torch.einsum("bst,bt->bs", probs, self._gate_rows.to(probs))
-        maps = maps / maps.amax(dim=1, keepdim=True).clamp_min(1e-8)
-        return maps.unsqueeze(-1)
+        return gate_map(maps, self.config.gate).unsqueeze(-1)
 
     # ------------------------------------------------------------------ training
     def wrap_dataset(self, dataset, config):
@@ -372,3 +371,13 @@ class ELITEMethod(Method):
         method.load_state_dict(state)
         method.source_file = str(path)
         return method
+
+
+def gate_map(maps: torch.Tensor, how: str = "max") -> torch.Tensor:
+    """``(rows, hw)`` placeholder maps -> gates in [0, 1]: ``max`` m / max m (official); ``mean`` the part of m
+    above its mean, over max - mean; ``minmax`` (m - min) / (max - min). A row of zeros stays zero."""
+    top = maps.amax(dim=1, keepdim=True)
+    if how == "max":
+        return maps / top.clamp_min(1e-8)
+    low = maps.mean(dim=1, keepdim=True) if how == "mean" else maps.amin(dim=1, keepdim=True)
+    return (maps - low).clamp_min(0) / (top - low).clamp_min(1e-8)
