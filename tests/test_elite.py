@@ -376,3 +376,15 @@ def test_shipped_world_elite_loads_by_name_and_changes_the_image():
     pipe.attach(m, elite_image=[ref])
     out = pipe.generate("a photo of a S on snow", **kw).array
     assert np.isfinite(out).all() and np.abs(out - plain).max() > 1e-2
+    # the shipped local stage is trained and sampled with the mean gate: on this base's flat maps the official
+    # m / max m leaves the local attention open over much of the frame (the smear docs/elite.md describes)
+    from tailor.methods.elite.method import gate_map
+
+    assert m.config.gate == "mean"
+    opened = {how: [] for how in ("max", "mean")}
+    for probs in m.store.current.values():
+        maps = torch.einsum("bst,bt->bs", probs, m._gate_rows.to(probs))[-1:]  # the conditional row
+        for how in opened:
+            opened[how].append(float(gate_map(maps, how).mean()))
+    assert np.mean(opened["mean"]) < 0.2 < np.mean(opened["max"])
+    pipe.detach()
