@@ -36,7 +36,8 @@ class ELITEConfig(Config):
     gate: str = option(
         "max",
         "local mapper's gate from the placeholder's attention map m: 'max' (m / max m, official) or 'mean' "
-        "(max(m - mean m, 0) / (max m - mean m): only where the placeholder stands out of its own mean)",
+        "(max(m - mean m, 0) / (max m - mean m): only where the placeholder stands out of its own mean; the world "
+        "weights) or 'minmax' ((m - min m) / (max m - min m))",
     )
     reg_global: float = option(0.01, "global stage: weight of the mean |word| penalty")
     reg_local: float = option(1e-4, "local stage: weight of the mean |local value| penalty")
