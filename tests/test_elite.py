@@ -176,6 +176,26 @@ def test_local_attention_is_gated_by_the_placeholder_map(tmp_path):
     assert torch.allclose(gate[1, :, 0], probs[1, :, 5] / probs[1, :, 5].max())
 
 
+def test_mean_gate_ignores_a_diffuse_map():
+    """The official gate (m / max m) opens the whole frame when the placeholder's map is flat, as on the world base
+    (its 4x4 / 8x8 maps): the local attention then paints the reference over the background. The 'mean' gate keeps
+    only where the placeholder stands out of its own mean."""
+    from tailor.methods.elite.method import gate_map
+
+    flat = 0.02 + 0.001 * torch.linspace(0, 1, 16)[None]
+    peaked = torch.full((1, 16), 0.01)
+    peaked[0, 5], peaked[0, 6] = 0.2, 0.1
+    assert gate_map(flat, "max").min() > 0.9  # the old gate: open everywhere
+    assert gate_map(flat, "mean").mean() < 0.5 and gate_map(flat, "mean").max() == pytest.approx(1.0)
+    g = gate_map(peaked, "mean")[0]
+    assert g[5] == pytest.approx(1.0) and g[6] == pytest.approx((0.1 - peaked.mean()) / (0.2 - peaked.mean()))
+    assert (g[[0, 1, 2, 3, 4, 7]] == 0).all()
+    assert gate_map(torch.zeros(2, 16), "mean").abs().max() == 0  # unconditional rows stay closed
+    assert torch.allclose(gate_map(peaked, "minmax")[0, 6], torch.tensor(0.09 / 0.19))
+    with pytest.raises(ConfigError, match="gate"):
+        ELITEMethod(gate="soft")
+
+
 def test_local_stage_needs_a_global_stage():
     with pytest.raises(ConfigError, match="global-mapper"):
         Pipeline(tailor.tiny_components()).attach(ELITEMethod(**OPTS, stage="local"), elite_image=ref_image())
@@ -356,3 +376,15 @@ def test_shipped_world_elite_loads_by_name_and_changes_the_image():
     pipe.attach(m, elite_image=[ref])
     out = pipe.generate("a photo of a S on snow", **kw).array
     assert np.isfinite(out).all() and np.abs(out - plain).max() > 1e-2
+    # the shipped local stage is trained and sampled with the mean gate: on this base's flat maps the official
+    # m / max m leaves the local attention open over much of the frame (the smear docs/elite.md describes)
+    from tailor.methods.elite.method import gate_map
+
+    assert m.config.gate == "mean"
+    opened = {how: [] for how in ("max", "mean")}
+    for probs in m.store.current.values():
+        maps = torch.einsum("bst,bt->bs", probs, m._gate_rows.to(probs))[-1:]  # the conditional row
+        for how in opened:
+            opened[how].append(float(gate_map(maps, how).mean()))
+    assert np.mean(opened["mean"]) < 0.2 < np.mean(opened["max"])
+    pipe.detach()

@@ -6,7 +6,10 @@ another scene, as the reference, and names the subject ``S`` in the caption). Si
 (~1 s/step at batch 8 under load 10 on the 2-core agent machine): global 2,400 steps, local 1,200 steps, lr 2e-4 /
 3e-4 (the official effective rates are 6.4e-5 / 3.2e-4 over 10^5 steps; a few thousand steps need more), AdamW
 weight decay 0.01 and gradient clipping 1 (official), constant rate after 50 warm-up steps, mapper width 128 (the
-world CLIP's width; official 1024 for ViT-L/14). Checkpoints every 100 steps; a rerun resumes from the newest.
+world CLIP's width; official 1024 for ViT-L/14), the local attention gated by the placeholder's map above its mean
+(``gate="mean"``; the official m / max m opens the whole frame on this base's flat 4x4 / 8x8 maps, docs/elite.md).
+Checkpoints every 100 steps; a rerun resumes from the newest. The shipped local stage was retrained on the shipped
+global mapper (``RUNS/global`` = a copy of the shipped ``elite.safetensors``; only its ``global_mapper.*`` is read).
 
     python -m zoo.elite global RUNS      # -> RUNS/global
     python -m zoo.elite local RUNS       # -> RUNS/elite (global + local mappers)
@@ -19,7 +22,7 @@ import sys
 from pathlib import Path
 
 DATA = "world:pair:all"
-OPTIONS = {"mapper_width": 128}
+OPTIONS = {"mapper_width": 128, "gate": "mean"}  # gate: the local attention only where S stands out (docs)
 STAGES = {
     "global": dict(steps=2400, lr=2e-4, out="global"),
     "local": dict(steps=1200, lr=3e-4, out="elite"),

@@ -51,12 +51,13 @@ SPEC = MethodSpec(
     # nothing, the same as the global stage's model) and a lambda sweep of the local mapper (official 0.8); asked
     # for by key (`tailor bench image_prompt --reference-row elite ...`), as they need the shipped world base
     bench=tuple(
-        BenchRow("image_prompt", key, 0, 0.0, {"llambda": lam}, model="world", note=note, default=False)
-        for key, lam, note in (
-            ("elite-global", 0.0, "global mapper only (lambda 0)"),
-            ("elite-l0.4", 0.4, "global + local, lambda 0.4"),
-            ("elite", 0.8, "global + local, lambda 0.8 (official)"),
-            ("elite-l1.6", 1.6, "global + local, lambda 1.6"),
+        BenchRow("image_prompt", key, 0, 0.0, {"llambda": lam} | extra, model="world", note=note, default=False)
+        for key, lam, extra, note in (
+            ("elite-global", 0.0, {}, "global mapper only (lambda 0)"),
+            ("elite-l0.4", 0.4, {}, "global + local, lambda 0.4"),
+            ("elite", 0.8, {}, "global + local, lambda 0.8 (official)"),
+            ("elite-l1.6", 1.6, {}, "global + local, lambda 1.6"),
+            ("elite-maxgate", 0.8, {"gate": "max"}, "lambda 0.8 with the official gate m / max m"),
         )
     ),
 )

@@ -10,6 +10,7 @@ from typing import ClassVar
 from tailor.core.config import Config, option
 
 STAGES = ("global", "local")
+GATES = ("max", "mean", "minmax")
 
 
 @dataclass
@@ -32,6 +33,12 @@ class ELITEConfig(Config):
     placeholder: str = option("S", "the placeholder word the image's word(s) replace in the prompt (one token)")
     token_index: int = option(0, "which global word is injected at sampling (-1: all of them, the official 'full')")
     llambda: float = option(0.8, "local mapper: weight of the gated local attention (official inference 0.8)")
+    gate: str = option(
+        "max",
+        "local mapper's gate from the placeholder's attention map m: 'max' (m / max m, official) or 'mean' "
+        "(max(m - mean m, 0) / (max m - mean m): only where the placeholder stands out of its own mean; the world "
+        "weights) or 'minmax' ((m - min m) / (max m - min m))",
+    )
     reg_global: float = option(0.01, "global stage: weight of the mean |word| penalty")
     reg_local: float = option(1e-4, "local stage: weight of the mean |local value| penalty")
     word_init: str = option(
@@ -50,6 +57,7 @@ class ELITEConfig(Config):
           f"placeholder must be one word; got {self.placeholder!r}.")  # fmt: skip
         c(self.token_index >= -1, f"token_index must be -1 (all words) or a word index; got {self.token_index}.")
         c(0.0 <= self.llambda <= 5.0, f"llambda must lie in [0, 5]; got {self.llambda}.")
+        c(self.gate in GATES, f"gate must be one of {', '.join(GATES)}; got {self.gate!r}.")
         c(self.reg_global >= 0 and self.reg_local >= 0, "reg_global and reg_local must not be negative.")
         c(self.word_init in ("token", "official"), f"word_init must be 'token' or 'official'; got {self.word_init!r}.")
         c(0.0 <= self.box_pad <= 1.0, f"box_pad must lie in [0, 1]; got {self.box_pad}.")

@@ -11,7 +11,9 @@ as the official ``inference_global.py`` with ``--token_index 0``). Trainable cop
 the object) in an extra cross-attention per layer (an :class:`~tailor.core.attention.ImageBranch`, ``to_k_local`` /
 ``to_v_local`` initialised from the base's), whose output is multiplied by the placeholder word's cross-attention map
 of the same layer and call (the :class:`~tailor.core.attention_store.AttentionStore`, computed with the overridden
-keys), normalised by its maximum, times lambda. The global mapper is frozen; loss: eps-MSE inside the target's object
+keys), normalised by its maximum (``gate="max"``, official) or its part above its mean over max - mean
+(``gate="mean"``: the world weights, whose flat low-resolution maps open m / max m over most of the frame), times
+lambda. The global mapper is frozen; loss: eps-MSE inside the target's object
 mask + ``reg_local`` x mean |V_local|; only word 0 is injected. [deviation] the official gates each head with its own
 map and normalises by the maximum over the whole batch; tailor gates with the head-averaged map (the store's) and
 normalises per image (the same for one image); the unconditional rows get no local attention, as in the official.
@@ -281,8 +283,7 @@ class ELITEMethod(Method):
         if probs is None or self._gate_rows is None:
             return None
         maps = torch.einsum("bst,bt->bs", probs, self._gate_rows.to(probs))
-        maps = maps / maps.amax(dim=1, keepdim=True).clamp_min(1e-8)
-        return maps.unsqueeze(-1)
+        return gate_map(maps, self.config.gate).unsqueeze(-1)
 
     # ------------------------------------------------------------------ training
     def wrap_dataset(self, dataset, config):
@@ -372,3 +373,13 @@ class ELITEMethod(Method):
         method.load_state_dict(state)
         method.source_file = str(path)
         return method
+
+
+def gate_map(maps: torch.Tensor, how: str = "max") -> torch.Tensor:
+    """``(rows, hw)`` placeholder maps -> gates in [0, 1]: ``max`` m / max m (official); ``mean`` the part of m
+    above its mean, over max - mean; ``minmax`` (m - min) / (max - min). A row of zeros stays zero."""
+    top = maps.amax(dim=1, keepdim=True)
+    if how == "max":
+        return maps / top.clamp_min(1e-8)
+    low = maps.mean(dim=1, keepdim=True) if how == "mean" else maps.amin(dim=1, keepdim=True)
+    return (maps - low).clamp_min(0) / (top - low).clamp_min(1e-8)
