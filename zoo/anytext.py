@@ -251,8 +251,12 @@ def main(argv: list[str] | None = None) -> int:
         choices=tuple(RUN_FOLDERS),
         help="export: the bench row whose run is shipped (anytext, cubic, ...)",
     )
-    p.add_argument("--only", default="", help="bench: comma-separated models to run now (base, controlnet, anytext); "
-                   "rows: the bench rows to write into the shipped file's tailor.json")
+    p.add_argument(
+        "--only",
+        default="",
+        help="bench: comma-separated models to run now (base, controlnet, anytext); "
+        "rows: the bench rows to write into the shipped file's tailor.json",
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     t0 = time.time()
