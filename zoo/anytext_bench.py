@@ -25,17 +25,18 @@ EVAL_SEED = 910_000
 STEPS, GUIDANCE = 20, 7.5
 #: AnyText runs by bench row: the method, the paper's ablation without the OCR perceptual loss, and session 17's
 #: continuations: ``run`` + 800 steps of cubic training timesteps, that + 800 more at lr 5e-4, and + 800 more; the
-#: control: ``run-cubic`` + 800 at lr 5e-4 with uniform timesteps (each benched if trained)
+#: control: ``run-cubic`` + 800 at lr 5e-4 with uniform timesteps (each benched if trained); session 19's
+#: ``run-fast3``: the shipped file (``--init anytext``) + 1,600 more at lr 5e-4, cubic
 RUN_FOLDERS = {"anytext": "run", "noocr": "run-noocr", "cubic": "run-cubic", "fast": "run-fast", "fast2": "run-fast2",
                "fast-uniform": "run-fast-uniform", "noocr-cubic": "run-noocr-cubic", "noocr-fast": "run-noocr-fast",
-               "noocr-fast2": "run-noocr-fast2"}  # fmt: skip
+               "noocr-fast2": "run-noocr-fast2", "fast3": "run-fast3"}  # fmt: skip
 #: the glyph ControlNet baseline's runs by bench row: session 18 gave it AnyText's whole recipe (1,500 uniform steps
 #: at lr 1e-4, + 800 cubic, + 800 cubic at lr 5e-4, + 800 more)
 CONTROLNET_FOLDERS = {"controlnet": "controlnet", "controlnet-cubic": "controlnet-cubic",
                       "controlnet-fast": "controlnet-fast", "controlnet-fast2": "controlnet-fast2"}  # fmt: skip
 #: bench rows in contact-sheet order (``shipped``: the shipped world AnyText, benched without its run folder)
-SHEET_ORDER = ("anytext", "cubic", "fast", "fast2", "shipped", "fast-uniform", "noocr", "noocr-fast2", "controlnet",
-               "controlnet-fast2", "base")  # fmt: skip
+SHEET_ORDER = ("anytext", "cubic", "fast", "fast2", "shipped", "fast3", "fast-uniform", "noocr", "noocr-fast2",
+               "controlnet", "controlnet-fast2", "base")  # fmt: skip
 
 
 def eval_set(n: int, size: int = 64):

@@ -3,7 +3,8 @@
 Both stages train through the one trainer on ``world:pair:all`` (each item: a view of one object instance in one of
 the five styles; :class:`tailor.methods.elite.data.PairViews` adds another view of the same instance, a photo in
 another scene, as the reference, and names the subject ``S`` in the caption). Sized for one busy CPU thread
-(~1 s/step at batch 8 under load 10 on the 2-core agent machine): global 2,400 steps, local 1,200 steps, lr 2e-4 /
+(~1 s/step at batch 8 under load 10 on the 2-core agent machine; 0.23 s/step on an idle one): global 2,400 steps, local
+2,400 steps (1,200 until session 19: twice as long keeps the global mapper's DINO-like, docs/elite.md), lr 2e-4 /
 3e-4 (the official effective rates are 6.4e-5 / 3.2e-4 over 10^5 steps; a few thousand steps need more), AdamW
 weight decay 0.01 and gradient clipping 1 (official), constant rate after 50 warm-up steps, mapper width 128 (the
 world CLIP's width; official 1024 for ViT-L/14), the local attention gated by the placeholder's map above its mean
@@ -25,7 +26,7 @@ DATA = "world:pair:all"
 OPTIONS = {"mapper_width": 128, "gate": "mean"}  # gate: the local attention only where S stands out (docs)
 STAGES = {
     "global": dict(steps=2400, lr=2e-4, out="global"),
-    "local": dict(steps=1200, lr=3e-4, out="elite"),
+    "local": dict(steps=2400, lr=3e-4, out="elite"),
 }
 
 
