@@ -13,7 +13,7 @@ Checkpoints every 100 steps; a rerun resumes from the newest. The shipped local 
 global mapper (``RUNS/global`` = a copy of the shipped ``elite.safetensors``; only its ``global_mapper.*`` is read).
 
     python -m zoo.elite global RUNS      # -> RUNS/global
-    python -m zoo.elite local RUNS       # -> RUNS/elite (global + local mappers)
+    python -m zoo.elite local RUNS       # -> RUNS/elite (global + local mappers); ``RUNS STEPS``: only STEPS steps
     python -m zoo.elite export RUNS      # -> tailor/world/zoo/weights/adapters/elite (float16)
 """
 
@@ -68,4 +68,5 @@ if __name__ == "__main__":
 
     torch.set_num_threads(1)
     what, runs = sys.argv[1], sys.argv[2]
-    print(export(runs) if what == "export" else train_stage(runs, what))
+    steps = int(sys.argv[3]) if len(sys.argv) > 3 else None  # fewer steps: a timing run (docs/elite.md)
+    print(export(runs) if what == "export" else train_stage(runs, what, steps))
