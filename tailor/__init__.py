@@ -37,8 +37,8 @@ def _register_world() -> None:
     for method in ("instantid", "photomaker", "pulid", "storygen"):  # ``--instantid world``: its shipped weights
         _resources.register(f"artifact:{method}", f"{w}:{method}", f"{w}:world_names")
     _resources.register("data", f"{w}:data", f"{w}:data_names")
-    # ``coco:DIR``: a detection folder's whole images and box crops (ODGEN's first stage; any base)
-    _resources.register("data", "tailor.methods.odgen.finetune:data", "tailor.methods.odgen.finetune:data_names")
+    # ``coco:DIR``: a detection folder's whole images and box crops (ODGEN's first stage trains on it; any method can)
+    _resources.register("data", "tailor.synth.real_data:data", "tailor.synth.real_data:data_names")
 
 
 _register_world()

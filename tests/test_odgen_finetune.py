@@ -15,8 +15,8 @@ import torch
 import tailor
 from tailor.core.images import to_tensor
 from tailor.detect.coco import write_coco
-from tailor.methods.odgen.finetune import CROP_FILL, RealScenesAndCrops, square_crop
 from tailor.methods.odgen.method import ODGENMethod
+from tailor.synth.real_data import CROP_FILL, RealScenesAndCrops, square_crop
 
 
 # --------------------------------------------------------------------- crops
