@@ -213,6 +213,24 @@ def test_bad_inputs_one_sentence(tmp_path, capsys):
     assert code == 0 and (tmp_path / "o" / "000.png").is_file()
 
 
+def test_cli_tune_steps_flag_tunes(tmp_path, monkeypatch):
+    """``--photoverse-tune-steps N`` reaches the attached method's config and runs the test-time tuning."""
+    from tailor.cli import main
+
+    m = PhotoVerseMethod(**OPTS)
+    m.patch(tailor.tiny_components())
+    art = m.save(tmp_path / "m")
+    face().save(tmp_path / "face.png")
+    seen = []
+    real = PhotoVerseMethod._tune
+    monkeypatch.setattr(PhotoVerseMethod, "_tune", lambda self, inputs: (seen.append(self.config.tune_steps),
+                                                                         real(self, inputs))[1])  # fmt: skip
+    base = ["generate", "--base", "tiny", "-n", "1", "--steps", "1", "-p", PROMPT, "--photoverse", str(art),
+            "--face", str(tmp_path / "face.png")]  # fmt: skip
+    assert main([*base, "--out", str(tmp_path / "plain")]) == 0 and seen == []
+    assert main([*base, "--out", str(tmp_path / "tuned"), "--photoverse-tune-steps", "2"]) == 0 and seen == [2]
+
+
 # --------------------------------------------------------------------- train / generate / tune
 def test_tiny_train_generate_and_test_time_tuning(tmp_path):
     from tailor.core.training import TrainConfig, train

@@ -41,6 +41,7 @@ SPEC = MethodSpec(
         input=FACE_INPUT,
         max_weight=MAX_SCALE,
         class_input="class_word",
+        options=("tune_steps",),  # --photoverse-tune-steps N: a few test-time LoRA steps on the references
     ),
     # zero-shot on the shipped weights: the encoder alone (the paper) and with a few test-time LoRA steps on the
     # references (seconds per new subject: the bench's train column)
