@@ -22,7 +22,7 @@ from pathlib import Path
 
 DATA = "world:faces:all:ids=1000-"
 OPTIONS = {"face_loss": 0.1}
-RECIPE = dict(steps=1200, batch_size=8, lr=3e-4, weight_decay=1e-2, warmup_steps=50)
+RECIPE = dict(steps=7200, batch_size=8, lr=3e-4, weight_decay=1e-2, warmup_steps=50)
 
 
 def train(runs: str | Path, steps: int | None = None, base: str = "world"):
